@@ -1,0 +1,125 @@
+//! The closed sets of command and event types, each declared once in a table below; the enum,
+//! its type names, subjects, parsing and schema listing all come from that table.
+
+use crate::payloads::*;
+use serde::Serialize;
+
+/// A payload that could not be read as the type its envelope names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The `type` attribute names no type this build knows.
+    #[error("unknown type `{0}`")]
+    UnknownType(String),
+    /// The payload is missing a field or has one of the wrong type; serde's message names it.
+    #[error("invalid `{type_name}` payload: {detail}")]
+    Invalid {
+        /// The type being read.
+        type_name: &'static str,
+        /// What is wrong, naming the field.
+        detail: String,
+    },
+}
+
+macro_rules! message_set {
+    ($(#[$doc:meta])* $name:ident in $envelope:ident { $($variant:ident => $subject:expr),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(untagged)]
+        pub enum $name {
+            $(
+                #[allow(missing_docs)]
+                $variant($variant),
+            )+
+        }
+
+        impl $name {
+            /// Every type name, in declaration order.
+            pub const TYPES: &'static [&'static str] = &[$(stringify!($variant)),+];
+
+            /// The type name, as in the envelope's `type`.
+            pub fn type_name(&self) -> &'static str {
+                match self { $($name::$variant(_) => stringify!($variant)),+ }
+            }
+
+            /// Reads a payload of the named type.
+            pub fn from_parts(type_name: &str, data: serde_json::Value) -> Result<Self, PayloadError> {
+                match type_name {
+                    $(stringify!($variant) => serde_json::from_value(data)
+                        .map($name::$variant)
+                        .map_err(|e| PayloadError::Invalid {
+                            type_name: stringify!($variant),
+                            detail: e.to_string(),
+                        }),)+
+                    other => Err(PayloadError::UnknownType(other.to_string())),
+                }
+            }
+
+            /// The payload as JSON.
+            pub fn to_data(&self) -> serde_json::Value {
+                match self {
+                    $($name::$variant(p) => serde_json::to_value(p)
+                        .expect("payloads are plain data and always serialize"),)+
+                }
+            }
+
+            /// The subject pattern of a type name (commands: the exact subject; events: the
+            /// category part of the subject).
+            pub fn subject_of(type_name: &str) -> Option<&'static str> {
+                match type_name {
+                    $(stringify!($variant) => Some($subject),)+
+                    _ => None,
+                }
+            }
+
+            /// `(type name, JSON Schema of its payload)` for every type.
+            pub fn payload_schemas() -> Vec<(&'static str, schemars::Schema)> {
+                vec![$((stringify!($variant), schemars::schema_for!($variant))),+]
+            }
+
+            /// `(type name, JSON Schema of the whole envelope carrying it)` for every type.
+            pub fn envelope_schemas() -> Vec<(&'static str, schemars::Schema)> {
+                vec![$((stringify!($variant), schemars::schema_for!(crate::$envelope<$variant>))),+]
+            }
+        }
+    };
+}
+
+message_set! {
+    /// Every command the node accepts. Its subject is fixed per type.
+    Command in CommandEnvelope {
+        IssueToken => "sf.cmd.token.issue",
+        ProvisionSession => "sf.cmd.session.provision",
+        RecordHeartbeat => "sf.cmd.heartbeat.record",
+        ScheduleMigration => "sf.cmd.migration.schedule",
+        ReportNodeFailure => "sf.cmd.node.report-failure",
+        SelectCipher => "sf.cmd.cipher.select",
+    }
+}
+
+message_set! {
+    /// Every event the log records. Published on `sf.evt.<category>.<type>`.
+    Event in EventEnvelope {
+        TokenIssued => "token",
+        SessionProvisioned => "session",
+        HeartbeatReceived => "session",
+        MigrationScheduled => "migration",
+        NodeFailed => "node",
+        CipherSelected => "cipher",
+    }
+}
+
+impl Command {
+    /// The NATS subject this command is sent on.
+    pub fn subject(&self) -> &'static str {
+        Command::subject_of(self.type_name()).expect("every command type has a subject")
+    }
+
+}
+
+impl Event {
+    /// The category of the streams this event type is recorded on.
+    pub fn category_of_type(type_name: &str) -> Option<&'static str> {
+        Event::subject_of(type_name)
+    }
+
+}
