@@ -1,0 +1,57 @@
+//! Streamfleet's durable event log, on redb.
+//!
+//! # Invariants
+//! - **One global order.** Every event has a global `position`, from 1, without gaps; positions
+//!   only grow. Every event also has a `streamversion` within its stream, from 1, without gaps.
+//! - **Atomic appends.** An append of one or several events to one stream is all or nothing, and
+//!   is checked against its [`ExpectedVersion`] inside the same write transaction that writes it.
+//! - **Durable before acknowledged.** Concurrent appends are grouped into one redb write
+//!   transaction committed with `Durability::Immediate` (fsync); no append is answered before
+//!   that commit has returned. A crash at any instant leaves either all of a batch or none of it.
+//! - **Idempotent by command id.** An append carrying a command id that was already recorded
+//!   records nothing and returns the original outcome, marked `deduplicated`.
+//! - **Tamper-evident.** Each stored event carries a CRC-32 of its bytes and a BLAKE3 chain hash
+//!   covering the previous event's chain hash, its position, its version and its body;
+//!   [`EventLog::verify`] names the first position where either fails.
+//! - **Single writer.** Only the process that opened the file writes; redb's file lock keeps
+//!   out a second one. Everyone else reads through that process (the node's read API).
+//!
+//! # Layout (tables)
+//! `events` position → record; `stream_index` (stream, version) → position;
+//! `category_index` (category, position) → (); `commands` command id → (first position, count);
+//! `meta` for the format marker. See [`record`] for the bytes of a record.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use streamfleet_eventlog::{EventLog, Config, AppendRequest, NewEvent, ExpectedVersion};
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = EventLog::open(dir.path().join("log.redb"), Config::default()).unwrap();
+//! let body = br#"{"type":"NodeFailed","subject":"node-1","data":{}}"#.to_vec();
+//! let out = log
+//!     .append(AppendRequest {
+//!         stream: "node-1".into(),
+//!         expected: ExpectedVersion::NoStream,
+//!         command_id: None,
+//!         events: vec![NewEvent { id: uuid::Uuid::now_v7(), event_type: "NodeFailed".into(), body }],
+//!     })
+//!     .await
+//!     .unwrap();
+//! assert_eq!(out.events[0].position, 1);
+//! assert_eq!(log.read_all(1, 10).unwrap().len(), 1);
+//! # }
+//! ```
+
+mod error;
+mod log;
+pub mod record;
+mod subscription;
+mod tables;
+mod verify;
+mod writer;
+
+pub use error::{AppendError, Corruption, OpenError, ReadError, VerifyError};
+pub use log::{AppendOutcome, AppendRequest, Config, EventLog, NewEvent};
+pub use record::StoredEvent;
+pub use streamfleet_bus_schemas::{ExpectedVersion, ReadDirection, RecordedEvent};
+pub use subscription::Subscription;
+pub use verify::VerifyReport;

@@ -1,0 +1,300 @@
+//! The log's public handle: open, append, read.
+
+use crate::error::{storage, AppendError, OpenError, ReadError};
+use crate::record::{StoredEvent, GENESIS};
+use crate::tables::*;
+use crate::writer::{self, Job, Tip};
+use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
+use serde::Deserialize;
+use std::path::Path;
+use std::sync::Arc;
+use streamfleet_bus_schemas::{category_of, ExpectedVersion, ReadDirection, RecordedEvent};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+/// Limits and tuning.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest event body, bytes.
+    pub max_event_bytes: usize,
+    /// Most events in one append.
+    pub max_events_per_append: usize,
+    /// Most appends grouped into one commit.
+    pub max_batch: usize,
+    /// Appends waiting for the writer before `append` waits for room.
+    pub queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { max_event_bytes: 256 * 1024, max_events_per_append: 1000, max_batch: 4096, queue: 65_536 }
+    }
+}
+
+/// One event to append: its id, type and JSON body (a non-empty object holding everything but
+/// `position` and `streamversion`).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Event id.
+    pub id: Uuid,
+    /// Event type.
+    pub event_type: String,
+    /// JSON object.
+    pub body: Vec<u8>,
+}
+
+/// An append of events to one stream.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The stream, `<category>-<id>`.
+    pub stream: String,
+    /// What the stream must be at.
+    pub expected: ExpectedVersion,
+    /// The command that caused it, for idempotency.
+    pub command_id: Option<Uuid>,
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+/// What an append recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The stream.
+    pub stream: String,
+    /// The events, in order.
+    pub events: Vec<RecordedEvent>,
+    /// True when the command id was already recorded and nothing new was written.
+    pub deduplicated: bool,
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: Arc<Database>,
+    pub(crate) config: Config,
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub(crate) head: watch::Receiver<u64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The durable event log. Cheap to clone; the file closes when the last clone drops.
+#[derive(Clone)]
+pub struct EventLog {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl EventLog {
+    /// Opens (or creates) the log at `path` and starts its writer.
+    pub fn open(path: impl AsRef<Path>, config: Config) -> Result<EventLog, OpenError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let db_err = |e: redb::Error| OpenError::Database { path: shown.clone(), source: e };
+        let db = Database::create(path).map_err(|e| db_err(storage(e)))?;
+        let txn = db.begin_write().map_err(|e| db_err(storage(e)))?;
+        {
+            let other_tables = txn
+                .list_tables()
+                .map_err(|e| db_err(storage(e)))?
+                .any(|t| t.name() != META.name());
+            let mut meta = txn.open_table(META).map_err(|e| db_err(storage(e)))?;
+            let found = meta.get(FORMAT_KEY).map_err(|e| db_err(storage(e)))?.map(|v| v.value().to_string());
+            match found {
+                Some(f) if f == format_value() => {}
+                None if !other_tables => {
+                    meta.insert(FORMAT_KEY, format_value().as_str()).map_err(|e| db_err(storage(e)))?;
+                }
+                other => {
+                    return Err(OpenError::NotAnEventLog { path: shown, expected: FORMAT_VERSION, found: other });
+                }
+            }
+            txn.open_table(EVENTS).map_err(|e| db_err(storage(e)))?;
+            txn.open_table(STREAM_INDEX).map_err(|e| db_err(storage(e)))?;
+            txn.open_table(CATEGORY_INDEX).map_err(|e| db_err(storage(e)))?;
+            txn.open_table(COMMANDS).map_err(|e| db_err(storage(e)))?;
+        }
+        txn.commit().map_err(|e| db_err(storage(e)))?;
+        let db = Arc::new(db);
+        let tip = read_tip(&db).map_err(|e| match e {
+            ReadError::Storage(s) => db_err(s),
+            other => OpenError::Corrupt { path: shown.clone(), source: other },
+        })?;
+        let (head_tx, head_rx) = watch::channel(tip.head);
+        let (tx, rx) = mpsc::channel(config.queue);
+        let thread = writer::spawn(db.clone(), rx, tip, head_tx, config.max_batch);
+        Ok(EventLog { inner: Arc::new(Inner { db, config, tx: Some(tx), thread: Some(thread), head: head_rx }) })
+    }
+
+    /// Appends events to one stream atomically; returns once they are durable.
+    pub async fn append(&self, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        self.check(&req)?;
+        let (reply, rx) = oneshot::channel();
+        let tx = self.inner.tx.as_ref().ok_or(AppendError::Closed)?;
+        tx.send(Job { req, reply }).await.map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    fn check(&self, req: &AppendRequest) -> Result<(), AppendError> {
+        check_stream_id(&req.stream)?;
+        if req.events.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let limit = self.inner.config.max_events_per_append;
+        if req.events.len() > limit {
+            return Err(AppendError::TooManyEvents { count: req.events.len(), limit });
+        }
+        for (index, e) in req.events.iter().enumerate() {
+            let limit = self.inner.config.max_event_bytes;
+            if e.body.len() > limit {
+                return Err(AppendError::EventTooLarge { index, size: e.body.len(), limit });
+            }
+            if !is_non_empty_object(&e.body) {
+                return Err(AppendError::BodyNotObject { index });
+            }
+        }
+        Ok(())
+    }
+
+    /// The last durable position (0 when empty).
+    pub fn head(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    /// A receiver that changes whenever the head moves.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.head.clone()
+    }
+
+    /// Up to `max` events of all streams from position `from` (inclusive). Blocking.
+    pub fn read_all(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, ReadError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut out = Vec::with_capacity(max.min(4096));
+        for item in events.range(from.max(1)..).map_err(storage)?.take(max) {
+            let (k, v) = item.map_err(storage)?;
+            let position = k.value();
+            out.push(StoredEvent::decode(position, v.value()).map_err(|problem| ReadError::Corrupt { position, problem })?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` events of one stream from version `from`, forward or backward. Blocking.
+    pub fn read_stream(&self, stream: &str, from: u64, direction: ReadDirection, max: usize) -> Result<Vec<StoredEvent>, ReadError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let index = txn.open_table(STREAM_INDEX).map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let positions: Vec<u64> = match direction {
+            ReadDirection::Forward => collect_positions(index.range((stream, from)..=(stream, u64::MAX)).map_err(storage)?, max)?,
+            ReadDirection::Backward => collect_positions(index.range((stream, 0)..=(stream, from)).map_err(storage)?.rev(), max)?,
+        };
+        positions.into_iter().map(|p| get_event(&events, p)).collect()
+    }
+
+    /// Up to `max` events of one category from position `from`. Blocking.
+    pub fn read_category(&self, category: &str, from: u64, max: usize) -> Result<Vec<StoredEvent>, ReadError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let index = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut out = Vec::new();
+        for item in index.range((category, from)..=(category, u64::MAX)).map_err(storage)?.take(max) {
+            let (k, _) = item.map_err(storage)?;
+            out.push(get_event(&events, k.value().1)?);
+        }
+        Ok(out)
+    }
+
+    /// The stream's current version (0: no stream). Blocking.
+    pub fn stream_version(&self, stream: &str) -> Result<u64, ReadError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let index = txn.open_table(STREAM_INDEX).map_err(storage)?;
+        Ok(writer::last_version(&index, stream).map_err(storage)?)
+    }
+
+    /// The outcome recorded for a command id, if any (marked `deduplicated`). Blocking.
+    pub fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, ReadError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let commands = txn.open_table(COMMANDS).map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let Some(v) = commands.get(command_id.as_u128()).map_err(storage)? else { return Ok(None) };
+        let (first, count) = v.value();
+        outcome_from_records(&events, first, count).map(Some)
+    }
+}
+
+/// Reads back what an earlier append recorded, from its stored records.
+pub(crate) fn outcome_from_records(events: &impl ReadableTable<u64, &'static [u8]>, first: u64, count: u32) -> Result<AppendOutcome, ReadError> {
+    #[derive(Deserialize)]
+    struct Head {
+        id: Uuid,
+        #[serde(rename = "type")]
+        event_type: String,
+        subject: String,
+    }
+    let mut stream = String::new();
+    let mut recorded = Vec::with_capacity(count as usize);
+    for position in first..first + u64::from(count) {
+        let e = get_event(events, position)?;
+        let head: Head = serde_json::from_slice(&e.body).map_err(|_| ReadError::Corrupt {
+            position,
+            problem: crate::Corruption::UnreadableBody,
+        })?;
+        stream = head.subject;
+        recorded.push(RecordedEvent { id: head.id, event_type: head.event_type, streamversion: e.stream_version, position });
+    }
+    Ok(AppendOutcome { stream, events: recorded, deduplicated: true })
+}
+
+fn collect_positions<'a>(
+    iter: impl Iterator<Item = Result<(redb::AccessGuard<'a, (&'static str, u64)>, redb::AccessGuard<'a, u64>), redb::StorageError>>,
+    max: usize,
+) -> Result<Vec<u64>, ReadError> {
+    iter.take(max).map(|item| item.map(|(_, v)| v.value()).map_err(|e| ReadError::Storage(e.into()))).collect()
+}
+
+pub(crate) fn get_event(events: &impl ReadableTable<u64, &'static [u8]>, position: u64) -> Result<StoredEvent, ReadError> {
+    let v = events.get(position).map_err(storage)?.ok_or(ReadError::MissingRecord { position })?;
+    StoredEvent::decode(position, v.value()).map_err(|problem| ReadError::Corrupt { position, problem })
+}
+
+fn read_tip(db: &Database) -> Result<Tip, ReadError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let events = txn.open_table(EVENTS).map_err(storage)?;
+    match events.last().map_err(storage)? {
+        None => Ok(Tip { head: 0, chain: GENESIS }),
+        Some((k, v)) => {
+            let position = k.value();
+            let e = StoredEvent::decode(position, v.value()).map_err(|problem| ReadError::Corrupt { position, problem })?;
+            Ok(Tip { head: position, chain: e.chain })
+        }
+    }
+}
+
+/// Stream ids are `<category>-<rest>`: the category (a NATS subject token) is `[a-z][a-z0-9_]*`;
+/// the whole id is 1..=256 printable ASCII bytes without spaces.
+pub(crate) fn check_stream_id(stream: &str) -> Result<(), AppendError> {
+    let bad = |reason| Err(AppendError::InvalidStreamId { stream: stream.chars().take(300).collect(), reason });
+    if stream.is_empty() || stream.len() > 256 {
+        return bad("must be 1 to 256 bytes");
+    }
+    if !stream.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("must be printable ASCII without spaces");
+    }
+    let cat = category_of(stream);
+    let mut bytes = cat.bytes();
+    if !bytes.next().is_some_and(|b| b.is_ascii_lowercase()) || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return bad("category (before the first `-`) must match [a-z][a-z0-9_]*");
+    }
+    Ok(())
+}
+
+fn is_non_empty_object(body: &[u8]) -> bool {
+    body.first() == Some(&b'{')
+        && body[1..].iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'}')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}

@@ -1,0 +1,21 @@
+//! Table definitions and the format marker. Changing any of these changes the file format.
+
+use redb::TableDefinition;
+
+/// position → record bytes (see [`crate::record`]).
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// (stream, version) → position.
+pub(crate) const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
+/// (category, position) → ().
+pub(crate) const CATEGORY_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("category_index");
+/// command id → (first position, event count).
+pub(crate) const COMMANDS: TableDefinition<u128, (u64, u32)> = TableDefinition::new("commands");
+/// "format" → FORMAT.
+pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+pub(crate) const FORMAT_KEY: &str = "format";
+/// The format this build writes and reads.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) fn format_value() -> String {
+    format!("streamfleet-eventlog/{FORMAT_VERSION}")
+}

@@ -1,0 +1,127 @@
+//! The single writer thread and its group commit.
+//!
+//! Invariant: every append waiting when a commit starts is checked and written inside that one
+//! write transaction, in arrival order; the transaction is committed with
+//! `Durability::Immediate`; only then are the waiters answered and the head moved. If the commit
+//! fails, every waiter of the batch gets the error and the in-memory tip is restored, so the next
+//! batch continues the chain from what is really on disk.
+
+use crate::error::{storage, AppendError};
+use crate::log::{outcome_from_records, AppendOutcome, AppendRequest};
+use crate::record::encode;
+use crate::tables::*;
+use redb::{Database, ReadableTable, WriteTransaction};
+use std::sync::Arc;
+use streamfleet_bus_schemas::{category_of, RecordedEvent};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub(crate) struct Job {
+    pub(crate) req: AppendRequest,
+    pub(crate) reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+}
+
+/// Where the log ends: the last position and its chain hash.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tip {
+    pub(crate) head: u64,
+    pub(crate) chain: [u8; 32],
+}
+
+pub(crate) fn spawn(
+    db: Arc<Database>,
+    mut rx: mpsc::Receiver<Job>,
+    mut tip: Tip,
+    head: watch::Sender<u64>,
+    max_batch: usize,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("eventlog-writer".into())
+        .spawn(move || {
+            let mut jobs = Vec::with_capacity(max_batch);
+            while let Some(first) = rx.blocking_recv() {
+                jobs.push(first);
+                while jobs.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                let before = tip;
+                match write_batch(&db, &jobs, &mut tip) {
+                    Ok(results) => {
+                        head.send_replace(tip.head);
+                        tracing::trace!(appends = jobs.len(), head = tip.head, "group commit");
+                        for (job, result) in jobs.drain(..).zip(results) {
+                            let _ = job.reply.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        tip = before;
+                        tracing::error!(error = %e, appends = jobs.len(), "group commit failed; nothing recorded");
+                        let e = Arc::new(e);
+                        for job in jobs.drain(..) {
+                            let _ = job.reply.send(Err(AppendError::Storage(e.clone())));
+                        }
+                    }
+                }
+            }
+        })
+        .expect("the OS can start the writer thread")
+}
+
+/// Writes one batch in one transaction. Per-append refusals are results; a storage failure
+/// aborts the whole batch.
+fn write_batch(db: &Database, jobs: &[Job], tip: &mut Tip) -> Result<Vec<Result<AppendOutcome, AppendError>>, redb::Error> {
+    let txn: WriteTransaction = db.begin_write().map_err(storage)?;
+    let mut results = Vec::with_capacity(jobs.len());
+    {
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut streams = txn.open_table(STREAM_INDEX).map_err(storage)?;
+        let mut categories = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
+        let mut commands = txn.open_table(COMMANDS).map_err(storage)?;
+        for job in jobs {
+            let req = &job.req;
+            if let Some(id) = req.command_id {
+                if let Some(v) = commands.get(id.as_u128()).map_err(storage)? {
+                    let (first, count) = v.value();
+                    drop(v);
+                    results.push(outcome_from_records(&events, first, count).map_err(|e| match e {
+                        crate::ReadError::Storage(s) => AppendError::Storage(Arc::new(s)),
+                        other => AppendError::Storage(Arc::new(redb::Error::Corrupted(other.to_string()))),
+                    }));
+                    continue;
+                }
+            }
+            let actual = last_version(&streams, &req.stream).map_err(storage)?;
+            if !req.expected.admits(actual) {
+                results.push(Err(AppendError::WrongExpectedVersion { stream: req.stream.clone(), expected: req.expected, actual }));
+                continue;
+            }
+            let category = category_of(&req.stream);
+            let first = tip.head + 1;
+            let mut recorded = Vec::with_capacity(req.events.len());
+            for (i, e) in req.events.iter().enumerate() {
+                let position = first + i as u64;
+                let version = actual + 1 + i as u64;
+                let (bytes, chain) = encode(&tip.chain, position, version, &e.body);
+                events.insert(position, bytes.as_slice()).map_err(storage)?;
+                streams.insert((req.stream.as_str(), version), position).map_err(storage)?;
+                categories.insert((category, position), ()).map_err(storage)?;
+                tip.chain = chain;
+                tip.head = position;
+                recorded.push(RecordedEvent { id: e.id, event_type: e.event_type.clone(), streamversion: version, position });
+            }
+            if let Some(id) = req.command_id {
+                commands.insert(id.as_u128(), (first, recorded.len() as u32)).map_err(storage)?;
+            }
+            results.push(Ok(AppendOutcome { stream: req.stream.clone(), events: recorded, deduplicated: false }));
+        }
+    }
+    txn.commit().map_err(storage)?;
+    Ok(results)
+}
+
+/// The last version of `stream` in the stream index (0: no stream).
+pub(crate) fn last_version(index: &impl ReadableTable<(&'static str, u64), u64>, stream: &str) -> Result<u64, redb::StorageError> {
+    Ok(index.range((stream, 0)..=(stream, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1))
+}
