@@ -1,0 +1,199 @@
+//! From a command request to a reply: parse, decide, append.
+//!
+//! Invariant: a command either gets `accepted` after its events are durable, or `rejected` with
+//! nothing recorded. Nothing in a request can make this code panic or stop serving.
+
+use crate::publisher::EVENT_SOURCE;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use streamfleet_bus_schemas::{
+    Command, CommandEnvelope, CommandReply, Event, EventBody, ExpectedVersion, PayloadError, ReadDirection, RejectionReason,
+    CLOUDEVENTS_SPEC_VERSION, SCHEMA_VERSION,
+};
+use streamfleet_domain::{decide, evolve, stream_of, Context, State};
+use streamfleet_eventlog::{AppendError, AppendRequest, EventLog, NewEvent};
+use uuid::Uuid;
+
+/// Streams whose state is kept in memory; past this the cache starts over.
+const STATE_CACHE_STREAMS: usize = 100_000;
+
+/// Decides commands against the log. One per node; shared by every request task.
+pub struct CommandHandler {
+    log: EventLog,
+    max_command_bytes: usize,
+    conflict_retries: u32,
+    states: Mutex<HashMap<String, (u64, State)>>,
+}
+
+impl CommandHandler {
+    /// A handler over `log`.
+    pub fn new(log: EventLog, max_command_bytes: usize, conflict_retries: u32) -> Self {
+        CommandHandler { log, max_command_bytes, conflict_retries, states: Mutex::new(HashMap::new()) }
+    }
+
+    /// Handles one request received on `subject`; always returns a reply.
+    pub async fn handle(&self, subject: &str, payload: &Bytes) -> CommandReply {
+        let envelope = match parse(subject, payload, self.max_command_bytes) {
+            Ok(ok) => ok,
+            Err((id, reason)) => {
+                tracing::debug!(subject, code = ?reason, "command rejected at the envelope");
+                return CommandReply::rejected(id, reason);
+            }
+        };
+        let (envelope, command) = envelope;
+        let id = envelope.id;
+        match self.execute(&envelope, &command).await {
+            Ok(reply) => reply,
+            Err(reason) => {
+                tracing::debug!(command_id = %id, command = command.type_name(), reason = %reason, "command rejected");
+                CommandReply::rejected(Some(id), reason)
+            }
+        }
+    }
+
+    async fn execute(&self, envelope: &CommandEnvelope, command: &Command) -> Result<CommandReply, RejectionReason> {
+        let stream = stream_of(command);
+        if let Some(done) = self.log.command_outcome(envelope.id).map_err(unavailable)? {
+            return Ok(accepted(envelope.id, done));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (version, state) = self.state_of(&stream)?;
+            if let Some(expected) = envelope.expectedversion {
+                if !expected.admits(version) {
+                    return Err(RejectionReason::WrongExpectedVersion { stream, expected, actual: version });
+                }
+            }
+            let now = chrono::Utc::now();
+            let events = decide(command, &state, &Context { now })
+                .map_err(|r| RejectionReason::Domain { rule: r.rule().to_string(), detail: r.to_string() })?;
+            let new_events = events.iter().map(|e| new_event(envelope, &stream, e, now)).collect::<Result<Vec<_>, _>>()?;
+            let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+            let request = AppendRequest { stream: stream.clone(), expected, command_id: Some(envelope.id), events: new_events };
+            match self.log.append(request).await {
+                Ok(outcome) => {
+                    if !outcome.deduplicated {
+                        let next = events.iter().fold(state, evolve);
+                        self.remember(&stream, version + events.len() as u64, next);
+                    }
+                    return Ok(accepted(envelope.id, outcome));
+                }
+                Err(AppendError::WrongExpectedVersion { actual, .. }) => {
+                    self.forget(&stream);
+                    if let Some(expected) = envelope.expectedversion {
+                        return Err(RejectionReason::WrongExpectedVersion { stream, expected, actual });
+                    }
+                    if attempt > self.conflict_retries {
+                        return Err(RejectionReason::Contention { stream, attempts: attempt });
+                    }
+                    tracing::debug!(stream = %stream, attempt, "lost a race for the stream; deciding again");
+                }
+                Err(e @ (AppendError::InvalidStreamId { .. } | AppendError::EventTooLarge { .. } | AppendError::TooManyEvents { .. })) => {
+                    return Err(RejectionReason::InvalidPayload { type_name: command.type_name().into(), detail: e.to_string() });
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    fn state_of(&self, stream: &str) -> Result<(u64, State), RejectionReason> {
+        if let Some((v, s)) = self.states.lock().expect("state cache lock").get(stream) {
+            return Ok((*v, s.clone()));
+        }
+        let stored = self.log.read_stream(stream, 1, ReadDirection::Forward, usize::MAX).map_err(unavailable)?;
+        let mut state = State::default();
+        let mut version = 0;
+        for e in &stored {
+            let body: EventBody = serde_json::from_slice(&e.body).map_err(unavailable)?;
+            let event = Event::from_parts(&body.event_type, body.data).map_err(unavailable)?;
+            state = evolve(state, &event);
+            version = e.stream_version;
+        }
+        self.remember(stream, version, state.clone());
+        Ok((version, state))
+    }
+
+    fn remember(&self, stream: &str, version: u64, state: State) {
+        let mut states = self.states.lock().expect("state cache lock");
+        if states.len() >= STATE_CACHE_STREAMS {
+            states.clear();
+        }
+        match states.get_mut(stream) {
+            // A concurrent task may have cached a later version already.
+            Some((v, _)) if *v > version => {}
+            _ => {
+                states.insert(stream.to_string(), (version, state));
+            }
+        }
+    }
+
+    fn forget(&self, stream: &str) {
+        self.states.lock().expect("state cache lock").remove(stream);
+    }
+}
+
+fn accepted(command_id: Uuid, outcome: streamfleet_eventlog::AppendOutcome) -> CommandReply {
+    CommandReply::Accepted { command_id, stream: outcome.stream, deduplicated: outcome.deduplicated, events: outcome.events }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> RejectionReason {
+    RejectionReason::Unavailable { detail: e.to_string() }
+}
+
+fn new_event(envelope: &CommandEnvelope, stream: &str, event: &Event, now: chrono::DateTime<chrono::Utc>) -> Result<NewEvent, RejectionReason> {
+    let id = Uuid::now_v7();
+    let body = EventBody {
+        specversion: CLOUDEVENTS_SPEC_VERSION.to_string(),
+        id,
+        source: EVENT_SOURCE.to_string(),
+        event_type: event.type_name().to_string(),
+        subject: stream.to_string(),
+        time: now,
+        datacontenttype: "application/json".to_string(),
+        schemaversion: SCHEMA_VERSION,
+        correlationid: envelope.correlationid.unwrap_or(envelope.id),
+        causationid: envelope.id,
+        data: event.to_data(),
+    };
+    let body = serde_json::to_vec(&body).map_err(unavailable)?;
+    Ok(NewEvent { id, event_type: event.type_name().to_string(), body })
+}
+
+/// Reads a request into an envelope and its typed command, or says precisely what is wrong
+/// (with the command id when it could be read).
+pub fn parse(subject: &str, payload: &[u8], max_bytes: usize) -> Result<(CommandEnvelope, Command), (Option<Uuid>, RejectionReason)> {
+    if payload.len() > max_bytes {
+        return Err((None, RejectionReason::TooLarge { size: payload.len(), limit: max_bytes }));
+    }
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| (None, RejectionReason::MalformedJson { detail: e.to_string() }))?;
+    let id = value.get("id").and_then(|v| v.as_str()).and_then(|s| Uuid::parse_str(s).ok());
+    let envelope: CommandEnvelope =
+        serde_json::from_value(value).map_err(|e| (id, RejectionReason::InvalidEnvelope { detail: e.to_string() }))?;
+    let id = Some(envelope.id);
+    if envelope.schemaversion != SCHEMA_VERSION {
+        return Err((id, RejectionReason::UnsupportedSchemaVersion { got: envelope.schemaversion, supported: SCHEMA_VERSION }));
+    }
+    let command = Command::from_parts(&envelope.command_type, envelope.data.clone()).map_err(|e| {
+        (
+            id,
+            match e {
+                PayloadError::UnknownType(type_name) => RejectionReason::UnknownCommandType { type_name },
+                PayloadError::Invalid { type_name, detail } => RejectionReason::InvalidPayload { type_name: type_name.into(), detail },
+            },
+        )
+    })?;
+    if command.subject() != subject {
+        return Err((
+            id,
+            RejectionReason::SubjectMismatch {
+                type_name: command.type_name().into(),
+                subject: subject.into(),
+                expected: command.subject().into(),
+            },
+        ));
+    }
+    Ok((envelope, command))
+}

@@ -1,0 +1,176 @@
+//! Following every event over NATS: catch up from the log, then live, filling gaps.
+//!
+//! Invariant: [`Follower::next`] yields positions `from, from+1, from+2, …` — in order, none
+//! skipped, none twice — whatever NATS drops, however late the follower starts, and across
+//! reconnects and node restarts. Live messages are only a hint of what exists; any gap is read
+//! from the log through the node's read API.
+
+use async_nats::{Client, Subscriber};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::VecDeque;
+use std::time::Duration;
+use streamfleet_bus_schemas::{subjects, EventEnvelope, ReadRequest};
+
+/// Events asked for per catch-up read.
+const CATCH_UP_BATCH: u32 = 2000;
+/// Wait between read attempts while the node does not answer.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+/// One event as followed: its position and its CloudEvents JSON.
+#[derive(Debug, Clone)]
+pub struct FollowedEvent {
+    /// Global position.
+    pub position: u64,
+    /// The event's JSON ([`EventEnvelope`]).
+    pub json: Bytes,
+}
+
+impl FollowedEvent {
+    /// Decodes the envelope.
+    pub fn envelope(&self) -> Result<EventEnvelope, serde_json::Error> {
+        serde_json::from_slice(&self.json)
+    }
+}
+
+/// Why following stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// Subscribing failed (e.g. refused by the server's permissions).
+    #[error("cannot subscribe: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// The node answered a read with an error.
+    #[error("log read refused ({code}): {detail}")]
+    Read {
+        /// The reply's code.
+        code: String,
+        /// Its detail.
+        detail: String,
+    },
+    /// A reply or event that is not what the contract says.
+    #[error("unreadable message from the node: {0}")]
+    Protocol(String),
+    /// The NATS connection is closed for good.
+    #[error("NATS subscription ended")]
+    Closed,
+}
+
+/// Follows the whole log from a position.
+pub struct Follower {
+    client: Client,
+    live: Subscriber,
+    heads: Subscriber,
+    next: u64,
+    pending: VecDeque<FollowedEvent>,
+    catching_up: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum RawReadReply<'a> {
+    Ok {
+        #[serde(borrow)]
+        events: Vec<&'a RawValue>,
+    },
+    Error {
+        code: String,
+        detail: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct PositionOnly {
+    position: u64,
+}
+
+impl Follower {
+    /// Starts following at `from` (1: everything). Subscribes to live events first, so nothing
+    /// published while catching up is missed.
+    pub async fn start(client: Client, from: u64) -> Result<Follower, FollowError> {
+        let live = client.subscribe(subjects::EVENTS).await?;
+        let heads = client.subscribe(subjects::LOG_HEAD).await?;
+        Ok(Follower { client, live, heads, next: from.max(1), pending: VecDeque::new(), catching_up: true })
+    }
+
+    /// The position the next event will have.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// The next event in global order; waits for it.
+    pub async fn next(&mut self) -> Result<FollowedEvent, FollowError> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                if e.position == self.next {
+                    self.next += 1;
+                    return Ok(e);
+                }
+                continue;
+            }
+            if self.catching_up {
+                let batch = self.read_from(self.next).await?;
+                if batch.is_empty() {
+                    self.catching_up = false;
+                }
+                self.pending.extend(batch);
+                continue;
+            }
+            tokio::select! {
+                msg = self.live.next() => {
+                    let msg = msg.ok_or(FollowError::Closed)?;
+                    let position = msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(subjects::HEADER_POSITION))
+                        .and_then(|v| v.as_str().parse::<u64>().ok())
+                        .ok_or_else(|| FollowError::Protocol(format!("event on {} without {}", msg.subject, subjects::HEADER_POSITION)))?;
+                    if position == self.next {
+                        self.next += 1;
+                        return Ok(FollowedEvent { position, json: msg.payload });
+                    }
+                    if position > self.next {
+                        tracing::debug!(expected = self.next, got = position, "gap in live events; reading the log");
+                        self.catching_up = true;
+                    }
+                }
+                msg = self.heads.next() => {
+                    let msg = msg.ok_or(FollowError::Closed)?;
+                    let head = std::str::from_utf8(&msg.payload).ok().and_then(|s| s.trim().parse::<u64>().ok());
+                    if head.is_some_and(|h| h >= self.next) {
+                        self.catching_up = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a batch from the log, retrying while the node does not answer.
+    async fn read_from(&self, from: u64) -> Result<Vec<FollowedEvent>, FollowError> {
+        let req = serde_json::to_vec(&ReadRequest::all(from, CATCH_UP_BATCH)).map_err(|e| FollowError::Protocol(e.to_string()))?;
+        loop {
+            match self.client.request(subjects::LOG_READ, req.clone().into()).await {
+                Ok(msg) => return parse_batch(&msg.payload),
+                Err(e) => {
+                    tracing::debug!(error = %e, "log read got no answer; retrying");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            }
+        }
+    }
+}
+
+fn parse_batch(payload: &[u8]) -> Result<Vec<FollowedEvent>, FollowError> {
+    let reply: RawReadReply = serde_json::from_slice(payload).map_err(|e| FollowError::Protocol(e.to_string()))?;
+    match reply {
+        RawReadReply::Error { code, detail } => Err(FollowError::Read { code, detail }),
+        RawReadReply::Ok { events } => events
+            .into_iter()
+            .map(|raw| {
+                let p: PositionOnly = serde_json::from_str(raw.get()).map_err(|e| FollowError::Protocol(e.to_string()))?;
+                Ok(FollowedEvent { position: p.position, json: Bytes::copy_from_slice(raw.get().as_bytes()) })
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,29 @@
+//! Connecting to NATS as one of the roles in `nats.conf`.
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct NatsLogin {
+    /// e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// A user from `nats.conf`.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl NatsLogin {
+    /// A login.
+    pub fn new(url: impl Into<String>, user: impl Into<String>, password: impl Into<String>) -> Self {
+        NatsLogin { url: url.into(), user: user.into(), password: password.into() }
+    }
+}
+
+/// Connects, retrying until the server answers, and reconnecting forever after.
+pub async fn connect(login: &NatsLogin) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .user_and_password(login.user.clone(), login.password.clone())
+        .name(format!("streamfleet-{}", login.user))
+        .retry_on_initial_connect()
+        .connect(login.url.as_str())
+        .await
+}
