@@ -1,1 +1,81 @@
-fn main() {}
+//! `streamfleet`: the operator's command line.
+
+mod bench;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use streamfleet_node::{NatsLogin, Node, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "streamfleet",
+    version,
+    about = "Control plane of an application-streaming cloud"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bring the whole system up on this machine: nats-server with nats.conf, then the node.
+    Up(up::UpArgs),
+    /// Run the node: the only process that opens the event log.
+    Node(NodeArgs),
+    /// Benchmarks, each printed beside a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Folder holding the log file (events.redb).
+    #[arg(long, default_value = ".streamfleet/data")]
+    data_dir: PathBuf,
+    /// NATS server URL.
+    #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// The node's NATS password (user `node` in nats.conf).
+    #[arg(long, env = "SF_NODE_PASSWORD", hide_env_values = true)]
+    nats_password: String,
+    /// Largest command request accepted, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_command_bytes: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            Cmd::Up(args) => up::run(args).await,
+            Cmd::Node(args) => run_node(args).await,
+            Cmd::Bench { which } => bench::run(which).await,
+        }
+    })
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let mut config = NodeConfig::new(
+        args.data_dir,
+        NatsLogin::new(args.nats_url, "node", args.nats_password),
+    );
+    config.max_command_bytes = args.max_command_bytes;
+    let node = Node::start(config).await?;
+    // Tests and scripts wait for this line.
+    println!("ready head={}", node.log().head());
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("stopping");
+    node.stop().await;
+    Ok(())
+}

@@ -31,7 +31,7 @@ pub mod schema_documents;
 pub mod subjects;
 
 pub use envelope::{
-    CommandEnvelope, EventBody, EventEnvelope, ExpectedVersion, CLOUDEVENTS_SPEC_VERSION,
+    CLOUDEVENTS_SPEC_VERSION, CommandEnvelope, EventBody, EventEnvelope, ExpectedVersion,
     SCHEMA_VERSION,
 };
 pub use messages::{Command, Event, PayloadError};

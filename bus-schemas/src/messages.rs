@@ -113,7 +113,6 @@ impl Command {
     pub fn subject(&self) -> &'static str {
         Command::subject_of(self.type_name()).expect("every command type has a subject")
     }
-
 }
 
 impl Event {
@@ -121,5 +120,4 @@ impl Event {
     pub fn category_of_type(type_name: &str) -> Option<&'static str> {
         Event::subject_of(type_name)
     }
-
 }

@@ -36,7 +36,13 @@ fn default_max() -> u32 {
 impl ReadRequest {
     /// All streams, forward from `from`.
     pub fn all(from: u64, max_events: u32) -> Self {
-        ReadRequest { from, max_events, stream: None, category: None, direction: ReadDirection::Forward }
+        ReadRequest {
+            from,
+            max_events,
+            stream: None,
+            category: None,
+            direction: ReadDirection::Forward,
+        }
     }
 }
 

@@ -35,7 +35,11 @@ pub enum CommandReply {
 impl CommandReply {
     /// A rejection whose message is the reason's description.
     pub fn rejected(command_id: Option<Uuid>, reason: RejectionReason) -> Self {
-        CommandReply::Rejected { command_id, message: reason.to_string(), reason }
+        CommandReply::Rejected {
+            command_id,
+            message: reason.to_string(),
+            reason,
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! read message, and an AsyncAPI 3.0 document listing every subject, its direction and message.
 //! They are generated from the Rust types and committed under `schemas/`.
 
-use crate::{subjects, Command, CommandReply, Event, ReadReply, ReadRequest, SCHEMA_VERSION};
-use serde_json::{json, Map, Value};
+use crate::{Command, CommandReply, Event, ReadReply, ReadRequest, SCHEMA_VERSION, subjects};
+use serde_json::{Map, Value, json};
 
 /// One generated document: its path under `schemas/` and its text.
 pub struct Document {
@@ -49,7 +49,12 @@ pub fn all() -> Vec<Document> {
         json!({ "$ref": format!("#/components/messages/{name}") })
     };
 
-    let reply_ref = message("CommandReply", "replies/CommandReply.json", "Accepted or rejected", None);
+    let reply_ref = message(
+        "CommandReply",
+        "replies/CommandReply.json",
+        "Accepted or rejected",
+        None,
+    );
     channels.insert(
         "commandReply".into(),
         json!({ "address": null, "messages": { "CommandReply": reply_ref },
@@ -57,7 +62,11 @@ pub fn all() -> Vec<Document> {
     );
     for (type_name, schema) in Command::envelope_schemas() {
         let subject = Command::subject_of(type_name).expect("declared with a subject");
-        let pinned = pin(schema, type_name, &[("schemaversion", json!({ "const": SCHEMA_VERSION }))]);
+        let pinned = pin(
+            schema,
+            type_name,
+            &[("schemaversion", json!({ "const": SCHEMA_VERSION }))],
+        );
         let file = format!("commands/{type_name}.json");
         docs.push(doc(file.clone(), &pinned));
         let msg = message(type_name, &file, "A command, sent as a NATS request", None);
@@ -90,11 +99,19 @@ pub fn all() -> Vec<Document> {
         let pinned = pin(
             schema,
             type_name,
-            &[("subject", json!({ "type": "string", "pattern": format!("^{category}-") }))],
+            &[(
+                "subject",
+                json!({ "type": "string", "pattern": format!("^{category}-") }),
+            )],
         );
         let file = format!("events/{type_name}.json");
         docs.push(doc(file.clone(), &pinned));
-        let msg = message(type_name, &file, "A durable event", Some(event_headers.clone()));
+        let msg = message(
+            type_name,
+            &file,
+            "A durable event",
+            Some(event_headers.clone()),
+        );
         channels.insert(
             type_name.into(),
             json!({ "address": format!("sf.evt.{category}.{type_name}"), "messages": { type_name: msg } }),
@@ -105,20 +122,43 @@ pub fn all() -> Vec<Document> {
         );
     }
 
-    docs.push(doc("replies/CommandReply.json".into(), &schemars::schema_for!(CommandReply).to_value()));
-    docs.push(doc("log/ReadRequest.json".into(), &schemars::schema_for!(ReadRequest).to_value()));
-    docs.push(doc("log/ReadReply.json".into(), &schemars::schema_for!(ReadReply).to_value()));
+    docs.push(doc(
+        "replies/CommandReply.json".into(),
+        &schemars::schema_for!(CommandReply).to_value(),
+    ));
+    docs.push(doc(
+        "log/ReadRequest.json".into(),
+        &schemars::schema_for!(ReadRequest).to_value(),
+    ));
+    docs.push(doc(
+        "log/ReadReply.json".into(),
+        &schemars::schema_for!(ReadReply).to_value(),
+    ));
     docs.push(doc(
         "log/Head.json".into(),
         &json!({ "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Head",
                  "description": "The last durable global position.", "type": "integer", "minimum": 0 }),
     ));
-    let read_req = message("ReadRequest", "log/ReadRequest.json", "Read a range of the log", None);
+    let read_req = message(
+        "ReadRequest",
+        "log/ReadRequest.json",
+        "Read a range of the log",
+        None,
+    );
     let read_reply = message("ReadReply", "log/ReadReply.json", "Events read", None);
     let head = message("Head", "log/Head.json", "The last durable position", None);
-    channels.insert("logRead".into(), json!({ "address": subjects::LOG_READ, "messages": { "ReadRequest": read_req } }));
-    channels.insert("logReadReply".into(), json!({ "address": null, "messages": { "ReadReply": read_reply } }));
-    channels.insert("logHead".into(), json!({ "address": subjects::LOG_HEAD, "messages": { "Head": head } }));
+    channels.insert(
+        "logRead".into(),
+        json!({ "address": subjects::LOG_READ, "messages": { "ReadRequest": read_req } }),
+    );
+    channels.insert(
+        "logReadReply".into(),
+        json!({ "address": null, "messages": { "ReadReply": read_reply } }),
+    );
+    channels.insert(
+        "logHead".into(),
+        json!({ "address": subjects::LOG_HEAD, "messages": { "Head": head } }),
+    );
     operations.insert(
         "receiveReadRequest".into(),
         json!({

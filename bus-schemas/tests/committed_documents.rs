@@ -11,7 +11,8 @@ fn committed_schema_documents_match_the_code() {
     for d in &docs {
         let path = root.join(&d.path);
         if update {
-            std::fs::create_dir_all(path.parent().expect("documents live in folders")).expect("mkdir");
+            std::fs::create_dir_all(path.parent().expect("documents live in folders"))
+                .expect("mkdir");
             std::fs::write(&path, &d.text).expect("write schema");
         } else if std::fs::read_to_string(&path).ok().as_deref() != Some(d.text.as_str()) {
             stale.push(d.path.clone());
@@ -30,8 +31,14 @@ fn committed_schema_documents_match_the_code() {
         }
     }
     let generated: Vec<_> = docs.iter().map(|d| d.path.clone()).collect();
-    let orphans: Vec<_> = committed.iter().filter(|c| !generated.contains(c)).collect();
-    assert!(orphans.is_empty(), "schemas/ holds documents the code no longer generates: {orphans:?}");
+    let orphans: Vec<_> = committed
+        .iter()
+        .filter(|c| !generated.contains(c))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "schemas/ holds documents the code no longer generates: {orphans:?}"
+    );
 }
 
 #[test]
@@ -48,9 +55,12 @@ fn every_command_and_event_round_trips_through_its_envelope() {
     let cmd = Command::from_parts(&env.command_type, env.data.clone()).expect("payload parses");
     assert_eq!(cmd.subject(), "sf.cmd.node.report-failure");
     assert_eq!(cmd.to_data(), env.data);
-    let err = Command::from_parts("ReportNodeFailure", serde_json::json!({ "node_id": 5 })).unwrap_err();
+    let err =
+        Command::from_parts("ReportNodeFailure", serde_json::json!({ "node_id": 5 })).unwrap_err();
     match err {
-        PayloadError::Invalid { detail, .. } => assert!(detail.contains("expected a string"), "{detail}"),
+        PayloadError::Invalid { detail, .. } => {
+            assert!(detail.contains("expected a string"), "{detail}")
+        }
         other => panic!("expected Invalid, got {other:?}"),
     }
     assert_eq!(

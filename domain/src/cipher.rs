@@ -2,9 +2,9 @@
 //! destination-side's order that the sending side supports, preferring one cipher on both hops so
 //! the relay need not re-encrypt.
 
-use crate::{non_empty, Rejection};
-use streamfleet_bus_schemas::payloads::{Cipher, CipherSelected, SelectCipher};
+use crate::{Rejection, non_empty};
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::payloads::{Cipher, CipherSelected, SelectCipher};
 
 /// A connection's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,18 +23,41 @@ pub struct CipherState {
 /// let pick = streamfleet_domain::select_ciphers(&[Aes256Gcm, Chacha20Poly1305], &[Chacha20Poly1305, Aes256Gcm], &[Chacha20Poly1305]);
 /// assert_eq!(pick, Ok((Chacha20Poly1305, Chacha20Poly1305)));
 /// ```
-pub fn select_ciphers(source: &[Cipher], relay: &[Cipher], destination: &[Cipher]) -> Result<(Cipher, Cipher), Rejection> {
-    if let Some(c) = destination.iter().find(|c| relay.contains(c) && source.contains(c)) {
+pub fn select_ciphers(
+    source: &[Cipher],
+    relay: &[Cipher],
+    destination: &[Cipher],
+) -> Result<(Cipher, Cipher), Rejection> {
+    if let Some(c) = destination
+        .iter()
+        .find(|c| relay.contains(c) && source.contains(c))
+    {
         return Ok((*c, *c));
     }
-    let inbound = relay.iter().find(|c| source.contains(c)).ok_or(Rejection::NoCommonCipher { hop: "source→relay" })?;
-    let outbound = destination.iter().find(|c| relay.contains(c)).ok_or(Rejection::NoCommonCipher { hop: "relay→destination" })?;
+    let inbound = relay
+        .iter()
+        .find(|c| source.contains(c))
+        .ok_or(Rejection::NoCommonCipher {
+            hop: "source→relay",
+        })?;
+    let outbound =
+        destination
+            .iter()
+            .find(|c| relay.contains(c))
+            .ok_or(Rejection::NoCommonCipher {
+                hop: "relay→destination",
+            })?;
     Ok((*inbound, *outbound))
 }
 
-pub(crate) fn decide_select(c: &SelectCipher, state: Option<&CipherState>) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_select(
+    c: &SelectCipher,
+    state: Option<&CipherState>,
+) -> Result<Vec<Event>, Rejection> {
     if state.is_some() {
-        return Err(Rejection::CipherAlreadySelected { connection_id: c.connection_id.clone() });
+        return Err(Rejection::CipherAlreadySelected {
+            connection_id: c.connection_id.clone(),
+        });
     }
     non_empty("connection_id", &c.connection_id)?;
     let (inbound, outbound) = select_ciphers(&c.source, &c.relay, &c.destination)?;
@@ -47,5 +70,8 @@ pub(crate) fn decide_select(c: &SelectCipher, state: Option<&CipherState>) -> Re
 }
 
 pub(crate) fn evolve(e: &CipherSelected) -> CipherState {
-    CipherState { inbound: e.inbound, outbound: e.outbound }
+    CipherState {
+        inbound: e.inbound,
+        outbound: e.outbound,
+    }
 }

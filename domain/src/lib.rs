@@ -205,7 +205,9 @@ pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Eve
         Command::IssueToken(c) => token::decide_issue(c, state.expect_token()?, ctx),
         Command::ProvisionSession(c) => session::decide_provision(c, state.expect_session()?),
         Command::RecordHeartbeat(c) => session::decide_heartbeat(c, state.expect_session()?),
-        Command::ScheduleMigration(c) => migration::decide_schedule(c, state.expect_migration()?, ctx),
+        Command::ScheduleMigration(c) => {
+            migration::decide_schedule(c, state.expect_migration()?, ctx)
+        }
         Command::ReportNodeFailure(c) => node::decide_failure(c, state.expect_node()?),
         Command::SelectCipher(c) => cipher::decide_select(c, state.expect_cipher()?),
     }
@@ -252,7 +254,10 @@ expect_kind! {
 
 fn non_empty(field: &'static str, value: &str) -> Result<(), Rejection> {
     if value.trim().is_empty() {
-        Err(Rejection::InvalidField { field, detail: "must not be empty".into() })
+        Err(Rejection::InvalidField {
+            field,
+            detail: "must not be empty".into(),
+        })
     } else {
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! Migrations: scheduled once, to another server, with a deadline in the future.
 
-use crate::{non_empty, Context, Rejection};
+use crate::{Context, Rejection, non_empty};
 use chrono::{DateTime, Utc};
-use streamfleet_bus_schemas::payloads::{MigrationScheduled, ScheduleMigration};
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::payloads::{MigrationScheduled, ScheduleMigration};
 
 /// A migration's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,18 +12,29 @@ pub struct MigrationState {
     pub deadline: DateTime<Utc>,
 }
 
-pub(crate) fn decide_schedule(c: &ScheduleMigration, state: Option<&MigrationState>, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_schedule(
+    c: &ScheduleMigration,
+    state: Option<&MigrationState>,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
     if state.is_some() {
-        return Err(Rejection::MigrationAlreadyScheduled { migration_id: c.migration_id.clone() });
+        return Err(Rejection::MigrationAlreadyScheduled {
+            migration_id: c.migration_id.clone(),
+        });
     }
     non_empty("instance_id", &c.instance_id)?;
     non_empty("source_server", &c.source_server)?;
     non_empty("target_server", &c.target_server)?;
     if c.source_server == c.target_server {
-        return Err(Rejection::MigrationTargetIsSource { server: c.target_server.clone() });
+        return Err(Rejection::MigrationTargetIsSource {
+            server: c.target_server.clone(),
+        });
     }
     if c.deadline <= ctx.now {
-        return Err(Rejection::DeadlineInPast { deadline: c.deadline, now: ctx.now });
+        return Err(Rejection::DeadlineInPast {
+            deadline: c.deadline,
+            now: ctx.now,
+        });
     }
     Ok(vec![Event::MigrationScheduled(MigrationScheduled {
         migration_id: c.migration_id.clone(),
@@ -35,5 +46,7 @@ pub(crate) fn decide_schedule(c: &ScheduleMigration, state: Option<&MigrationSta
 }
 
 pub(crate) fn evolve(e: &MigrationScheduled) -> MigrationState {
-    MigrationState { deadline: e.deadline }
+    MigrationState {
+        deadline: e.deadline,
+    }
 }

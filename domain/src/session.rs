@@ -1,9 +1,11 @@
 //! Sessions: provisioned once on one host; heartbeats only from that host.
 
-use crate::{non_empty, Rejection};
+use crate::{Rejection, non_empty};
 use chrono::{DateTime, Utc};
-use streamfleet_bus_schemas::payloads::{HeartbeatReceived, ProvisionSession, RecordHeartbeat, SessionProvisioned};
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::payloads::{
+    HeartbeatReceived, ProvisionSession, RecordHeartbeat, SessionProvisioned,
+};
 
 /// A session's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,9 +18,14 @@ pub struct SessionState {
     pub heartbeats: u64,
 }
 
-pub(crate) fn decide_provision(c: &ProvisionSession, state: Option<&SessionState>) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_provision(
+    c: &ProvisionSession,
+    state: Option<&SessionState>,
+) -> Result<Vec<Event>, Rejection> {
     if state.is_some() {
-        return Err(Rejection::SessionAlreadyProvisioned { session_id: c.session_id.clone() });
+        return Err(Rejection::SessionAlreadyProvisioned {
+            session_id: c.session_id.clone(),
+        });
     }
     for (field, value) in [
         ("session_id", &c.session_id),
@@ -40,9 +47,14 @@ pub(crate) fn decide_provision(c: &ProvisionSession, state: Option<&SessionState
     })])
 }
 
-pub(crate) fn decide_heartbeat(c: &RecordHeartbeat, state: Option<&SessionState>) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_heartbeat(
+    c: &RecordHeartbeat,
+    state: Option<&SessionState>,
+) -> Result<Vec<Event>, Rejection> {
     let Some(session) = state else {
-        return Err(Rejection::SessionNotProvisioned { session_id: c.session_id.clone() });
+        return Err(Rejection::SessionNotProvisioned {
+            session_id: c.session_id.clone(),
+        });
     };
     if session.host_id != c.host_id {
         return Err(Rejection::HeartbeatFromWrongHost {
@@ -59,7 +71,11 @@ pub(crate) fn decide_heartbeat(c: &RecordHeartbeat, state: Option<&SessionState>
 }
 
 pub(crate) fn evolve_provisioned(e: &SessionProvisioned) -> SessionState {
-    SessionState { host_id: e.host_id.clone(), last_heartbeat: None, heartbeats: 0 }
+    SessionState {
+        host_id: e.host_id.clone(),
+        last_heartbeat: None,
+        heartbeats: 0,
+    }
 }
 
 pub(crate) fn evolve_heartbeat(mut s: SessionState, e: &HeartbeatReceived) -> SessionState {

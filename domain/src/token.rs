@@ -1,9 +1,9 @@
 //! Tokens: issued once, expiring, holding only the hash of their secret.
 
-use crate::{non_empty, Context, Rejection};
+use crate::{Context, Rejection, non_empty};
 use chrono::{DateTime, Duration, Utc};
-use streamfleet_bus_schemas::payloads::{IssueToken, TokenIssued};
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::payloads::{IssueToken, TokenIssued};
 
 /// Shortest token lifetime, seconds.
 pub const MIN_TTL_SECONDS: u32 = 1;
@@ -17,18 +17,31 @@ pub struct TokenState {
     pub expires_at: DateTime<Utc>,
 }
 
-pub(crate) fn decide_issue(c: &IssueToken, state: Option<&TokenState>, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_issue(
+    c: &IssueToken,
+    state: Option<&TokenState>,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
     if state.is_some() {
-        return Err(Rejection::TokenAlreadyIssued { token_id: c.token_id.clone() });
+        return Err(Rejection::TokenAlreadyIssued {
+            token_id: c.token_id.clone(),
+        });
     }
     non_empty("token_id", &c.token_id)?;
     non_empty("app_id", &c.app_id)?;
     non_empty("user_id", &c.user_id)?;
     if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&c.ttl_seconds) {
-        return Err(Rejection::TtlOutOfRange { ttl_seconds: c.ttl_seconds, min: MIN_TTL_SECONDS, max: MAX_TTL_SECONDS });
+        return Err(Rejection::TtlOutOfRange {
+            ttl_seconds: c.ttl_seconds,
+            min: MIN_TTL_SECONDS,
+            max: MAX_TTL_SECONDS,
+        });
     }
     if c.secret_sha256.len() != 64 || !c.secret_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Rejection::InvalidField { field: "secret_sha256", detail: "must be 64 hex digits".into() });
+        return Err(Rejection::InvalidField {
+            field: "secret_sha256",
+            detail: "must be 64 hex digits".into(),
+        });
     }
     Ok(vec![Event::TokenIssued(TokenIssued {
         token_id: c.token_id.clone(),
@@ -41,5 +54,7 @@ pub(crate) fn decide_issue(c: &IssueToken, state: Option<&TokenState>, ctx: &Con
 }
 
 pub(crate) fn evolve(e: &TokenIssued) -> TokenState {
-    TokenState { expires_at: e.expires_at }
+    TokenState {
+        expires_at: e.expires_at,
+    }
 }

@@ -3,10 +3,15 @@
 use chrono::{Duration, TimeZone, Utc};
 use streamfleet_bus_schemas::payloads::*;
 use streamfleet_bus_schemas::{Command, Event};
-use streamfleet_domain::{decide, evolve, Context, Rejection, State};
+use streamfleet_domain::{Context, Rejection, State, decide, evolve};
 
 fn ctx() -> Context {
-    Context { now: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).single().expect("valid time") }
+    Context {
+        now: Utc
+            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+            .single()
+            .expect("valid time"),
+    }
 }
 
 fn fold(history: &[Event]) -> State {
@@ -25,7 +30,11 @@ fn provision(host: &str) -> Command {
 }
 
 fn heartbeat(host: &str) -> Command {
-    Command::RecordHeartbeat(RecordHeartbeat { session_id: "s1".into(), host_id: host.into(), sent_at: ctx().now })
+    Command::RecordHeartbeat(RecordHeartbeat {
+        session_id: "s1".into(),
+        host_id: host.into(),
+        sent_at: ctx().now,
+    })
 }
 
 #[test]
@@ -39,10 +48,17 @@ fn token_expires_ttl_after_now_and_is_issued_once() {
         secret_sha256: "AB".repeat(32),
     });
     let events = decide(&cmd, &State::Empty, &ctx()).expect("issued");
-    let Event::TokenIssued(issued) = &events[0] else { panic!("expected TokenIssued, got {events:?}") };
+    let Event::TokenIssued(issued) = &events[0] else {
+        panic!("expected TokenIssued, got {events:?}")
+    };
     assert_eq!(issued.expires_at, ctx().now + Duration::seconds(60));
     assert_eq!(issued.secret_sha256, "ab".repeat(32));
-    assert_eq!(decide(&cmd, &fold(&events), &ctx()), Err(Rejection::TokenAlreadyIssued { token_id: "t1".into() }));
+    assert_eq!(
+        decide(&cmd, &fold(&events), &ctx()),
+        Err(Rejection::TokenAlreadyIssued {
+            token_id: "t1".into()
+        })
+    );
 }
 
 #[test]
@@ -60,21 +76,37 @@ fn token_ttl_and_hash_are_checked() {
     c.ttl_seconds = 60;
     c.secret_sha256 = "secret".into();
     let r = decide(&Command::IssueToken(c), &State::Empty, &ctx()).unwrap_err();
-    assert_eq!(r, Rejection::InvalidField { field: "secret_sha256", detail: "must be 64 hex digits".into() });
+    assert_eq!(
+        r,
+        Rejection::InvalidField {
+            field: "secret_sha256",
+            detail: "must be 64 hex digits".into()
+        }
+    );
 }
 
 #[test]
 fn heartbeat_needs_the_provisioned_session_and_its_host() {
     assert_eq!(
         decide(&heartbeat("h1"), &State::Empty, &ctx()),
-        Err(Rejection::SessionNotProvisioned { session_id: "s1".into() })
+        Err(Rejection::SessionNotProvisioned {
+            session_id: "s1".into()
+        })
     );
     let provisioned = decide(&provision("h1"), &State::Empty, &ctx()).expect("provisioned");
     let state = fold(&provisioned);
-    assert_eq!(decide(&provision("h1"), &state, &ctx()).unwrap_err().rule(), "session_already_provisioned");
-    assert_eq!(decide(&heartbeat("h2"), &state, &ctx()).unwrap_err().rule(), "heartbeat_from_wrong_host");
+    assert_eq!(
+        decide(&provision("h1"), &state, &ctx()).unwrap_err().rule(),
+        "session_already_provisioned"
+    );
+    assert_eq!(
+        decide(&heartbeat("h2"), &state, &ctx()).unwrap_err().rule(),
+        "heartbeat_from_wrong_host"
+    );
     let beat = decide(&heartbeat("h1"), &state, &ctx()).expect("recorded");
-    let State::Session(s) = fold(&[provisioned, beat.clone(), beat].concat()) else { panic!("session state") };
+    let State::Session(s) = fold(&[provisioned, beat.clone(), beat].concat()) else {
+        panic!("session state")
+    };
     assert_eq!(s.heartbeats, 2);
 }
 
@@ -87,13 +119,41 @@ fn migration_needs_another_server_and_a_future_deadline() {
         target_server: "a".into(),
         deadline: ctx().now + Duration::hours(1),
     };
-    assert_eq!(decide(&Command::ScheduleMigration(c.clone()), &State::Empty, &ctx()).unwrap_err().rule(), "migration_target_is_source");
+    assert_eq!(
+        decide(
+            &Command::ScheduleMigration(c.clone()),
+            &State::Empty,
+            &ctx()
+        )
+        .unwrap_err()
+        .rule(),
+        "migration_target_is_source"
+    );
     c.target_server = "b".into();
     c.deadline = ctx().now;
-    assert_eq!(decide(&Command::ScheduleMigration(c.clone()), &State::Empty, &ctx()).unwrap_err().rule(), "deadline_in_past");
+    assert_eq!(
+        decide(
+            &Command::ScheduleMigration(c.clone()),
+            &State::Empty,
+            &ctx()
+        )
+        .unwrap_err()
+        .rule(),
+        "deadline_in_past"
+    );
     c.deadline = ctx().now + Duration::hours(1);
-    let events = decide(&Command::ScheduleMigration(c.clone()), &State::Empty, &ctx()).expect("scheduled");
-    assert_eq!(decide(&Command::ScheduleMigration(c), &fold(&events), &ctx()).unwrap_err().rule(), "migration_already_scheduled");
+    let events = decide(
+        &Command::ScheduleMigration(c.clone()),
+        &State::Empty,
+        &ctx(),
+    )
+    .expect("scheduled");
+    assert_eq!(
+        decide(&Command::ScheduleMigration(c), &fold(&events), &ctx())
+            .unwrap_err()
+            .rule(),
+        "migration_already_scheduled"
+    );
 }
 
 #[test]
@@ -111,7 +171,13 @@ fn ciphers_prefer_one_cipher_end_to_end_and_fail_clearly_without_one() {
             &ctx(),
         )
     };
-    let Ok(ev) = sel(&[Aes128Gcm], &[Aes128Gcm, Chacha20Poly1305], &[Chacha20Poly1305]) else { panic!("selected") };
+    let Ok(ev) = sel(
+        &[Aes128Gcm],
+        &[Aes128Gcm, Chacha20Poly1305],
+        &[Chacha20Poly1305],
+    ) else {
+        panic!("selected")
+    };
     assert_eq!(
         ev,
         vec![Event::CipherSelected(CipherSelected {
@@ -121,15 +187,31 @@ fn ciphers_prefer_one_cipher_end_to_end_and_fail_clearly_without_one() {
             reencrypt: true
         })]
     );
-    assert_eq!(sel(&[Aes128Gcm], &[Aes256Gcm], &[Aes256Gcm]), Err(Rejection::NoCommonCipher { hop: "source→relay" }));
-    assert_eq!(sel(&[Aes128Gcm], &[Aes128Gcm], &[Aes256Gcm]), Err(Rejection::NoCommonCipher { hop: "relay→destination" }));
+    assert_eq!(
+        sel(&[Aes128Gcm], &[Aes256Gcm], &[Aes256Gcm]),
+        Err(Rejection::NoCommonCipher {
+            hop: "source→relay"
+        })
+    );
+    assert_eq!(
+        sel(&[Aes128Gcm], &[Aes128Gcm], &[Aes256Gcm]),
+        Err(Rejection::NoCommonCipher {
+            hop: "relay→destination"
+        })
+    );
 }
 
 #[test]
 fn a_command_on_a_stream_of_another_kind_is_refused() {
-    let failed = fold(&[Event::NodeFailed(NodeFailed { node_id: "x".into(), reason: "r".into() })]);
+    let failed = fold(&[Event::NodeFailed(NodeFailed {
+        node_id: "x".into(),
+        reason: "r".into(),
+    })]);
     assert_eq!(
         decide(&heartbeat("h1"), &failed, &ctx()),
-        Err(Rejection::WrongStreamKind { expected: "session", found: "node" })
+        Err(Rejection::WrongStreamKind {
+            expected: "session",
+            found: "node"
+        })
     );
 }

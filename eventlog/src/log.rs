@@ -1,14 +1,14 @@
 //! The log's public handle: open, append, read.
 
-use crate::error::{storage, AppendError, OpenError, ReadError};
-use crate::record::{StoredEvent, GENESIS};
+use crate::error::{AppendError, OpenError, ReadError, storage};
+use crate::record::{GENESIS, StoredEvent};
 use crate::tables::*;
 use crate::writer::{self, Job, Tip};
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use serde::Deserialize;
 use std::path::Path;
 use std::sync::Arc;
-use streamfleet_bus_schemas::{category_of, ExpectedVersion, ReadDirection, RecordedEvent};
+use streamfleet_bus_schemas::{ExpectedVersion, ReadDirection, RecordedEvent, category_of};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -27,7 +27,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_event_bytes: 256 * 1024, max_events_per_append: 1000, max_batch: 4096, queue: 65_536 }
+        Config {
+            max_event_bytes: 256 * 1024,
+            max_events_per_append: 1000,
+            max_batch: 4096,
+            queue: 65_536,
+        }
     }
 }
 
@@ -95,7 +100,10 @@ impl EventLog {
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<EventLog, OpenError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let db_err = |e: redb::Error| OpenError::Database { path: shown.clone(), source: e };
+        let db_err = |e: redb::Error| OpenError::Database {
+            path: shown.clone(),
+            source: e,
+        };
         let db = Database::create(path).map_err(|e| db_err(storage(e)))?;
         let txn = db.begin_write().map_err(|e| db_err(storage(e)))?;
         {
@@ -104,31 +112,52 @@ impl EventLog {
                 .map_err(|e| db_err(storage(e)))?
                 .any(|t| t.name() != META.name());
             let mut meta = txn.open_table(META).map_err(|e| db_err(storage(e)))?;
-            let found = meta.get(FORMAT_KEY).map_err(|e| db_err(storage(e)))?.map(|v| v.value().to_string());
+            let found = meta
+                .get(FORMAT_KEY)
+                .map_err(|e| db_err(storage(e)))?
+                .map(|v| v.value().to_string());
             match found {
                 Some(f) if f == format_value() => {}
                 None if !other_tables => {
-                    meta.insert(FORMAT_KEY, format_value().as_str()).map_err(|e| db_err(storage(e)))?;
+                    meta.insert(FORMAT_KEY, format_value().as_str())
+                        .map_err(|e| db_err(storage(e)))?;
                 }
                 other => {
-                    return Err(OpenError::NotAnEventLog { path: shown, expected: FORMAT_VERSION, found: other });
+                    return Err(OpenError::NotAnEventLog {
+                        path: shown,
+                        expected: FORMAT_VERSION,
+                        found: other,
+                    });
                 }
             }
             txn.open_table(EVENTS).map_err(|e| db_err(storage(e)))?;
-            txn.open_table(STREAM_INDEX).map_err(|e| db_err(storage(e)))?;
-            txn.open_table(CATEGORY_INDEX).map_err(|e| db_err(storage(e)))?;
+            txn.open_table(STREAM_INDEX)
+                .map_err(|e| db_err(storage(e)))?;
+            txn.open_table(CATEGORY_INDEX)
+                .map_err(|e| db_err(storage(e)))?;
             txn.open_table(COMMANDS).map_err(|e| db_err(storage(e)))?;
         }
         txn.commit().map_err(|e| db_err(storage(e)))?;
         let db = Arc::new(db);
         let tip = read_tip(&db).map_err(|e| match e {
             ReadError::Storage(s) => db_err(s),
-            other => OpenError::Corrupt { path: shown.clone(), source: other },
+            other => OpenError::Corrupt {
+                path: shown.clone(),
+                source: other,
+            },
         })?;
         let (head_tx, head_rx) = watch::channel(tip.head);
         let (tx, rx) = mpsc::channel(config.queue);
         let thread = writer::spawn(db.clone(), rx, tip, head_tx, config.max_batch);
-        Ok(EventLog { inner: Arc::new(Inner { db, config, tx: Some(tx), thread: Some(thread), head: head_rx }) })
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                tx: Some(tx),
+                thread: Some(thread),
+                head: head_rx,
+            }),
+        })
     }
 
     /// Appends events to one stream atomically; returns once they are durable.
@@ -136,7 +165,9 @@ impl EventLog {
         self.check(&req)?;
         let (reply, rx) = oneshot::channel();
         let tx = self.inner.tx.as_ref().ok_or(AppendError::Closed)?;
-        tx.send(Job { req, reply }).await.map_err(|_| AppendError::Closed)?;
+        tx.send(Job { req, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
@@ -147,12 +178,19 @@ impl EventLog {
         }
         let limit = self.inner.config.max_events_per_append;
         if req.events.len() > limit {
-            return Err(AppendError::TooManyEvents { count: req.events.len(), limit });
+            return Err(AppendError::TooManyEvents {
+                count: req.events.len(),
+                limit,
+            });
         }
         for (index, e) in req.events.iter().enumerate() {
             let limit = self.inner.config.max_event_bytes;
             if e.body.len() > limit {
-                return Err(AppendError::EventTooLarge { index, size: e.body.len(), limit });
+                return Err(AppendError::EventTooLarge {
+                    index,
+                    size: e.body.len(),
+                    limit,
+                });
             }
             if !is_non_empty_object(&e.body) {
                 return Err(AppendError::BodyNotObject { index });
@@ -179,30 +217,62 @@ impl EventLog {
         for item in events.range(from.max(1)..).map_err(storage)?.take(max) {
             let (k, v) = item.map_err(storage)?;
             let position = k.value();
-            out.push(StoredEvent::decode(position, v.value()).map_err(|problem| ReadError::Corrupt { position, problem })?);
+            out.push(
+                StoredEvent::decode(position, v.value())
+                    .map_err(|problem| ReadError::Corrupt { position, problem })?,
+            );
         }
         Ok(out)
     }
 
     /// Up to `max` events of one stream from version `from`, forward or backward. Blocking.
-    pub fn read_stream(&self, stream: &str, from: u64, direction: ReadDirection, max: usize) -> Result<Vec<StoredEvent>, ReadError> {
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: ReadDirection,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, ReadError> {
         let txn = self.inner.db.begin_read().map_err(storage)?;
         let index = txn.open_table(STREAM_INDEX).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let positions: Vec<u64> = match direction {
-            ReadDirection::Forward => collect_positions(index.range((stream, from)..=(stream, u64::MAX)).map_err(storage)?, max)?,
-            ReadDirection::Backward => collect_positions(index.range((stream, 0)..=(stream, from)).map_err(storage)?.rev(), max)?,
+            ReadDirection::Forward => collect_positions(
+                index
+                    .range((stream, from)..=(stream, u64::MAX))
+                    .map_err(storage)?,
+                max,
+            )?,
+            ReadDirection::Backward => collect_positions(
+                index
+                    .range((stream, 0)..=(stream, from))
+                    .map_err(storage)?
+                    .rev(),
+                max,
+            )?,
         };
-        positions.into_iter().map(|p| get_event(&events, p)).collect()
+        positions
+            .into_iter()
+            .map(|p| get_event(&events, p))
+            .collect()
     }
 
     /// Up to `max` events of one category from position `from`. Blocking.
-    pub fn read_category(&self, category: &str, from: u64, max: usize) -> Result<Vec<StoredEvent>, ReadError> {
+    pub fn read_category(
+        &self,
+        category: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, ReadError> {
         let txn = self.inner.db.begin_read().map_err(storage)?;
         let index = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let mut out = Vec::new();
-        for item in index.range((category, from)..=(category, u64::MAX)).map_err(storage)?.take(max) {
+        for item in index
+            .range((category, from)..=(category, u64::MAX))
+            .map_err(storage)?
+            .take(max)
+        {
             let (k, _) = item.map_err(storage)?;
             out.push(get_event(&events, k.value().1)?);
         }
@@ -221,14 +291,20 @@ impl EventLog {
         let txn = self.inner.db.begin_read().map_err(storage)?;
         let commands = txn.open_table(COMMANDS).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
-        let Some(v) = commands.get(command_id.as_u128()).map_err(storage)? else { return Ok(None) };
+        let Some(v) = commands.get(command_id.as_u128()).map_err(storage)? else {
+            return Ok(None);
+        };
         let (first, count) = v.value();
         outcome_from_records(&events, first, count).map(Some)
     }
 }
 
 /// Reads back what an earlier append recorded, from its stored records.
-pub(crate) fn outcome_from_records(events: &impl ReadableTable<u64, &'static [u8]>, first: u64, count: u32) -> Result<AppendOutcome, ReadError> {
+pub(crate) fn outcome_from_records(
+    events: &impl ReadableTable<u64, &'static [u8]>,
+    first: u64,
+    count: u32,
+) -> Result<AppendOutcome, ReadError> {
     #[derive(Deserialize)]
     struct Head {
         id: Uuid,
@@ -245,32 +321,68 @@ pub(crate) fn outcome_from_records(events: &impl ReadableTable<u64, &'static [u8
             problem: crate::Corruption::UnreadableBody,
         })?;
         stream = head.subject;
-        recorded.push(RecordedEvent { id: head.id, event_type: head.event_type, streamversion: e.stream_version, position });
+        recorded.push(RecordedEvent {
+            id: head.id,
+            event_type: head.event_type,
+            streamversion: e.stream_version,
+            position,
+        });
     }
-    Ok(AppendOutcome { stream, events: recorded, deduplicated: true })
+    Ok(AppendOutcome {
+        stream,
+        events: recorded,
+        deduplicated: true,
+    })
 }
 
 fn collect_positions<'a>(
-    iter: impl Iterator<Item = Result<(redb::AccessGuard<'a, (&'static str, u64)>, redb::AccessGuard<'a, u64>), redb::StorageError>>,
+    iter: impl Iterator<
+        Item = Result<
+            (
+                redb::AccessGuard<'a, (&'static str, u64)>,
+                redb::AccessGuard<'a, u64>,
+            ),
+            redb::StorageError,
+        >,
+    >,
     max: usize,
 ) -> Result<Vec<u64>, ReadError> {
-    iter.take(max).map(|item| item.map(|(_, v)| v.value()).map_err(|e| ReadError::Storage(e.into()))).collect()
+    iter.take(max)
+        .map(|item| {
+            item.map(|(_, v)| v.value())
+                .map_err(|e| ReadError::Storage(e.into()))
+        })
+        .collect()
 }
 
-pub(crate) fn get_event(events: &impl ReadableTable<u64, &'static [u8]>, position: u64) -> Result<StoredEvent, ReadError> {
-    let v = events.get(position).map_err(storage)?.ok_or(ReadError::MissingRecord { position })?;
-    StoredEvent::decode(position, v.value()).map_err(|problem| ReadError::Corrupt { position, problem })
+pub(crate) fn get_event(
+    events: &impl ReadableTable<u64, &'static [u8]>,
+    position: u64,
+) -> Result<StoredEvent, ReadError> {
+    let v = events
+        .get(position)
+        .map_err(storage)?
+        .ok_or(ReadError::MissingRecord { position })?;
+    StoredEvent::decode(position, v.value())
+        .map_err(|problem| ReadError::Corrupt { position, problem })
 }
 
 fn read_tip(db: &Database) -> Result<Tip, ReadError> {
     let txn = db.begin_read().map_err(storage)?;
     let events = txn.open_table(EVENTS).map_err(storage)?;
     match events.last().map_err(storage)? {
-        None => Ok(Tip { head: 0, chain: GENESIS }),
+        None => Ok(Tip {
+            head: 0,
+            chain: GENESIS,
+        }),
         Some((k, v)) => {
             let position = k.value();
-            let e = StoredEvent::decode(position, v.value()).map_err(|problem| ReadError::Corrupt { position, problem })?;
-            Ok(Tip { head: position, chain: e.chain })
+            let e = StoredEvent::decode(position, v.value())
+                .map_err(|problem| ReadError::Corrupt { position, problem })?;
+            Ok(Tip {
+                head: position,
+                chain: e.chain,
+            })
         }
     }
 }
@@ -278,7 +390,12 @@ fn read_tip(db: &Database) -> Result<Tip, ReadError> {
 /// Stream ids are `<category>-<rest>`: the category (a NATS subject token) is `[a-z][a-z0-9_]*`;
 /// the whole id is 1..=256 printable ASCII bytes without spaces.
 pub(crate) fn check_stream_id(stream: &str) -> Result<(), AppendError> {
-    let bad = |reason| Err(AppendError::InvalidStreamId { stream: stream.chars().take(300).collect(), reason });
+    let bad = |reason| {
+        Err(AppendError::InvalidStreamId {
+            stream: stream.chars().take(300).collect(),
+            reason,
+        })
+    };
     if stream.is_empty() || stream.len() > 256 {
         return bad("must be 1 to 256 bytes");
     }
@@ -287,7 +404,9 @@ pub(crate) fn check_stream_id(stream: &str) -> Result<(), AppendError> {
     }
     let cat = category_of(stream);
     let mut bytes = cat.bytes();
-    if !bytes.next().is_some_and(|b| b.is_ascii_lowercase()) || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+    if !bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
         return bad("category (before the first `-`) must match [a-z][a-z0-9_]*");
     }
     Ok(())
@@ -295,6 +414,9 @@ pub(crate) fn check_stream_id(stream: &str) -> Result<(), AppendError> {
 
 fn is_non_empty_object(body: &[u8]) -> bool {
     body.first() == Some(&b'{')
-        && body[1..].iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'}')
+        && body[1..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b != b'}')
         && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }

@@ -27,7 +27,12 @@ pub struct Subscription {
 impl EventLog {
     /// Follows the log from `from` (inclusive).
     pub fn subscribe(&self, from: u64) -> Subscription {
-        Subscription { log: self.clone(), next: from.max(1), buffer: VecDeque::new(), head: self.watch_head() }
+        Subscription {
+            log: self.clone(),
+            next: from.max(1),
+            buffer: VecDeque::new(),
+            head: self.watch_head(),
+        }
     }
 }
 

@@ -5,9 +5,11 @@ use redb::TableDefinition;
 /// position → record bytes (see [`crate::record`]).
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// (stream, version) → position.
-pub(crate) const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
+pub(crate) const STREAM_INDEX: TableDefinition<(&str, u64), u64> =
+    TableDefinition::new("stream_index");
 /// (category, position) → ().
-pub(crate) const CATEGORY_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("category_index");
+pub(crate) const CATEGORY_INDEX: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("category_index");
 /// command id → (first position, event count).
 pub(crate) const COMMANDS: TableDefinition<u128, (u64, u32)> = TableDefinition::new("commands");
 /// "format" → FORMAT.

@@ -6,13 +6,13 @@
 //! fails, every waiter of the batch gets the error and the in-memory tip is restored, so the next
 //! batch continues the chain from what is really on disk.
 
-use crate::error::{storage, AppendError};
-use crate::log::{outcome_from_records, AppendOutcome, AppendRequest};
+use crate::error::{AppendError, storage};
+use crate::log::{AppendOutcome, AppendRequest, outcome_from_records};
 use crate::record::encode;
 use crate::tables::*;
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::sync::Arc;
-use streamfleet_bus_schemas::{category_of, RecordedEvent};
+use streamfleet_bus_schemas::{RecordedEvent, category_of};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) struct Job {
@@ -71,7 +71,11 @@ pub(crate) fn spawn(
 
 /// Writes one batch in one transaction. Per-append refusals are results; a storage failure
 /// aborts the whole batch.
-fn write_batch(db: &Database, jobs: &[Job], tip: &mut Tip) -> Result<Vec<Result<AppendOutcome, AppendError>>, redb::Error> {
+fn write_batch(
+    db: &Database,
+    jobs: &[Job],
+    tip: &mut Tip,
+) -> Result<Vec<Result<AppendOutcome, AppendError>>, redb::Error> {
     let txn: WriteTransaction = db.begin_write().map_err(storage)?;
     let mut results = Vec::with_capacity(jobs.len());
     {
@@ -85,16 +89,24 @@ fn write_batch(db: &Database, jobs: &[Job], tip: &mut Tip) -> Result<Vec<Result<
                 if let Some(v) = commands.get(id.as_u128()).map_err(storage)? {
                     let (first, count) = v.value();
                     drop(v);
-                    results.push(outcome_from_records(&events, first, count).map_err(|e| match e {
-                        crate::ReadError::Storage(s) => AppendError::Storage(Arc::new(s)),
-                        other => AppendError::Storage(Arc::new(redb::Error::Corrupted(other.to_string()))),
-                    }));
+                    results.push(outcome_from_records(&events, first, count).map_err(
+                        |e| match e {
+                            crate::ReadError::Storage(s) => AppendError::Storage(Arc::new(s)),
+                            other => AppendError::Storage(Arc::new(redb::Error::Corrupted(
+                                other.to_string(),
+                            ))),
+                        },
+                    ));
                     continue;
                 }
             }
             let actual = last_version(&streams, &req.stream).map_err(storage)?;
             if !req.expected.admits(actual) {
-                results.push(Err(AppendError::WrongExpectedVersion { stream: req.stream.clone(), expected: req.expected, actual }));
+                results.push(Err(AppendError::WrongExpectedVersion {
+                    stream: req.stream.clone(),
+                    expected: req.expected,
+                    actual,
+                }));
                 continue;
             }
             let category = category_of(&req.stream);
@@ -105,16 +117,31 @@ fn write_batch(db: &Database, jobs: &[Job], tip: &mut Tip) -> Result<Vec<Result<
                 let version = actual + 1 + i as u64;
                 let (bytes, chain) = encode(&tip.chain, position, version, &e.body);
                 events.insert(position, bytes.as_slice()).map_err(storage)?;
-                streams.insert((req.stream.as_str(), version), position).map_err(storage)?;
-                categories.insert((category, position), ()).map_err(storage)?;
+                streams
+                    .insert((req.stream.as_str(), version), position)
+                    .map_err(storage)?;
+                categories
+                    .insert((category, position), ())
+                    .map_err(storage)?;
                 tip.chain = chain;
                 tip.head = position;
-                recorded.push(RecordedEvent { id: e.id, event_type: e.event_type.clone(), streamversion: version, position });
+                recorded.push(RecordedEvent {
+                    id: e.id,
+                    event_type: e.event_type.clone(),
+                    streamversion: version,
+                    position,
+                });
             }
             if let Some(id) = req.command_id {
-                commands.insert(id.as_u128(), (first, recorded.len() as u32)).map_err(storage)?;
+                commands
+                    .insert(id.as_u128(), (first, recorded.len() as u32))
+                    .map_err(storage)?;
             }
-            results.push(Ok(AppendOutcome { stream: req.stream.clone(), events: recorded, deduplicated: false }));
+            results.push(Ok(AppendOutcome {
+                stream: req.stream.clone(),
+                events: recorded,
+                deduplicated: false,
+            }));
         }
     }
     txn.commit().map_err(storage)?;
@@ -122,6 +149,13 @@ fn write_batch(db: &Database, jobs: &[Job], tip: &mut Tip) -> Result<Vec<Result<
 }
 
 /// The last version of `stream` in the stream index (0: no stream).
-pub(crate) fn last_version(index: &impl ReadableTable<(&'static str, u64), u64>, stream: &str) -> Result<u64, redb::StorageError> {
-    Ok(index.range((stream, 0)..=(stream, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1))
+pub(crate) fn last_version(
+    index: &impl ReadableTable<(&'static str, u64), u64>,
+    stream: &str,
+) -> Result<u64, redb::StorageError> {
+    Ok(index
+        .range((stream, 0)..=(stream, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map_or(0, |(k, _)| k.value().1))
 }

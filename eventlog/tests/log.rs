@@ -14,36 +14,74 @@ fn event(stream: &str, n: u64) -> NewEvent {
         "id": id, "type": "NodeFailed", "subject": stream, "data": { "n": n }
     }))
     .expect("json");
-    NewEvent { id, event_type: "NodeFailed".into(), body }
+    NewEvent {
+        id,
+        event_type: "NodeFailed".into(),
+        body,
+    }
 }
 
 fn req(stream: &str, expected: ExpectedVersion, n: usize) -> AppendRequest {
-    AppendRequest { stream: stream.into(), expected, command_id: None, events: (0..n as u64).map(|i| event(stream, i)).collect() }
+    AppendRequest {
+        stream: stream.into(),
+        expected,
+        command_id: None,
+        events: (0..n as u64).map(|i| event(stream, i)).collect(),
+    }
 }
 
 #[tokio::test]
 async fn appends_number_streams_and_the_global_order_without_gaps() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    let a = log.append(req("node-a", ExpectedVersion::NoStream, 2)).await.expect("a");
-    let b = log.append(req("session-b", ExpectedVersion::Any, 1)).await.expect("b");
-    let a2 = log.append(req("node-a", ExpectedVersion::Exact(2), 1)).await.expect("a2");
-    assert_eq!(a.events.iter().map(|e| (e.streamversion, e.position)).collect::<Vec<_>>(), vec![(1, 1), (2, 2)]);
+    let a = log
+        .append(req("node-a", ExpectedVersion::NoStream, 2))
+        .await
+        .expect("a");
+    let b = log
+        .append(req("session-b", ExpectedVersion::Any, 1))
+        .await
+        .expect("b");
+    let a2 = log
+        .append(req("node-a", ExpectedVersion::Exact(2), 1))
+        .await
+        .expect("a2");
+    assert_eq!(
+        a.events
+            .iter()
+            .map(|e| (e.streamversion, e.position))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 2)]
+    );
     assert_eq!((b.events[0].streamversion, b.events[0].position), (1, 3));
     assert_eq!((a2.events[0].streamversion, a2.events[0].position), (3, 4));
     assert_eq!(log.head(), 4);
     assert_eq!(log.stream_version("node-a").expect("version"), 3);
 
-    let fwd = log.read_stream("node-a", 1, ReadDirection::Forward, 10).expect("read");
-    assert_eq!(fwd.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2, 4]);
-    let back = log.read_stream("node-a", 3, ReadDirection::Backward, 2).expect("read");
-    assert_eq!(back.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![3, 2]);
+    let fwd = log
+        .read_stream("node-a", 1, ReadDirection::Forward, 10)
+        .expect("read");
+    assert_eq!(
+        fwd.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![1, 2, 4]
+    );
+    let back = log
+        .read_stream("node-a", 3, ReadDirection::Backward, 2)
+        .expect("read");
+    assert_eq!(
+        back.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        vec![3, 2]
+    );
     let cat = log.read_category("session", 1, 10).expect("read");
     assert_eq!(cat.iter().map(|e| e.position).collect::<Vec<_>>(), vec![3]);
     let all = log.read_all(2, 2).expect("read");
-    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
 
-    let env: serde_json::Value = serde_json::from_slice(&all[1].envelope_json()).expect("spliced JSON parses");
+    let env: serde_json::Value =
+        serde_json::from_slice(&all[1].envelope_json()).expect("spliced JSON parses");
     assert_eq!(env["position"], 3);
     assert_eq!(env["streamversion"], 1);
     assert_eq!(env["subject"], "session-b");
@@ -53,8 +91,14 @@ async fn appends_number_streams_and_the_global_order_without_gaps() {
 async fn a_wrong_expected_version_records_nothing_and_names_the_actual_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    log.append(req("node-a", ExpectedVersion::NoStream, 1)).await.expect("first");
-    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(0), ExpectedVersion::Exact(5)] {
+    log.append(req("node-a", ExpectedVersion::NoStream, 1))
+        .await
+        .expect("first");
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(0),
+        ExpectedVersion::Exact(5),
+    ] {
         match log.append(req("node-a", expected, 1)).await {
             Err(AppendError::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, 1),
             other => panic!("expected WrongExpectedVersion, got {other:?}"),
@@ -68,7 +112,11 @@ async fn concurrent_writers_to_one_stream_exactly_one_wins_each_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
     for version in 0..20u64 {
-        let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version)
+        };
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let log = log.clone();
@@ -82,7 +130,9 @@ async fn concurrent_writers_to_one_stream_exactly_one_wins_each_version() {
                     wins += 1;
                     assert_eq!(o.events[0].streamversion, version + 1);
                 }
-                Err(AppendError::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, version + 1),
+                Err(AppendError::WrongExpectedVersion { actual, .. }) => {
+                    assert_eq!(actual, version + 1)
+                }
                 Err(e) => panic!("unexpected {e}"),
             }
         }
@@ -116,27 +166,63 @@ async fn retries_with_the_same_command_id_return_the_original_outcome() {
         assert_eq!(o.stream, "node-a");
     }
     assert_eq!(log.head(), 2);
-    let looked_up = log.command_outcome(command_id.expect("id")).expect("lookup").expect("recorded");
+    let looked_up = log
+        .command_outcome(command_id.expect("id"))
+        .expect("lookup")
+        .expect("recorded");
     assert_eq!(looked_up.events, first.events);
-    assert!(log.command_outcome(Uuid::now_v7()).expect("lookup").is_none());
+    assert!(
+        log.command_outcome(Uuid::now_v7())
+            .expect("lookup")
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn bad_appends_are_refused_with_their_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = EventLog::open(dir.path().join("log.redb"), Config { max_event_bytes: 100, ..Config::default() }).expect("open");
+    let log = EventLog::open(
+        dir.path().join("log.redb"),
+        Config {
+            max_event_bytes: 100,
+            ..Config::default()
+        },
+    )
+    .expect("open");
     let mut big = req("node-a", ExpectedVersion::Any, 1);
     big.events[0].body = format!("{{\"x\":\"{}\"}}", "y".repeat(200)).into_bytes();
-    assert!(matches!(log.append(big).await, Err(AppendError::EventTooLarge { index: 0, size: 208, limit: 100 })));
+    assert!(matches!(
+        log.append(big).await,
+        Err(AppendError::EventTooLarge {
+            index: 0,
+            size: 208,
+            limit: 100
+        })
+    ));
     for stream in ["", "Node-a", "node a", "-a", "nö-a"] {
-        assert!(matches!(log.append(req(stream, ExpectedVersion::Any, 1)).await, Err(AppendError::InvalidStreamId { .. })), "{stream:?}");
+        assert!(
+            matches!(
+                log.append(req(stream, ExpectedVersion::Any, 1)).await,
+                Err(AppendError::InvalidStreamId { .. })
+            ),
+            "{stream:?}"
+        );
     }
     for body in [&b"{}"[..], b"[1]", b"{\"a\":", b""] {
         let mut r = req("node-a", ExpectedVersion::Any, 1);
         r.events[0].body = body.to_vec();
-        assert!(matches!(log.append(r).await, Err(AppendError::BodyNotObject { index: 0 })), "{body:?}");
+        assert!(
+            matches!(
+                log.append(r).await,
+                Err(AppendError::BodyNotObject { index: 0 })
+            ),
+            "{body:?}"
+        );
     }
-    assert!(matches!(log.append(req("node-a", ExpectedVersion::Any, 0)).await, Err(AppendError::Empty)));
+    assert!(matches!(
+        log.append(req("node-a", ExpectedVersion::Any, 0)).await,
+        Err(AppendError::Empty)
+    ));
     assert_eq!(log.head(), 0, "nothing was recorded");
 }
 
@@ -145,14 +231,18 @@ async fn a_subscription_catches_up_then_follows_live_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
     for i in 0..3000 {
-        log.append(req(&format!("node-{}", i % 7), ExpectedVersion::Any, 1)).await.expect("append");
+        log.append(req(&format!("node-{}", i % 7), ExpectedVersion::Any, 1))
+            .await
+            .expect("append");
     }
     let mut sub = log.subscribe(1);
     let writer = {
         let log = log.clone();
         tokio::spawn(async move {
             for i in 0..500 {
-                log.append(req(&format!("session-{}", i % 5), ExpectedVersion::Any, 2)).await.expect("append");
+                log.append(req(&format!("session-{}", i % 5), ExpectedVersion::Any, 2))
+                    .await
+                    .expect("append");
             }
         })
     };
@@ -173,11 +263,15 @@ async fn reopening_continues_the_chain_and_verify_names_the_first_bad_position()
     {
         let log = open(&dir);
         for _ in 0..10 {
-            log.append(req("node-a", ExpectedVersion::Any, 1)).await.expect("append");
+            log.append(req("node-a", ExpectedVersion::Any, 1))
+                .await
+                .expect("append");
         }
     }
     let log = open(&dir);
-    log.append(req("node-a", ExpectedVersion::Exact(10), 1)).await.expect("continues at version 10");
+    log.append(req("node-a", ExpectedVersion::Exact(10), 1))
+        .await
+        .expect("continues at version 10");
     let report = log.verify(1, None).expect("clean");
     assert_eq!((report.first, report.last, report.events), (1, 11, 11));
     drop(log);
@@ -205,14 +299,21 @@ async fn reopening_continues_the_chain_and_verify_names_the_first_bad_position()
     }
     let log = open(&dir);
     match log.verify(1, None) {
-        Err(VerifyError::Corrupt { position: 6, problem: Corruption::ChainBroken }) => {}
+        Err(VerifyError::Corrupt {
+            position: 6,
+            problem: Corruption::ChainBroken,
+        }) => {}
         other => panic!("expected chain broken at 6, got {other:?}"),
     }
     match log.verify(7, None) {
-        Err(VerifyError::Corrupt { position: 9, problem: Corruption::Checksum { .. } }) => {}
+        Err(VerifyError::Corrupt {
+            position: 9,
+            problem: Corruption::Checksum { .. },
+        }) => {}
         other => panic!("expected checksum at 9, got {other:?}"),
     }
-    log.verify(1, Some(5)).expect("the range before the damage is clean");
+    log.verify(1, Some(5))
+        .expect("the range before the damage is clean");
 }
 
 #[test]
@@ -223,7 +324,9 @@ fn a_redb_file_that_is_not_a_log_is_refused() {
         let db = redb::Database::create(&path).expect("create");
         let txn = db.begin_write().expect("txn");
         {
-            let mut t = txn.open_table(redb::TableDefinition::<u64, u64>::new("events")).expect("t");
+            let mut t = txn
+                .open_table(redb::TableDefinition::<u64, u64>::new("events"))
+                .expect("t");
             t.insert(1, 2).expect("insert");
         }
         txn.commit().expect("commit");

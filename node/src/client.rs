@@ -2,7 +2,9 @@
 
 use async_nats::Client;
 use bytes::Bytes;
-use streamfleet_bus_schemas::{Command, CommandEnvelope, CommandReply, ExpectedVersion, SCHEMA_VERSION};
+use streamfleet_bus_schemas::{
+    Command, CommandEnvelope, CommandReply, ExpectedVersion, SCHEMA_VERSION,
+};
 use uuid::Uuid;
 
 /// Why a command got no reply.
@@ -35,11 +37,19 @@ pub struct CommandClient {
 impl CommandClient {
     /// A client that signs its commands' `source` with `source`.
     pub fn new(client: Client, source: impl Into<String>) -> Self {
-        CommandClient { client, source: source.into() }
+        CommandClient {
+            client,
+            source: source.into(),
+        }
     }
 
     /// The envelope this client would send for `command`.
-    pub fn envelope(&self, id: Uuid, command: &Command, expected: Option<ExpectedVersion>) -> CommandEnvelope {
+    pub fn envelope(
+        &self,
+        id: Uuid,
+        command: &Command,
+        expected: Option<ExpectedVersion>,
+    ) -> CommandEnvelope {
         CommandEnvelope {
             id,
             source: self.source.clone(),
@@ -59,7 +69,12 @@ impl CommandClient {
     }
 
     /// Sends `command` with an expected version of its stream.
-    pub async fn send_expecting(&self, id: Uuid, command: &Command, expected: Option<ExpectedVersion>) -> Result<CommandReply, SendError> {
+    pub async fn send_expecting(
+        &self,
+        id: Uuid,
+        command: &Command,
+        expected: Option<ExpectedVersion>,
+    ) -> Result<CommandReply, SendError> {
         let body = serde_json::to_vec(&self.envelope(id, command, expected))?;
         self.send_raw(command.subject(), body.into()).await
     }

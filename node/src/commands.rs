@@ -6,12 +6,12 @@
 use crate::publisher::EVENT_SOURCE;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use streamfleet_bus_schemas::{
-    Command, CommandEnvelope, CommandReply, Event, EventBody, ExpectedVersion, PayloadError, ReadDirection, RejectionReason,
-    CLOUDEVENTS_SPEC_VERSION, SCHEMA_VERSION,
+    CLOUDEVENTS_SPEC_VERSION, Command, CommandEnvelope, CommandReply, Event, EventBody,
+    ExpectedVersion, PayloadError, ReadDirection, RejectionReason, SCHEMA_VERSION,
 };
-use streamfleet_domain::{decide, evolve, stream_of, Context, State};
+use streamfleet_domain::{Context, State, decide, evolve, stream_of};
 use streamfleet_eventlog::{AppendError, AppendRequest, EventLog, NewEvent};
 use uuid::Uuid;
 
@@ -24,12 +24,21 @@ pub struct CommandHandler {
     max_command_bytes: usize,
     conflict_retries: u32,
     states: Mutex<HashMap<String, (u64, State)>>,
+    /// One lock per stream with commands in flight: commands on one stream are decided one at a
+    /// time instead of racing and retrying; commands on different streams run in parallel.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl CommandHandler {
     /// A handler over `log`.
     pub fn new(log: EventLog, max_command_bytes: usize, conflict_retries: u32) -> Self {
-        CommandHandler { log, max_command_bytes, conflict_retries, states: Mutex::new(HashMap::new()) }
+        CommandHandler {
+            log,
+            max_command_bytes,
+            conflict_retries,
+            states: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Handles one request received on `subject`; always returns a reply.
@@ -52,8 +61,38 @@ impl CommandHandler {
         }
     }
 
-    async fn execute(&self, envelope: &CommandEnvelope, command: &Command) -> Result<CommandReply, RejectionReason> {
+    async fn execute(
+        &self,
+        envelope: &CommandEnvelope,
+        command: &Command,
+    ) -> Result<CommandReply, RejectionReason> {
         let stream = stream_of(command);
+        let lock = self
+            .in_flight
+            .lock()
+            .expect("stream locks")
+            .entry(stream.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = lock.lock().await;
+            self.decide_and_append(envelope, command, stream.clone())
+                .await
+        };
+        let mut in_flight = self.in_flight.lock().expect("stream locks");
+        // Only the table and this task hold it: nobody else is waiting for this stream.
+        if Arc::strong_count(&lock) == 2 {
+            in_flight.remove(&stream);
+        }
+        result
+    }
+
+    async fn decide_and_append(
+        &self,
+        envelope: &CommandEnvelope,
+        command: &Command,
+        stream: String,
+    ) -> Result<CommandReply, RejectionReason> {
         if let Some(done) = self.log.command_outcome(envelope.id).map_err(unavailable)? {
             return Ok(accepted(envelope.id, done));
         }
@@ -63,15 +102,34 @@ impl CommandHandler {
             let (version, state) = self.state_of(&stream)?;
             if let Some(expected) = envelope.expectedversion {
                 if !expected.admits(version) {
-                    return Err(RejectionReason::WrongExpectedVersion { stream, expected, actual: version });
+                    return Err(RejectionReason::WrongExpectedVersion {
+                        stream,
+                        expected,
+                        actual: version,
+                    });
                 }
             }
             let now = chrono::Utc::now();
-            let events = decide(command, &state, &Context { now })
-                .map_err(|r| RejectionReason::Domain { rule: r.rule().to_string(), detail: r.to_string() })?;
-            let new_events = events.iter().map(|e| new_event(envelope, &stream, e, now)).collect::<Result<Vec<_>, _>>()?;
-            let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-            let request = AppendRequest { stream: stream.clone(), expected, command_id: Some(envelope.id), events: new_events };
+            let events =
+                decide(command, &state, &Context { now }).map_err(|r| RejectionReason::Domain {
+                    rule: r.rule().to_string(),
+                    detail: r.to_string(),
+                })?;
+            let new_events = events
+                .iter()
+                .map(|e| new_event(envelope, &stream, e, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            let expected = if version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            };
+            let request = AppendRequest {
+                stream: stream.clone(),
+                expected,
+                command_id: Some(envelope.id),
+                events: new_events,
+            };
             match self.log.append(request).await {
                 Ok(outcome) => {
                     if !outcome.deduplicated {
@@ -83,15 +141,29 @@ impl CommandHandler {
                 Err(AppendError::WrongExpectedVersion { actual, .. }) => {
                     self.forget(&stream);
                     if let Some(expected) = envelope.expectedversion {
-                        return Err(RejectionReason::WrongExpectedVersion { stream, expected, actual });
+                        return Err(RejectionReason::WrongExpectedVersion {
+                            stream,
+                            expected,
+                            actual,
+                        });
                     }
                     if attempt > self.conflict_retries {
-                        return Err(RejectionReason::Contention { stream, attempts: attempt });
+                        return Err(RejectionReason::Contention {
+                            stream,
+                            attempts: attempt,
+                        });
                     }
                     tracing::debug!(stream = %stream, attempt, "lost a race for the stream; deciding again");
                 }
-                Err(e @ (AppendError::InvalidStreamId { .. } | AppendError::EventTooLarge { .. } | AppendError::TooManyEvents { .. })) => {
-                    return Err(RejectionReason::InvalidPayload { type_name: command.type_name().into(), detail: e.to_string() });
+                Err(
+                    e @ (AppendError::InvalidStreamId { .. }
+                    | AppendError::EventTooLarge { .. }
+                    | AppendError::TooManyEvents { .. }),
+                ) => {
+                    return Err(RejectionReason::InvalidPayload {
+                        type_name: command.type_name().into(),
+                        detail: e.to_string(),
+                    });
                 }
                 Err(e) => return Err(unavailable(e)),
             }
@@ -102,7 +174,10 @@ impl CommandHandler {
         if let Some((v, s)) = self.states.lock().expect("state cache lock").get(stream) {
             return Ok((*v, s.clone()));
         }
-        let stored = self.log.read_stream(stream, 1, ReadDirection::Forward, usize::MAX).map_err(unavailable)?;
+        let stored = self
+            .log
+            .read_stream(stream, 1, ReadDirection::Forward, usize::MAX)
+            .map_err(unavailable)?;
         let mut state = State::default();
         let mut version = 0;
         for e in &stored {
@@ -135,14 +210,26 @@ impl CommandHandler {
 }
 
 fn accepted(command_id: Uuid, outcome: streamfleet_eventlog::AppendOutcome) -> CommandReply {
-    CommandReply::Accepted { command_id, stream: outcome.stream, deduplicated: outcome.deduplicated, events: outcome.events }
+    CommandReply::Accepted {
+        command_id,
+        stream: outcome.stream,
+        deduplicated: outcome.deduplicated,
+        events: outcome.events,
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> RejectionReason {
-    RejectionReason::Unavailable { detail: e.to_string() }
+    RejectionReason::Unavailable {
+        detail: e.to_string(),
+    }
 }
 
-fn new_event(envelope: &CommandEnvelope, stream: &str, event: &Event, now: chrono::DateTime<chrono::Utc>) -> Result<NewEvent, RejectionReason> {
+fn new_event(
+    envelope: &CommandEnvelope,
+    stream: &str,
+    event: &Event,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<NewEvent, RejectionReason> {
     let id = Uuid::now_v7();
     let body = EventBody {
         specversion: CLOUDEVENTS_SPEC_VERSION.to_string(),
@@ -158,33 +245,76 @@ fn new_event(envelope: &CommandEnvelope, stream: &str, event: &Event, now: chron
         data: event.to_data(),
     };
     let body = serde_json::to_vec(&body).map_err(unavailable)?;
-    Ok(NewEvent { id, event_type: event.type_name().to_string(), body })
+    Ok(NewEvent {
+        id,
+        event_type: event.type_name().to_string(),
+        body,
+    })
 }
 
 /// Reads a request into an envelope and its typed command, or says precisely what is wrong
 /// (with the command id when it could be read).
-pub fn parse(subject: &str, payload: &[u8], max_bytes: usize) -> Result<(CommandEnvelope, Command), (Option<Uuid>, RejectionReason)> {
+pub fn parse(
+    subject: &str,
+    payload: &[u8],
+    max_bytes: usize,
+) -> Result<(CommandEnvelope, Command), (Option<Uuid>, RejectionReason)> {
     if payload.len() > max_bytes {
-        return Err((None, RejectionReason::TooLarge { size: payload.len(), limit: max_bytes }));
+        return Err((
+            None,
+            RejectionReason::TooLarge {
+                size: payload.len(),
+                limit: max_bytes,
+            },
+        ));
     }
-    let value: serde_json::Value = serde_json::from_slice(payload)
-        .map_err(|e| (None, RejectionReason::MalformedJson { detail: e.to_string() }))?;
-    let id = value.get("id").and_then(|v| v.as_str()).and_then(|s| Uuid::parse_str(s).ok());
-    let envelope: CommandEnvelope =
-        serde_json::from_value(value).map_err(|e| (id, RejectionReason::InvalidEnvelope { detail: e.to_string() }))?;
-    let id = Some(envelope.id);
-    if envelope.schemaversion != SCHEMA_VERSION {
-        return Err((id, RejectionReason::UnsupportedSchemaVersion { got: envelope.schemaversion, supported: SCHEMA_VERSION }));
-    }
-    let command = Command::from_parts(&envelope.command_type, envelope.data.clone()).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
         (
-            id,
-            match e {
-                PayloadError::UnknownType(type_name) => RejectionReason::UnknownCommandType { type_name },
-                PayloadError::Invalid { type_name, detail } => RejectionReason::InvalidPayload { type_name: type_name.into(), detail },
+            None,
+            RejectionReason::MalformedJson {
+                detail: e.to_string(),
             },
         )
     })?;
+    let id = value
+        .get("id")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok());
+    let envelope: CommandEnvelope = serde_json::from_value(value).map_err(|e| {
+        (
+            id,
+            RejectionReason::InvalidEnvelope {
+                detail: e.to_string(),
+            },
+        )
+    })?;
+    let id = Some(envelope.id);
+    if envelope.schemaversion != SCHEMA_VERSION {
+        return Err((
+            id,
+            RejectionReason::UnsupportedSchemaVersion {
+                got: envelope.schemaversion,
+                supported: SCHEMA_VERSION,
+            },
+        ));
+    }
+    let command =
+        Command::from_parts(&envelope.command_type, envelope.data.clone()).map_err(|e| {
+            (
+                id,
+                match e {
+                    PayloadError::UnknownType(type_name) => {
+                        RejectionReason::UnknownCommandType { type_name }
+                    }
+                    PayloadError::Invalid { type_name, detail } => {
+                        RejectionReason::InvalidPayload {
+                            type_name: type_name.into(),
+                            detail,
+                        }
+                    }
+                },
+            )
+        })?;
     if command.subject() != subject {
         return Err((
             id,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::time::Duration;
-use streamfleet_bus_schemas::{subjects, EventEnvelope, ReadRequest};
+use streamfleet_bus_schemas::{EventEnvelope, ReadRequest, subjects};
 
 /// Events asked for per catch-up read.
 const CATCH_UP_BATCH: u32 = 2000;
@@ -67,17 +67,17 @@ pub struct Follower {
     catching_up: bool,
 }
 
+/// A [`streamfleet_bus_schemas::ReadReply`] whose events stay raw JSON (serde cannot keep raw
+/// values inside an internally tagged enum, so the tag is a plain field here).
 #[derive(Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-enum RawReadReply<'a> {
-    Ok {
-        #[serde(borrow)]
-        events: Vec<&'a RawValue>,
-    },
-    Error {
-        code: String,
-        detail: String,
-    },
+struct RawReadReply<'a> {
+    status: String,
+    #[serde(borrow, default)]
+    events: Vec<&'a RawValue>,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    detail: String,
 }
 
 #[derive(Deserialize)]
@@ -91,7 +91,14 @@ impl Follower {
     pub async fn start(client: Client, from: u64) -> Result<Follower, FollowError> {
         let live = client.subscribe(subjects::EVENTS).await?;
         let heads = client.subscribe(subjects::LOG_HEAD).await?;
-        Ok(Follower { client, live, heads, next: from.max(1), pending: VecDeque::new(), catching_up: true })
+        Ok(Follower {
+            client,
+            live,
+            heads,
+            next: from.max(1),
+            pending: VecDeque::new(),
+            catching_up: true,
+        })
     }
 
     /// The position the next event will have.
@@ -148,9 +155,14 @@ impl Follower {
 
     /// Reads a batch from the log, retrying while the node does not answer.
     async fn read_from(&self, from: u64) -> Result<Vec<FollowedEvent>, FollowError> {
-        let req = serde_json::to_vec(&ReadRequest::all(from, CATCH_UP_BATCH)).map_err(|e| FollowError::Protocol(e.to_string()))?;
+        let req = serde_json::to_vec(&ReadRequest::all(from, CATCH_UP_BATCH))
+            .map_err(|e| FollowError::Protocol(e.to_string()))?;
         loop {
-            match self.client.request(subjects::LOG_READ, req.clone().into()).await {
+            match self
+                .client
+                .request(subjects::LOG_READ, req.clone().into())
+                .await
+            {
                 Ok(msg) => return parse_batch(&msg.payload),
                 Err(e) => {
                     tracing::debug!(error = %e, "log read got no answer; retrying");
@@ -162,15 +174,24 @@ impl Follower {
 }
 
 fn parse_batch(payload: &[u8]) -> Result<Vec<FollowedEvent>, FollowError> {
-    let reply: RawReadReply = serde_json::from_slice(payload).map_err(|e| FollowError::Protocol(e.to_string()))?;
-    match reply {
-        RawReadReply::Error { code, detail } => Err(FollowError::Read { code, detail }),
-        RawReadReply::Ok { events } => events
-            .into_iter()
-            .map(|raw| {
-                let p: PositionOnly = serde_json::from_str(raw.get()).map_err(|e| FollowError::Protocol(e.to_string()))?;
-                Ok(FollowedEvent { position: p.position, json: Bytes::copy_from_slice(raw.get().as_bytes()) })
-            })
-            .collect(),
+    let reply: RawReadReply =
+        serde_json::from_slice(payload).map_err(|e| FollowError::Protocol(e.to_string()))?;
+    if reply.status != "ok" {
+        return Err(FollowError::Read {
+            code: reply.code,
+            detail: reply.detail,
+        });
     }
+    reply
+        .events
+        .into_iter()
+        .map(|raw| {
+            let p: PositionOnly = serde_json::from_str(raw.get())
+                .map_err(|e| FollowError::Protocol(e.to_string()))?;
+            Ok(FollowedEvent {
+                position: p.position,
+                json: Bytes::copy_from_slice(raw.get().as_bytes()),
+            })
+        })
+        .collect()
 }

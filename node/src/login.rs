@@ -13,8 +13,16 @@ pub struct NatsLogin {
 
 impl NatsLogin {
     /// A login.
-    pub fn new(url: impl Into<String>, user: impl Into<String>, password: impl Into<String>) -> Self {
-        NatsLogin { url: url.into(), user: user.into(), password: password.into() }
+    pub fn new(
+        url: impl Into<String>,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        NatsLogin {
+            url: url.into(),
+            user: user.into(),
+            password: password.into(),
+        }
     }
 }
 

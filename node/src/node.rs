@@ -1,7 +1,7 @@
 //! The node process: the log plus its three NATS services.
 
 use crate::commands::CommandHandler;
-use crate::login::{connect, NatsLogin};
+use crate::login::{NatsLogin, connect};
 use crate::{publisher, read_api};
 use futures::StreamExt;
 use std::path::PathBuf;
@@ -31,7 +31,13 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Defaults for a data folder and login.
     pub fn new(data_dir: impl Into<PathBuf>, nats: NatsLogin) -> Self {
-        NodeConfig { data_dir: data_dir.into(), nats, max_command_bytes: 64 * 1024, conflict_retries: 8, log: LogConfig::default() }
+        NodeConfig {
+            data_dir: data_dir.into(),
+            nats,
+            max_command_bytes: 64 * 1024,
+            conflict_retries: 8,
+            log: LogConfig::default(),
+        }
     }
 }
 
@@ -66,14 +72,22 @@ pub struct Node {
 impl Node {
     /// Opens the log, connects, and starts serving commands, reads and events.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| NodeError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
         let log = EventLog::open(config.data_dir.join("events.redb"), config.log.clone())?;
         let client = connect(&config.nats).await?;
         let mut tasks = JoinSet::new();
 
-        let handler = Arc::new(CommandHandler::new(log.clone(), config.max_command_bytes, config.conflict_retries));
-        let mut commands = client.queue_subscribe(subjects::COMMANDS, QUEUE.into()).await?;
+        let handler = Arc::new(CommandHandler::new(
+            log.clone(),
+            config.max_command_bytes,
+            config.conflict_retries,
+        ));
+        let mut commands = client
+            .queue_subscribe(subjects::COMMANDS, QUEUE.into())
+            .await?;
         let c = client.clone();
         tasks.spawn(async move {
             while let Some(msg) = commands.next().await {
@@ -93,13 +107,17 @@ impl Node {
             }
         });
 
-        let mut reads = client.queue_subscribe(subjects::LOG_READ, QUEUE.into()).await?;
+        let mut reads = client
+            .queue_subscribe(subjects::LOG_READ, QUEUE.into())
+            .await?;
         let (c, l) = (client.clone(), log.clone());
         tasks.spawn(async move {
             while let Some(msg) = reads.next().await {
                 let (client, log) = (c.clone(), l.clone());
                 tokio::spawn(async move {
-                    let body = read_api::answer(&log, &msg.payload, client.server_info().max_payload).await;
+                    let body =
+                        read_api::answer(&log, &msg.payload, client.server_info().max_payload)
+                            .await;
                     if let Some(to) = msg.reply {
                         if let Err(e) = client.publish(to, body).await {
                             tracing::warn!(error = %e, "read reply not sent");

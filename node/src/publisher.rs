@@ -28,7 +28,10 @@ pub fn route(e: &StoredEvent) -> Result<(String, HeaderMap), serde_json::Error> 
     let r: Route = serde_json::from_slice(&e.body)?;
     let mut headers = HeaderMap::new();
     headers.insert(subjects::HEADER_POSITION, e.position.to_string().as_str());
-    headers.insert(subjects::HEADER_STREAM_VERSION, e.stream_version.to_string().as_str());
+    headers.insert(
+        subjects::HEADER_STREAM_VERSION,
+        e.stream_version.to_string().as_str(),
+    );
     Ok((subjects::event(r.subject, r.event_type), headers))
 }
 
@@ -45,12 +48,17 @@ pub async fn publish_events(client: Client, log: EventLog) {
         };
         match route(&e) {
             Ok((subject, headers)) => {
-                if let Err(err) = client.publish_with_headers(subject, headers, e.envelope_json().into()).await {
+                if let Err(err) = client
+                    .publish_with_headers(subject, headers, e.envelope_json().into())
+                    .await
+                {
                     // Followers will read it from the log.
                     tracing::warn!(position = e.position, error = %err, "event not published");
                 }
             }
-            Err(err) => tracing::error!(position = e.position, error = %err, "stored event has no routable type/subject"),
+            Err(err) => {
+                tracing::error!(position = e.position, error = %err, "stored event has no routable type/subject")
+            }
         }
     }
 }
@@ -60,7 +68,10 @@ pub async fn announce_head(client: Client, log: EventLog) {
     let mut tick = tokio::time::interval(HEAD_INTERVAL);
     loop {
         tick.tick().await;
-        if let Err(err) = client.publish(subjects::LOG_HEAD, log.head().to_string().into()).await {
+        if let Err(err) = client
+            .publish(subjects::LOG_HEAD, log.head().to_string().into())
+            .await
+        {
             tracing::warn!(error = %err, "head not announced");
         }
     }

@@ -17,7 +17,10 @@ pub async fn answer(log: &EventLog, payload: &[u8], max_reply_bytes: usize) -> B
         Err(e) => return error("malformed_request", e.to_string()),
     };
     if req.stream.is_some() && req.category.is_some() {
-        return error("invalid_range", "give `stream` or `category`, not both".into());
+        return error(
+            "invalid_range",
+            "give `stream` or `category`, not both".into(),
+        );
     }
     if req.direction == ReadDirection::Backward && req.stream.is_none() {
         return error("invalid_range", "backward reads need a `stream`".into());
@@ -42,10 +45,20 @@ pub async fn answer(log: &EventLog, payload: &[u8], max_reply_bytes: usize) -> B
 }
 
 fn cursor(req: &ReadRequest, e: &StoredEvent) -> u64 {
-    if req.stream.is_some() { e.stream_version } else { e.position }
+    if req.stream.is_some() {
+        e.stream_version
+    } else {
+        e.position
+    }
 }
 
-fn encode_ok(head: u64, req: &ReadRequest, max: usize, events: &[StoredEvent], limit: usize) -> Bytes {
+fn encode_ok(
+    head: u64,
+    req: &ReadRequest,
+    max: usize,
+    events: &[StoredEvent],
+    limit: usize,
+) -> Bytes {
     // Room for the frame around the events.
     let budget = limit.saturating_sub(128);
     let mut body = Vec::with_capacity(budget.min(64 * 1024));
@@ -62,10 +75,12 @@ fn encode_ok(head: u64, req: &ReadRequest, max: usize, events: &[StoredEvent], l
         included += 1;
     }
     let next = if included < events.len() || (max > 0 && events.len() == max) {
-        events.get(included.saturating_sub(1)).map(|last| match req.direction {
-            ReadDirection::Forward => cursor(req, last) + 1,
-            ReadDirection::Backward => cursor(req, last).saturating_sub(1),
-        })
+        events
+            .get(included.saturating_sub(1))
+            .map(|last| match req.direction {
+                ReadDirection::Forward => cursor(req, last) + 1,
+                ReadDirection::Backward => cursor(req, last).saturating_sub(1),
+            })
     } else {
         None
     };
@@ -73,13 +88,19 @@ fn encode_ok(head: u64, req: &ReadRequest, max: usize, events: &[StoredEvent], l
         Some(0) | None => "null".to_string(),
         Some(n) => n.to_string(),
     };
-    let mut out = format!("{{\"status\":\"ok\",\"head\":{head},\"next\":{next},\"events\":[").into_bytes();
+    let mut out =
+        format!("{{\"status\":\"ok\",\"head\":{head},\"next\":{next},\"events\":[").into_bytes();
     out.extend_from_slice(&body);
     out.extend_from_slice(b"]}");
     out.into()
 }
 
 fn error(code: &str, detail: String) -> Bytes {
-    let reply = ReadReply::Error { code: code.into(), detail };
-    serde_json::to_vec(&reply).expect("replies always serialize").into()
+    let reply = ReadReply::Error {
+        code: code.into(),
+        detail,
+    };
+    serde_json::to_vec(&reply)
+        .expect("replies always serialize")
+        .into()
 }

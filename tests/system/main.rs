@@ -1,1 +1,7 @@
+//! System tests: real nats-server processes from nats.conf, real node processes, real redb files.
 
+mod commands;
+mod crash;
+mod followers;
+mod harness;
+mod permissions;

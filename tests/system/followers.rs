@@ -1,0 +1,86 @@
+//! Followers over NATS end with exactly the full ordered sequence.
+
+use crate::commands::token;
+use crate::harness::System;
+use std::collections::HashSet;
+use streamfleet_bus_schemas::CommandReply;
+use streamfleet_node::{CommandClient, Follower};
+use uuid::Uuid;
+
+/// Sends `n` commands, `concurrency` at a time; each records one event.
+pub async fn record(commands: &CommandClient, prefix: &str, n: usize, concurrency: usize) {
+    let mut set = tokio::task::JoinSet::new();
+    let per = n.div_ceil(concurrency);
+    for w in 0..concurrency {
+        let (c, prefix) = (commands.clone(), prefix.to_string());
+        set.spawn(async move {
+            for i in (w * per)..((w + 1) * per).min(n) {
+                let reply = c
+                    .send(Uuid::now_v7(), &token(&format!("{prefix}-{i}")))
+                    .await
+                    .expect("reply");
+                assert!(matches!(reply, CommandReply::Accepted { .. }), "{reply:?}");
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("sender");
+    }
+}
+
+async fn expect_sequence(follower: &mut Follower, through: u64) {
+    let mut ids = HashSet::new();
+    for expected in follower.position()..=through {
+        let e = follower.next().await.expect("next event");
+        assert_eq!(e.position, expected, "ordered, no gaps, no duplicates");
+        let env = e.envelope().expect("envelope");
+        assert_eq!(env.position, expected);
+        assert!(
+            ids.insert(env.body.id),
+            "event {} delivered twice",
+            env.body.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_follower_started_after_10000_events_gets_all_then_live_ones() {
+    let sys = System::start();
+    let commands = sys.nats.commands("service").await;
+    record(&commands, "early", 10_000, 64).await;
+    let mut follower = Follower::start(sys.nats.client("auditor").await, 1)
+        .await
+        .expect("follow");
+    let live = {
+        let commands = commands.clone();
+        tokio::spawn(async move { record(&commands, "late", 500, 8).await })
+    };
+    expect_sequence(&mut follower, 10_500).await;
+    live.await.expect("live sender");
+}
+
+#[tokio::test]
+async fn a_follower_whose_connection_drops_mid_stream_misses_nothing() {
+    let sys = System::start();
+    let commands = sys.nats.commands("service").await;
+    let client = sys.nats.client("dashboard").await;
+    let mut follower = Follower::start(client.clone(), 1).await.expect("follow");
+    let producer = {
+        let commands = commands.clone();
+        tokio::spawn(async move { record(&commands, "p", 6_000, 16).await })
+    };
+    expect_sequence(&mut follower, 1_000).await;
+    client.force_reconnect().await.expect("reconnect");
+    expect_sequence(&mut follower, 3_000).await;
+    client.force_reconnect().await.expect("reconnect");
+    expect_sequence(&mut follower, 6_000).await;
+    producer.await.expect("producer");
+    assert!(
+        client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3,
+        "the connection really dropped"
+    );
+}

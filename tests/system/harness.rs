@@ -1,0 +1,150 @@
+//! Starting real nats-server and node processes for a test, each on its own port and folder.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use streamfleet_node::{CommandClient, NatsLogin, connect};
+
+const ROLES: [&str; 6] = ["node", "service", "host", "auditor", "dashboard", "bench"];
+
+/// A nats-server started from the repository's nats.conf.
+pub struct Nats {
+    child: Child,
+    pub url: String,
+    passwords: HashMap<&'static str, String>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passwords: HashMap<_, _> = ROLES
+            .iter()
+            .map(|r| (*r, format!("{r}-{:032x}", rand::random::<u128>())))
+            .collect();
+        let port = free_port();
+        let mut cmd = Command::new("nats-server");
+        cmd.arg("-c")
+            .arg(repo_root().join("nats.conf"))
+            .arg("-p")
+            .arg(port.to_string());
+        cmd.env("SF_JETSTREAM_DIR", dir.path().join("js"));
+        for (role, pw) in &passwords {
+            cmd.env(format!("SF_{}_PASSWORD", role.to_uppercase()), pw);
+        }
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (./test.sh installs it)");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("Server is ready") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("nats-server exited before it was ready"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            passwords,
+            _dir: dir,
+        }
+    }
+
+    pub fn login(&self, role: &str) -> NatsLogin {
+        NatsLogin::new(self.url.clone(), role, self.passwords[role].clone())
+    }
+
+    pub async fn client(&self, role: &str) -> async_nats::Client {
+        connect(&self.login(role)).await.expect("connect")
+    }
+
+    pub async fn commands(&self, role: &str) -> CommandClient {
+        CommandClient::new(self.client(role).await, format!("test/{role}"))
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `streamfleet node` child process.
+pub struct NodeProcess {
+    child: Child,
+}
+
+impl NodeProcess {
+    /// Starts the node and waits for its `ready` line.
+    pub fn start(nats: &Nats, data_dir: &Path) -> NodeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+            .arg("node")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--nats-url")
+            .arg(&nats.url)
+            .env("SF_NODE_PASSWORD", &nats.passwords["node"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn streamfleet node");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("ready") => {}
+            other => panic!("node did not become ready: {other:?}"),
+        }
+        std::thread::spawn(move || for _ in lines {});
+        NodeProcess { child }
+    }
+
+    /// `kill -9`, and waits until it is gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A nats-server and a node on a fresh data folder.
+pub struct System {
+    pub nats: Nats,
+    pub _node: NodeProcess,
+    pub _data: tempfile::TempDir,
+}
+
+impl System {
+    pub fn start() -> System {
+        let nats = Nats::start();
+        let data = tempfile::tempdir().expect("tempdir");
+        let node = NodeProcess::start(&nats, data.path());
+        System {
+            nats,
+            _node: node,
+            _data: data,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! nats.conf permissions, enforced by the real server.
+
+use crate::commands::{heartbeat, token};
+use crate::harness::System;
+use std::time::Duration;
+use streamfleet_bus_schemas::{Command, CommandReply, ReadReply, ReadRequest, subjects};
+use streamfleet_node::CommandClient;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// A client of `role` and the server errors it receives.
+async fn client_with_errors(
+    sys: &System,
+    role: &str,
+) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let login = sys.nats.login(role);
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password(login.user, login.password)
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(err) = event {
+                    let _ = tx.send(err.to_string());
+                }
+            }
+        })
+        .connect(login.url.as_str())
+        .await
+        .expect("connect");
+    (client, rx)
+}
+
+async fn head(client: &async_nats::Client) -> u64 {
+    let req = serde_json::to_vec(&ReadRequest::all(1, 0)).expect("json");
+    let reply = client
+        .request(subjects::LOG_READ, req.into())
+        .await
+        .expect("read allowed");
+    match serde_json::from_slice(&reply.payload).expect("reply") {
+        ReadReply::Ok { head, .. } => head,
+        other => panic!("read refused: {other:?}"),
+    }
+}
+
+/// Sends `command` as `role` and waits for the server's permission violation naming its subject.
+async fn expect_refused(
+    client: &async_nats::Client,
+    errors: &mut mpsc::UnboundedReceiver<String>,
+    role: &str,
+    command: Command,
+) {
+    let commands = CommandClient::new(client.clone(), role);
+    let subject = command.subject();
+    let send = tokio::spawn(async move { commands.send(Uuid::now_v7(), &command).await });
+    let error = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{role}: the server never refused {subject}"))
+        .expect("error channel open");
+    assert!(
+        error.contains("Permissions Violation") && error.contains(subject),
+        "{role}: {error}"
+    );
+    send.abort();
+    if let Ok(Ok(Ok(reply))) = send.await.map(Ok::<_, ()>) {
+        panic!("{role} got a reply to a refused command: {reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn readers_cannot_send_commands_and_hosts_only_heartbeats() {
+    let sys = System::start();
+    for role in ["dashboard", "auditor"] {
+        let (client, mut errors) = client_with_errors(&sys, role).await;
+        expect_refused(&client, &mut errors, role, token("t-x")).await;
+        assert_eq!(
+            head(&client).await,
+            0,
+            "{role}: nothing was recorded, and reading is allowed"
+        );
+    }
+    let (host, mut errors) = client_with_errors(&sys, "host").await;
+    let reply = CommandClient::new(host.clone(), "host")
+        .send(Uuid::now_v7(), &heartbeat("s-1", "h-1"))
+        .await
+        .expect("a host may report heartbeats");
+    assert!(
+        matches!(reply, CommandReply::Rejected { .. }),
+        "the node answered (no such session yet): {reply:?}"
+    );
+    expect_refused(&host, &mut errors, "host", token("t-h")).await;
+}
