@@ -1,8 +1,673 @@
-use clap::Subcommand;
-#[derive(Subcommand)]
+//! `streamfleet bench log`: the log and the node, each figure beside a baseline measured in the
+//! same run on the same machine (raw redb, bare NATS request/reply, JetStream publish).
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use streamfleet_bus_schemas::payloads::{ProvisionSession, RecordHeartbeat};
+use streamfleet_bus_schemas::{Command as Cmd, CommandReply, ExpectedVersion};
+use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent};
+use streamfleet_node::{CommandClient, Follower, NatsLogin, Node, NodeConfig, connect};
+use uuid::Uuid;
+
+#[derive(clap::Subcommand)]
 pub enum Which {
-    Log,
+    /// The event log and the node: appends, commands over NATS, catch-up reads.
+    Log {
+        /// Events for the catch-up figures.
+        #[arg(long, default_value_t = 1_000_000)]
+        catch_up_events: usize,
+        /// Smaller counts everywhere (a quick look, not for BENCHMARKS.md).
+        #[arg(long)]
+        quick: bool,
+        /// Run only these parts (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<Part>,
+    },
 }
-pub async fn run(_w: Which) -> anyhow::Result<()> {
+
+/// The parts of `bench log`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// In-process durable appends vs raw redb.
+    Appends,
+    /// Commands over NATS vs bare request/reply and JetStream.
+    Commands,
+    /// Catch-up reads vs a raw redb scan.
+    CatchUp,
+}
+
+pub async fn run(which: Which) -> anyhow::Result<()> {
+    match which {
+        Which::Log {
+            catch_up_events,
+            quick,
+            only,
+        } => {
+            let parts = if only.is_empty() {
+                vec![Part::Appends, Part::Commands, Part::CatchUp]
+            } else {
+                only
+            };
+            log(catch_up_events, quick, &parts).await
+        }
+    }
+}
+
+/// A heartbeat-sized event body, as the node writes it.
+fn body(stream: &str, id: Uuid) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "specversion": "1.0", "id": id, "source": "streamfleet/node", "type": "HeartbeatReceived",
+        "subject": stream, "time": chrono::Utc::now(), "datacontenttype": "application/json",
+        "schemaversion": 1, "correlationid": id, "causationid": id,
+        "data": { "session_id": stream, "host_id": "host-eu-west-0042", "sent_at": chrono::Utc::now() }
+    }))
+    .expect("json")
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3
+}
+
+fn row(name: &str, rate: f64, unit: &str, extra: &str) {
+    println!("  {name:<52} {rate:>12.0} {unit:<10} {extra}");
+}
+
+async fn log(catch_up_events: usize, quick: bool, parts: &[Part]) -> anyhow::Result<()> {
+    let scale = if quick { 10 } else { 1 };
+    let dir = tempfile::tempdir()?;
+    println!(
+        "streamfleet bench log — {} cores, {}; {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        if quick {
+            "QUICK (not for BENCHMARKS.md)"
+        } else {
+            "full"
+        }
+    );
+
+    if parts.contains(&Part::Appends) {
+        bench_appends(dir.path(), scale).await?;
+    }
+    let nats = BenchNats::start(&dir.path().join("nats"))?;
+    if parts.contains(&Part::Commands) {
+        bench_commands(dir.path(), &nats, scale).await?;
+    }
+    if parts.contains(&Part::CatchUp) {
+        bench_catch_up(dir.path(), &nats, catch_up_events / scale).await?;
+    }
     Ok(())
+}
+
+async fn bench_appends(dir: &Path, scale: usize) -> anyhow::Result<()> {
+    println!("\n[durable appends, in-process; one event per append, heartbeat-sized body]");
+    let ceiling = raw_redb_inserts(&dir.join("raw.redb"), 200_000 / scale, 1000)?;
+    row(
+        "baseline: raw redb insert, 1000 per commit",
+        ceiling,
+        "events/s",
+        "(the ceiling)",
+    );
+    let same_work = raw_redb_log_pattern(&dir.join("raw4.redb"), 40_000 / scale, 128)?;
+    row(
+        "baseline: raw redb, the log's 4 inserts per event, 128/commit",
+        same_work,
+        "events/s",
+        &format!(
+            "{:.0}% of ceiling: redb's own cost of the log's write pattern",
+            100.0 * same_work / ceiling
+        ),
+    );
+    for (writers, total) in [
+        (1, 5_000 / scale),
+        (16, 40_000 / scale),
+        (256, 200_000 / scale),
+    ] {
+        let r = appends(&dir.join(format!("w{writers}.redb")), writers, total).await?;
+        row(
+            &format!("log append, {writers} concurrent writers"),
+            r.rate,
+            "appends/s",
+            &format!(
+                "{:.0}% of ceiling; p50 {:.2} ms p99 {:.2} ms; {:.1} appends/commit; commit (fsync) {:.0}% of writer time; writer busy {:.0}%",
+                100.0 * r.rate / ceiling,
+                r.p50,
+                r.p99,
+                r.per_commit,
+                r.fsync_share * 100.0,
+                r.writer_busy * 100.0
+            ),
+        );
+    }
+
+    Ok(())
+}
+
+async fn bench_commands(dir: &Path, nats: &BenchNats, scale: usize) -> anyhow::Result<()> {
+    println!("\n[commands over NATS: request → decide → durable append → reply; RecordHeartbeat]");
+    let node = Node::start(NodeConfig::new(dir.join("node"), nats.login("node"))).await?;
+    let payload_len = serde_json::to_vec(
+        &CommandClient::new(nats.client("service").await?, "bench").envelope(
+            Uuid::now_v7(),
+            &heartbeat("s-0"),
+            None,
+        ),
+    )?
+    .len();
+    let echo = nats.client("bench").await?;
+    let mut echo_sub = echo.subscribe("bench.echo").await?;
+    let echo_reply = echo.clone();
+    tokio::spawn(async move {
+        while let Some(m) = echo_sub.next().await {
+            if let Some(r) = m.reply {
+                let _ = echo_reply.publish(r, vec![b'x'; 200].into()).await;
+            }
+        }
+    });
+    echo.flush().await?;
+    let js = async_nats::jetstream::new(nats.client("bench").await?);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH".into(),
+        subjects: vec!["bench.js.>".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("JetStream stream: {e}"))?;
+    for (clients, total) in [(1, 3_000 / scale), (64, 100_000 / scale)] {
+        let cmd = commands(nats, node.log(), clients, total).await?;
+        let bare = bare_requests(nats, clients, total, payload_len).await?;
+        let jsr = jetstream_publishes(nats, clients, total, payload_len).await?;
+        row(
+            &format!("streamfleet command, {clients} concurrent clients"),
+            cmd.rate,
+            "cmds/s",
+            &format!(
+                "p50 {:.2} ms p99 {:.2} ms; {:.1} appends/commit; commit (fsync) {:.0}% of writer time; writer busy {:.0}%",
+                cmd.p50,
+                cmd.p99,
+                cmd.per_commit,
+                cmd.fsync_share * 100.0,
+                cmd.writer_busy * 100.0
+            ),
+        );
+        row(
+            &format!("baseline: bare NATS request/reply, {clients} clients"),
+            bare.rate,
+            "req/s",
+            &format!("p50 {:.2} ms p99 {:.2} ms", bare.p50, bare.p99),
+        );
+        row(
+            &format!("baseline: JetStream publish+ack, {clients} clients"),
+            jsr.rate,
+            "msgs/s",
+            &format!("p50 {:.2} ms p99 {:.2} ms", jsr.p50, jsr.p99),
+        );
+    }
+    node.stop().await;
+    Ok(())
+}
+
+async fn bench_catch_up(dir: &Path, nats: &BenchNats, n: usize) -> anyhow::Result<()> {
+    println!("\n[catch-up reads of {n} events]");
+    let cdir = dir.join("catchup");
+    std::fs::create_dir_all(&cdir)?;
+    let path = cdir.join("events.redb");
+    {
+        let log = EventLog::open(&path, Config::default())?;
+        let mut set = tokio::task::JoinSet::new();
+        for chunk in 0..n.div_ceil(1000) {
+            let log = log.clone();
+            let count = (n - chunk * 1000).min(1000);
+            set.spawn(async move {
+                let stream = format!("session-c{chunk}");
+                let events = (0..count)
+                    .map(|_| {
+                        let id = Uuid::now_v7();
+                        NewEvent {
+                            id,
+                            event_type: "HeartbeatReceived".into(),
+                            body: body(&stream, id),
+                        }
+                    })
+                    .collect();
+                log.append(AppendRequest {
+                    stream: stream.clone(),
+                    expected: ExpectedVersion::Any,
+                    command_id: None,
+                    events,
+                })
+                .await
+            });
+            while set.len() > 8 {
+                set.join_next().await.context("join")???;
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+    }
+    let raw = raw_scan(&path)?;
+    row(
+        "baseline: raw redb sequential read of `events`",
+        raw,
+        "events/s",
+        "",
+    );
+    let log = EventLog::open(&path, Config::default())?;
+    let t = Instant::now();
+    let mut from = 1;
+    loop {
+        let batch = log.read_all(from, 4096)?;
+        let Some(last) = batch.last() else { break };
+        from = last.position + 1;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    row(
+        "log read_all (CRC-checked), in-process",
+        rate,
+        "events/s",
+        &format!("{:.0}% of raw", 100.0 * rate / raw),
+    );
+    let t = Instant::now();
+    log.verify(1, None)?;
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    row(
+        "log verify (CRC + BLAKE3 chain), in-process",
+        rate,
+        "events/s",
+        &format!("{:.0}% of raw", 100.0 * rate / raw),
+    );
+    drop(log);
+    let node = Node::start(NodeConfig::new(&cdir, nats.login("node"))).await?;
+    let mut follower = Follower::start(nats.client("auditor").await?, 1).await?;
+    let t = Instant::now();
+    for _ in 0..n {
+        follower.next().await?;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    row(
+        "Follower catch-up over NATS (read API), another process's view",
+        rate,
+        "events/s",
+        &format!("{:.0}% of raw", 100.0 * rate / raw),
+    );
+    node.stop().await;
+    Ok(())
+}
+
+struct Figures {
+    rate: f64,
+    /// Share of the wall time the writer thread spent in transactions.
+    writer_busy: f64,
+    p50: f64,
+    p99: f64,
+    per_commit: f64,
+    fsync_share: f64,
+}
+
+fn figures(
+    total: usize,
+    elapsed: Duration,
+    mut lat: Vec<Duration>,
+    log: Option<&EventLog>,
+    before: (u64, u64, u64, u64),
+) -> Figures {
+    lat.sort();
+    let (per_commit, fsync_share, writer_busy) = match log {
+        Some(log) => {
+            let c = log.writer_counters();
+            let commits = c.commits.load(Relaxed) - before.0;
+            let appends = c.appends.load(Relaxed) - before.1;
+            let ins = c.insert_nanos.load(Relaxed) - before.2;
+            let com = c.commit_nanos.load(Relaxed) - before.3;
+            (
+                appends as f64 / commits.max(1) as f64,
+                com as f64 / (ins + com).max(1) as f64,
+                (ins + com) as f64 / elapsed.as_nanos() as f64,
+            )
+        }
+        None => (0.0, 0.0, 0.0),
+    };
+    Figures {
+        rate: total as f64 / elapsed.as_secs_f64(),
+        writer_busy,
+        p50: pct(&lat, 0.5),
+        p99: pct(&lat, 0.99),
+        per_commit,
+        fsync_share,
+    }
+}
+
+fn counters(log: &EventLog) -> (u64, u64, u64, u64) {
+    let c = log.writer_counters();
+    (
+        c.commits.load(Relaxed),
+        c.appends.load(Relaxed),
+        c.insert_nanos.load(Relaxed),
+        c.commit_nanos.load(Relaxed),
+    )
+}
+
+fn raw_redb_inserts(path: &Path, total: usize, per_commit: usize) -> anyhow::Result<f64> {
+    let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+    let db = redb::Database::create(path)?;
+    let record =
+        streamfleet_eventlog::record::encode(&[0; 32], 1, 1, &body("session-raw", Uuid::now_v7()))
+            .0;
+    let t = Instant::now();
+    let mut key = 0u64;
+    while (key as usize) < total {
+        let txn = db.begin_write()?;
+        {
+            let mut t = txn.open_table(table)?;
+            for _ in 0..per_commit {
+                key += 1;
+                t.insert(key, record.as_slice())?;
+            }
+        }
+        txn.commit()?;
+    }
+    Ok(key as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The log's write pattern in bare redb: per event one record, one stream-index entry, one
+/// category-index entry and one command entry; `per_commit` events per durable commit.
+fn raw_redb_log_pattern(path: &Path, total: usize, per_commit: usize) -> anyhow::Result<f64> {
+    let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+    let streams: redb::TableDefinition<(&str, u64), u64> =
+        redb::TableDefinition::new("stream_index");
+    let categories: redb::TableDefinition<(&str, u64), ()> =
+        redb::TableDefinition::new("category_index");
+    let commands: redb::TableDefinition<u128, (u64, u32)> = redb::TableDefinition::new("commands");
+    let db = redb::Database::create(path)?;
+    let record =
+        streamfleet_eventlog::record::encode(&[0; 32], 1, 1, &body("session-raw", Uuid::now_v7()))
+            .0;
+    let names: Vec<String> = (0..256).map(|w| format!("session-w{w}")).collect();
+    let t = Instant::now();
+    let mut position = 0u64;
+    while (position as usize) < total {
+        let txn = db.begin_write()?;
+        {
+            let (mut e, mut s, mut c, mut k) = (
+                txn.open_table(events)?,
+                txn.open_table(streams)?,
+                txn.open_table(categories)?,
+                txn.open_table(commands)?,
+            );
+            for _ in 0..per_commit {
+                position += 1;
+                e.insert(position, record.as_slice())?;
+                s.insert(
+                    (names[position as usize % 256].as_str(), position),
+                    position,
+                )?;
+                c.insert(("session", position), ())?;
+                k.insert(Uuid::now_v7().as_u128(), (position, 1))?;
+            }
+        }
+        txn.commit()?;
+    }
+    Ok(position as f64 / t.elapsed().as_secs_f64())
+}
+
+fn raw_scan(path: &Path) -> anyhow::Result<f64> {
+    use redb::ReadableDatabase;
+    let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+    let db = redb::Database::open(path)?;
+    let txn = db.begin_read()?;
+    let t0 = txn.open_table(table)?;
+    let start = Instant::now();
+    let (mut n, mut bytes) = (0u64, 0usize);
+    for item in t0.range(1u64..)? {
+        let (_, v) = item?;
+        bytes += v.value().len();
+        n += 1;
+    }
+    std::hint::black_box(bytes);
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn appends(path: &Path, writers: usize, total: usize) -> anyhow::Result<Figures> {
+    let log = EventLog::open(path, Config::default())?;
+    let before = counters(&log);
+    let per = total / writers;
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let log = log.clone();
+        set.spawn(async move {
+            let stream = format!("session-w{w}");
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let id = Uuid::now_v7();
+                let req = AppendRequest {
+                    stream: stream.clone(),
+                    expected: ExpectedVersion::Any,
+                    command_id: Some(Uuid::now_v7()),
+                    events: vec![NewEvent {
+                        id,
+                        event_type: "HeartbeatReceived".into(),
+                        body: body(&stream, id),
+                    }],
+                };
+                let s = Instant::now();
+                log.append(req).await?;
+                lat.push(s.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        });
+    }
+    let mut lat = Vec::with_capacity(total);
+    while let Some(r) = set.join_next().await {
+        lat.extend(r??);
+    }
+    Ok(figures(per * writers, t.elapsed(), lat, Some(&log), before))
+}
+
+fn heartbeat(session: &str) -> Cmd {
+    Cmd::RecordHeartbeat(RecordHeartbeat {
+        session_id: session.into(),
+        host_id: "h-1".into(),
+        sent_at: chrono::Utc::now(),
+    })
+}
+
+/// Runs `total` requests from `clients` concurrent tasks over `clients.min(8)` connections.
+async fn concurrent<F, Fut>(
+    nats: &BenchNats,
+    role: &str,
+    clients: usize,
+    total: usize,
+    one: F,
+) -> anyhow::Result<(Duration, Vec<Duration>)>
+where
+    F: Fn(async_nats::Client, usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let mut conns = Vec::new();
+    for _ in 0..clients.min(8) {
+        conns.push(nats.client(role).await?);
+    }
+    let per = total / clients;
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (client, one) = (conns[c % conns.len()].clone(), one.clone());
+        set.spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for i in 0..per {
+                let s = Instant::now();
+                one(client.clone(), c, i).await?;
+                lat.push(s.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        });
+    }
+    let mut lat = Vec::new();
+    while let Some(r) = set.join_next().await {
+        lat.extend(r??);
+    }
+    Ok((t.elapsed(), lat))
+}
+
+async fn commands(
+    nats: &BenchNats,
+    log: &EventLog,
+    clients: usize,
+    total: usize,
+) -> anyhow::Result<Figures> {
+    let setup = CommandClient::new(nats.client("service").await?, "bench");
+    for c in 0..clients {
+        let cmd = Cmd::ProvisionSession(ProvisionSession {
+            session_id: format!("b{clients}-{c}"),
+            token_id: "t".into(),
+            app_id: "a".into(),
+            region: "r".into(),
+            host_id: "h-1".into(),
+            address: "127.0.0.1:1".into(),
+        });
+        setup.send(Uuid::now_v7(), &cmd).await?;
+    }
+    let before = counters(log);
+    let (elapsed, lat) = concurrent(
+        nats,
+        "service",
+        clients,
+        total,
+        move |client, c, _| async move {
+            let reply = CommandClient::new(client, "bench")
+                .send(Uuid::now_v7(), &heartbeat(&format!("b{clients}-{c}")))
+                .await?;
+            anyhow::ensure!(
+                matches!(reply, CommandReply::Accepted { .. }),
+                "rejected: {reply:?}"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(figures(
+        total / clients * clients,
+        elapsed,
+        lat,
+        Some(log),
+        before,
+    ))
+}
+
+async fn bare_requests(
+    nats: &BenchNats,
+    clients: usize,
+    total: usize,
+    len: usize,
+) -> anyhow::Result<Figures> {
+    let payload = bytes::Bytes::from(vec![b'x'; len]);
+    let (elapsed, lat) = concurrent(nats, "bench", clients, total, move |client, _, _| {
+        let payload = payload.clone();
+        async move {
+            client.request("bench.echo", payload).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(figures(
+        total / clients * clients,
+        elapsed,
+        lat,
+        None,
+        (0, 0, 0, 0),
+    ))
+}
+
+async fn jetstream_publishes(
+    nats: &BenchNats,
+    clients: usize,
+    total: usize,
+    len: usize,
+) -> anyhow::Result<Figures> {
+    let payload = bytes::Bytes::from(vec![b'x'; len]);
+    let (elapsed, lat) = concurrent(nats, "bench", clients, total, move |client, c, _| {
+        let payload = payload.clone();
+        async move {
+            let js = async_nats::jetstream::new(client);
+            js.publish(format!("bench.js.{c}"), payload).await?.await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(figures(
+        total / clients * clients,
+        elapsed,
+        lat,
+        None,
+        (0, 0, 0, 0),
+    ))
+}
+
+/// A nats-server from nats.conf on a free port with fresh passwords.
+struct BenchNats {
+    child: Child,
+    url: String,
+    password: String,
+}
+
+impl BenchNats {
+    fn start(dir: &Path) -> anyhow::Result<BenchNats> {
+        std::fs::create_dir_all(dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let password = format!("{:032x}", rand::random::<u128>());
+        let mut cmd = Command::new("nats-server");
+        cmd.arg("-c")
+            .arg("nats.conf")
+            .arg("-p")
+            .arg(port.to_string())
+            .env("SF_JETSTREAM_DIR", dir);
+        for role in crate::up::ROLES {
+            cmd.env(crate::up::password_var(role), &password);
+        }
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("nats-server (run from the repository root)")?;
+        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+        loop {
+            let line = lines.next().context("nats-server exited")??;
+            if line.contains("Server is ready") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(BenchNats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            password,
+        })
+    }
+
+    fn login(&self, role: &str) -> NatsLogin {
+        NatsLogin::new(self.url.clone(), role, self.password.clone())
+    }
+
+    async fn client(&self, role: &str) -> anyhow::Result<async_nats::Client> {
+        Ok(connect(&self.login(role)).await?)
+    }
+}
+
+impl Drop for BenchNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -55,3 +55,4 @@ pub use record::StoredEvent;
 pub use streamfleet_bus_schemas::{ExpectedVersion, ReadDirection, RecordedEvent};
 pub use subscription::Subscription;
 pub use verify::VerifyReport;
+pub use writer::WriterCounters;

@@ -3,14 +3,18 @@
 use crate::error::{AppendError, OpenError, ReadError, storage};
 use crate::record::{GENESIS, StoredEvent};
 use crate::tables::*;
-use crate::writer::{self, Job, Tip};
+use crate::writer::{self, Job, Tip, WriterCounters};
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use serde::Deserialize;
 use std::path::Path;
 use std::sync::Arc;
 use streamfleet_bus_schemas::{ExpectedVersion, ReadDirection, RecordedEvent, category_of};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
+
+/// Committed batches kept in memory for caught-up subscriptions; one that falls further behind
+/// reads the log instead.
+const COMMITTED_BATCHES_KEPT: usize = 64;
 
 /// Limits and tuning.
 #[derive(Debug, Clone)]
@@ -78,6 +82,9 @@ pub(crate) struct Inner {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub(crate) head: watch::Receiver<u64>,
+    /// Every committed batch, for subscriptions that are caught up.
+    pub(crate) committed: broadcast::Sender<Arc<[StoredEvent]>>,
+    counters: Arc<WriterCounters>,
 }
 
 impl Drop for Inner {
@@ -148,7 +155,17 @@ impl EventLog {
         })?;
         let (head_tx, head_rx) = watch::channel(tip.head);
         let (tx, rx) = mpsc::channel(config.queue);
-        let thread = writer::spawn(db.clone(), rx, tip, head_tx, config.max_batch);
+        let counters = Arc::new(WriterCounters::default());
+        let (committed, _) = broadcast::channel(COMMITTED_BATCHES_KEPT);
+        let thread = writer::spawn(
+            db.clone(),
+            rx,
+            tip,
+            head_tx,
+            committed.clone(),
+            config.max_batch,
+            counters.clone(),
+        );
         Ok(EventLog {
             inner: Arc::new(Inner {
                 db,
@@ -156,6 +173,8 @@ impl EventLog {
                 tx: Some(tx),
                 thread: Some(thread),
                 head: head_rx,
+                committed,
+                counters,
             }),
         })
     }
@@ -197,6 +216,11 @@ impl EventLog {
             }
         }
         Ok(())
+    }
+
+    /// The writer thread's counters (commits, appends, time inserting, time committing).
+    pub fn writer_counters(&self) -> &WriterCounters {
+        &self.inner.counters
     }
 
     /// The last durable position (0 when empty).

@@ -1,8 +1,14 @@
 //! In-process subscriptions: catch up from a position, then follow the head.
+//!
+//! Invariant: [`Subscription::next`] yields positions `from, from+1, …` with no gap and no
+//! repeat. A caught-up subscription takes committed batches straight from the writer; whenever
+//! that feed skips ahead (it lagged, or started late) it reads the missing range from the log.
 
 use crate::{EventLog, ReadError, StoredEvent};
 use std::collections::VecDeque;
-use tokio::sync::watch;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::{broadcast, watch};
 
 const CATCH_UP_BATCH: usize = 1024;
 
@@ -22,6 +28,7 @@ pub struct Subscription {
     next: u64,
     buffer: VecDeque<StoredEvent>,
     head: watch::Receiver<u64>,
+    committed: broadcast::Receiver<Arc<[StoredEvent]>>,
 }
 
 impl EventLog {
@@ -32,6 +39,7 @@ impl EventLog {
             next: from.max(1),
             buffer: VecDeque::new(),
             head: self.watch_head(),
+            committed: self.inner.committed.subscribe(),
         }
     }
 }
@@ -41,8 +49,24 @@ impl Subscription {
     pub async fn next(&mut self) -> Result<StoredEvent, ReadError> {
         loop {
             if let Some(e) = self.buffer.pop_front() {
+                if e.position < self.next {
+                    continue;
+                }
                 self.next = e.position + 1;
                 return Ok(e);
+            }
+            match self.committed.try_recv() {
+                Ok(batch) => {
+                    if batch.first().is_some_and(|e| e.position <= self.next) {
+                        self.buffer
+                            .extend(batch.iter().filter(|e| e.position >= self.next).cloned());
+                        continue;
+                    }
+                    // The feed is ahead of us: read the gap (and this batch) from the log.
+                }
+                Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Closed) => return Err(ReadError::Closed),
             }
             if *self.head.borrow_and_update() >= self.next {
                 let log = self.log.clone();

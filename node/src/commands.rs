@@ -79,12 +79,26 @@ impl CommandHandler {
             self.decide_and_append(envelope, command, stream.clone())
                 .await
         };
-        let mut in_flight = self.in_flight.lock().expect("stream locks");
-        // Only the table and this task hold it: nobody else is waiting for this stream.
-        if Arc::strong_count(&lock) == 2 {
-            in_flight.remove(&stream);
+        {
+            let mut in_flight = self.in_flight.lock().expect("stream locks");
+            // Only the table and this task hold it: nobody else is waiting for this stream.
+            if Arc::strong_count(&lock) == 2 {
+                in_flight.remove(&stream);
+            }
         }
-        result
+        match result {
+            // A retry of a command that was already recorded may now be refused by the state
+            // its first send created; it gets the original answer instead. (Accepted retries are
+            // deduplicated by the log itself, inside the append.) Looking up only on refusal
+            // keeps the lookup off the path of every accepted command.
+            Err(reason) if !matches!(reason, RejectionReason::Unavailable { .. }) => {
+                match self.log.command_outcome(envelope.id).map_err(unavailable)? {
+                    Some(done) => Ok(accepted(envelope.id, done)),
+                    None => Err(reason),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn decide_and_append(
@@ -93,9 +107,6 @@ impl CommandHandler {
         command: &Command,
         stream: String,
     ) -> Result<CommandReply, RejectionReason> {
-        if let Some(done) = self.log.command_outcome(envelope.id).map_err(unavailable)? {
-            return Ok(accepted(envelope.id, done));
-        }
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -127,7 +127,10 @@ impl Node {
             }
         });
 
-        tasks.spawn(publisher::publish_events(client.clone(), log.clone()));
+        // Events go out on a connection of their own, so replies and events do not queue behind
+        // each other in one socket.
+        let events_client = connect(&config.nats).await?;
+        tasks.spawn(publisher::publish_events(events_client, log.clone()));
         tasks.spawn(publisher::announce_head(client.clone(), log.clone()));
         client.flush().await.ok();
         tracing::info!(head = log.head(), data_dir = %config.data_dir.display(), "node serving");

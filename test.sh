@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace (unit, integration against real nats-server processes,
+# and doc tests), installing what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")"
+. scripts/system-deps.sh
+ensure_system_deps
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast --lib --bins --tests
+fi
+cargo test --workspace --doc

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Brings the whole system up on this machine: installs what is missing, builds, starts
+# nats-server (nats.conf) and the node. Ctrl-C stops everything. Extra arguments go to
+# `streamfleet up` (see `--help`).
+set -euo pipefail
+cd "$(dirname "$0")"
+. scripts/system-deps.sh
+ensure_system_deps
+cargo build --release --bin streamfleet
+exec target/release/streamfleet up "$@"
