@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/system-deps.sh
 ensure_system_deps
+# Doc tests first, so the run closes on the main runner's summary.
+cargo test --workspace --doc
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast --lib --bins --tests
 fi
-cargo test --workspace --doc

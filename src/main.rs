@@ -74,8 +74,17 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let node = Node::start(config).await?;
     // Tests and scripts wait for this line.
     println!("ready head={}", node.log().head());
-    tokio::signal::ctrl_c().await?;
+    shutdown_signal().await?;
     tracing::info!("stopping");
     node.stop().await;
     Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, the two ways operators stop a process.
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
 }

@@ -113,7 +113,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("Ctrl-C stops.");
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        r = crate::shutdown_signal() => r?,
         status = nats.wait() => anyhow::bail!("nats-server exited: {:?}", status?),
     }
     println!("stopping");

@@ -5,3 +5,4 @@ mod crash;
 mod followers;
 mod harness;
 mod permissions;
+mod reads;
