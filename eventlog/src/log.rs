@@ -291,14 +291,27 @@ impl EventLog {
         let txn = self.inner.db.begin_read().map_err(storage)?;
         let index = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut out = Vec::new();
-        for item in index
-            .range((category, from)..=(category, u64::MAX))
+        // The entry holding `from` may start before it.
+        let start = match index
+            .range((category, 0)..=(category, from))
             .map_err(storage)?
-            .take(max)
+            .next_back()
         {
-            let (k, _) = item.map_err(storage)?;
-            out.push(get_event(&events, k.value().1)?);
+            Some(entry) => entry.map_err(storage)?.0.value().1,
+            None => from,
+        };
+        let mut out = Vec::new();
+        for entry in index
+            .range((category, start)..=(category, u64::MAX))
+            .map_err(storage)?
+        {
+            let (_, packed) = entry.map_err(storage)?;
+            for position in unpack_positions(packed.value()).filter(|p| *p >= from) {
+                if out.len() == max {
+                    return Ok(out);
+                }
+                out.push(get_event(&events, position)?);
+            }
         }
         Ok(out)
     }

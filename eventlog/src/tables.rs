@@ -7,8 +7,9 @@ pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eve
 /// (stream, version) → position.
 pub(crate) const STREAM_INDEX: TableDefinition<(&str, u64), u64> =
     TableDefinition::new("stream_index");
-/// (category, position) → ().
-pub(crate) const CATEGORY_INDEX: TableDefinition<(&str, u64), ()> =
+/// (category, first position) → the positions of that category written by one commit, packed
+/// as ascending u64 LE (see [`pack_positions`]). One entry per category per commit, not per event.
+pub(crate) const CATEGORY_INDEX: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("category_index");
 /// command id → (first position, event count).
 pub(crate) const COMMANDS: TableDefinition<u128, (u64, u32)> = TableDefinition::new("commands");
@@ -20,4 +21,16 @@ pub(crate) const FORMAT_KEY: &str = "format";
 pub(crate) const FORMAT_VERSION: u32 = 1;
 pub(crate) fn format_value() -> String {
     format!("streamfleet-eventlog/{FORMAT_VERSION}")
+}
+
+/// Packs ascending positions for a [`CATEGORY_INDEX`] value.
+pub(crate) fn pack_positions(positions: &[u64]) -> Vec<u8> {
+    positions.iter().flat_map(|p| p.to_le_bytes()).collect()
+}
+
+/// Unpacks a [`CATEGORY_INDEX`] value.
+pub(crate) fn unpack_positions(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("chunks of 8")))
 }

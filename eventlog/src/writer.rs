@@ -11,11 +11,15 @@ use crate::log::{AppendOutcome, AppendRequest, outcome_from_records};
 use crate::record::{StoredEvent, encode};
 use crate::tables::*;
 use redb::{Database, ReadableTable, WriteTransaction};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 use streamfleet_bus_schemas::{RecordedEvent, category_of};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Streams whose last version the writer keeps in memory; past this it starts over.
+const VERSION_CACHE_STREAMS: usize = 1 << 20;
 
 pub(crate) struct Job {
     pub(crate) req: AppendRequest,
@@ -55,6 +59,8 @@ pub(crate) fn spawn(
         .name("eventlog-writer".into())
         .spawn(move || {
             let mut jobs = Vec::with_capacity(max_batch);
+            // Stream → last version, as committed (and within a batch, as written so far).
+            let mut versions: HashMap<String, u64> = HashMap::new();
             while let Some(first) = rx.blocking_recv() {
                 jobs.push(first);
                 while jobs.len() < max_batch {
@@ -66,7 +72,7 @@ pub(crate) fn spawn(
                 let before = tip;
                 counters.appends.fetch_add(jobs.len() as u64, Relaxed);
                 let mut records = Vec::new();
-                match write_batch(&db, &jobs, &mut tip, &counters, &mut records) {
+                match write_batch(&db, &jobs, &mut tip, &counters, &mut records, &mut versions) {
                     Ok(results) => {
                         // The batch first, then the head: a subscription woken by the head
                         // finds the batch already there.
@@ -82,6 +88,8 @@ pub(crate) fn spawn(
                     }
                     Err(e) => {
                         tip = before;
+                        // It may hold versions of the rolled-back batch.
+                        versions.clear();
                         tracing::error!(error = %e, appends = jobs.len(), "group commit failed; nothing recorded");
                         let e = Arc::new(e);
                         for job in jobs.drain(..) {
@@ -102,6 +110,7 @@ fn write_batch(
     tip: &mut Tip,
     counters: &WriterCounters,
     records: &mut Vec<StoredEvent>,
+    versions: &mut HashMap<String, u64>,
 ) -> Result<Vec<Result<AppendOutcome, AppendError>>, redb::Error> {
     let started = Instant::now();
     let txn: WriteTransaction = db.begin_write().map_err(storage)?;
@@ -111,6 +120,8 @@ fn write_batch(
         let mut streams = txn.open_table(STREAM_INDEX).map_err(storage)?;
         let mut categories = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
         let mut commands = txn.open_table(COMMANDS).map_err(storage)?;
+        // Positions per category written by this batch; one index entry each at the end.
+        let mut by_category: Vec<(&str, Vec<u64>)> = Vec::new();
         for job in jobs {
             let req = &job.req;
             if let Some(id) = req.command_id {
@@ -128,7 +139,10 @@ fn write_batch(
                     continue;
                 }
             }
-            let actual = last_version(&streams, &req.stream).map_err(storage)?;
+            let actual = match versions.get(&req.stream) {
+                Some(v) => *v,
+                None => last_version(&streams, &req.stream).map_err(storage)?,
+            };
             if !req.expected.admits(actual) {
                 results.push(Err(AppendError::WrongExpectedVersion {
                     stream: req.stream.clone(),
@@ -138,6 +152,13 @@ fn write_batch(
                 continue;
             }
             let category = category_of(&req.stream);
+            let slot = match by_category.iter().position(|(c, _)| *c == category) {
+                Some(i) => i,
+                None => {
+                    by_category.push((category, Vec::new()));
+                    by_category.len() - 1
+                }
+            };
             let first = tip.head + 1;
             let mut recorded = Vec::with_capacity(req.events.len());
             for (i, e) in req.events.iter().enumerate() {
@@ -148,9 +169,7 @@ fn write_batch(
                 streams
                     .insert((req.stream.as_str(), version), position)
                     .map_err(storage)?;
-                categories
-                    .insert((category, position), ())
-                    .map_err(storage)?;
+                by_category[slot].1.push(position);
                 tip.chain = chain;
                 tip.head = position;
                 records.push(StoredEvent {
@@ -166,6 +185,10 @@ fn write_batch(
                     position,
                 });
             }
+            if versions.len() >= VERSION_CACHE_STREAMS {
+                versions.clear();
+            }
+            versions.insert(req.stream.clone(), actual + req.events.len() as u64);
             if let Some(id) = req.command_id {
                 commands
                     .insert(id.as_u128(), (first, recorded.len() as u32))
@@ -176,6 +199,14 @@ fn write_batch(
                 events: recorded,
                 deduplicated: false,
             }));
+        }
+        for (category, positions) in &by_category {
+            categories
+                .insert(
+                    (*category, positions[0]),
+                    pack_positions(positions).as_slice(),
+                )
+                .map_err(storage)?;
         }
     }
     let inserted = Instant::now();

@@ -26,12 +26,12 @@ impl NatsLogin {
     }
 }
 
-/// Connects, retrying until the server answers, and reconnecting forever after.
+/// Connects; fails at once when the server is not there or refuses the login (so a wrong
+/// password is an error, not a hang), and reconnects by itself once connected.
 pub async fn connect(login: &NatsLogin) -> Result<async_nats::Client, async_nats::ConnectError> {
     async_nats::ConnectOptions::new()
         .user_and_password(login.user.clone(), login.password.clone())
         .name(format!("streamfleet-{}", login.user))
-        .retry_on_initial_connect()
         .connect(login.url.as_str())
         .await
 }
