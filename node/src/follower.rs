@@ -65,6 +65,22 @@ pub struct Follower {
     next: u64,
     pending: VecDeque<FollowedEvent>,
     catching_up: bool,
+    /// The next catch-up page, already asked for while the current one is consumed.
+    prefetch: Option<(u64, tokio::task::JoinHandle<Result<Page, FollowError>>)>,
+}
+
+/// One page of a catch-up read: its events and where the next page starts, if any.
+struct Page {
+    events: Vec<FollowedEvent>,
+    next: Option<u64>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some((_, handle)) = self.prefetch.take() {
+            handle.abort();
+        }
+    }
 }
 
 /// A [`streamfleet_bus_schemas::ReadReply`] whose events stay raw JSON (serde cannot keep raw
@@ -74,6 +90,8 @@ struct RawReadReply<'a> {
     status: String,
     #[serde(borrow, default)]
     events: Vec<&'a RawValue>,
+    #[serde(default)]
+    next: Option<u64>,
     #[serde(default)]
     code: String,
     #[serde(default)]
@@ -98,6 +116,7 @@ impl Follower {
             next: from.max(1),
             pending: VecDeque::new(),
             catching_up: true,
+            prefetch: None,
         })
     }
 
@@ -117,11 +136,27 @@ impl Follower {
                 continue;
             }
             if self.catching_up {
-                let batch = self.read_from(self.next).await?;
-                if batch.is_empty() {
+                let page = match self.prefetch.take() {
+                    Some((from, handle)) if from == self.next => {
+                        handle.await.map_err(|_| FollowError::Closed)??
+                    }
+                    Some((_, handle)) => {
+                        handle.abort();
+                        fetch(&self.client, self.next).await?
+                    }
+                    None => fetch(&self.client, self.next).await?,
+                };
+                if page.events.is_empty() {
                     self.catching_up = false;
                 }
-                self.pending.extend(batch);
+                if let Some(from) = page.next {
+                    let client = self.client.clone();
+                    self.prefetch = Some((
+                        from,
+                        tokio::spawn(async move { fetch(&client, from).await }),
+                    ));
+                }
+                self.pending.extend(page.events);
                 continue;
             }
             tokio::select! {
@@ -152,28 +187,24 @@ impl Follower {
             }
         }
     }
+}
 
-    /// Reads a batch from the log, retrying while the node does not answer.
-    async fn read_from(&self, from: u64) -> Result<Vec<FollowedEvent>, FollowError> {
-        let req = serde_json::to_vec(&ReadRequest::all(from, CATCH_UP_BATCH))
-            .map_err(|e| FollowError::Protocol(e.to_string()))?;
-        loop {
-            match self
-                .client
-                .request(subjects::LOG_READ, req.clone().into())
-                .await
-            {
-                Ok(msg) => return parse_batch(&msg.payload),
-                Err(e) => {
-                    tracing::debug!(error = %e, "log read got no answer; retrying");
-                    tokio::time::sleep(RETRY_AFTER).await;
-                }
+/// Reads a page of the log from `from`, retrying while the node does not answer.
+async fn fetch(client: &Client, from: u64) -> Result<Page, FollowError> {
+    let req = serde_json::to_vec(&ReadRequest::all(from, CATCH_UP_BATCH))
+        .map_err(|e| FollowError::Protocol(e.to_string()))?;
+    loop {
+        match client.request(subjects::LOG_READ, req.clone().into()).await {
+            Ok(msg) => return parse_batch(&msg.payload),
+            Err(e) => {
+                tracing::debug!(error = %e, "log read got no answer; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
             }
         }
     }
 }
 
-fn parse_batch(payload: &[u8]) -> Result<Vec<FollowedEvent>, FollowError> {
+fn parse_batch(payload: &[u8]) -> Result<Page, FollowError> {
     let reply: RawReadReply =
         serde_json::from_slice(payload).map_err(|e| FollowError::Protocol(e.to_string()))?;
     if reply.status != "ok" {
@@ -182,7 +213,7 @@ fn parse_batch(payload: &[u8]) -> Result<Vec<FollowedEvent>, FollowError> {
             detail: reply.detail,
         });
     }
-    reply
+    let events = reply
         .events
         .into_iter()
         .map(|raw| {
@@ -193,5 +224,9 @@ fn parse_batch(payload: &[u8]) -> Result<Vec<FollowedEvent>, FollowError> {
                 json: Bytes::copy_from_slice(raw.get().as_bytes()),
             })
         })
-        .collect()
+        .collect::<Result<_, FollowError>>()?;
+    Ok(Page {
+        events,
+        next: reply.next,
+    })
 }
