@@ -6,3 +6,4 @@ mod followers;
 mod harness;
 mod permissions;
 mod reads;
+mod up;
