@@ -6,11 +6,10 @@ use futures::StreamExt;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use streamfleet_bus_schemas::payloads::{ProvisionSession, RecordHeartbeat};
 use streamfleet_bus_schemas::{Command as Cmd, CommandReply, ExpectedVersion};
-use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent};
+use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent, WriterSnapshot};
 use streamfleet_node::{CommandClient, Follower, NatsLogin, Node, NodeConfig, connect};
 use uuid::Uuid;
 
@@ -116,14 +115,14 @@ async fn bench_appends(dir: &Path, scale: usize) -> anyhow::Result<()> {
         "events/s",
         "(the ceiling)",
     );
-    let same_work = raw_redb_log_pattern(&dir.join("raw4.redb"), 40_000 / scale, 128)?;
+    let same_batch = raw_redb_inserts(&dir.join("raw128.redb"), 200_000 / scale, 128)?;
     row(
-        "baseline: raw redb, the log's 4 inserts per event, 128/commit",
-        same_work,
+        "baseline: raw redb insert, 128 per commit",
+        same_batch,
         "events/s",
         &format!(
-            "{:.0}% of ceiling: redb's own cost of the log's write pattern",
-            100.0 * same_work / ceiling
+            "{:.0}% of ceiling: the batch size 256 writers reach",
+            100.0 * same_batch / ceiling
         ),
     );
     for (writers, total) in [
@@ -137,13 +136,15 @@ async fn bench_appends(dir: &Path, scale: usize) -> anyhow::Result<()> {
             r.rate,
             "appends/s",
             &format!(
-                "{:.0}% of ceiling; p50 {:.2} ms p99 {:.2} ms; {:.1} appends/commit; commit (fsync) {:.0}% of writer time; writer busy {:.0}%",
+                "{:.0}% of ceiling; p50 {:.2} ms p99 {:.2} ms; {:.1} appends/commit; commit (fsync) {:.0}% of writer time; writer busy {:.0}%; {} index flushes of {:.1} ms",
                 100.0 * r.rate / ceiling,
                 r.p50,
                 r.p99,
                 r.per_commit,
                 r.fsync_share * 100.0,
-                r.writer_busy * 100.0
+                r.writer_busy * 100.0,
+                r.flushes,
+                r.flush_ms
             ),
         );
     }
@@ -309,6 +310,9 @@ struct Figures {
     rate: f64,
     /// Share of the wall time the writer thread spent in transactions.
     writer_busy: f64,
+    /// Index flushes during the run, and their mean duration.
+    flushes: u64,
+    flush_ms: f64,
     p50: f64,
     p99: f64,
     per_commit: f64,
@@ -319,51 +323,41 @@ fn figures(
     total: usize,
     elapsed: Duration,
     mut lat: Vec<Duration>,
-    log: Option<&EventLog>,
-    before: (u64, u64, u64, u64),
+    writer: Option<WriterSnapshot>,
 ) -> Figures {
     lat.sort();
-    let (per_commit, fsync_share, writer_busy) = match log {
-        Some(log) => {
-            let c = log.writer_counters();
-            let commits = c.commits.load(Relaxed) - before.0;
-            let appends = c.appends.load(Relaxed) - before.1;
-            let ins = c.insert_nanos.load(Relaxed) - before.2;
-            let com = c.commit_nanos.load(Relaxed) - before.3;
-            (
-                appends as f64 / commits.max(1) as f64,
-                com as f64 / (ins + com).max(1) as f64,
-                (ins + com) as f64 / elapsed.as_nanos() as f64,
-            )
-        }
-        None => (0.0, 0.0, 0.0),
-    };
+    let w = writer.unwrap_or_default();
+    let in_txn = w.insert_nanos + w.commit_nanos;
     Figures {
         rate: total as f64 / elapsed.as_secs_f64(),
-        writer_busy,
+        writer_busy: in_txn as f64 / elapsed.as_nanos() as f64,
         p50: pct(&lat, 0.5),
         p99: pct(&lat, 0.99),
-        per_commit,
-        fsync_share,
+        per_commit: w.appends as f64 / w.commits.max(1) as f64,
+        fsync_share: w.commit_nanos as f64 / in_txn.max(1) as f64,
+        flushes: w.index_flushes,
+        flush_ms: w.index_flush_nanos as f64 / w.index_flushes.max(1) as f64 / 1e6,
     }
 }
 
-fn counters(log: &EventLog) -> (u64, u64, u64, u64) {
-    let c = log.writer_counters();
-    (
-        c.commits.load(Relaxed),
-        c.appends.load(Relaxed),
-        c.insert_nanos.load(Relaxed),
-        c.commit_nanos.load(Relaxed),
+/// A stored record of the size the log writes, for the raw baselines.
+fn sample_record() -> Vec<u8> {
+    let stream = "session-raw";
+    streamfleet_eventlog::record::encode(
+        &[0; 32],
+        1,
+        1,
+        Some(Uuid::now_v7()),
+        stream,
+        &body(stream, Uuid::now_v7()),
     )
+    .0
 }
 
 fn raw_redb_inserts(path: &Path, total: usize, per_commit: usize) -> anyhow::Result<f64> {
     let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
     let db = redb::Database::create(path)?;
-    let record =
-        streamfleet_eventlog::record::encode(&[0; 32], 1, 1, &body("session-raw", Uuid::now_v7()))
-            .0;
+    let record = sample_record();
     let t = Instant::now();
     let mut key = 0u64;
     while (key as usize) < total {
@@ -378,47 +372,6 @@ fn raw_redb_inserts(path: &Path, total: usize, per_commit: usize) -> anyhow::Res
         txn.commit()?;
     }
     Ok(key as f64 / t.elapsed().as_secs_f64())
-}
-
-/// The log's write pattern in bare redb: per event one record, one stream-index entry, one
-/// category-index entry and one command entry; `per_commit` events per durable commit.
-fn raw_redb_log_pattern(path: &Path, total: usize, per_commit: usize) -> anyhow::Result<f64> {
-    let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
-    let streams: redb::TableDefinition<(&str, u64), u64> =
-        redb::TableDefinition::new("stream_index");
-    let categories: redb::TableDefinition<(&str, u64), ()> =
-        redb::TableDefinition::new("category_index");
-    let commands: redb::TableDefinition<u128, (u64, u32)> = redb::TableDefinition::new("commands");
-    let db = redb::Database::create(path)?;
-    let record =
-        streamfleet_eventlog::record::encode(&[0; 32], 1, 1, &body("session-raw", Uuid::now_v7()))
-            .0;
-    let names: Vec<String> = (0..256).map(|w| format!("session-w{w}")).collect();
-    let t = Instant::now();
-    let mut position = 0u64;
-    while (position as usize) < total {
-        let txn = db.begin_write()?;
-        {
-            let (mut e, mut s, mut c, mut k) = (
-                txn.open_table(events)?,
-                txn.open_table(streams)?,
-                txn.open_table(categories)?,
-                txn.open_table(commands)?,
-            );
-            for _ in 0..per_commit {
-                position += 1;
-                e.insert(position, record.as_slice())?;
-                s.insert(
-                    (names[position as usize % 256].as_str(), position),
-                    position,
-                )?;
-                c.insert(("session", position), ())?;
-                k.insert(Uuid::now_v7().as_u128(), (position, 1))?;
-            }
-        }
-        txn.commit()?;
-    }
-    Ok(position as f64 / t.elapsed().as_secs_f64())
 }
 
 /// Reads every record of the `events` table with bare redb, in the same 4096-key read
@@ -450,7 +403,7 @@ fn raw_scan(path: &Path) -> anyhow::Result<f64> {
 
 async fn appends(path: &Path, writers: usize, total: usize) -> anyhow::Result<Figures> {
     let log = EventLog::open(path, Config::default())?;
-    let before = counters(&log);
+    let before = log.writer_counters().snapshot();
     let per = total / writers;
     let t = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -482,7 +435,12 @@ async fn appends(path: &Path, writers: usize, total: usize) -> anyhow::Result<Fi
     while let Some(r) = set.join_next().await {
         lat.extend(r??);
     }
-    Ok(figures(per * writers, t.elapsed(), lat, Some(&log), before))
+    Ok(figures(
+        per * writers,
+        t.elapsed(),
+        lat,
+        Some(log.writer_counters().snapshot() - before),
+    ))
 }
 
 fn heartbeat(session: &str) -> Cmd {
@@ -549,7 +507,7 @@ async fn commands(
         });
         setup.send(Uuid::now_v7(), &cmd).await?;
     }
-    let before = counters(log);
+    let before = log.writer_counters().snapshot();
     let (elapsed, lat) = concurrent(
         nats,
         "service",
@@ -571,8 +529,7 @@ async fn commands(
         total / clients * clients,
         elapsed,
         lat,
-        Some(log),
-        before,
+        Some(log.writer_counters().snapshot() - before),
     ))
 }
 
@@ -591,13 +548,7 @@ async fn bare_requests(
         }
     })
     .await?;
-    Ok(figures(
-        total / clients * clients,
-        elapsed,
-        lat,
-        None,
-        (0, 0, 0, 0),
-    ))
+    Ok(figures(total / clients * clients, elapsed, lat, None))
 }
 
 async fn jetstream_publishes(
@@ -616,13 +567,7 @@ async fn jetstream_publishes(
         }
     })
     .await?;
-    Ok(figures(
-        total / clients * clients,
-        elapsed,
-        lat,
-        None,
-        (0, 0, 0, 0),
-    ))
+    Ok(figures(total / clients * clients, elapsed, lat, None))
 }
 
 /// A nats-server from nats.conf on a free port with fresh passwords.

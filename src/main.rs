@@ -45,6 +45,10 @@ struct NodeArgs {
     /// Largest command request accepted, bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_command_bytes: usize,
+    /// Events whose index entries wait in memory before one bulk write (tests make it small to
+    /// exercise the flush).
+    #[arg(long, default_value_t = streamfleet_eventlog::Config::default().index_flush_events)]
+    index_flush_events: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +75,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         NatsLogin::new(args.nats_url, "node", args.nats_password),
     );
     config.max_command_bytes = args.max_command_bytes;
+    config.log.index_flush_events = args.index_flush_events;
     let node = Node::start(config).await?;
     // Tests and scripts wait for this line.
     println!("ready head={}", node.log().head());

@@ -11,15 +11,20 @@
 //! - **Idempotent by command id.** An append carrying a command id that was already recorded
 //!   records nothing and returns the original outcome, marked `deduplicated`.
 //! - **Tamper-evident.** Each stored event carries a CRC-32 of its bytes and a BLAKE3 chain hash
-//!   covering the previous event's chain hash, its position, its version and its body;
+//!   covering the previous event's chain hash, its position, and everything else it stores;
 //!   [`EventLog::verify`] names the first position where either fails.
+//! - **Records are the truth; indexes are derived.** A record names its stream, version and
+//!   command, so the index tables can always be rebuilt from records. A commit writes records
+//!   only; their index entries wait in memory (the tail) and are written in bulk every few
+//!   thousand events. Every read merges the tail, so reads see each committed event.
 //! - **Single writer.** Only the process that opened the file writes; redb's file lock keeps
 //!   out a second one. Everyone else reads through that process (the node's read API).
 //!
 //! # Layout (tables)
-//! `events` position → record; `stream_index` (stream, version) → position;
-//! `category_index` (category, position) → (); `commands` command id → (first position, count);
-//! `meta` for the format marker. See [`record`] for the bytes of a record.
+//! `events` position → record (see [`record`]); `stream_index` (stream, version) → position;
+//! `category_index` (category, first position) → packed positions; `commands` command id →
+//! (first position, count); `meta`: the format marker and `indexed_through`, the last position
+//! the index tables cover.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -46,6 +51,7 @@ mod log;
 pub mod record;
 mod subscription;
 mod tables;
+mod tail;
 mod verify;
 mod writer;
 
@@ -55,4 +61,4 @@ pub use record::StoredEvent;
 pub use streamfleet_bus_schemas::{ExpectedVersion, ReadDirection, RecordedEvent};
 pub use subscription::Subscription;
 pub use verify::VerifyReport;
-pub use writer::WriterCounters;
+pub use writer::{WriterCounters, WriterSnapshot};

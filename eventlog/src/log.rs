@@ -3,11 +3,12 @@
 use crate::error::{AppendError, OpenError, ReadError, storage};
 use crate::record::{GENESIS, StoredEvent};
 use crate::tables::*;
-use crate::writer::{self, Job, Tip, WriterCounters};
+use crate::tail::{Entry, Tail};
+use crate::writer::{self, Job, Tip, Writer, WriterCounters};
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use serde::Deserialize;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use streamfleet_bus_schemas::{ExpectedVersion, ReadDirection, RecordedEvent, category_of};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -27,6 +28,9 @@ pub struct Config {
     pub max_batch: usize,
     /// Appends waiting for the writer before `append` waits for room.
     pub queue: usize,
+    /// Events whose index entries are kept in memory before they are written to the index
+    /// tables in one go (also the most events re-read on open).
+    pub index_flush_events: usize,
 }
 
 impl Default for Config {
@@ -36,6 +40,7 @@ impl Default for Config {
             max_events_per_append: 1000,
             max_batch: 4096,
             queue: 65_536,
+            index_flush_events: 2048,
         }
     }
 }
@@ -85,6 +90,8 @@ pub(crate) struct Inner {
     /// Every committed batch, for subscriptions that are caught up.
     pub(crate) committed: broadcast::Sender<Arc<[StoredEvent]>>,
     counters: Arc<WriterCounters>,
+    /// Index entries not yet in the index tables (see [`crate::tail`]).
+    tail: Arc<RwLock<Tail>>,
 }
 
 impl Drop for Inner {
@@ -157,15 +164,25 @@ impl EventLog {
         let (tx, rx) = mpsc::channel(config.queue);
         let counters = Arc::new(WriterCounters::default());
         let (committed, _) = broadcast::channel(COMMITTED_BATCHES_KEPT);
-        let thread = writer::spawn(
-            db.clone(),
-            rx,
+        let tail = rebuild_tail(&db).map_err(|e| match e {
+            ReadError::Storage(s) => db_err(s),
+            other => OpenError::Corrupt {
+                path: shown.clone(),
+                source: other,
+            },
+        })?;
+        let tail = Arc::new(RwLock::new(tail));
+        let thread = Writer {
+            db: db.clone(),
             tip,
-            head_tx,
-            committed.clone(),
-            config.max_batch,
-            counters.clone(),
-        );
+            tail: tail.clone(),
+            head: head_tx,
+            committed: committed.clone(),
+            max_batch: config.max_batch,
+            index_flush_events: config.index_flush_events.max(1),
+            counters: counters.clone(),
+        }
+        .spawn(rx);
         Ok(EventLog {
             inner: Arc::new(Inner {
                 db,
@@ -175,6 +192,7 @@ impl EventLog {
                 head: head_rx,
                 committed,
                 counters,
+                tail,
             }),
         })
     }
@@ -257,27 +275,45 @@ impl EventLog {
         direction: ReadDirection,
         max: usize,
     ) -> Result<Vec<StoredEvent>, ReadError> {
+        // The tail first, then the snapshot (see crate::tail for why this order misses nothing).
+        let recent: Vec<(u64, u64)> = self.tail().streams.get(stream).cloned().unwrap_or_default();
         let txn = self.inner.db.begin_read().map_err(storage)?;
         let index = txn.open_table(STREAM_INDEX).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
-        let positions: Vec<u64> = match direction {
-            ReadDirection::Forward => collect_positions(
-                index
+        let mut found: Vec<(u64, u64)> = Vec::new();
+        match direction {
+            ReadDirection::Forward => {
+                for item in index
                     .range((stream, from)..=(stream, u64::MAX))
-                    .map_err(storage)?,
-                max,
-            )?,
-            ReadDirection::Backward => collect_positions(
-                index
-                    .range((stream, 0)..=(stream, from))
                     .map_err(storage)?
-                    .rev(),
-                max,
-            )?,
-        };
-        positions
+                    .take(max)
+                {
+                    let (k, v) = item.map_err(storage)?;
+                    found.push((k.value().1, v.value()));
+                }
+                let last = found.last().map_or(0, |(v, _)| *v);
+                found.extend(recent.into_iter().filter(|(v, _)| *v >= from && *v > last));
+            }
+            ReadDirection::Backward => {
+                found.extend(recent.into_iter().rev().filter(|(v, _)| *v <= from));
+                let below = found
+                    .last()
+                    .map_or(from, |(v, _)| v.saturating_sub(1).min(from));
+                for item in index
+                    .range((stream, 0)..=(stream, below))
+                    .map_err(storage)?
+                    .rev()
+                    .take(max)
+                {
+                    let (k, v) = item.map_err(storage)?;
+                    found.push((k.value().1, v.value()));
+                }
+            }
+        }
+        found.truncate(max);
+        found
             .into_iter()
-            .map(|p| get_event(&events, p))
+            .map(|(_, p)| get_event(&events, p))
             .collect()
     }
 
@@ -288,6 +324,12 @@ impl EventLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<StoredEvent>, ReadError> {
+        let recent: Vec<u64> = self
+            .tail()
+            .categories
+            .get(category)
+            .cloned()
+            .unwrap_or_default();
         let txn = self.inner.db.begin_read().map_err(storage)?;
         let index = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
@@ -300,24 +342,33 @@ impl EventLog {
             Some(entry) => entry.map_err(storage)?.0.value().1,
             None => from,
         };
-        let mut out = Vec::new();
-        for entry in index
+        let mut positions: Vec<u64> = Vec::new();
+        'tables: for entry in index
             .range((category, start)..=(category, u64::MAX))
             .map_err(storage)?
         {
             let (_, packed) = entry.map_err(storage)?;
             for position in unpack_positions(packed.value()).filter(|p| *p >= from) {
-                if out.len() == max {
-                    return Ok(out);
+                if positions.len() == max {
+                    break 'tables;
                 }
-                out.push(get_event(&events, position)?);
+                positions.push(position);
             }
         }
-        Ok(out)
+        let last = positions.last().copied().unwrap_or(0);
+        positions.extend(recent.into_iter().filter(|p| *p >= from && *p > last));
+        positions.truncate(max);
+        positions
+            .into_iter()
+            .map(|p| get_event(&events, p))
+            .collect()
     }
 
     /// The stream's current version (0: no stream). Blocking.
     pub fn stream_version(&self, stream: &str) -> Result<u64, ReadError> {
+        if let Some(v) = self.tail().last_version(stream) {
+            return Ok(v);
+        }
         let txn = self.inner.db.begin_read().map_err(storage)?;
         let index = txn.open_table(STREAM_INDEX).map_err(storage)?;
         Ok(writer::last_version(&index, stream).map_err(storage)?)
@@ -325,14 +376,27 @@ impl EventLog {
 
     /// The outcome recorded for a command id, if any (marked `deduplicated`). Blocking.
     pub fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, ReadError> {
+        let recent = self.tail().commands.get(&command_id.as_u128()).copied();
         let txn = self.inner.db.begin_read().map_err(storage)?;
-        let commands = txn.open_table(COMMANDS).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
-        let Some(v) = commands.get(command_id.as_u128()).map_err(storage)? else {
-            return Ok(None);
+        let found = match recent {
+            Some(found) => Some(found),
+            None => {
+                let commands = txn.open_table(COMMANDS).map_err(storage)?;
+                let found = commands
+                    .get(command_id.as_u128())
+                    .map_err(storage)?
+                    .map(|v| v.value());
+                found
+            }
         };
-        let (first, count) = v.value();
-        outcome_from_records(&events, first, count).map(Some)
+        found
+            .map(|(first, count)| outcome_from_records(&events, first, count))
+            .transpose()
+    }
+
+    fn tail(&self) -> std::sync::RwLockReadGuard<'_, Tail> {
+        self.inner.tail.read().expect("tail lock")
     }
 }
 
@@ -347,7 +411,6 @@ pub(crate) fn outcome_from_records(
         id: Uuid,
         #[serde(rename = "type")]
         event_type: String,
-        subject: String,
     }
     let mut stream = String::new();
     let mut recorded = Vec::with_capacity(count as usize);
@@ -357,7 +420,7 @@ pub(crate) fn outcome_from_records(
             position,
             problem: crate::Corruption::UnreadableBody,
         })?;
-        stream = head.subject;
+        stream = e.stream;
         recorded.push(RecordedEvent {
             id: head.id,
             event_type: head.event_type,
@@ -372,26 +435,6 @@ pub(crate) fn outcome_from_records(
     })
 }
 
-fn collect_positions<'a>(
-    iter: impl Iterator<
-        Item = Result<
-            (
-                redb::AccessGuard<'a, (&'static str, u64)>,
-                redb::AccessGuard<'a, u64>,
-            ),
-            redb::StorageError,
-        >,
-    >,
-    max: usize,
-) -> Result<Vec<u64>, ReadError> {
-    iter.take(max)
-        .map(|item| {
-            item.map(|(_, v)| v.value())
-                .map_err(|e| ReadError::Storage(e.into()))
-        })
-        .collect()
-}
-
 pub(crate) fn get_event(
     events: &impl ReadableTable<u64, &'static [u8]>,
     position: u64,
@@ -402,6 +445,32 @@ pub(crate) fn get_event(
         .ok_or(ReadError::MissingRecord { position })?;
     StoredEvent::decode(position, v.value())
         .map_err(|problem| ReadError::Corrupt { position, problem })
+}
+
+/// The index entries of the records after the position the index tables cover.
+fn rebuild_tail(db: &Database) -> Result<Tail, ReadError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let meta = txn.open_table(META).map_err(storage)?;
+    let through = meta
+        .get(INDEXED_THROUGH_KEY)
+        .map_err(storage)?
+        .and_then(|v| v.value().parse::<u64>().ok())
+        .unwrap_or(0);
+    let events = txn.open_table(EVENTS).map_err(storage)?;
+    let mut tail = Tail::starting_at(through + 1);
+    for item in events.range(through + 1..).map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        let position = k.value();
+        let e = StoredEvent::decode(position, v.value())
+            .map_err(|problem| ReadError::Corrupt { position, problem })?;
+        tail.add(&Entry {
+            stream: e.stream,
+            version: e.stream_version,
+            position,
+            command: e.command_id.map(|c| c.as_u128()),
+        });
+    }
+    Ok(tail)
 }
 
 fn read_tip(db: &Database) -> Result<Tip, ReadError> {

@@ -13,12 +13,14 @@ pub(crate) const CATEGORY_INDEX: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("category_index");
 /// command id → (first position, event count).
 pub(crate) const COMMANDS: TableDefinition<u128, (u64, u32)> = TableDefinition::new("commands");
-/// "format" → FORMAT.
+/// "format" → FORMAT; "indexed_through" → a position (decimal).
 pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 pub(crate) const FORMAT_KEY: &str = "format";
+/// "indexed_through" → the last position whose index entries are in the index tables.
+pub(crate) const INDEXED_THROUGH_KEY: &str = "indexed_through";
 /// The format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) fn format_value() -> String {
     format!("streamfleet-eventlog/{FORMAT_VERSION}")
 }

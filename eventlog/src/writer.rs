@@ -2,20 +2,25 @@
 //!
 //! Invariant: every append waiting when a commit starts is checked and written inside that one
 //! write transaction, in arrival order; the transaction is committed with
-//! `Durability::Immediate`; only then are the waiters answered and the head moved. If the commit
-//! fails, every waiter of the batch gets the error and the in-memory tip is restored, so the next
-//! batch continues the chain from what is really on disk.
+//! `Durability::Immediate`; only then are the waiters answered, the tail given the batch's index
+//! entries and the head moved. If the commit fails, every waiter of the batch gets the error and
+//! the in-memory tip, tail and version cache are as before the batch, so the next batch continues
+//! from what is really on disk.
+//!
+//! A commit writes the records only; index entries go to the [`Tail`] and reach the index tables
+//! in bulk every `index_flush_events` events, inside the transaction of the batch that crosses it.
 
 use crate::error::{AppendError, storage};
 use crate::log::{AppendOutcome, AppendRequest, outcome_from_records};
 use crate::record::{StoredEvent, encode};
 use crate::tables::*;
+use crate::tail::{Entry, Tail};
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
-use streamfleet_bus_schemas::{RecordedEvent, category_of};
+use streamfleet_bus_schemas::RecordedEvent;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// Streams whose last version the writer keeps in memory; past this it starts over.
@@ -37,6 +42,55 @@ pub struct WriterCounters {
     pub insert_nanos: AtomicU64,
     /// Nanoseconds spent in `commit` (the fsync).
     pub commit_nanos: AtomicU64,
+    /// Index flushes (tail written into the index tables).
+    pub index_flushes: AtomicU64,
+    /// Nanoseconds spent writing index flushes (part of `insert_nanos`).
+    pub index_flush_nanos: AtomicU64,
+}
+
+/// A reading of [`WriterCounters`]; subtract two readings for what happened between them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriterSnapshot {
+    /// Commits made.
+    pub commits: u64,
+    /// Appends answered.
+    pub appends: u64,
+    /// Nanoseconds checking and inserting.
+    pub insert_nanos: u64,
+    /// Nanoseconds in `commit`.
+    pub commit_nanos: u64,
+    /// Index flushes.
+    pub index_flushes: u64,
+    /// Nanoseconds writing index flushes.
+    pub index_flush_nanos: u64,
+}
+
+impl WriterCounters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> WriterSnapshot {
+        WriterSnapshot {
+            commits: self.commits.load(Relaxed),
+            appends: self.appends.load(Relaxed),
+            insert_nanos: self.insert_nanos.load(Relaxed),
+            commit_nanos: self.commit_nanos.load(Relaxed),
+            index_flushes: self.index_flushes.load(Relaxed),
+            index_flush_nanos: self.index_flush_nanos.load(Relaxed),
+        }
+    }
+}
+
+impl std::ops::Sub for WriterSnapshot {
+    type Output = WriterSnapshot;
+    fn sub(self, before: WriterSnapshot) -> WriterSnapshot {
+        WriterSnapshot {
+            commits: self.commits - before.commits,
+            appends: self.appends - before.appends,
+            insert_nanos: self.insert_nanos - before.insert_nanos,
+            commit_nanos: self.commit_nanos - before.commit_nanos,
+            index_flushes: self.index_flushes - before.index_flushes,
+            index_flush_nanos: self.index_flush_nanos - before.index_flush_nanos,
+        }
+    }
 }
 
 /// Where the log ends: the last position and its chain hash.
@@ -46,182 +100,280 @@ pub(crate) struct Tip {
     pub(crate) chain: [u8; 32],
 }
 
-pub(crate) fn spawn(
-    db: Arc<Database>,
-    mut rx: mpsc::Receiver<Job>,
-    mut tip: Tip,
-    head: watch::Sender<u64>,
-    committed: broadcast::Sender<Arc<[StoredEvent]>>,
-    max_batch: usize,
-    counters: Arc<WriterCounters>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("eventlog-writer".into())
-        .spawn(move || {
-            let mut jobs = Vec::with_capacity(max_batch);
-            // Stream → last version, as committed (and within a batch, as written so far).
-            let mut versions: HashMap<String, u64> = HashMap::new();
-            while let Some(first) = rx.blocking_recv() {
-                jobs.push(first);
-                while jobs.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
-                    }
-                }
-                let before = tip;
-                counters.appends.fetch_add(jobs.len() as u64, Relaxed);
-                let mut records = Vec::new();
-                match write_batch(&db, &jobs, &mut tip, &counters, &mut records, &mut versions) {
-                    Ok(results) => {
-                        // The batch first, then the head: a subscription woken by the head
-                        // finds the batch already there.
-                        if !records.is_empty() {
-                            // No receiver is fine: subscriptions read the log instead.
-                            let _ = committed.send(records.into());
-                        }
-                        head.send_replace(tip.head);
-                        tracing::trace!(appends = jobs.len(), head = tip.head, "group commit");
-                        for (job, result) in jobs.drain(..).zip(results) {
-                            let _ = job.reply.send(result);
-                        }
-                    }
-                    Err(e) => {
-                        tip = before;
-                        // It may hold versions of the rolled-back batch.
-                        versions.clear();
-                        tracing::error!(error = %e, appends = jobs.len(), "group commit failed; nothing recorded");
-                        let e = Arc::new(e);
-                        for job in jobs.drain(..) {
-                            let _ = job.reply.send(Err(AppendError::Storage(e.clone())));
-                        }
-                    }
-                }
-            }
-        })
-        .expect("the OS can start the writer thread")
+/// What the writer thread owns.
+pub(crate) struct Writer {
+    pub(crate) db: Arc<Database>,
+    pub(crate) tip: Tip,
+    pub(crate) tail: Arc<RwLock<Tail>>,
+    pub(crate) head: watch::Sender<u64>,
+    pub(crate) committed: broadcast::Sender<Arc<[StoredEvent]>>,
+    pub(crate) max_batch: usize,
+    pub(crate) index_flush_events: usize,
+    pub(crate) counters: Arc<WriterCounters>,
 }
 
-/// Writes one batch in one transaction. Per-append refusals are results; a storage failure
-/// aborts the whole batch.
-fn write_batch(
-    db: &Database,
-    jobs: &[Job],
-    tip: &mut Tip,
-    counters: &WriterCounters,
-    records: &mut Vec<StoredEvent>,
-    versions: &mut HashMap<String, u64>,
-) -> Result<Vec<Result<AppendOutcome, AppendError>>, redb::Error> {
-    let started = Instant::now();
-    let txn: WriteTransaction = db.begin_write().map_err(storage)?;
-    let mut results = Vec::with_capacity(jobs.len());
-    {
-        let mut events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut streams = txn.open_table(STREAM_INDEX).map_err(storage)?;
-        let mut categories = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
-        let mut commands = txn.open_table(COMMANDS).map_err(storage)?;
-        // Positions per category written by this batch; one index entry each at the end.
-        let mut by_category: Vec<(&str, Vec<u64>)> = Vec::new();
-        for job in jobs {
-            let req = &job.req;
-            if let Some(id) = req.command_id {
-                if let Some(v) = commands.get(id.as_u128()).map_err(storage)? {
-                    let (first, count) = v.value();
-                    drop(v);
-                    results.push(outcome_from_records(&events, first, count).map_err(
-                        |e| match e {
-                            crate::ReadError::Storage(s) => AppendError::Storage(Arc::new(s)),
-                            other => AppendError::Storage(Arc::new(redb::Error::Corrupted(
-                                other.to_string(),
-                            ))),
-                        },
-                    ));
+/// What one batch wrote, applied to memory only once its commit succeeded.
+struct Written {
+    results: Vec<Result<AppendOutcome, AppendError>>,
+    records: Vec<StoredEvent>,
+    entries: Vec<Entry>,
+    flushed: bool,
+}
+
+impl Writer {
+    pub(crate) fn spawn(mut self, mut rx: mpsc::Receiver<Job>) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("eventlog-writer".into())
+            .spawn(move || {
+                let mut jobs = Vec::with_capacity(self.max_batch);
+                // Stream → last version, as committed (and within a batch, as written so far).
+                let mut versions: HashMap<String, u64> = HashMap::new();
+                while let Some(first) = rx.blocking_recv() {
+                    jobs.push(first);
+                    while jobs.len() < self.max_batch {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    self.counters.appends.fetch_add(jobs.len() as u64, Relaxed);
+                    let before = self.tip;
+                    match self.write_batch(&jobs, &mut versions) {
+                        Ok(written) => self.publish(written, &mut jobs),
+                        Err(e) => {
+                            self.tip = before;
+                            // It may hold versions of the rolled-back batch.
+                            versions.clear();
+                            tracing::error!(error = %e, appends = jobs.len(), "group commit failed; nothing recorded");
+                            let e = Arc::new(e);
+                            for job in jobs.drain(..) {
+                                let _ = job.reply.send(Err(AppendError::Storage(e.clone())));
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("the OS can start the writer thread")
+    }
+
+    /// After a successful commit: the tail, the committed feed, the head, then the answers.
+    fn publish(&mut self, written: Written, jobs: &mut Vec<Job>) {
+        {
+            let mut tail = self.tail.write().expect("tail lock");
+            if written.flushed {
+                *tail = Tail::starting_at(self.tip.head + 1);
+            } else {
+                for e in &written.entries {
+                    tail.add(e);
+                }
+            }
+        }
+        // The batch before the head: a subscription woken by the head finds the batch there.
+        if !written.records.is_empty() {
+            // No receiver is fine: subscriptions read the log instead.
+            let _ = self.committed.send(written.records.into());
+        }
+        self.head.send_replace(self.tip.head);
+        tracing::trace!(
+            appends = jobs.len(),
+            head = self.tip.head,
+            flushed = written.flushed,
+            "group commit"
+        );
+        for (job, result) in jobs.drain(..).zip(written.results) {
+            let _ = job.reply.send(result);
+        }
+    }
+
+    /// Writes one batch in one transaction. Per-append refusals are results; a storage failure
+    /// aborts the whole batch.
+    fn write_batch(
+        &mut self,
+        jobs: &[Job],
+        versions: &mut HashMap<String, u64>,
+    ) -> Result<Written, redb::Error> {
+        let started = Instant::now();
+        let txn: WriteTransaction = self.db.begin_write().map_err(storage)?;
+        let tail = self.tail.read().expect("tail lock");
+        let mut written = Written {
+            results: Vec::with_capacity(jobs.len()),
+            records: Vec::new(),
+            entries: Vec::new(),
+            flushed: false,
+        };
+        // Commands appended earlier in this batch (not yet in the tail).
+        let mut batch_commands: HashMap<u128, (u64, u32)> = HashMap::new();
+        {
+            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let streams = txn.open_table(STREAM_INDEX).map_err(storage)?;
+            let commands = txn.open_table(COMMANDS).map_err(storage)?;
+            for job in jobs {
+                let req = &job.req;
+                if let Some(id) = req.command_id.map(|c| c.as_u128()) {
+                    let known = match batch_commands.get(&id).or_else(|| tail.commands.get(&id)) {
+                        Some(found) => Some(*found),
+                        None => commands.get(id).map_err(storage)?.map(|v| v.value()),
+                    };
+                    if let Some((first, count)) = known {
+                        written
+                            .results
+                            .push(outcome_from_records(&events, first, count).map_err(
+                                |e| match e {
+                                    crate::ReadError::Storage(s) => {
+                                        AppendError::Storage(Arc::new(s))
+                                    }
+                                    other => AppendError::Storage(Arc::new(
+                                        redb::Error::Corrupted(other.to_string()),
+                                    )),
+                                },
+                            ));
+                        continue;
+                    }
+                }
+                let actual = match versions
+                    .get(&req.stream)
+                    .copied()
+                    .or_else(|| tail.last_version(&req.stream))
+                {
+                    Some(v) => v,
+                    None => last_version(&streams, &req.stream).map_err(storage)?,
+                };
+                if !req.expected.admits(actual) {
+                    written.results.push(Err(AppendError::WrongExpectedVersion {
+                        stream: req.stream.clone(),
+                        expected: req.expected,
+                        actual,
+                    }));
                     continue;
                 }
-            }
-            let actual = match versions.get(&req.stream) {
-                Some(v) => *v,
-                None => last_version(&streams, &req.stream).map_err(storage)?,
-            };
-            if !req.expected.admits(actual) {
-                results.push(Err(AppendError::WrongExpectedVersion {
-                    stream: req.stream.clone(),
-                    expected: req.expected,
-                    actual,
-                }));
-                continue;
-            }
-            let category = category_of(&req.stream);
-            let slot = match by_category.iter().position(|(c, _)| *c == category) {
-                Some(i) => i,
-                None => {
-                    by_category.push((category, Vec::new()));
-                    by_category.len() - 1
+                let first = self.tip.head + 1;
+                let mut recorded = Vec::with_capacity(req.events.len());
+                for (i, e) in req.events.iter().enumerate() {
+                    let position = first + i as u64;
+                    let version = actual + 1 + i as u64;
+                    let (bytes, chain) = encode(
+                        &self.tip.chain,
+                        position,
+                        version,
+                        req.command_id,
+                        &req.stream,
+                        &e.body,
+                    );
+                    events.insert(position, bytes.as_slice()).map_err(storage)?;
+                    self.tip = Tip {
+                        head: position,
+                        chain,
+                    };
+                    written.records.push(StoredEvent {
+                        position,
+                        stream_version: version,
+                        chain,
+                        stream: req.stream.clone(),
+                        command_id: req.command_id,
+                        body: e.body.clone(),
+                    });
+                    written.entries.push(Entry {
+                        stream: req.stream.clone(),
+                        version,
+                        position,
+                        command: req.command_id.map(|c| c.as_u128()),
+                    });
+                    recorded.push(RecordedEvent {
+                        id: e.id,
+                        event_type: e.event_type.clone(),
+                        streamversion: version,
+                        position,
+                    });
                 }
-            };
-            let first = tip.head + 1;
-            let mut recorded = Vec::with_capacity(req.events.len());
-            for (i, e) in req.events.iter().enumerate() {
-                let position = first + i as u64;
-                let version = actual + 1 + i as u64;
-                let (bytes, chain) = encode(&tip.chain, position, version, &e.body);
-                events.insert(position, bytes.as_slice()).map_err(storage)?;
-                streams
-                    .insert((req.stream.as_str(), version), position)
-                    .map_err(storage)?;
-                by_category[slot].1.push(position);
-                tip.chain = chain;
-                tip.head = position;
-                records.push(StoredEvent {
-                    position,
-                    stream_version: version,
-                    chain,
-                    body: e.body.clone(),
-                });
-                recorded.push(RecordedEvent {
-                    id: e.id,
-                    event_type: e.event_type.clone(),
-                    streamversion: version,
-                    position,
-                });
+                if let Some(id) = req.command_id {
+                    batch_commands.insert(id.as_u128(), (first, recorded.len() as u32));
+                }
+                if versions.len() >= VERSION_CACHE_STREAMS {
+                    versions.clear();
+                }
+                versions.insert(req.stream.clone(), actual + req.events.len() as u64);
+                written.results.push(Ok(AppendOutcome {
+                    stream: req.stream.clone(),
+                    events: recorded,
+                    deduplicated: false,
+                }));
             }
-            if versions.len() >= VERSION_CACHE_STREAMS {
-                versions.clear();
-            }
-            versions.insert(req.stream.clone(), actual + req.events.len() as u64);
-            if let Some(id) = req.command_id {
-                commands
-                    .insert(id.as_u128(), (first, recorded.len() as u32))
-                    .map_err(storage)?;
-            }
-            results.push(Ok(AppendOutcome {
-                stream: req.stream.clone(),
-                events: recorded,
-                deduplicated: false,
-            }));
         }
-        for (category, positions) in &by_category {
-            categories
-                .insert(
-                    (*category, positions[0]),
-                    pack_positions(positions).as_slice(),
-                )
+        if tail.events + written.entries.len() >= self.index_flush_events {
+            let flush_started = Instant::now();
+            flush_index(&txn, &tail, &written.entries, self.tip.head)?;
+            self.counters
+                .index_flush_nanos
+                .fetch_add(flush_started.elapsed().as_nanos() as u64, Relaxed);
+            written.flushed = true;
+            self.counters.index_flushes.fetch_add(1, Relaxed);
+        }
+        drop(tail);
+        let inserted = Instant::now();
+        txn.commit().map_err(storage)?;
+        self.counters
+            .insert_nanos
+            .fetch_add((inserted - started).as_nanos() as u64, Relaxed);
+        self.counters
+            .commit_nanos
+            .fetch_add(inserted.elapsed().as_nanos() as u64, Relaxed);
+        self.counters.commits.fetch_add(1, Relaxed);
+        Ok(written)
+    }
+}
+
+/// Writes the tail and this batch's entries into the index tables, in key order (each B-tree
+/// leaf once), and records that the tables now cover everything up to `through`.
+fn flush_index(
+    txn: &WriteTransaction,
+    tail: &Tail,
+    batch: &[Entry],
+    through: u64,
+) -> Result<(), redb::Error> {
+    let mut all = Tail::starting_at(tail.from);
+    // Merge: the tail's entries then this batch's, all in position order per key.
+    for (stream, entries) in &tail.streams {
+        all.streams.insert(stream.clone(), entries.clone());
+    }
+    for (category, positions) in &tail.categories {
+        all.categories.insert(category.clone(), positions.clone());
+    }
+    all.commands.clone_from(&tail.commands);
+    for e in batch {
+        all.add(e);
+    }
+    let mut streams = txn.open_table(STREAM_INDEX).map_err(storage)?;
+    let mut names: Vec<&String> = all.streams.keys().collect();
+    names.sort();
+    for stream in names {
+        for (version, position) in &all.streams[stream] {
+            streams
+                .insert((stream.as_str(), *version), *position)
                 .map_err(storage)?;
         }
     }
-    let inserted = Instant::now();
-    txn.commit().map_err(storage)?;
-    counters
-        .insert_nanos
-        .fetch_add((inserted - started).as_nanos() as u64, Relaxed);
-    counters
-        .commit_nanos
-        .fetch_add(inserted.elapsed().as_nanos() as u64, Relaxed);
-    counters.commits.fetch_add(1, Relaxed);
-    Ok(results)
+    let mut categories = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
+    for (category, positions) in &all.categories {
+        categories
+            .insert(
+                (category.as_str(), positions[0]),
+                pack_positions(positions).as_slice(),
+            )
+            .map_err(storage)?;
+    }
+    let mut commands = txn.open_table(COMMANDS).map_err(storage)?;
+    let mut ids: Vec<(&u128, &(u64, u32))> = all.commands.iter().collect();
+    ids.sort();
+    for (id, entry) in ids {
+        commands.insert(*id, *entry).map_err(storage)?;
+    }
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    meta.insert(INDEXED_THROUGH_KEY, through.to_string().as_str())
+        .map_err(storage)?;
+    Ok(())
 }
 
-/// The last version of `stream` in the stream index (0: no stream).
+/// The last version of `stream` in the stream index tables (0: no stream).
 pub(crate) fn last_version(
     index: &impl ReadableTable<(&'static str, u64), u64>,
     stream: &str,

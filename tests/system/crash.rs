@@ -39,7 +39,14 @@ async fn worker(
 
 /// Opens the log file of the dead node and checks it against everything acknowledged.
 fn check_log(path: &std::path::Path, acked: &HashMap<Uuid, Vec<RecordedEvent>>) -> u64 {
-    let log = EventLog::open(path, Config::default()).expect("log reopens after kill -9");
+    let log = EventLog::open(
+        path,
+        Config {
+            index_flush_events: 37,
+            ..Config::default()
+        },
+    )
+    .expect("log reopens after kill -9");
     let report = log
         .verify(1, None)
         .expect("hash chain and checksums verify");
@@ -86,7 +93,8 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     let mut next = 0;
 
     for round in 0..=KILLS {
-        let mut node = NodeProcess::start(&nats, data.path());
+        // A small index flush, so kills land before, during and after bulk index writes.
+        let mut node = NodeProcess::start_with(&nats, data.path(), &["--index-flush-events", "37"]);
         // Unacknowledged commands first, with their original ids, then new ones.
         let mut work: VecDeque<(Uuid, Command)> = issued
             .iter()

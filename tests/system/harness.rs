@@ -95,8 +95,14 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts the node and waits for its `ready` line.
     pub fn start(nats: &Nats, data_dir: &Path) -> NodeProcess {
+        Self::start_with(nats, data_dir, &[])
+    }
+
+    /// Starts the node with extra arguments.
+    pub fn start_with(nats: &Nats, data_dir: &Path, args: &[&str]) -> NodeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
             .arg("node")
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--nats-url")
