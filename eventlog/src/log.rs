@@ -383,11 +383,11 @@ impl EventLog {
             Some(found) => Some(found),
             None => {
                 let commands = txn.open_table(COMMANDS).map_err(storage)?;
-                let found = commands
+
+                commands
                     .get(command_id.as_u128())
                     .map_err(storage)?
-                    .map(|v| v.value());
-                found
+                    .map(|v| v.value())
             }
         };
         found

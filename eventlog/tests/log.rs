@@ -154,7 +154,8 @@ async fn concurrent_writers_to_one_stream_exactly_one_wins_each_version() {
 async fn retries_with_the_same_command_id_return_the_original_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    let command_id = Some(Uuid::now_v7());
+    let id = Uuid::now_v7();
+    let command_id = Some(id);
     let mut r = req("node-a", ExpectedVersion::Any, 2);
     r.command_id = command_id;
     let first = log.append(r.clone()).await.expect("first");
@@ -174,10 +175,7 @@ async fn retries_with_the_same_command_id_return_the_original_outcome() {
         assert_eq!(o.stream, "node-a");
     }
     assert_eq!(log.head(), 2);
-    let looked_up = log
-        .command_outcome(command_id.expect("id"))
-        .expect("lookup")
-        .expect("recorded");
+    let looked_up = log.command_outcome(id).expect("lookup").expect("recorded");
     assert_eq!(looked_up.events, first.events);
     assert!(
         log.command_outcome(Uuid::now_v7())

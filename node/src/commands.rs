@@ -111,14 +111,14 @@ impl CommandHandler {
         loop {
             attempt += 1;
             let (version, state) = self.state_of(&stream)?;
-            if let Some(expected) = envelope.expectedversion {
-                if !expected.admits(version) {
-                    return Err(RejectionReason::WrongExpectedVersion {
-                        stream,
-                        expected,
-                        actual: version,
-                    });
-                }
+            if let Some(expected) = envelope.expectedversion
+                && !expected.admits(version)
+            {
+                return Err(RejectionReason::WrongExpectedVersion {
+                    stream,
+                    expected,
+                    actual: version,
+                });
             }
             let now = chrono::Utc::now();
             let events =

@@ -118,10 +118,10 @@ impl Node {
                     let body =
                         read_api::answer(&log, &msg.payload, client.server_info().max_payload)
                             .await;
-                    if let Some(to) = msg.reply {
-                        if let Err(e) = client.publish(to, body).await {
-                            tracing::warn!(error = %e, "read reply not sent");
-                        }
+                    if let Some(to) = msg.reply
+                        && let Err(e) = client.publish(to, body).await
+                    {
+                        tracing::warn!(error = %e, "read reply not sent");
                     }
                 });
             }

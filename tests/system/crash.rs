@@ -137,10 +137,10 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_event() {
             w.abort();
         }
         for w in workers {
-            if let Err(e) = w.await {
-                if e.is_panic() {
-                    std::panic::resume_unwind(e.into_panic());
-                }
+            if let Err(e) = w.await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
             }
         }
         while let Ok((id, events)) = rx.try_recv() {

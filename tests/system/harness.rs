@@ -16,12 +16,15 @@ pub struct Nats {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// A port that is free now, below the kernel's ephemeral range (32768+), so the client sockets
+/// of tests running in parallel cannot take it before the server binds it.
+pub fn free_port() -> u16 {
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn repo_root() -> PathBuf {
@@ -35,29 +38,44 @@ impl Nats {
             .iter()
             .map(|r| (*r, format!("{r}-{:032x}", rand::random::<u128>())))
             .collect();
-        let port = free_port();
-        let mut cmd = Command::new("nats-server");
-        cmd.arg("-c")
-            .arg(repo_root().join("nats.conf"))
-            .arg("-p")
-            .arg(port.to_string());
-        cmd.env("SF_JETSTREAM_DIR", dir.path().join("js"));
-        for (role, pw) in &passwords {
-            cmd.env(format!("SF_{}_PASSWORD", role.to_uppercase()), pw);
-        }
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (./test.sh installs it)");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("Server is ready") => break,
-                Some(Ok(_)) => continue,
-                _ => panic!("nats-server exited before it was ready"),
+        // Another test may still take the port between the check and the bind: try another.
+        let mut attempts = 0;
+        let (child, port, lines) = loop {
+            attempts += 1;
+            let port = free_port();
+            let mut cmd = Command::new("nats-server");
+            cmd.arg("-c")
+                .arg(repo_root().join("nats.conf"))
+                .arg("-p")
+                .arg(port.to_string());
+            cmd.env("SF_JETSTREAM_DIR", dir.path().join("js"));
+            for (role, pw) in &passwords {
+                cmd.env(format!("SF_{}_PASSWORD", role.to_uppercase()), pw);
             }
-        }
+            let mut child = cmd
+                .stderr(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("nats-server is installed (./test.sh installs it)");
+            let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+            let mut said = Vec::new();
+            let ready = loop {
+                match lines.next() {
+                    Some(Ok(line)) if line.contains("Server is ready") => break true,
+                    Some(Ok(line)) => said.push(line),
+                    _ => break false,
+                }
+            };
+            if ready {
+                break (child, port, lines);
+            }
+            let _ = child.wait();
+            assert!(
+                attempts < 5,
+                "nats-server exited before it was ready: {}",
+                said.join("\n")
+            );
+        };
         std::thread::spawn(move || for _ in lines {});
         Nats {
             child,

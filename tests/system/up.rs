@@ -9,11 +9,7 @@ use uuid::Uuid;
 #[tokio::test]
 async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigterm() {
     let state = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = crate::harness::free_port();
     let mut up = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
         .arg("up")
         .arg("--state-dir")
@@ -24,12 +20,18 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/nats.conf"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn streamfleet up");
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
     let mut banner = Vec::new();
     loop {
-        let line = lines.next().expect("up prints its banner").expect("utf-8");
+        let Some(line) = lines.next() else {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut up.stderr.take().expect("stderr"), &mut err).ok();
+            panic!("up exited before its banner: {err}");
+        };
+        let line = line.expect("utf-8");
         let done = line.starts_with("Ctrl-C stops");
         banner.push(line);
         if done {
