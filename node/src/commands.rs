@@ -110,7 +110,7 @@ impl CommandHandler {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (version, state) = self.state_of(&stream)?;
+            let (version, state) = self.state_of(&stream).await?;
             if let Some(expected) = envelope.expectedversion
                 && !expected.admits(version)
             {
@@ -181,22 +181,16 @@ impl CommandHandler {
         }
     }
 
-    fn state_of(&self, stream: &str) -> Result<(u64, State), RejectionReason> {
+    /// The stream's version and state: from the cache, else folded from its events (read off
+    /// the async threads: a long stream is a long read).
+    async fn state_of(&self, stream: &str) -> Result<(u64, State), RejectionReason> {
         if let Some((v, s)) = self.states.lock().expect("state cache lock").get(stream) {
             return Ok((*v, s.clone()));
         }
-        let stored = self
-            .log
-            .read_stream(stream, 1, ReadDirection::Forward, usize::MAX)
-            .map_err(unavailable)?;
-        let mut state = State::default();
-        let mut version = 0;
-        for e in &stored {
-            let body: EventBody = serde_json::from_slice(&e.body).map_err(unavailable)?;
-            let event = Event::from_parts(&body.event_type, body.data).map_err(unavailable)?;
-            state = evolve(state, &event);
-            version = e.stream_version;
-        }
+        let (log, name) = (self.log.clone(), stream.to_string());
+        let (version, state) = tokio::task::spawn_blocking(move || fold_stream(&log, &name))
+            .await
+            .map_err(unavailable)??;
         self.remember(stream, version, state.clone());
         Ok((version, state))
     }
@@ -218,6 +212,22 @@ impl CommandHandler {
     fn forget(&self, stream: &str) {
         self.states.lock().expect("state cache lock").remove(stream);
     }
+}
+
+/// Folds a stream's events into its state with the domain's `evolve`.
+fn fold_stream(log: &EventLog, stream: &str) -> Result<(u64, State), RejectionReason> {
+    let stored = log
+        .read_stream(stream, 1, ReadDirection::Forward, usize::MAX)
+        .map_err(unavailable)?;
+    let mut state = State::default();
+    let mut version = 0;
+    for e in &stored {
+        let body: EventBody = serde_json::from_slice(&e.body).map_err(unavailable)?;
+        let event = Event::from_parts(&body.event_type, body.data).map_err(unavailable)?;
+        state = evolve(state, &event);
+        version = e.stream_version;
+    }
+    Ok((version, state))
 }
 
 fn accepted(command_id: Uuid, outcome: streamfleet_eventlog::AppendOutcome) -> CommandReply {
