@@ -52,13 +52,20 @@ struct NodeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Benchmarks print a table; only warnings may interrupt it.
+    let default_level = if matches!(cli.command, Cmd::Bench { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match cli.command {

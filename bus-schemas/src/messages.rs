@@ -54,6 +54,19 @@ macro_rules! message_set {
                 }
             }
 
+            /// Reads a payload of the named type from its JSON text (no intermediate value tree).
+            pub fn from_json(type_name: &str, data: &str) -> Result<Self, PayloadError> {
+                match type_name {
+                    $(stringify!($variant) => serde_json::from_str(data)
+                        .map($name::$variant)
+                        .map_err(|e| PayloadError::Invalid {
+                            type_name: stringify!($variant),
+                            detail: e.to_string(),
+                        }),)+
+                    other => Err(PayloadError::UnknownType(other.to_string())),
+                }
+            }
+
             /// The payload as JSON.
             pub fn to_data(&self) -> serde_json::Value {
                 match self {

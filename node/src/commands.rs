@@ -5,6 +5,8 @@
 
 use crate::publisher::EVENT_SOURCE;
 use bytes::Bytes;
+use serde_json::error::Category;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use streamfleet_bus_schemas::{
@@ -63,7 +65,7 @@ impl CommandHandler {
 
     async fn execute(
         &self,
-        envelope: &CommandEnvelope,
+        envelope: &RawEnvelope,
         command: &Command,
     ) -> Result<CommandReply, RejectionReason> {
         let stream = stream_of(command);
@@ -103,7 +105,7 @@ impl CommandHandler {
 
     async fn decide_and_append(
         &self,
-        envelope: &CommandEnvelope,
+        envelope: &RawEnvelope,
         command: &Command,
         stream: String,
     ) -> Result<CommandReply, RejectionReason> {
@@ -246,7 +248,7 @@ fn unavailable(e: impl std::fmt::Display) -> RejectionReason {
 }
 
 fn new_event(
-    envelope: &CommandEnvelope,
+    envelope: &RawEnvelope,
     stream: &str,
     event: &Event,
     now: chrono::DateTime<chrono::Utc>,
@@ -263,7 +265,7 @@ fn new_event(
         schemaversion: SCHEMA_VERSION,
         correlationid: envelope.correlationid.unwrap_or(envelope.id),
         causationid: envelope.id,
-        data: event.to_data(),
+        data: event,
     };
     let body = serde_json::to_vec(&body).map_err(unavailable)?;
     Ok(NewEvent {
@@ -273,13 +275,16 @@ fn new_event(
     })
 }
 
+/// A command envelope whose payload is still its JSON text.
+pub type RawEnvelope = CommandEnvelope<Box<RawValue>>;
+
 /// Reads a request into an envelope and its typed command, or says precisely what is wrong
 /// (with the command id when it could be read).
 pub fn parse(
     subject: &str,
     payload: &[u8],
     max_bytes: usize,
-) -> Result<(CommandEnvelope, Command), (Option<Uuid>, RejectionReason)> {
+) -> Result<(RawEnvelope, Command), (Option<Uuid>, RejectionReason)> {
     if payload.len() > max_bytes {
         return Err((
             None,
@@ -289,26 +294,21 @@ pub fn parse(
             },
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
-        (
-            None,
-            RejectionReason::MalformedJson {
-                detail: e.to_string(),
-            },
-        )
-    })?;
-    let id = value
-        .get("id")
-        .and_then(|v| v.as_str())
-        .and_then(|s| Uuid::parse_str(s).ok());
-    let envelope: CommandEnvelope = serde_json::from_value(value).map_err(|e| {
-        (
-            id,
-            RejectionReason::InvalidEnvelope {
-                detail: e.to_string(),
-            },
-        )
-    })?;
+    let envelope: RawEnvelope =
+        serde_json::from_slice(payload).map_err(|e| match e.classify() {
+            Category::Data => (
+                id_of(payload),
+                RejectionReason::InvalidEnvelope {
+                    detail: e.to_string(),
+                },
+            ),
+            Category::Syntax | Category::Eof | Category::Io => (
+                None,
+                RejectionReason::MalformedJson {
+                    detail: e.to_string(),
+                },
+            ),
+        })?;
     let id = Some(envelope.id);
     if envelope.schemaversion != SCHEMA_VERSION {
         return Err((
@@ -319,23 +319,20 @@ pub fn parse(
             },
         ));
     }
-    let command =
-        Command::from_parts(&envelope.command_type, envelope.data.clone()).map_err(|e| {
-            (
-                id,
-                match e {
-                    PayloadError::UnknownType(type_name) => {
-                        RejectionReason::UnknownCommandType { type_name }
-                    }
-                    PayloadError::Invalid { type_name, detail } => {
-                        RejectionReason::InvalidPayload {
-                            type_name: type_name.into(),
-                            detail,
-                        }
-                    }
+    let command = Command::from_json(&envelope.command_type, envelope.data.get()).map_err(|e| {
+        (
+            id,
+            match e {
+                PayloadError::UnknownType(type_name) => {
+                    RejectionReason::UnknownCommandType { type_name }
+                }
+                PayloadError::Invalid { type_name, detail } => RejectionReason::InvalidPayload {
+                    type_name: type_name.into(),
+                    detail,
                 },
-            )
-        })?;
+            },
+        )
+    })?;
     if command.subject() != subject {
         return Err((
             id,
@@ -347,4 +344,13 @@ pub fn parse(
         ));
     }
     Ok((envelope, command))
+}
+
+/// The command id of a request that is JSON but not a valid envelope, when it has a readable one.
+fn id_of(payload: &[u8]) -> Option<Uuid> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Uuid,
+    }
+    serde_json::from_slice::<IdOnly>(payload).ok().map(|i| i.id)
 }
