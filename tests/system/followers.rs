@@ -84,3 +84,26 @@ async fn a_follower_whose_connection_drops_mid_stream_misses_nothing() {
         "the connection really dropped"
     );
 }
+
+#[tokio::test]
+async fn a_follower_misses_nothing_across_a_kill_9_and_restart_of_the_node() {
+    use crate::harness::{Nats, NodeProcess};
+    let nats = Nats::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut node = NodeProcess::start(&nats, data.path());
+    let commands = nats.commands("service").await;
+    record(&commands, "before", 1_500, 16).await;
+    let mut follower = Follower::start(nats.client("auditor").await, 1)
+        .await
+        .expect("follow");
+    let following = tokio::spawn(async move {
+        expect_sequence(&mut follower, 4_000).await;
+    });
+    node.kill9();
+    let _node = NodeProcess::start(&nats, data.path());
+    record(&commands, "after", 2_500, 16).await;
+    tokio::time::timeout(std::time::Duration::from_secs(120), following)
+        .await
+        .expect("the follower catches up after the restart")
+        .expect("follower task");
+}
