@@ -583,7 +583,7 @@ impl BenchNats {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let password = format!("{:032x}", rand::random::<u128>());
+        let password = crate::up::new_password();
         let mut cmd = Command::new("nats-server");
         cmd.arg("-c")
             .arg("nats.conf")

@@ -12,8 +12,10 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
     let port = crate::harness::free_port();
     let mut up = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
         .arg("up")
+        // Relative, as an operator types it (nats.conf needs the store path absolute: up's job).
+        .current_dir(state.path())
         .arg("--state-dir")
-        .arg(state.path())
+        .arg(".streamfleet")
         .arg("--port")
         .arg(port.to_string())
         .arg("--nats-conf")
@@ -46,8 +48,8 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
     );
 
     // The generated credentials work for the roles they name, and only they are in the file.
-    let creds =
-        std::fs::read_to_string(state.path().join("credentials.env")).expect("credentials.env");
+    let creds = std::fs::read_to_string(state.path().join(".streamfleet/credentials.env"))
+        .expect("credentials.env");
     let service_pw = creds
         .lines()
         .find_map(|l| l.strip_prefix("SF_SERVICE_PASSWORD="))
@@ -87,7 +89,7 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         "nats-server stopped with it"
     );
     assert!(
-        state.path().join("data/events.redb").exists(),
+        state.path().join(".streamfleet/data/events.redb").exists(),
         "the log lives in the state folder"
     );
 }
