@@ -109,6 +109,9 @@ impl Follower {
     pub async fn start(client: Client, from: u64) -> Result<Follower, FollowError> {
         let live = client.subscribe(subjects::EVENTS).await?;
         let heads = client.subscribe(subjects::LOG_HEAD).await?;
+        // Make sure the server has the subscriptions before the first read; if the flush fails
+        // the connection is down and the reads will wait for it anyway.
+        let _ = client.flush().await;
         Ok(Follower {
             client,
             live,
@@ -132,6 +135,11 @@ impl Follower {
                 if e.position == self.next {
                     self.next += 1;
                     return Ok(e);
+                }
+                if e.position > self.next {
+                    // Not contiguous: drop what is buffered and read from the log again.
+                    self.pending.clear();
+                    self.catching_up = true;
                 }
                 continue;
             }
