@@ -41,10 +41,13 @@ macro_rules! message_set {
                 match self { $($name::$variant(_) => stringify!($variant)),+ }
             }
 
-            /// Reads a payload of the named type.
-            pub fn from_parts(type_name: &str, data: serde_json::Value) -> Result<Self, PayloadError> {
+            /// Reads a payload of the named type from any serde deserializer.
+            pub fn from_deserializer<'de, D>(type_name: &str, data: D) -> Result<Self, PayloadError>
+            where
+                D: serde::Deserializer<'de>,
+            {
                 match type_name {
-                    $(stringify!($variant) => serde_json::from_value(data)
+                    $(stringify!($variant) => <$variant as serde::Deserialize>::deserialize(data)
                         .map($name::$variant)
                         .map_err(|e| PayloadError::Invalid {
                             type_name: stringify!($variant),
@@ -54,17 +57,17 @@ macro_rules! message_set {
                 }
             }
 
+            /// Reads a payload of the named type from a JSON value.
+            pub fn from_parts(type_name: &str, data: serde_json::Value) -> Result<Self, PayloadError> {
+                Self::from_deserializer(type_name, data)
+            }
+
             /// Reads a payload of the named type from its JSON text (no intermediate value tree).
             pub fn from_json(type_name: &str, data: &str) -> Result<Self, PayloadError> {
-                match type_name {
-                    $(stringify!($variant) => serde_json::from_str(data)
-                        .map($name::$variant)
-                        .map_err(|e| PayloadError::Invalid {
-                            type_name: stringify!($variant),
-                            detail: e.to_string(),
-                        }),)+
-                    other => Err(PayloadError::UnknownType(other.to_string())),
-                }
+                let mut de = serde_json::Deserializer::from_str(data);
+                let value = Self::from_deserializer(type_name, &mut de)?;
+                de.end().map_err(|e| PayloadError::Invalid { type_name: value.type_name(), detail: e.to_string() })?;
+                Ok(value)
             }
 
             /// The payload as JSON.
