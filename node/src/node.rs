@@ -8,7 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use streamfleet_bus_schemas::subjects;
 use streamfleet_eventlog::{Config as LogConfig, EventLog, OpenError};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+/// Commands decided at once; past this the node takes no more off the socket until one is done.
+const MAX_COMMANDS_IN_FLIGHT: usize = 8192;
+/// Log reads served at once (each may hold up to a NATS payload of events in memory).
+const MAX_READS_IN_FLIGHT: usize = 64;
 
 /// Queue group shared by the node's subscriptions.
 const QUEUE: &str = "sf-node";
@@ -67,6 +73,10 @@ pub enum NodeError {
 pub struct Node {
     log: EventLog,
     tasks: JoinSet<()>,
+    command_loop: tokio::task::JoinHandle<()>,
+    stopping: Arc<tokio::sync::Notify>,
+    in_flight: Arc<Semaphore>,
+    client: async_nats::Client,
 }
 
 impl Node {
@@ -89,10 +99,33 @@ impl Node {
             .queue_subscribe(subjects::COMMANDS, QUEUE.into())
             .await?;
         let c = client.clone();
-        tasks.spawn(async move {
-            while let Some(msg) = commands.next().await {
+        let in_flight = Arc::new(Semaphore::new(MAX_COMMANDS_IN_FLIGHT));
+        let permits = in_flight.clone();
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let stop_signal = stopping.clone();
+        let command_loop = tokio::spawn(async move {
+            let mut draining = false;
+            loop {
+                let msg = tokio::select! {
+                    msg = commands.next() => msg,
+                    _ = stop_signal.notified(), if !draining => {
+                        // Unsubscribe, then answer what was already delivered to us.
+                        draining = true;
+                        if let Err(e) = commands.drain().await {
+                            tracing::warn!(error = %e, "command subscription not drained");
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let Some(msg) = msg else { return };
+                // Backpressure: past the limit the node stops taking requests off the socket.
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let (handler, client) = (handler.clone(), c.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let reply = handler.handle(msg.subject.as_str(), &msg.payload).await;
                     let Some(to) = msg.reply else { return };
                     match serde_json::to_vec(&reply) {
@@ -111,10 +144,15 @@ impl Node {
             .queue_subscribe(subjects::LOG_READ, QUEUE.into())
             .await?;
         let (c, l) = (client.clone(), log.clone());
+        let read_permits = Arc::new(Semaphore::new(MAX_READS_IN_FLIGHT));
         tasks.spawn(async move {
             while let Some(msg) = reads.next().await {
+                let Ok(permit) = read_permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let (client, log) = (c.clone(), l.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let body =
                         read_api::answer(&log, &msg.payload, client.server_info().max_payload)
                             .await;
@@ -134,7 +172,14 @@ impl Node {
         tasks.spawn(publisher::announce_head(client.clone(), log.clone()));
         client.flush().await.ok();
         tracing::info!(head = log.head(), data_dir = %config.data_dir.display(), "node serving");
-        Ok(Node { log, tasks })
+        Ok(Node {
+            log,
+            tasks,
+            command_loop,
+            stopping,
+            in_flight,
+            client,
+        })
     }
 
     /// The node's log (for in-process use: benchmarks, tests).
@@ -142,8 +187,20 @@ impl Node {
         &self.log
     }
 
-    /// Stops serving; the log closes once in-flight appends are answered.
+    /// Stops taking commands, answers the ones in flight, then stops publishing and closes.
     pub async fn stop(mut self) {
+        // Unsubscribe from commands and take in what was already delivered: after this no
+        // command reaches this node, and none that reached it is dropped unanswered.
+        self.stopping.notify_one();
+        let _ = self.command_loop.await;
+        // Every in-flight command holds a permit: having them all means all were answered.
+        let _all = self
+            .in_flight
+            .acquire_many(MAX_COMMANDS_IN_FLIGHT as u32)
+            .await;
+        // Their replies are queued on the connection: send them before going.
+        let _ = self.client.flush().await;
         self.tasks.shutdown().await;
+        tracing::info!(head = self.log.head(), "node stopped");
     }
 }

@@ -140,6 +140,17 @@ impl NodeProcess {
         NodeProcess { child }
     }
 
+    /// `kill -TERM`, and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM");
+        self.child.wait().expect("wait")
+    }
+
     /// `kill -9`, and waits until it is gone.
     pub fn kill9(&mut self) {
         let _ = self.child.kill(); // SIGKILL

@@ -6,4 +6,5 @@ mod followers;
 mod harness;
 mod permissions;
 mod reads;
+mod shutdown;
 mod up;
