@@ -359,3 +359,47 @@ async fn events_are_published_after_commit_with_their_position() {
     assert_eq!(env.body.id.get_version_num(), 7, "event ids are UUIDv7");
     assert_eq!(env.body.data.host_id, "h-1");
 }
+
+/// What a service in another language does with only `schemas/` and a NATS client: raw JSON in,
+/// raw JSON out (the README's example, verbatim in shape).
+#[tokio::test]
+async fn a_hand_written_json_command_is_accepted_and_its_event_is_plain_cloudevents_json() {
+    let sys = System::start();
+    let client = sys.nats.client("service").await;
+    let mut events = client.subscribe("sf.evt.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let request = br#"{"id":"0192f0c4-7b1a-7cc0-8000-000000000001","source":"me","type":"ReportNodeFailure","schemaversion":1,"data":{"node_id":"n1","reason":"silent"}}"#;
+    let reply = client
+        .request("sf.cmd.node.report-failure", Bytes::from_static(request))
+        .await
+        .expect("reply");
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).expect("JSON reply");
+    assert_eq!(reply["status"], "accepted", "{reply}");
+    assert_eq!(reply["events"][0]["type"], "NodeFailed");
+    assert_eq!(reply["events"][0]["position"], 1);
+
+    let msg = events.next().await.expect("event");
+    let event: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON event");
+    for attribute in [
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "data",
+    ] {
+        assert!(
+            event.get(attribute).is_some(),
+            "CloudEvents attribute `{attribute}` missing: {event}"
+        );
+    }
+    assert_eq!(event["specversion"], "1.0");
+    assert_eq!(event["subject"], "node-n1");
+    assert_eq!(event["causationid"], "0192f0c4-7b1a-7cc0-8000-000000000001");
+    assert_eq!(
+        event["data"],
+        serde_json::json!({ "node_id": "n1", "reason": "silent" })
+    );
+}
