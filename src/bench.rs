@@ -185,8 +185,8 @@ async fn bench_commands(dir: &Path, nats: &BenchNats, scale: usize) -> anyhow::R
     .map_err(|e| anyhow::anyhow!("JetStream stream: {e}"))?;
     for (clients, total) in [(1, 3_000 / scale), (64, 100_000 / scale)] {
         let cmd = commands(nats, node.log(), clients, total).await?;
-        let bare = bare_requests(nats, clients, total, payload_len).await?;
-        let jsr = jetstream_publishes(nats, clients, total, payload_len).await?;
+        let bare = baseline(nats, Baseline::Request, clients, total, payload_len).await?;
+        let jsr = baseline(nats, Baseline::JetStream, clients, total, payload_len).await?;
         row(
             &format!("streamfleet command, {clients} concurrent clients"),
             cmd.rate,
@@ -533,26 +533,18 @@ async fn commands(
     ))
 }
 
-async fn bare_requests(
-    nats: &BenchNats,
-    clients: usize,
-    total: usize,
-    len: usize,
-) -> anyhow::Result<Figures> {
-    let payload = bytes::Bytes::from(vec![b'x'; len]);
-    let (elapsed, lat) = concurrent(nats, "bench", clients, total, move |client, _, _| {
-        let payload = payload.clone();
-        async move {
-            client.request("bench.echo", payload).await?;
-            Ok(())
-        }
-    })
-    .await?;
-    Ok(figures(total / clients * clients, elapsed, lat, None))
+/// The NATS baselines, on the same payload size and concurrency as the commands.
+#[derive(Clone, Copy)]
+enum Baseline {
+    /// A request answered by a bare responder.
+    Request,
+    /// A JetStream publish, waiting for its ack.
+    JetStream,
 }
 
-async fn jetstream_publishes(
+async fn baseline(
     nats: &BenchNats,
+    kind: Baseline,
     clients: usize,
     total: usize,
     len: usize,
@@ -561,8 +553,17 @@ async fn jetstream_publishes(
     let (elapsed, lat) = concurrent(nats, "bench", clients, total, move |client, c, _| {
         let payload = payload.clone();
         async move {
-            let js = async_nats::jetstream::new(client);
-            js.publish(format!("bench.js.{c}"), payload).await?.await?;
+            match kind {
+                Baseline::Request => {
+                    client.request("bench.echo", payload).await?;
+                }
+                Baseline::JetStream => {
+                    async_nats::jetstream::new(client)
+                        .publish(format!("bench.js.{c}"), payload)
+                        .await?
+                        .await?;
+                }
+            }
             Ok(())
         }
     })
