@@ -75,6 +75,17 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3
 }
 
+/// A row for a pass over `n` events that took `elapsed`, beside the raw read rate.
+fn beside_raw(name: &str, n: usize, elapsed: Duration, raw: f64) {
+    let rate = n as f64 / elapsed.as_secs_f64();
+    row(
+        name,
+        rate,
+        "events/s",
+        &format!("{:.0}% of raw", 100.0 * rate / raw),
+    );
+}
+
 fn row(name: &str, rate: f64, unit: &str, extra: &str) {
     println!("  {name:<52} {rate:>12.0} {unit:<10} {extra}");
 }
@@ -272,21 +283,19 @@ async fn bench_catch_up(dir: &Path, nats: &BenchNats, n: usize) -> anyhow::Resul
         let Some(last) = batch.last() else { break };
         from = last.position + 1;
     }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    row(
+    beside_raw(
         "log read_all (CRC-checked), in-process",
-        rate,
-        "events/s",
-        &format!("{:.0}% of raw", 100.0 * rate / raw),
+        n,
+        t.elapsed(),
+        raw,
     );
     let t = Instant::now();
     log.verify(1, None)?;
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    row(
+    beside_raw(
         "log verify (CRC + BLAKE3 chain), in-process",
-        rate,
-        "events/s",
-        &format!("{:.0}% of raw", 100.0 * rate / raw),
+        n,
+        t.elapsed(),
+        raw,
     );
     drop(log);
     let node = Node::start(NodeConfig::new(&cdir, nats.login("node"))).await?;
@@ -295,12 +304,11 @@ async fn bench_catch_up(dir: &Path, nats: &BenchNats, n: usize) -> anyhow::Resul
     for _ in 0..n {
         follower.next().await?;
     }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    row(
+    beside_raw(
         "Follower catch-up over NATS (read API), another process's view",
-        rate,
-        "events/s",
-        &format!("{:.0}% of raw", 100.0 * rate / raw),
+        n,
+        t.elapsed(),
+        raw,
     );
     node.stop().await;
     Ok(())

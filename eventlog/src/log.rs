@@ -457,7 +457,7 @@ fn rebuild_tail(db: &Database) -> Result<Tail, ReadError> {
         .and_then(|v| v.value().parse::<u64>().ok())
         .unwrap_or(0);
     let events = txn.open_table(EVENTS).map_err(storage)?;
-    let mut tail = Tail::starting_at(through + 1);
+    let mut tail = Tail::default();
     for item in events.range(through + 1..).map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
         let position = k.value();

@@ -2,11 +2,11 @@
 //! index tables.
 //!
 //! Invariant: for every committed position `p`, its stream, category and command entries are in
-//! the index tables if `p < tail.from`, and in the tail otherwise. The writer adds a batch's
+//! the index tables if `p <= indexed_through` (in the `meta` table), and in the tail otherwise. The writer adds a batch's
 //! entries only after the batch is committed, and removes flushed entries only after the
 //! transaction that wrote them into the tables is committed; a reader that takes its copy of the
 //! tail *before* it opens its read transaction therefore misses nothing (it may see an entry in
-//! both, and keeps one). On open the tail is rebuilt from the records at and after `from`.
+//! both, and keeps one). On open the tail is rebuilt from the records after `indexed_through`.
 //!
 //! Writing index entries in bulk, every `Config::index_flush_events` events, instead of with every commit is
 //! what keeps a commit to one sequential table: the stream index touches one B-tree leaf per
@@ -17,8 +17,6 @@ use std::collections::HashMap;
 /// Index entries not yet in the tables.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
-    /// First position whose entries are not in the tables.
-    pub(crate) from: u64,
     /// stream → (version, position), ascending.
     pub(crate) streams: HashMap<String, Vec<(u64, u64)>>,
     /// category → positions, ascending.
@@ -39,13 +37,6 @@ pub(crate) struct Entry {
 }
 
 impl Tail {
-    pub(crate) fn starting_at(from: u64) -> Tail {
-        Tail {
-            from,
-            ..Tail::default()
-        }
-    }
-
     pub(crate) fn add(&mut self, e: &Entry) {
         self.streams
             .entry(e.stream.clone())

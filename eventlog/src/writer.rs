@@ -161,7 +161,7 @@ impl Writer {
         {
             let mut tail = self.tail.write().expect("tail lock");
             if written.flushed {
-                *tail = Tail::starting_at(self.tip.head + 1);
+                *tail = Tail::default();
             } else {
                 for e in &written.entries {
                     tail.add(e);
@@ -322,38 +322,42 @@ impl Writer {
     }
 }
 
-/// Writes the tail and this batch's entries into the index tables, in key order (each B-tree
-/// leaf once), and records that the tables now cover everything up to `through`.
+/// Writes the tail and this batch's entries into the index tables, and records that the tables
+/// now cover everything up to `through`. The batch's entries follow the tail's (each as its own
+/// packed category entry, keyed by its own first position).
 fn flush_index(
     txn: &WriteTransaction,
     tail: &Tail,
     batch: &[Entry],
     through: u64,
 ) -> Result<(), redb::Error> {
-    let mut all = Tail::starting_at(tail.from);
-    // Merge: the tail's entries then this batch's, all in position order per key.
-    for (stream, entries) in &tail.streams {
-        all.streams.insert(stream.clone(), entries.clone());
-    }
-    for (category, positions) in &tail.categories {
-        all.categories.insert(category.clone(), positions.clone());
-    }
-    all.commands.clone_from(&tail.commands);
+    let mut this_batch = Tail::default();
     for e in batch {
-        all.add(e);
+        this_batch.add(e);
     }
+    for part in [tail, &this_batch] {
+        write_entries(txn, part)?;
+    }
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    meta.insert(INDEXED_THROUGH_KEY, through.to_string().as_str())
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// Inserts one tail's entries, each table in key order (each B-tree leaf touched once).
+fn write_entries(txn: &WriteTransaction, part: &Tail) -> Result<(), redb::Error> {
     let mut streams = txn.open_table(STREAM_INDEX).map_err(storage)?;
-    let mut names: Vec<&String> = all.streams.keys().collect();
+    let mut names: Vec<&String> = part.streams.keys().collect();
     names.sort();
     for stream in names {
-        for (version, position) in &all.streams[stream] {
+        for (version, position) in &part.streams[stream] {
             streams
                 .insert((stream.as_str(), *version), *position)
                 .map_err(storage)?;
         }
     }
     let mut categories = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
-    for (category, positions) in &all.categories {
+    for (category, positions) in &part.categories {
         categories
             .insert(
                 (category.as_str(), positions[0]),
@@ -362,14 +366,11 @@ fn flush_index(
             .map_err(storage)?;
     }
     let mut commands = txn.open_table(COMMANDS).map_err(storage)?;
-    let mut ids: Vec<(&u128, &(u64, u32))> = all.commands.iter().collect();
+    let mut ids: Vec<(&u128, &(u64, u32))> = part.commands.iter().collect();
     ids.sort();
     for (id, entry) in ids {
         commands.insert(*id, *entry).map_err(storage)?;
     }
-    let mut meta = txn.open_table(META).map_err(storage)?;
-    meta.insert(INDEXED_THROUGH_KEY, through.to_string().as_str())
-        .map_err(storage)?;
     Ok(())
 }
 

@@ -45,14 +45,13 @@ impl CommandHandler {
 
     /// Handles one request received on `subject`; always returns a reply.
     pub async fn handle(&self, subject: &str, payload: &Bytes) -> CommandReply {
-        let envelope = match parse(subject, payload, self.max_command_bytes) {
-            Ok(ok) => ok,
+        let (envelope, command) = match parse(subject, payload, self.max_command_bytes) {
+            Ok(parsed) => parsed,
             Err((id, reason)) => {
                 tracing::debug!(subject, code = ?reason, "command rejected at the envelope");
                 return CommandReply::rejected(id, reason);
             }
         };
-        let (envelope, command) = envelope;
         let id = envelope.id;
         match self.execute(&envelope, &command).await {
             Ok(reply) => reply,
