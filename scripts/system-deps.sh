@@ -4,6 +4,7 @@ ensure_system_deps() {
   local missing=()
   command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
   command -v cc >/dev/null 2>&1 || missing+=(gcc)
+  command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing from the distribution: ${missing[*]}" >&2
     local sudo=""

@@ -20,11 +20,15 @@
 //! assert_eq!(decide(&cmd, &state, &ctx), Err(Rejection::NodeAlreadyFailed { node_id: "n1".into() }));
 //! ```
 
+pub mod app;
 mod cipher;
+mod discrepancy;
+pub mod host;
 mod migration;
 mod node;
-mod session;
-mod token;
+pub mod placement;
+pub mod session;
+pub mod token;
 
 use chrono::{DateTime, Utc};
 use streamfleet_bus_schemas::{Command, Event};
@@ -46,8 +50,16 @@ pub enum State {
     Empty,
     /// A `token-*` stream.
     Token(token::TokenState),
+    /// A `host-*` stream.
+    Host(host::HostState),
     /// A `session-*` stream.
     Session(session::SessionState),
+    /// An `app-*` stream.
+    App(app::AppState),
+    /// A `buffer-*` stream (its last target is all there is; nothing to check against).
+    Buffer,
+    /// A `discrepancy-*` stream.
+    Discrepancy(discrepancy::DiscrepancyState),
     /// A `migration-*` stream.
     Migration(migration::MigrationState),
     /// A `node-*` stream.
@@ -89,21 +101,157 @@ pub enum Rejection {
         /// The session.
         session_id: String,
     },
-    /// A heartbeat for a session that was never provisioned.
+    /// A command for a session that was never provisioned.
     #[error("session `{session_id}` was never provisioned")]
     SessionNotProvisioned {
         /// The session.
         session_id: String,
     },
-    /// A heartbeat from a host other than the session's.
+    /// The session already ended.
+    #[error("session `{session_id}` already ended ({reason})")]
+    SessionAlreadyEnded {
+        /// The session.
+        session_id: String,
+        /// How it ended.
+        reason: &'static str,
+    },
+    /// A host reported for a session that runs on another host.
     #[error("session `{session_id}` runs on `{expected}`, not `{reported}`")]
-    HeartbeatFromWrongHost {
+    SessionOnOtherHost {
         /// The session.
         session_id: String,
         /// Its host.
         expected: String,
         /// The reporting host.
         reported: String,
+    },
+    /// No token with this id was issued.
+    #[error("token `{token_id}` is unknown")]
+    TokenUnknown {
+        /// The token.
+        token_id: String,
+    },
+    /// The presented token is not the one issued under its id.
+    #[error("token `{token_id}` is forged: it is not the token issued under that id")]
+    TokenForged {
+        /// The token.
+        token_id: String,
+    },
+    /// The token was already redeemed.
+    #[error("token `{token_id}` was already used (session `{session_id}`)")]
+    TokenAlreadyRedeemed {
+        /// The token.
+        token_id: String,
+        /// The session it was redeemed for.
+        session_id: String,
+    },
+    /// The token expired.
+    #[error("token `{token_id}` expired at {expired_at}")]
+    TokenExpired {
+        /// The token.
+        token_id: String,
+        /// When.
+        expired_at: DateTime<Utc>,
+    },
+    /// The token is bound to another client IP.
+    #[error("token is bound to client IP {bound}, not {presented}")]
+    ClientIpMismatch {
+        /// The bound IP.
+        bound: String,
+        /// The redeeming IP.
+        presented: String,
+    },
+    /// The host stream already exists (requested or registered).
+    #[error("host `{host_id}` already exists")]
+    HostAlreadyExists {
+        /// The host.
+        host_id: String,
+    },
+    /// The host never registered.
+    #[error("host `{host_id}` is not registered")]
+    HostNotRegistered {
+        /// The host.
+        host_id: String,
+    },
+    /// The host was removed.
+    #[error("host `{host_id}` was removed")]
+    HostRemoved {
+        /// The host.
+        host_id: String,
+    },
+    /// The host takes no new sessions.
+    #[error("host `{host_id}` takes no new sessions ({status})")]
+    HostNotAccepting {
+        /// The host.
+        host_id: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// The host runs another app.
+    #[error("host `{host_id}` runs app `{app_id}`")]
+    HostRunsOtherApp {
+        /// The host.
+        host_id: String,
+        /// Its app.
+        app_id: String,
+    },
+    /// Every slot of the host is taken.
+    #[error("host `{host_id}` is full ({capacity} sessions)")]
+    HostFull {
+        /// The host.
+        host_id: String,
+        /// Its capacity.
+        capacity: u32,
+    },
+    /// The host still runs sessions.
+    #[error("host `{host_id}` still runs {sessions} sessions")]
+    HostBusy {
+        /// The host.
+        host_id: String,
+        /// How many.
+        sessions: usize,
+    },
+    /// The session already holds a slot on this host.
+    #[error("session `{session_id}` is already assigned to `{host_id}`")]
+    SessionAlreadyAssigned {
+        /// The session.
+        session_id: String,
+        /// The host.
+        host_id: String,
+    },
+    /// The session holds no slot on this host.
+    #[error("session `{session_id}` holds no slot on `{host_id}`")]
+    SessionNotOnHost {
+        /// The session.
+        session_id: String,
+        /// The host.
+        host_id: String,
+    },
+    /// A release older than (or equal to) the current version.
+    #[error("version {requested} is not newer than the current {current}")]
+    VersionNotNewer {
+        /// Current.
+        current: String,
+        /// Asked for.
+        requested: String,
+    },
+    /// The discrepancy id was already opened.
+    #[error("discrepancy `{discrepancy_id}` is already open")]
+    DiscrepancyAlreadyOpened {
+        /// The discrepancy.
+        discrepancy_id: String,
+    },
+    /// No such discrepancy.
+    #[error("discrepancy `{discrepancy_id}` was never opened")]
+    DiscrepancyNotOpen {
+        /// The discrepancy.
+        discrepancy_id: String,
+    },
+    /// Already resolved.
+    #[error("discrepancy `{discrepancy_id}` is already resolved")]
+    DiscrepancyAlreadyResolved {
+        /// The discrepancy.
+        discrepancy_id: String,
     },
     /// The migration id was already scheduled.
     #[error("migration `{migration_id}` is already scheduled")]
@@ -162,7 +310,26 @@ impl Rejection {
             Rejection::TtlOutOfRange { .. } => "ttl_out_of_range",
             Rejection::SessionAlreadyProvisioned { .. } => "session_already_provisioned",
             Rejection::SessionNotProvisioned { .. } => "session_not_provisioned",
-            Rejection::HeartbeatFromWrongHost { .. } => "heartbeat_from_wrong_host",
+            Rejection::SessionAlreadyEnded { .. } => "session_already_ended",
+            Rejection::SessionOnOtherHost { .. } => "session_on_other_host",
+            Rejection::TokenUnknown { .. } => "token_unknown",
+            Rejection::TokenForged { .. } => "token_forged",
+            Rejection::TokenAlreadyRedeemed { .. } => "token_already_used",
+            Rejection::TokenExpired { .. } => "token_expired",
+            Rejection::ClientIpMismatch { .. } => "client_ip_mismatch",
+            Rejection::HostAlreadyExists { .. } => "host_already_exists",
+            Rejection::HostNotRegistered { .. } => "host_not_registered",
+            Rejection::HostRemoved { .. } => "host_removed",
+            Rejection::HostNotAccepting { .. } => "host_not_accepting",
+            Rejection::HostRunsOtherApp { .. } => "host_runs_other_app",
+            Rejection::HostFull { .. } => "host_full",
+            Rejection::HostBusy { .. } => "host_busy",
+            Rejection::SessionAlreadyAssigned { .. } => "session_already_assigned",
+            Rejection::SessionNotOnHost { .. } => "session_not_on_host",
+            Rejection::VersionNotNewer { .. } => "version_not_newer",
+            Rejection::DiscrepancyAlreadyOpened { .. } => "discrepancy_already_opened",
+            Rejection::DiscrepancyNotOpen { .. } => "discrepancy_not_open",
+            Rejection::DiscrepancyAlreadyResolved { .. } => "discrepancy_already_resolved",
             Rejection::MigrationAlreadyScheduled { .. } => "migration_already_scheduled",
             Rejection::MigrationTargetIsSource { .. } => "migration_target_is_source",
             Rejection::DeadlineInPast { .. } => "deadline_in_past",
@@ -179,7 +346,11 @@ impl State {
         match self {
             State::Empty => "empty",
             State::Token(_) => "token",
+            State::Host(_) => "host",
             State::Session(_) => "session",
+            State::App(_) => "app",
+            State::Buffer => "buffer",
+            State::Discrepancy(_) => "discrepancy",
             State::Migration(_) => "migration",
             State::Node(_) => "node",
             State::Cipher(_) => "cipher",
@@ -191,8 +362,20 @@ impl State {
 pub fn stream_of(command: &Command) -> String {
     match command {
         Command::IssueToken(c) => format!("token-{}", c.token_id),
+        Command::RedeemToken(c) => format!("token-{}", c.token_id),
+        Command::RegisterHost(c) => format!("host-{}", c.host_id),
+        Command::RequestHost(c) => format!("host-{}", c.host_id),
+        Command::AssignSession(c) => format!("host-{}", c.host_id),
+        Command::ReleaseSession(c) => format!("host-{}", c.host_id),
+        Command::RecordHeartbeats(c) => format!("host-{}", c.host_id),
+        Command::DrainHost(c) => format!("host-{}", c.host_id),
+        Command::RemoveHost(c) => format!("host-{}", c.host_id),
         Command::ProvisionSession(c) => format!("session-{}", c.session_id),
-        Command::RecordHeartbeat(c) => format!("session-{}", c.session_id),
+        Command::EndSession(c) => format!("session-{}", c.session_id),
+        Command::SetBufferTarget(c) => format!("buffer-{}.{}", c.region, c.app_id),
+        Command::ReleaseVersion(c) => format!("app-{}", c.app_id),
+        Command::OpenDiscrepancy(c) => format!("discrepancy-{}", c.discrepancy_id),
+        Command::ResolveDiscrepancy(c) => format!("discrepancy-{}", c.discrepancy_id),
         Command::ScheduleMigration(c) => format!("migration-{}", c.migration_id),
         Command::ReportNodeFailure(c) => format!("node-{}", c.node_id),
         Command::SelectCipher(c) => format!("cipher-{}", c.connection_id),
@@ -203,8 +386,22 @@ pub fn stream_of(command: &Command) -> String {
 pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Event>, Rejection> {
     match command {
         Command::IssueToken(c) => token::decide_issue(c, state.expect_token()?, ctx),
+        Command::RedeemToken(c) => token::decide_redeem(c, state.expect_token()?, ctx),
+        Command::RegisterHost(c) => host::decide_register(c, state.expect_host()?),
+        Command::RequestHost(c) => host::decide_request(c, state.expect_host()?),
+        Command::AssignSession(c) => host::decide_assign(c, state.expect_host()?),
+        Command::ReleaseSession(c) => host::decide_release(c, state.expect_host()?),
+        Command::RecordHeartbeats(c) => host::decide_heartbeats(c, state.expect_host()?),
+        Command::DrainHost(c) => host::decide_drain(c, state.expect_host()?),
+        Command::RemoveHost(c) => host::decide_remove(c, state.expect_host()?),
         Command::ProvisionSession(c) => session::decide_provision(c, state.expect_session()?),
-        Command::RecordHeartbeat(c) => session::decide_heartbeat(c, state.expect_session()?),
+        Command::EndSession(c) => session::decide_end(c, state.expect_session()?),
+        Command::SetBufferTarget(c) => app::decide_buffer_target(c),
+        Command::ReleaseVersion(c) => app::decide_release(c, state.expect_app()?, ctx),
+        Command::OpenDiscrepancy(c) => discrepancy::decide_open(c, state.expect_discrepancy()?),
+        Command::ResolveDiscrepancy(c) => {
+            discrepancy::decide_resolve(c, state.expect_discrepancy()?)
+        }
         Command::ScheduleMigration(c) => {
             migration::decide_schedule(c, state.expect_migration()?, ctx)
         }
@@ -213,18 +410,39 @@ pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Eve
     }
 }
 
-/// Folds one event into its stream's state.
+/// Folds one event into its stream's state. An event that does not fit the state (which
+/// [`decide`] never produces) leaves the state as it was.
 pub fn evolve(state: State, event: &Event) -> State {
-    match event {
-        Event::TokenIssued(e) => State::Token(token::evolve(e)),
-        Event::SessionProvisioned(e) => State::Session(session::evolve_provisioned(e)),
-        Event::HeartbeatReceived(e) => match state {
-            State::Session(s) => State::Session(session::evolve_heartbeat(s, e)),
+    match (state, event) {
+        (_, Event::TokenIssued(e)) => State::Token(token::evolve_issued(e)),
+        (State::Token(t), Event::TokenRedeemed(e)) => State::Token(token::evolve_redeemed(t, e)),
+        (State::Empty, e @ Event::HostRequested(_)) => host::evolve(None, e).map_or(State::Empty, State::Host),
+        (
+            state,
+            e @ (Event::HostRegistered(_)
+            | Event::SessionAssigned(_)
+            | Event::SessionReleased(_)
+            | Event::HeartbeatReceived(_)
+            | Event::HostDraining(_)
+            | Event::HostRemoved(_)),
+        ) => match state {
+            State::Host(h) => host::evolve(Some(h), e).map_or(State::Empty, State::Host),
+            State::Empty => host::evolve(None, e).map_or(State::Empty, State::Host),
             other => other,
         },
-        Event::MigrationScheduled(e) => State::Migration(migration::evolve(e)),
-        Event::NodeFailed(e) => State::Node(node::evolve(e)),
-        Event::CipherSelected(e) => State::Cipher(cipher::evolve(e)),
+        (_, Event::SessionProvisioned(e)) => State::Session(session::evolve_provisioned(e)),
+        (State::Session(s), Event::SessionEnded(e)) => State::Session(session::evolve_ended(s, e)),
+        (_, Event::BufferTargetSet(_)) => State::Buffer,
+        (_, Event::VersionReleased(e)) => State::App(app::evolve(e)),
+        (_, Event::DiscrepancyOpened(e)) => State::Discrepancy(discrepancy::evolve_opened(e)),
+        (State::Discrepancy(mut d), Event::DiscrepancyResolved(_)) => {
+            d.resolved = true;
+            State::Discrepancy(d)
+        }
+        (_, Event::MigrationScheduled(e)) => State::Migration(migration::evolve(e)),
+        (_, Event::NodeFailed(e)) => State::Node(node::evolve(e)),
+        (_, Event::CipherSelected(e)) => State::Cipher(cipher::evolve(e)),
+        (state, _) => state,
     }
 }
 
@@ -246,7 +464,10 @@ macro_rules! expect_kind {
 
 expect_kind! {
     expect_token => Token(token::TokenState), "token";
+    expect_host => Host(host::HostState), "host";
     expect_session => Session(session::SessionState), "session";
+    expect_app => App(app::AppState), "app";
+    expect_discrepancy => Discrepancy(discrepancy::DiscrepancyState), "discrepancy";
     expect_migration => Migration(migration::MigrationState), "migration";
     expect_node => Node(node::NodeState), "node";
     expect_cipher => Cipher(cipher::CipherState), "cipher";

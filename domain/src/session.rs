@@ -1,21 +1,22 @@
-//! Sessions: provisioned once on one host; heartbeats only from that host.
+//! Sessions: provisioned once on one host; ended once. Heartbeats live on the host's stream
+//! (one report per host), so a session's stream is its birth and its end.
 
-use crate::{Rejection, non_empty};
-use chrono::{DateTime, Utc};
+use crate::{Rejection, non_empty, token::hex_hash};
 use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::payloads::{
-    HeartbeatReceived, ProvisionSession, RecordHeartbeat, SessionProvisioned,
+    EndSession, ProvisionSession, SessionEndReason, SessionEnded, SessionProvisioned,
 };
+
+/// Most bytes of state a session may save for the next one.
+pub const MAX_SAVED_STATE_BYTES: usize = 4096;
 
 /// A session's state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionState {
-    /// The host it runs on.
-    pub host_id: String,
-    /// The last heartbeat's send time, if any.
-    pub last_heartbeat: Option<DateTime<Utc>>,
-    /// Heartbeats received.
-    pub heartbeats: u64,
+    /// The provisioning event.
+    pub provisioned: SessionProvisioned,
+    /// Why it ended, once ended.
+    pub ended: Option<SessionEndReason>,
 }
 
 pub(crate) fn decide_provision(
@@ -31,55 +32,83 @@ pub(crate) fn decide_provision(
         ("session_id", &c.session_id),
         ("token_id", &c.token_id),
         ("app_id", &c.app_id),
+        ("user_id", &c.user_id),
         ("region", &c.region),
         ("host_id", &c.host_id),
         ("address", &c.address),
     ] {
         non_empty(field, value)?;
     }
+    hex_hash("credential_hash", &c.credential_hash)?;
     Ok(vec![Event::SessionProvisioned(SessionProvisioned {
         session_id: c.session_id.clone(),
         token_id: c.token_id.clone(),
         app_id: c.app_id.clone(),
+        user_id: c.user_id.clone(),
+        group_id: c.group_id.clone(),
         region: c.region.clone(),
         host_id: c.host_id.clone(),
         address: c.address.clone(),
+        control_port: c.control_port,
+        credential_hash: c.credential_hash.to_ascii_lowercase(),
+        placement_reason: c.placement_reason.clone(),
+        restored_from: c.restored_from.clone(),
     })])
 }
 
-pub(crate) fn decide_heartbeat(
-    c: &RecordHeartbeat,
-    state: Option<&SessionState>,
-) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_end(c: &EndSession, state: Option<&SessionState>) -> Result<Vec<Event>, Rejection> {
     let Some(session) = state else {
         return Err(Rejection::SessionNotProvisioned {
             session_id: c.session_id.clone(),
         });
     };
-    if session.host_id != c.host_id {
-        return Err(Rejection::HeartbeatFromWrongHost {
+    if let Some(reason) = session.ended {
+        return Err(Rejection::SessionAlreadyEnded {
             session_id: c.session_id.clone(),
-            expected: session.host_id.clone(),
+            reason: reason_name(reason),
+        });
+    }
+    if session.provisioned.host_id != c.host_id {
+        return Err(Rejection::SessionOnOtherHost {
+            session_id: c.session_id.clone(),
+            expected: session.provisioned.host_id.clone(),
             reported: c.host_id.clone(),
         });
     }
-    Ok(vec![Event::HeartbeatReceived(HeartbeatReceived {
+    if let Some(saved) = &c.saved_state
+        && saved.len() > MAX_SAVED_STATE_BYTES
+    {
+        return Err(Rejection::InvalidField {
+            field: "saved_state",
+            detail: format!("{} bytes; at most {MAX_SAVED_STATE_BYTES}", saved.len()),
+        });
+    }
+    Ok(vec![Event::SessionEnded(SessionEnded {
         session_id: c.session_id.clone(),
         host_id: c.host_id.clone(),
-        sent_at: c.sent_at,
+        reason: c.reason,
+        saved_state: c.saved_state.clone(),
     })])
+}
+
+/// The wire name of an end reason.
+pub fn reason_name(reason: SessionEndReason) -> &'static str {
+    match reason {
+        SessionEndReason::Ended => "ended",
+        SessionEndReason::Lost => "lost",
+        SessionEndReason::Terminated => "terminated",
+        SessionEndReason::Reconciled => "reconciled",
+    }
 }
 
 pub(crate) fn evolve_provisioned(e: &SessionProvisioned) -> SessionState {
     SessionState {
-        host_id: e.host_id.clone(),
-        last_heartbeat: None,
-        heartbeats: 0,
+        provisioned: e.clone(),
+        ended: None,
     }
 }
 
-pub(crate) fn evolve_heartbeat(mut s: SessionState, e: &HeartbeatReceived) -> SessionState {
-    s.last_heartbeat = Some(e.sent_at);
-    s.heartbeats += 1;
+pub(crate) fn evolve_ended(mut s: SessionState, e: &SessionEnded) -> SessionState {
+    s.ended = Some(e.reason);
     s
 }

@@ -1,0 +1,339 @@
+//! Hosts: requested, registered, given sessions up to their capacity while active, drained when
+//! their version is outdated, removed once. A removed host takes nothing more.
+//!
+//! The host stream is where placement commits: [`decide_assign`] refuses a full, draining or
+//! removed host, so two placements racing for the last slot cannot both win.
+
+use crate::{Rejection, non_empty};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::payloads::*;
+
+/// Most sessions one host may run.
+pub const MAX_CAPACITY: u32 = 1024;
+/// Most sessions one heartbeat report may carry.
+pub const MAX_SESSIONS_PER_REPORT: usize = 4096;
+
+/// Where a host is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostStatus {
+    /// Asked of the cloud; not registered yet.
+    Requested,
+    /// Takes sessions.
+    Active,
+    /// Outdated: takes no new sessions; with a deadline it is terminated then.
+    Draining {
+        /// The replacing version.
+        new_version: String,
+        /// Urgent termination deadline.
+        deadline: Option<DateTime<Utc>>,
+    },
+    /// Gone.
+    Removed(HostRemovalReason),
+}
+
+impl HostStatus {
+    /// A short name: `requested`, `active`, `draining`, `removed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HostStatus::Requested => "requested",
+            HostStatus::Active => "active",
+            HostStatus::Draining { .. } => "draining",
+            HostStatus::Removed(_) => "removed",
+        }
+    }
+}
+
+/// A host's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostState {
+    /// Region.
+    pub region: String,
+    /// App.
+    pub app_id: String,
+    /// Version.
+    pub version: String,
+    /// Slots (0 until registered).
+    pub capacity: u32,
+    /// Life stage.
+    pub status: HostStatus,
+    /// Sessions holding a slot.
+    pub sessions: BTreeSet<String>,
+}
+
+pub(crate) fn decide_request(
+    c: &RequestHost,
+    state: Option<&HostState>,
+) -> Result<Vec<Event>, Rejection> {
+    if state.is_some() {
+        return Err(Rejection::HostAlreadyExists {
+            host_id: c.host_id.clone(),
+        });
+    }
+    for (field, value) in [
+        ("host_id", &c.host_id),
+        ("region", &c.region),
+        ("app_id", &c.app_id),
+        ("version", &c.version),
+    ] {
+        non_empty(field, value)?;
+    }
+    crate::app::parse_version(&c.version)?;
+    Ok(vec![Event::HostRequested(HostRequested {
+        host_id: c.host_id.clone(),
+        region: c.region.clone(),
+        app_id: c.app_id.clone(),
+        version: c.version.clone(),
+        reason: c.reason.clone(),
+    })])
+}
+
+pub(crate) fn decide_register(
+    c: &RegisterHost,
+    state: Option<&HostState>,
+) -> Result<Vec<Event>, Rejection> {
+    if let Some(host) = state
+        && host.status != HostStatus::Requested
+    {
+        return Err(Rejection::HostAlreadyExists {
+            host_id: c.host_id.clone(),
+        });
+    }
+    for (field, value) in [
+        ("host_id", &c.host_id),
+        ("region", &c.region),
+        ("app_id", &c.app_id),
+        ("version", &c.version),
+        ("address", &c.address),
+    ] {
+        non_empty(field, value)?;
+    }
+    crate::app::parse_version(&c.version)?;
+    if !(1..=MAX_CAPACITY).contains(&c.capacity) {
+        return Err(Rejection::InvalidField {
+            field: "capacity",
+            detail: format!("{} is outside 1..={MAX_CAPACITY}", c.capacity),
+        });
+    }
+    if c.control_port == 0 {
+        return Err(Rejection::InvalidField {
+            field: "control_port",
+            detail: "must not be 0".into(),
+        });
+    }
+    Ok(vec![Event::HostRegistered(HostRegistered {
+        host_id: c.host_id.clone(),
+        region: c.region.clone(),
+        app_id: c.app_id.clone(),
+        version: c.version.clone(),
+        capacity: c.capacity,
+        hardware: c.hardware.clone(),
+        address: c.address.clone(),
+        control_port: c.control_port,
+    })])
+}
+
+/// The host, registered and not removed.
+fn live<'a>(host_id: &str, state: Option<&'a HostState>) -> Result<&'a HostState, Rejection> {
+    match state {
+        None
+        | Some(HostState {
+            status: HostStatus::Requested,
+            ..
+        }) => Err(Rejection::HostNotRegistered {
+            host_id: host_id.to_string(),
+        }),
+        Some(HostState {
+            status: HostStatus::Removed(_),
+            ..
+        }) => Err(Rejection::HostRemoved {
+            host_id: host_id.to_string(),
+        }),
+        Some(host) => Ok(host),
+    }
+}
+
+pub(crate) fn decide_assign(
+    c: &AssignSession,
+    state: Option<&HostState>,
+) -> Result<Vec<Event>, Rejection> {
+    let host = live(&c.host_id, state)?;
+    non_empty("session_id", &c.session_id)?;
+    if host.sessions.contains(&c.session_id) {
+        return Err(Rejection::SessionAlreadyAssigned {
+            session_id: c.session_id.clone(),
+            host_id: c.host_id.clone(),
+        });
+    }
+    if host.status != HostStatus::Active {
+        return Err(Rejection::HostNotAccepting {
+            host_id: c.host_id.clone(),
+            status: host.status.name(),
+        });
+    }
+    if host.app_id != c.app_id {
+        return Err(Rejection::HostRunsOtherApp {
+            host_id: c.host_id.clone(),
+            app_id: host.app_id.clone(),
+        });
+    }
+    if host.sessions.len() >= host.capacity as usize {
+        return Err(Rejection::HostFull {
+            host_id: c.host_id.clone(),
+            capacity: host.capacity,
+        });
+    }
+    Ok(vec![Event::SessionAssigned(SessionAssigned {
+        host_id: c.host_id.clone(),
+        session_id: c.session_id.clone(),
+    })])
+}
+
+pub(crate) fn decide_release(
+    c: &ReleaseSession,
+    state: Option<&HostState>,
+) -> Result<Vec<Event>, Rejection> {
+    let host = match state {
+        Some(h) if h.status != HostStatus::Requested => h,
+        _ => {
+            return Err(Rejection::HostNotRegistered {
+                host_id: c.host_id.clone(),
+            });
+        }
+    };
+    if !host.sessions.contains(&c.session_id) {
+        return Err(Rejection::SessionNotOnHost {
+            session_id: c.session_id.clone(),
+            host_id: c.host_id.clone(),
+        });
+    }
+    Ok(vec![Event::SessionReleased(SessionReleased {
+        host_id: c.host_id.clone(),
+        session_id: c.session_id.clone(),
+    })])
+}
+
+pub(crate) fn decide_heartbeats(
+    c: &RecordHeartbeats,
+    state: Option<&HostState>,
+) -> Result<Vec<Event>, Rejection> {
+    live(&c.host_id, state)?;
+    if c.sessions.len() > MAX_SESSIONS_PER_REPORT {
+        return Err(Rejection::InvalidField {
+            field: "sessions",
+            detail: format!(
+                "{} heartbeats in one report; at most {MAX_SESSIONS_PER_REPORT}",
+                c.sessions.len()
+            ),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for beat in &c.sessions {
+        non_empty("sessions[].session_id", &beat.session_id)?;
+        if !seen.insert(beat.session_id.as_str()) {
+            return Err(Rejection::InvalidField {
+                field: "sessions",
+                detail: format!("session `{}` reported twice", beat.session_id),
+            });
+        }
+    }
+    // Recorded as reported: checking it against recorded state is the consistency worker's
+    // job, which opens a discrepancy rather than losing what the host said.
+    Ok(vec![Event::HeartbeatReceived(HeartbeatReceived {
+        host_id: c.host_id.clone(),
+        sent_at: c.sent_at,
+        sessions: c.sessions.clone(),
+    })])
+}
+
+pub(crate) fn decide_drain(c: &DrainHost, state: Option<&HostState>) -> Result<Vec<Event>, Rejection> {
+    let host = live(&c.host_id, state)?;
+    crate::app::parse_version(&c.new_version)?;
+    if let HostStatus::Draining { deadline, .. } = &host.status
+        && (deadline.is_some() || c.deadline.is_none())
+    {
+        return Err(Rejection::HostNotAccepting {
+            host_id: c.host_id.clone(),
+            status: "draining",
+        });
+    }
+    Ok(vec![Event::HostDraining(HostDraining {
+        host_id: c.host_id.clone(),
+        new_version: c.new_version.clone(),
+        deadline: c.deadline,
+    })])
+}
+
+pub(crate) fn decide_remove(c: &RemoveHost, state: Option<&HostState>) -> Result<Vec<Event>, Rejection> {
+    let host = match state {
+        None => {
+            return Err(Rejection::HostNotRegistered {
+                host_id: c.host_id.clone(),
+            });
+        }
+        Some(h) if matches!(h.status, HostStatus::Removed(_)) => {
+            return Err(Rejection::HostRemoved {
+                host_id: c.host_id.clone(),
+            });
+        }
+        Some(h) => h,
+    };
+    let keeps_sessions = matches!(
+        c.reason,
+        HostRemovalReason::IdleAboveBuffer | HostRemovalReason::Outdated
+    );
+    if keeps_sessions && !host.sessions.is_empty() {
+        return Err(Rejection::HostBusy {
+            host_id: c.host_id.clone(),
+            sessions: host.sessions.len(),
+        });
+    }
+    Ok(vec![Event::HostRemoved(HostRemoved {
+        host_id: c.host_id.clone(),
+        reason: c.reason,
+        sessions: host.sessions.iter().cloned().collect(),
+    })])
+}
+
+pub(crate) fn evolve(state: Option<HostState>, event: &Event) -> Option<HostState> {
+    match (state, event) {
+        (None, Event::HostRequested(e)) => Some(HostState {
+            region: e.region.clone(),
+            app_id: e.app_id.clone(),
+            version: e.version.clone(),
+            capacity: 0,
+            status: HostStatus::Requested,
+            sessions: BTreeSet::new(),
+        }),
+        (_, Event::HostRegistered(e)) => Some(HostState {
+            region: e.region.clone(),
+            app_id: e.app_id.clone(),
+            version: e.version.clone(),
+            capacity: e.capacity,
+            status: HostStatus::Active,
+            sessions: BTreeSet::new(),
+        }),
+        (Some(mut h), Event::SessionAssigned(e)) => {
+            h.sessions.insert(e.session_id.clone());
+            Some(h)
+        }
+        (Some(mut h), Event::SessionReleased(e)) => {
+            h.sessions.remove(&e.session_id);
+            Some(h)
+        }
+        (Some(mut h), Event::HostDraining(e)) => {
+            h.status = HostStatus::Draining {
+                new_version: e.new_version.clone(),
+                deadline: e.deadline,
+            };
+            Some(h)
+        }
+        (Some(mut h), Event::HostRemoved(e)) => {
+            h.status = HostStatus::Removed(e.reason);
+            h.sessions.clear();
+            Some(h)
+        }
+        (state, _) => state,
+    }
+}
