@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use streamfleet_bus_schemas::payloads::{ProvisionSession, RecordHeartbeat};
+use streamfleet_bus_schemas::payloads::{RecordHeartbeats, RegisterHost};
 use streamfleet_bus_schemas::{Command as Cmd, CommandReply, ExpectedVersion};
 use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent, WriterSnapshot};
 use streamfleet_node::{CommandClient, Follower, NatsLogin, Node, NodeConfig, connect};
@@ -63,7 +63,7 @@ fn body(stream: &str, id: Uuid) -> Vec<u8> {
         "specversion": "1.0", "id": id, "source": "streamfleet/node", "type": "HeartbeatReceived",
         "subject": stream, "time": chrono::Utc::now(), "datacontenttype": "application/json",
         "schemaversion": 1, "correlationid": id, "causationid": id,
-        "data": { "session_id": stream, "host_id": "host-eu-west-0042", "sent_at": chrono::Utc::now() }
+        "data": { "host_id": stream, "sent_at": chrono::Utc::now(), "sessions": [{ "session_id": "0190f5a2c3d44e5f8a9b0c1d2e3f4a5b" }] }
     }))
     .expect("json")
 }
@@ -164,7 +164,7 @@ async fn bench_appends(dir: &Path, scale: usize) -> anyhow::Result<()> {
 }
 
 async fn bench_commands(dir: &Path, nats: &BenchNats, scale: usize) -> anyhow::Result<()> {
-    println!("\n[commands over NATS: request → decide → durable append → reply; RecordHeartbeat]");
+    println!("\n[commands over NATS: request → decide → durable append → reply; RecordHeartbeats]");
     let node = Node::start(NodeConfig::new(dir.join("node"), nats.login("node"))).await?;
     let payload_len = serde_json::to_vec(
         &CommandClient::new(nats.client("service").await?, "bench").envelope(
@@ -240,7 +240,7 @@ async fn bench_catch_up(dir: &Path, nats: &BenchNats, n: usize) -> anyhow::Resul
             let log = log.clone();
             let count = (n - chunk * 1000).min(1000);
             set.spawn(async move {
-                let stream = format!("session-c{chunk}");
+                let stream = format!("host-c{chunk}");
                 let events = (0..count)
                     .map(|_| {
                         let id = Uuid::now_v7();
@@ -350,7 +350,7 @@ fn figures(
 
 /// A stored record of the size the log writes, for the raw baselines.
 fn sample_record() -> Vec<u8> {
-    let stream = "session-raw";
+    let stream = "host-raw";
     streamfleet_eventlog::record::encode(
         &[0; 32],
         1,
@@ -418,7 +418,7 @@ async fn appends(path: &Path, writers: usize, total: usize) -> anyhow::Result<Fi
     for w in 0..writers {
         let log = log.clone();
         set.spawn(async move {
-            let stream = format!("session-w{w}");
+            let stream = format!("host-w{w}");
             let mut lat = Vec::with_capacity(per);
             for _ in 0..per {
                 let id = Uuid::now_v7();
@@ -451,11 +451,11 @@ async fn appends(path: &Path, writers: usize, total: usize) -> anyhow::Result<Fi
     ))
 }
 
-fn heartbeat(session: &str) -> Cmd {
-    Cmd::RecordHeartbeat(RecordHeartbeat {
-        session_id: session.into(),
-        host_id: "h-1".into(),
+fn heartbeat(host: &str) -> Cmd {
+    Cmd::RecordHeartbeats(RecordHeartbeats {
+        host_id: host.into(),
         sent_at: chrono::Utc::now(),
+        sessions: Vec::new(),
     })
 }
 
@@ -505,13 +505,15 @@ async fn commands(
 ) -> anyhow::Result<Figures> {
     let setup = CommandClient::new(nats.client("service").await?, "bench");
     for c in 0..clients {
-        let cmd = Cmd::ProvisionSession(ProvisionSession {
-            session_id: format!("b{clients}-{c}"),
-            token_id: "t".into(),
-            app_id: "a".into(),
+        let cmd = Cmd::RegisterHost(RegisterHost {
+            host_id: format!("b{clients}-{c}"),
             region: "r".into(),
-            host_id: "h-1".into(),
-            address: "127.0.0.1:1".into(),
+            app_id: "a".into(),
+            version: "1.0.0".into(),
+            capacity: 1,
+            hardware: "bench".into(),
+            address: "127.0.0.1".into(),
+            control_port: 1,
         });
         setup.send(Uuid::now_v7(), &cmd).await?;
     }

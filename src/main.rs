@@ -1,6 +1,7 @@
 //! `streamfleet`: the operator's command line.
 
 mod bench;
+mod fleet_args;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,10 @@ enum Cmd {
     Up(up::UpArgs),
     /// Run the node: the only process that opens the event log.
     Node(NodeArgs),
+    /// Run the workers: token service, redemption node, host-management services, keepers.
+    Workers(fleet_args::WorkersArgs),
+    /// Run a host agent: simulated hosts of one region.
+    HostAgent(fleet_args::AgentArgs),
     /// Benchmarks, each printed beside a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -71,6 +76,24 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Cmd::Up(args) => up::run(args).await,
             Cmd::Node(args) => run_node(args).await,
+            Cmd::Workers(args) => {
+                let config = args.config()?;
+                streamfleet_workers::run(config, || println!("ready"), async {
+                    let _ = shutdown_signal().await;
+                })
+                .await?;
+                Ok(())
+            }
+            Cmd::HostAgent(args) => {
+                let config = args.config();
+                let hosts = config.hosts;
+                let ready = move || println!("ready hosts={hosts}");
+                streamfleet_host_agent::run(config, ready, async {
+                    let _ = shutdown_signal().await;
+                })
+                .await?;
+                Ok(())
+            }
             Cmd::Bench { which } => bench::run(which).await,
         }
     })

@@ -7,7 +7,17 @@ use streamfleet_node::{NatsLogin, Node, NodeConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Roles in nats.conf whose passwords `up` provides.
-pub const ROLES: [&str; 6] = ["node", "service", "host", "auditor", "dashboard", "bench"];
+pub const ROLES: [&str; 9] = [
+    "node",
+    "service",
+    "worker",
+    "entitlement",
+    "client",
+    "host",
+    "auditor",
+    "dashboard",
+    "bench",
+];
 
 #[derive(clap::Args)]
 pub struct UpArgs {

@@ -28,6 +28,7 @@ pub mod payloads;
 mod read;
 mod reply;
 pub mod schema_documents;
+pub mod services;
 pub mod subjects;
 
 pub use envelope::{

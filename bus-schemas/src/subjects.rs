@@ -20,10 +20,41 @@ pub const HEADER_STREAM_VERSION: &str = "Sf-Stream-Version";
 ///
 /// ```
 /// assert_eq!(
-///     streamfleet_bus_schemas::subjects::event("session-7", "HeartbeatReceived"),
-///     "sf.evt.session.HeartbeatReceived"
+///     streamfleet_bus_schemas::subjects::event("session-7", "SessionEnded"),
+///     "sf.evt.session.SessionEnded"
 /// );
 /// ```
 pub fn event(stream: &str, event_type: &str) -> String {
     format!("sf.evt.{}.{}", crate::category_of(stream), event_type)
+}
+
+/// Request/reply: an entitlement service asks for a session token
+/// ([`crate::services::TokenRequest`] → [`crate::services::TokenReply`]).
+pub const TOKEN_REQUEST: &str = "sf.svc.token.request";
+/// Request/reply: a client redeems a token at the redemption node
+/// ([`crate::services::Redemption`] → [`crate::services::RedemptionReply`]).
+pub const REDEEM: &str = "sf.svc.redeem";
+
+/// Request/reply: the redemption node hands a checked redemption to a region's host-management
+/// service ([`crate::services::RegionRedemption`] → [`crate::services::RedemptionReply`]).
+pub fn region_redeem(region: &str) -> String {
+    format!("sf.svc.hms.{region}.redeem")
+}
+
+/// Request/reply: ask a host agent to launch a host in `region`
+/// ([`crate::services::LaunchHost`]); agents of the region answer in one queue group.
+pub fn launch(region: &str) -> String {
+    format!("sf.launch.{region}")
+}
+
+/// Request/reply to one host's agent: `start` ([`crate::services::StartSession`]), `state`
+/// (→ [`crate::services::HostActualState`]), `stop-session`
+/// ([`crate::services::StopSession`]), `notice` ([`crate::services::TerminationNotice`]),
+/// `terminate` (empty), `fault` ([`crate::services::InjectFault`]).
+///
+/// ```
+/// assert_eq!(streamfleet_bus_schemas::subjects::host("h1", "start"), "sf.host.h1.start");
+/// ```
+pub fn host(host_id: &str, verb: &str) -> String {
+    format!("sf.host.{host_id}.{verb}")
 }

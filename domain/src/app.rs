@@ -3,7 +3,9 @@
 use crate::{Context, Rejection, non_empty};
 use chrono::Duration;
 use streamfleet_bus_schemas::Event;
-use streamfleet_bus_schemas::payloads::{BufferTargetSet, ReleaseVersion, SetBufferTarget, VersionReleased};
+use streamfleet_bus_schemas::payloads::{
+    BufferTargetSet, ReleaseVersion, SetBufferTarget, VersionReleased,
+};
 
 /// Longest notice of an urgent release, seconds.
 pub const MAX_NOTICE_SECONDS: u32 = 86_400;
@@ -46,7 +48,10 @@ pub(crate) fn decide_release(
         if !(1..=MAX_NOTICE_SECONDS).contains(&c.notice_seconds) {
             return Err(Rejection::InvalidField {
                 field: "notice_seconds",
-                detail: format!("{} is outside 1..={MAX_NOTICE_SECONDS} for an urgent release", c.notice_seconds),
+                detail: format!(
+                    "{} is outside 1..={MAX_NOTICE_SECONDS} for an urgent release",
+                    c.notice_seconds
+                ),
             });
         }
         Some(ctx.now + Duration::seconds(i64::from(c.notice_seconds)))

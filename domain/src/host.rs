@@ -247,7 +247,10 @@ pub(crate) fn decide_heartbeats(
     })])
 }
 
-pub(crate) fn decide_drain(c: &DrainHost, state: Option<&HostState>) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_drain(
+    c: &DrainHost,
+    state: Option<&HostState>,
+) -> Result<Vec<Event>, Rejection> {
     let host = live(&c.host_id, state)?;
     crate::app::parse_version(&c.new_version)?;
     if let HostStatus::Draining { deadline, .. } = &host.status
@@ -265,7 +268,10 @@ pub(crate) fn decide_drain(c: &DrainHost, state: Option<&HostState>) -> Result<V
     })])
 }
 
-pub(crate) fn decide_remove(c: &RemoveHost, state: Option<&HostState>) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_remove(
+    c: &RemoveHost,
+    state: Option<&HostState>,
+) -> Result<Vec<Event>, Rejection> {
     let host = match state {
         None => {
             return Err(Rejection::HostNotRegistered {

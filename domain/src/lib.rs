@@ -416,7 +416,9 @@ pub fn evolve(state: State, event: &Event) -> State {
     match (state, event) {
         (_, Event::TokenIssued(e)) => State::Token(token::evolve_issued(e)),
         (State::Token(t), Event::TokenRedeemed(e)) => State::Token(token::evolve_redeemed(t, e)),
-        (State::Empty, e @ Event::HostRequested(_)) => host::evolve(None, e).map_or(State::Empty, State::Host),
+        (State::Empty, e @ Event::HostRequested(_)) => {
+            host::evolve(None, e).map_or(State::Empty, State::Host)
+        }
         (
             state,
             e @ (Event::HostRegistered(_)

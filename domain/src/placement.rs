@@ -70,8 +70,14 @@ impl IpLocation {
 
     fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => masked(u32::from(n).into(), 32, self.prefix_len) == masked(u32::from(a).into(), 32, self.prefix_len),
-            (IpAddr::V6(n), IpAddr::V6(a)) => masked(u128::from(n), 128, self.prefix_len) == masked(u128::from(a), 128, self.prefix_len),
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                masked(u32::from(n).into(), 32, self.prefix_len)
+                    == masked(u32::from(a).into(), 32, self.prefix_len)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                masked(u128::from(n), 128, self.prefix_len)
+                    == masked(u128::from(a), 128, self.prefix_len)
+            }
             _ => false,
         }
     }
@@ -79,11 +85,7 @@ impl IpLocation {
 
 fn masked(value: u128, bits: u32, prefix_len: u8) -> u128 {
     let keep = u32::from(prefix_len);
-    if keep == 0 {
-        0
-    } else {
-        value >> (bits - keep)
-    }
+    if keep == 0 { 0 } else { value >> (bits - keep) }
 }
 
 /// Great-circle distance in km.
@@ -123,25 +125,45 @@ pub fn rank_regions(
         .map(|(i, r)| {
             if let Some((_, ms)) = latencies_ms.iter().find(|(name, _)| name == &r.name) {
                 let reason = format!("measured latency {ms} ms");
-                (0, f64::from(*ms), i, RankedRegion { region: r.name.clone(), reason })
+                (
+                    0,
+                    f64::from(*ms),
+                    i,
+                    RankedRegion {
+                        region: r.name.clone(),
+                        reason,
+                    },
+                )
             } else if let Some(p) = place {
                 let km = distance_km(p.lat, p.lon, r.lat, r.lon);
                 let reason = format!(
                     "client in {} ({}/{}): {km:.0} km away",
                     p.label, p.network, p.prefix_len
                 );
-                (1, km, i, RankedRegion { region: r.name.clone(), reason })
+                (
+                    1,
+                    km,
+                    i,
+                    RankedRegion {
+                        region: r.name.clone(),
+                        reason,
+                    },
+                )
             } else {
                 let reason = format!("client location unknown for {ip}: configured order");
-                (2, i as f64, i, RankedRegion { region: r.name.clone(), reason })
+                (
+                    2,
+                    i as f64,
+                    i,
+                    RankedRegion {
+                        region: r.name.clone(),
+                        reason,
+                    },
+                )
             }
         })
         .collect();
-    ranked.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then(a.1.total_cmp(&b.1))
-            .then(a.2.cmp(&b.2))
-    });
+    ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
     ranked.into_iter().map(|(_, _, _, r)| r).collect()
 }
 
@@ -221,7 +243,10 @@ pub fn place(
         let reason = if h.region == nearest {
             format!("group {group} runs on this host")
         } else {
-            format!("group {group} runs on this host in {}, not the nearest {nearest}", h.region)
+            format!(
+                "group {group} runs on this host in {}, not the nearest {nearest}",
+                h.region
+            )
         };
         return Some(Placement::Host {
             host_id: h.host_id.clone(),
@@ -231,8 +256,11 @@ pub fn place(
     }
     let mut full = Vec::new();
     for r in ranked {
-        let in_region: Vec<&HostSlotView> =
-            hosts.iter().filter(usable).filter(|h| h.region == r.region).collect();
+        let in_region: Vec<&HostSlotView> = hosts
+            .iter()
+            .filter(usable)
+            .filter(|h| h.region == r.region)
+            .collect();
         let buffer = in_region
             .iter()
             .filter(|h| h.sessions == 0)
@@ -252,7 +280,11 @@ pub fn place(
         let reason = if full.is_empty() {
             format!("{kind}; nearest region ({})", r.reason)
         } else {
-            format!("{kind}; {} without capacity, spilled to next nearest ({})", full.join(", "), r.reason)
+            format!(
+                "{kind}; {} without capacity, spilled to next nearest ({})",
+                full.join(", "),
+                r.reason
+            )
         };
         return Some(Placement::Host {
             host_id: host.host_id.clone(),
@@ -262,6 +294,8 @@ pub fn place(
     }
     ranked.first().map(|r| Placement::NeedHost {
         region: r.region.clone(),
-        reason: format!("no free slot for {app_id} in any region; requesting a host in the nearest"),
+        reason: format!(
+            "no free slot for {app_id} in any region; requesting a host in the nearest"
+        ),
     })
 }

@@ -56,7 +56,10 @@ pub(crate) fn decide_provision(
     })])
 }
 
-pub(crate) fn decide_end(c: &EndSession, state: Option<&SessionState>) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_end(
+    c: &EndSession,
+    state: Option<&SessionState>,
+) -> Result<Vec<Event>, Rejection> {
     let Some(session) = state else {
         return Err(Rejection::SessionNotProvisioned {
             session_id: c.session_id.clone(),

@@ -13,8 +13,9 @@ pub fn token(id: &str) -> Command {
         app_id: "chess".into(),
         user_id: "u1".into(),
         client_ip: Some("203.0.113.9".into()),
+        group_id: None,
         ttl_seconds: 60,
-        secret_sha256: "ab".repeat(32),
+        token_hash: "ab".repeat(32),
     })
 }
 
@@ -23,17 +24,40 @@ pub fn provision(session: &str, host: &str) -> Command {
         session_id: session.into(),
         token_id: "t1".into(),
         app_id: "chess".into(),
+        user_id: "u1".into(),
+        group_id: None,
         region: "eu-west".into(),
         host_id: host.into(),
-        address: "198.51.100.7:7000".into(),
+        address: "198.51.100.7".into(),
+        control_port: 7000,
+        credential_hash: "cd".repeat(32),
+        placement_reason: "test".into(),
+        restored_from: None,
     })
 }
 
+pub fn register(host: &str) -> Command {
+    Command::RegisterHost(RegisterHost {
+        host_id: host.into(),
+        region: "eu-west".into(),
+        app_id: "chess".into(),
+        version: "1.0.0".into(),
+        capacity: 4,
+        hardware: "test".into(),
+        address: "127.0.0.1".into(),
+        control_port: 7000,
+    })
+}
+
+/// A host's heartbeat report listing one session.
 pub fn heartbeat(session: &str, host: &str) -> Command {
-    Command::RecordHeartbeat(RecordHeartbeat {
-        session_id: session.into(),
+    Command::RecordHeartbeats(RecordHeartbeats {
         host_id: host.into(),
         sent_at: chrono::Utc::now(),
+        sessions: vec![SessionBeat {
+            session_id: session.into(),
+            stats: None,
+        }],
     })
 }
 
@@ -282,28 +306,9 @@ async fn concurrent_commands_on_one_stream_get_exactly_one_winner_per_version() 
         "{codes:?}"
     );
 
-    let owner = {
-        let reply = sys
-            .nats
-            .client("service")
-            .await
-            .request(
-                subjects::LOG_READ,
-                serde_json::to_vec(&ReadRequest::all(1, 10))
-                    .expect("json")
-                    .into(),
-            )
-            .await
-            .expect("read");
-        let ReadReply::Ok { events, .. } = serde_json::from_slice(&reply.payload).expect("reply")
-        else {
-            panic!("ok")
-        };
-        events[0].body.data["host_id"]
-            .as_str()
-            .expect("host")
-            .to_string()
-    };
+    let owner = "h-race".to_string();
+    let registered = commands.send(Uuid::now_v7(), &register(&owner)).await.expect("reply");
+    assert_eq!(code(&registered), "accepted");
     let beats: Vec<_> = (0..64)
         .map(|_| {
             let (c, owner) = (commands.clone(), owner.clone());

@@ -6,7 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use streamfleet_node::{CommandClient, NatsLogin, connect};
 
-const ROLES: [&str; 6] = ["node", "service", "host", "auditor", "dashboard", "bench"];
+const ROLES: [&str; 9] = [
+    "node",
+    "service",
+    "worker",
+    "entitlement",
+    "client",
+    "host",
+    "auditor",
+    "dashboard",
+    "bench",
+];
 
 /// A nats-server started from the repository's nats.conf.
 pub struct Nats {
@@ -85,6 +95,11 @@ impl Nats {
         }
     }
 
+    /// A role's password.
+    pub fn password(&self, role: &str) -> String {
+        self.passwords[role].clone()
+    }
+
     pub fn login(&self, role: &str) -> NatsLogin {
         NatsLogin::new(self.url.clone(), role, self.passwords[role].clone())
     }
@@ -105,9 +120,30 @@ impl Drop for Nats {
     }
 }
 
-/// A `streamfleet node` child process.
+/// A `streamfleet node` (or other `streamfleet` subcommand) child process.
 pub struct NodeProcess {
     child: Child,
+}
+
+impl NodeProcess {
+    /// Starts `streamfleet <args>` with `env` and waits for its line starting with `ready`.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", std::env::var("SF_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn streamfleet");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("ready") => {}
+            other => panic!("streamfleet {args:?} did not become ready: {other:?}"),
+        }
+        std::thread::spawn(move || for _ in lines {});
+        NodeProcess { child }
+    }
 }
 
 impl NodeProcess {

@@ -1,10 +1,12 @@
 //! System tests: real nats-server processes from nats.conf, real node processes, real redb files.
 
+mod cloud;
 mod commands;
 mod crash;
 mod followers;
 mod harness;
 mod permissions;
 mod reads;
+mod sessions;
 mod shutdown;
 mod up;

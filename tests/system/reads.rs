@@ -1,6 +1,6 @@
 //! The log's read API over NATS: streams both ways, categories, paging, bad requests.
 
-use crate::commands::{heartbeat, provision, token};
+use crate::commands::{heartbeat, register, token};
 use crate::harness::System;
 use streamfleet_bus_schemas::{ReadDirection, ReadReply, ReadRequest, subjects};
 use uuid::Uuid;
@@ -31,13 +31,13 @@ fn ok(reply: ReadReply) -> (u64, Option<u64>, Vec<(u64, u64, String)>) {
 async fn streams_categories_and_pages_read_back_over_nats() {
     let sys = System::start();
     let commands = sys.nats.commands("service").await;
-    // positions: 1 token-a, 2 session-s (provisioned), 3 token-b, 4..=6 session-s heartbeats
+    // positions: 1 token-a, 2 host-s (registered), 3 token-b, 4..=6 host-s heartbeats
     commands
         .send(Uuid::now_v7(), &token("a"))
         .await
         .expect("reply");
     commands
-        .send(Uuid::now_v7(), &provision("s", "h"))
+        .send(Uuid::now_v7(), &register("s"))
         .await
         .expect("reply");
     commands
@@ -46,7 +46,7 @@ async fn streams_categories_and_pages_read_back_over_nats() {
         .expect("reply");
     for _ in 0..3 {
         commands
-            .send(Uuid::now_v7(), &heartbeat("s", "h"))
+            .send(Uuid::now_v7(), &heartbeat("x", "s"))
             .await
             .expect("reply");
     }
@@ -70,7 +70,7 @@ async fn streams_categories_and_pages_read_back_over_nats() {
     let stream = |from, direction, max_events| ReadRequest {
         from,
         max_events,
-        stream: Some("session-s".into()),
+        stream: Some("host-s".into()),
         category: None,
         direction,
     };
@@ -114,7 +114,7 @@ async fn bad_read_requests_get_a_typed_error_and_reads_go_on() {
         (br#"{"from":1,"colour":"red"}"#, "malformed_request"),
         (br#"{"from":1,"direction":"backward"}"#, "invalid_range"),
         (
-            br#"{"from":1,"stream":"session-s","category":"session"}"#,
+            br#"{"from":1,"stream":"host-s","category":"host"}"#,
             "invalid_range",
         ),
     ];

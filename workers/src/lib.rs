@@ -1,4 +1,250 @@
-//! Streamfleet's workers: processes that react to events (provisioning, reaping idle hosts,
-//! rollouts, migration, recovery) by sending new commands through `streamfleet_node::CommandClient`.
+//! Streamfleet's workers: the services and keepers that turn requests and events into commands.
 //!
-//! Empty until the session issue builds the first workers; see ARCHITECTURE.md.
+//! Invariant: workers decide nothing on their own authority. Each of them reads the fleet as
+//! folded from the log ([`fleet::Fleet`]) and sends commands; the node's deciders accept or
+//! refuse them, and the log is the only record. Reactions to state are level-triggered (a
+//! keeper looks at the state each tick and asks for what is missing, with command ids derived
+//! from what it reacts to), so a restarted worker repeats nothing twice and misses nothing.
+//!
+//! What runs in [`run`]:
+//! - the **token service** (`sf.svc.token.request`): mints signed tokens, records `IssueToken`;
+//! - the **redemption node** (`sf.svc.redeem`): checks a token's signature, ranks regions
+//!   nearest first, hands it to that region's host-management service;
+//! - a **host-management service** per region (`sf.svc.hms.<region>.redeem`): redeems the
+//!   token, places the session, has the host's agent start it, records `ProvisionSession`;
+//! - the **consistency checker**: compares each heartbeat report with the log, opens
+//!   discrepancies, asks the host, records the resolution;
+//! - the **keepers**, every tick: lost sessions and hosts, slot release, the buffer of idle
+//!   hosts, and rollouts of new versions.
+//!
+//! ```no_run
+//! # async fn demo(config: streamfleet_workers::WorkersConfig) -> Result<(), streamfleet_workers::WorkersError> {
+//! streamfleet_workers::run(config, || println!("ready"), async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+mod consistency;
+pub mod fleet;
+mod keepers;
+mod services;
+pub mod token;
+
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use streamfleet_bus_schemas::{Command, CommandReply, Event, ReadReply, ReadRequest, subjects};
+use streamfleet_domain::placement::{IpLocation, Region};
+use streamfleet_node::{CommandClient, FollowError, Follower, NatsLogin};
+use tokio::sync::Notify;
+
+pub use fleet::Fleet;
+pub use token::TokenKey;
+
+/// What the workers need to know.
+#[derive(Debug, Clone)]
+pub struct WorkersConfig {
+    /// NATS login (the `worker` user).
+    pub login: NatsLogin,
+    /// The token signing key.
+    pub token_key: TokenKey,
+    /// Regions that take redemptions (each gets a host-management service here).
+    pub regions: Vec<Region>,
+    /// Where client IP prefixes are.
+    pub locations: Vec<IpLocation>,
+    /// How often hosts send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Heartbeat intervals without a heartbeat before a session or host is declared lost.
+    pub lost_after_intervals: u32,
+    /// How long a requested host may take to register before it is given up.
+    pub launch_timeout: Duration,
+}
+
+impl WorkersConfig {
+    /// How long without heartbeats makes a session or host lost.
+    pub fn lost_after(&self) -> Duration {
+        self.heartbeat_interval * self.lost_after_intervals.max(1)
+    }
+}
+
+/// Why the workers stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkersError {
+    /// NATS refused the connection or a subscription.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// Following the log failed for good.
+    #[error("following the log: {0}")]
+    Follow(#[from] FollowError),
+}
+
+/// A command that was not accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// The node refused it; `rule` is the domain rule or the rejection code.
+    #[error("{rule}: {message}")]
+    Rejected { rule: String, message: String },
+    /// It did not reach the node or the reply was lost.
+    #[error("not delivered: {0}")]
+    Undelivered(String),
+}
+
+/// What every worker shares: the connection, the fleet picture and its change signal.
+pub(crate) struct Shared {
+    pub client: async_nats::Client,
+    pub commands: CommandClient,
+    pub fleet: RwLock<Fleet>,
+    pub changed: Notify,
+    pub config: WorkersConfig,
+}
+
+/// Namespace of the command ids the workers derive from what they react to.
+const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5f1e_e7a0_0000_4000_8000_7374_7265_616d);
+
+impl Shared {
+    /// Reads the fleet (never held across an await).
+    pub fn fleet(&self) -> std::sync::RwLockReadGuard<'_, Fleet> {
+        self.fleet.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a command with a fresh id.
+    pub async fn send(&self, command: Command) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
+        self.send_with_id(uuid::Uuid::now_v7(), command).await
+    }
+
+    /// Sends a command whose id derives from `key`: sending it again (after a restart, or on
+    /// the next tick) is deduplicated by the node.
+    pub async fn send_once(&self, key: &str, command: Command) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
+        self.send_with_id(uuid::Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()), command).await
+    }
+
+    async fn send_with_id(&self, id: uuid::Uuid, command: Command) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
+        match self.commands.send(id, &command).await {
+            Ok(CommandReply::Accepted { events, .. }) => Ok(events),
+            Ok(CommandReply::Rejected { reason, message, .. }) => {
+                let rule = match &reason {
+                    streamfleet_bus_schemas::RejectionReason::Domain { rule, .. } => rule.clone(),
+                    other => serde_json::to_value(other)
+                        .ok()
+                        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_string))
+                        .unwrap_or_else(|| "rejected".into()),
+                };
+                Err(Refused::Rejected { rule, message })
+            }
+            Err(e) => Err(Refused::Undelivered(e.to_string())),
+        }
+    }
+
+    /// Sends a request to a host's agent and decodes its JSON answer.
+    pub async fn ask<T: serde::de::DeserializeOwned>(&self, subject: String, body: Vec<u8>, timeout: Duration) -> Result<T, String> {
+        let request = async_nats::Request::new().payload(body.into()).timeout(Some(timeout));
+        let msg = self
+            .client
+            .send_request(subject.clone(), request)
+            .await
+            .map_err(|e| format!("{subject}: {e}"))?;
+        serde_json::from_slice(&msg.payload).map_err(|e| format!("{subject}: unreadable answer: {e}"))
+    }
+
+    /// Publishes a request whose answer does not matter (best effort).
+    pub async fn tell(&self, subject: String, body: Vec<u8>) {
+        if let Err(error) = self.client.publish(subject.clone(), body.into()).await {
+            tracing::warn!(%subject, %error, "could not tell a host agent");
+        }
+    }
+}
+
+/// The log's head when asked: the position the workers must reach before serving.
+async fn log_head(client: &async_nats::Client) -> Result<u64, WorkersError> {
+    loop {
+        let body = serde_json::to_vec(&ReadRequest::all(1, 1)).map_err(|e| WorkersError::Nats(e.to_string()))?;
+        match client.request(subjects::LOG_READ, body.into()).await {
+            Ok(msg) => match serde_json::from_slice::<ReadReply>(&msg.payload) {
+                Ok(ReadReply::Ok { head, .. }) => return Ok(head),
+                Ok(ReadReply::Error { code, detail }) => return Err(WorkersError::Follow(FollowError::Read { code, detail })),
+                Err(e) => return Err(WorkersError::Follow(FollowError::Protocol(e.to_string()))),
+            },
+            Err(error) => {
+                tracing::info!(%error, "waiting for the node to answer log reads");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Runs every worker until `shutdown` resolves: catches up on the log first, then serves
+/// (and calls `ready`).
+pub async fn run(
+    config: WorkersConfig,
+    ready: impl FnOnce(),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WorkersError> {
+    let client = streamfleet_node::connect(&config.login)
+        .await
+        .map_err(|e| WorkersError::Nats(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        commands: CommandClient::new(client.clone(), "streamfleet/workers"),
+        client: client.clone(),
+        fleet: RwLock::new(Fleet::default()),
+        changed: Notify::new(),
+        config,
+    });
+    let head = log_head(&client).await?;
+    let mut follower = Follower::start(client.clone(), 1).await?;
+    while follower.position() <= head {
+        apply_next(&shared, &mut follower, false).await?;
+    }
+    tracing::info!(position = head, "workers caught up; serving");
+    let mut tasks = services::start(shared.clone()).await?;
+    tasks.push(tokio::spawn(keepers::run(shared.clone())));
+    ready();
+    let following = async {
+        loop {
+            apply_next(&shared, &mut follower, true).await?;
+        }
+    };
+    let outcome = tokio::select! {
+        r = following => r,
+        () = shutdown => Ok(()),
+    };
+    for t in tasks {
+        t.abort();
+    }
+    let _ = client.flush().await;
+    outcome
+}
+
+/// Applies the next event to the fleet; when `live`, reacts to heartbeat reports.
+async fn apply_next(shared: &Arc<Shared>, follower: &mut Follower, live: bool) -> Result<(), WorkersError> {
+    let followed = follower.next().await?;
+    let envelope = match followed.envelope() {
+        Ok(e) => e,
+        Err(error) => {
+            tracing::error!(position = followed.position, %error, "unreadable event; skipped");
+            return Ok(());
+        }
+    };
+    let time: DateTime<Utc> = envelope.body.time;
+    let event = match Event::from_parts(&envelope.body.event_type, envelope.body.data) {
+        Ok(e) => e,
+        Err(error) => {
+            tracing::error!(position = followed.position, %error, "event of an unknown shape; skipped");
+            return Ok(());
+        }
+    };
+    let findings = match (&event, live) {
+        (Event::HeartbeatReceived(report), true) => shared.fleet().check_report(report),
+        _ => Vec::new(),
+    };
+    shared
+        .fleet
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply(followed.position, time, &event);
+    shared.changed.notify_waiters();
+    if let Event::HeartbeatReceived(report) = &event {
+        for finding in findings {
+            tokio::spawn(consistency::resolve(shared.clone(), report.host_id.clone(), followed.position, finding));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Request/reply services beside the command API: tokens for entitlement services, redemption
+//! for clients, and what the control plane asks of host agents. Every reply is either the
+//! answer or a [`ServiceError`] with a stable `code` a client can show.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A failed service request. `code` is stable; `message` says it in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceError {
+    /// `malformed`, `forged`, `unknown`, `expired`, `already_used`, `ip_mismatch`, `invalid`,
+    /// `no_capacity`, `unavailable`, `unauthorized`, `not_found`.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ServiceError {
+    /// An error.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        ServiceError {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Ask for a session token (entitlement service → token service).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The app.
+    pub app_id: String,
+    /// The entitled user.
+    pub user_id: String,
+    /// Bind the token to this client IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// Place the session with the others of this group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// Lifetime, seconds (default 60, at most 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u32>,
+}
+
+/// A minted token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenGrant {
+    /// The token to hand to the client (secret; only its hash is recorded).
+    pub token: String,
+    /// Its id.
+    pub token_id: String,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The token service's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TokenReply {
+    /// Issued.
+    Issued(TokenGrant),
+    /// Refused.
+    Error(ServiceError),
+}
+
+/// Redeem a token (client → redemption node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redemption {
+    /// The token.
+    pub token: String,
+    /// The client's IP.
+    pub client_ip: String,
+    /// Latencies the client measured to regions, ms (optional; preferred over location).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latencies_ms: Vec<RegionLatency>,
+}
+
+/// A measured latency to a region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegionLatency {
+    /// The region.
+    pub region: String,
+    /// Round trip, ms.
+    pub ms: u32,
+}
+
+/// A region in a redemption's order of preference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RankedRegion {
+    /// The region.
+    pub region: String,
+    /// Why it ranks there.
+    pub reason: String,
+}
+
+/// A redemption whose token signature checked out, routed to a region's host-management
+/// service (redemption node → HMS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegionRedemption {
+    /// The token's id.
+    pub token_id: String,
+    /// Hex BLAKE3 of the token.
+    pub token_hash: String,
+    /// The client's IP.
+    pub client_ip: String,
+    /// Every region, nearest first; the first is the one routed to.
+    pub regions: Vec<RankedRegion>,
+}
+
+/// Where the client's session runs, and how to get in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionGrant {
+    /// The session.
+    pub session_id: String,
+    /// Its region.
+    pub region: String,
+    /// Its host.
+    pub host_id: String,
+    /// Where to connect.
+    pub address: String,
+    /// The host's control (signalling) port.
+    pub control_port: u16,
+    /// Session credentials: present them as a bearer token to the host. Never logged.
+    pub credentials: String,
+    /// Why the redemption went to the region it went to.
+    pub route_reason: String,
+    /// Why this host.
+    pub placement_reason: String,
+    /// The previous session whose saved state was handed over, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
+}
+
+/// The answer to a redemption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RedemptionReply {
+    /// Provisioned.
+    Provisioned(SessionGrant),
+    /// Refused, with a reason the client can show.
+    Error(ServiceError),
+}
+
+/// Launch a host (control plane → a region's host agents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchHost {
+    /// The id it must register with (its `RequestHost` was recorded).
+    pub host_id: String,
+    /// The app.
+    pub app_id: String,
+    /// The version.
+    pub version: String,
+}
+
+/// Start a session on a host (HMS → host agent). The agent answers [`AgentReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartSession {
+    /// The session.
+    pub session_id: String,
+    /// The app.
+    pub app_id: String,
+    /// The user.
+    pub user_id: String,
+    /// The credentials the client will present.
+    pub credentials: String,
+    /// State saved by the user's previous session of this app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_state: Option<String>,
+}
+
+/// Stop one session on a host (stray or lost session).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopSession {
+    /// The session.
+    pub session_id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// An urgent version's termination notice: save state and end sessions before the deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TerminationNotice {
+    /// When the host is terminated.
+    pub deadline: DateTime<Utc>,
+    /// The version replacing it.
+    pub new_version: String,
+}
+
+/// What a host actually runs, as its agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostActualState {
+    /// The host.
+    pub host_id: String,
+    /// The sessions it runs.
+    pub sessions: Vec<String>,
+}
+
+/// Make a simulated host's local state diverge from the log, as a real host's can (a stray
+/// process, a session that died silently): for exercising reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InjectFault {
+    /// Start running (and reporting) a session the control plane never provisioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stray_session: Option<String>,
+    /// Silently drop a session the host runs (no end reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_session: Option<String>,
+}
+
+/// A host agent's answer to any request addressed to one of its hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AgentReply {
+    /// Done.
+    Ok {
+        /// The host's actual sessions after the request.
+        state: HostActualState,
+    },
+    /// Refused.
+    Error(ServiceError),
+}
+
+macro_rules! error_reply {
+    ($($reply:ident),+) => {$(
+        impl From<ServiceError> for $reply {
+            fn from(e: ServiceError) -> Self {
+                $reply::Error(e)
+            }
+        }
+    )+};
+}
+
+error_reply!(TokenReply, RedemptionReply, AgentReply);

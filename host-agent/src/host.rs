@@ -1,0 +1,261 @@
+//! One simulated host: registration, heartbeats, the control plane's requests, session ends.
+//!
+//! Invariant: `sessions` is the host's actual state; every report, answer and end is read from
+//! it under its lock, so what the host says is what it runs at that moment.
+
+use crate::{Agent, AgentError, control};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use streamfleet_bus_schemas::payloads::{EndSession, RecordHeartbeats, RegisterHost, SessionBeat, SessionEndReason};
+use streamfleet_bus_schemas::services::*;
+use streamfleet_bus_schemas::{Command, CommandReply, RejectionReason, subjects};
+use tokio::sync::watch;
+
+/// A session as the host runs it.
+#[derive(Debug, Clone)]
+pub struct RunningSession {
+    /// Hex BLAKE3 of its credentials (empty for a stray session, which nobody can open).
+    pub credential_hash: String,
+    /// Its user.
+    pub user_id: String,
+    /// The state handed over from the user's previous session.
+    pub restored_state: Option<String>,
+    /// When it started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One host.
+pub struct Host {
+    /// Its id.
+    pub id: String,
+    /// Its app.
+    pub app_id: String,
+    /// Its version.
+    pub version: String,
+    /// Its control port.
+    pub port: u16,
+    capacity: u32,
+    sessions: Mutex<BTreeMap<String, RunningSession>>,
+    stopped: watch::Sender<bool>,
+    agent: std::sync::Weak<Agent>,
+}
+
+impl Host {
+    /// The sessions it runs.
+    pub fn actual_state(&self) -> HostActualState {
+        HostActualState {
+            host_id: self.id.clone(),
+            sessions: self.lock().keys().cloned().collect(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningSession>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A running session, if the host runs it.
+    pub fn session(&self, session_id: &str) -> Option<RunningSession> {
+        self.lock().get(session_id).cloned()
+    }
+
+    /// Stops the host: no more reports, answers or connections.
+    pub fn stop(&self) {
+        let _ = self.stopped.send(true);
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stopped.borrow()
+    }
+
+    /// Ends a session the way the app does: it saves its state and the host reports the end.
+    pub async fn end_session(&self, session_id: &str, reason: SessionEndReason, saved_state: Option<String>) -> Result<(), String> {
+        if self.lock().remove(session_id).is_none() {
+            return Err(format!("host {} does not run session {session_id}", self.id));
+        }
+        let Some(agent) = self.agent.upgrade() else { return Err("agent stopped".into()) };
+        let end = Command::EndSession(EndSession {
+            session_id: session_id.to_string(),
+            host_id: self.id.clone(),
+            reason,
+            saved_state,
+        });
+        match agent.commands.send(uuid::Uuid::now_v7(), &end).await {
+            Ok(CommandReply::Accepted { .. }) => Ok(()),
+            Ok(CommandReply::Rejected { message, .. }) => Err(message),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn handle(&self, verb: &str, payload: &[u8]) -> Result<HostActualState, ServiceError> {
+        let read = |what: &str| ServiceError::new("malformed", format!("unreadable {what} request"));
+        match verb {
+            "state" => {}
+            "start" => {
+                let req: StartSession = serde_json::from_slice(payload).map_err(|_| read("start"))?;
+                let mut sessions = self.lock();
+                if sessions.len() >= self.capacity as usize && !sessions.contains_key(&req.session_id) {
+                    return Err(ServiceError::new("no_capacity", format!("host {} is full", self.id)));
+                }
+                sessions.insert(
+                    req.session_id,
+                    RunningSession {
+                        credential_hash: blake3::hash(req.credentials.as_bytes()).to_hex().to_string(),
+                        user_id: req.user_id,
+                        restored_state: req.saved_state,
+                        started_at: chrono::Utc::now(),
+                    },
+                );
+            }
+            "stop-session" => {
+                let req: StopSession = serde_json::from_slice(payload).map_err(|_| read("stop-session"))?;
+                if self.lock().remove(&req.session_id).is_some() {
+                    tracing::info!(host = %self.id, session = %req.session_id, reason = %req.reason, "session stopped by the control plane");
+                }
+            }
+            "fault" => {
+                let req: InjectFault = serde_json::from_slice(payload).map_err(|_| read("fault"))?;
+                let mut sessions = self.lock();
+                if let Some(stray) = req.stray_session {
+                    sessions.insert(
+                        stray,
+                        RunningSession {
+                            credential_hash: String::new(),
+                            user_id: String::new(),
+                            restored_state: None,
+                            started_at: chrono::Utc::now(),
+                        },
+                    );
+                }
+                if let Some(dropped) = req.drop_session {
+                    sessions.remove(&dropped);
+                }
+            }
+            other => return Err(ServiceError::new("not_found", format!("no `{other}` request on a host"))),
+        }
+        Ok(self.actual_state())
+    }
+}
+
+/// Starts a host: control port, registration, requests, heartbeats.
+pub(crate) async fn launch(agent: &Arc<Agent>, id: String, app_id: String, version: String) -> Result<Arc<Host>, AgentError> {
+    let err = |detail: String| AgentError::Host { host_id: id.clone(), detail };
+    let listener = tokio::net::TcpListener::bind((agent.config.address.as_str(), 0))
+        .await
+        .map_err(|e| err(format!("cannot listen on {}: {e}", agent.config.address)))?;
+    let port = listener.local_addr().map_err(|e| err(e.to_string()))?.port();
+    let requests = agent
+        .client
+        .subscribe(subjects::host(&id, ">"))
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let (stopped, _) = watch::channel(false);
+    let host = Arc::new(Host {
+        id: id.clone(),
+        app_id: app_id.clone(),
+        version: version.clone(),
+        port,
+        capacity: agent.config.capacity,
+        sessions: Mutex::new(BTreeMap::new()),
+        stopped,
+        agent: Arc::downgrade(agent),
+    });
+    let register = Command::RegisterHost(RegisterHost {
+        host_id: id.clone(),
+        region: agent.config.region.clone(),
+        app_id,
+        version,
+        capacity: agent.config.capacity,
+        hardware: agent.config.hardware.clone(),
+        address: agent.config.address.clone(),
+        control_port: port,
+    });
+    match agent.commands.send(uuid::Uuid::now_v7(), &register).await {
+        Ok(CommandReply::Accepted { .. }) => {}
+        Ok(CommandReply::Rejected { message, .. }) => return Err(err(format!("registration refused: {message}"))),
+        Err(e) => return Err(err(format!("registration not delivered: {e}"))),
+    }
+    agent.hosts.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), host.clone());
+    tokio::spawn(control::serve(host.clone(), listener, host.stopped.subscribe()));
+    tokio::spawn(answer(agent.clone(), host.clone(), requests));
+    tokio::spawn(heartbeats(agent.clone(), host.clone()));
+    tracing::info!(host = %id, port, "host registered");
+    Ok(host)
+}
+
+/// Answers the control plane's requests to this host.
+async fn answer(agent: Arc<Agent>, host: Arc<Host>, mut requests: async_nats::Subscriber) {
+    let mut stopped = host.stopped.subscribe();
+    loop {
+        let msg = tokio::select! {
+            m = requests.next() => match m { Some(m) => m, None => break },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let verb = msg.subject.as_str().rsplit('.').next().unwrap_or("").to_string();
+        let reply = match verb.as_str() {
+            "terminate" => {
+                host.stop();
+                tracing::info!(host = %host.id, "host terminated");
+                AgentReply::Ok { state: host.actual_state() }
+            }
+            "notice" => match serde_json::from_slice::<TerminationNotice>(&msg.payload) {
+                Ok(notice) => {
+                    let ids: Vec<String> = host.lock().keys().cloned().collect();
+                    for id in ids {
+                        let saved = format!("saved before {} (notice until {})", notice.new_version, notice.deadline);
+                        if let Err(error) = host.end_session(&id, SessionEndReason::Terminated, Some(saved)).await {
+                            tracing::warn!(host = %host.id, session = %id, %error, "could not end a session on notice");
+                        }
+                    }
+                    AgentReply::Ok { state: host.actual_state() }
+                }
+                Err(e) => AgentReply::Error(ServiceError::new("malformed", format!("unreadable notice: {e}"))),
+            },
+            verb => match host.handle(verb, &msg.payload) {
+                Ok(state) => AgentReply::Ok { state },
+                Err(e) => AgentReply::Error(e),
+            },
+        };
+        if let Some(reply_to) = msg.reply {
+            let body = serde_json::to_vec(&reply).unwrap_or_default();
+            let _ = agent.client.publish(reply_to, body.into()).await;
+        }
+    }
+    agent.hosts.lock().unwrap_or_else(|e| e.into_inner()).remove(&host.id);
+}
+
+/// Reports one heartbeat per running session every interval until the host stops or the
+/// control plane says it was removed.
+async fn heartbeats(agent: Arc<Agent>, host: Arc<Host>) {
+    let mut ticks = tokio::time::interval(agent.config.heartbeat_interval);
+    let mut stopped = host.stopped.subscribe();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if host.is_stopped() {
+            return;
+        }
+        let sessions: Vec<SessionBeat> = host
+            .lock()
+            .keys()
+            .map(|id| SessionBeat { session_id: id.clone(), stats: None })
+            .collect();
+        let report = Command::RecordHeartbeats(RecordHeartbeats {
+            host_id: host.id.clone(),
+            sent_at: chrono::Utc::now(),
+            sessions,
+        });
+        match agent.commands.send(uuid::Uuid::now_v7(), &report).await {
+            Ok(CommandReply::Accepted { .. }) => {}
+            Ok(CommandReply::Rejected { reason: RejectionReason::Domain { rule, .. }, .. }) if rule == "host_removed" => {
+                tracing::info!(host = %host.id, "host was removed by the control plane; stopping");
+                host.stop();
+                return;
+            }
+            Ok(CommandReply::Rejected { message, .. }) => tracing::warn!(host = %host.id, %message, "heartbeat refused"),
+            Err(error) => tracing::warn!(host = %host.id, %error, "heartbeat not delivered"),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Streamfleet's host agent: one process running one or more (simulated) hosts of a region.
+//!
+//! Invariant: what a host reports is what it runs. Each host registers once, reports one
+//! heartbeat per running session every interval (an empty report when idle), reports a session
+//! end with the state the app saved, and answers the control plane's requests addressed to it
+//! (`sf.host.<id>.<verb>`) with its actual sessions. A host that is terminated stops reporting.
+//!
+//! A host here runs no real app yet: a session is its credentials, its user and a progress
+//! counter the app "saves" at the end. Each host listens on its own TCP control port, where a
+//! client with the session's credentials can look at its session and end it
+//! ([`control`]); the media plane will stream from the same host.
+//!
+//! ```no_run
+//! # async fn demo(config: streamfleet_host_agent::AgentConfig) -> Result<(), streamfleet_host_agent::AgentError> {
+//! streamfleet_host_agent::run(config, || println!("ready"), async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+pub mod control;
+mod host;
+
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use streamfleet_bus_schemas::services::{AgentReply, LaunchHost, ServiceError};
+use streamfleet_bus_schemas::subjects;
+use streamfleet_node::{CommandClient, NatsLogin};
+
+pub use host::Host;
+
+/// What an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// NATS login (the `host` user).
+    pub login: NatsLogin,
+    /// The region its hosts are in.
+    pub region: String,
+    /// The app its first hosts run.
+    pub app_id: String,
+    /// That app's version.
+    pub version: String,
+    /// Hosts to start with.
+    pub hosts: u32,
+    /// Sessions per host.
+    pub capacity: u32,
+    /// Hardware description.
+    pub hardware: String,
+    /// The IP its control ports listen on and clients connect to.
+    pub address: String,
+    /// How often each host reports heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Prefix of the ids of the hosts it starts with (`<prefix>-1`, `<prefix>-2`, …).
+    pub id_prefix: String,
+    /// Whether it launches hosts the control plane requests for its region.
+    pub launcher: bool,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// NATS refused the connection or a subscription.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// A host could not start.
+    #[error("host {host_id}: {detail}")]
+    Host {
+        /// The host.
+        host_id: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// The agent: its connection and its hosts.
+pub(crate) struct Agent {
+    pub client: async_nats::Client,
+    pub commands: CommandClient,
+    pub config: AgentConfig,
+    pub hosts: Mutex<BTreeMap<String, Arc<Host>>>,
+}
+
+/// Runs the agent until `shutdown` resolves, calling `ready` once its first hosts registered.
+/// On shutdown its hosts simply stop (as on a power cut): the control plane notices by their
+/// missing heartbeats.
+pub async fn run(
+    config: AgentConfig,
+    ready: impl FnOnce(),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let client = streamfleet_node::connect(&config.login)
+        .await
+        .map_err(|e| AgentError::Nats(e.to_string()))?;
+    let agent = Arc::new(Agent {
+        commands: CommandClient::new(client.clone(), format!("streamfleet/host-agent/{}", config.region)),
+        client: client.clone(),
+        hosts: Mutex::new(BTreeMap::new()),
+        config: config.clone(),
+    });
+    for n in 1..=config.hosts {
+        let id = format!("{}-{n}", config.id_prefix);
+        host::launch(&agent, id, config.app_id.clone(), config.version.clone()).await?;
+    }
+    let launches = if config.launcher {
+        let sub = client
+            .queue_subscribe(subjects::launch(&config.region), format!("launch-{}", config.region))
+            .await
+            .map_err(|e| AgentError::Nats(e.to_string()))?;
+        Some(tokio::spawn(serve_launches(agent.clone(), sub)))
+    } else {
+        None
+    };
+    let _ = client.flush().await;
+    tracing::info!(region = %config.region, hosts = config.hosts, "host agent running");
+    ready();
+    shutdown.await;
+    if let Some(task) = launches {
+        task.abort();
+    }
+    let hosts: Vec<Arc<Host>> = agent.hosts.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    for h in hosts {
+        h.stop();
+    }
+    let _ = client.flush().await;
+    Ok(())
+}
+
+/// Launches the hosts the control plane asks for (one agent of the region answers each).
+async fn serve_launches(agent: Arc<Agent>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let Some(reply_to) = msg.reply.clone() else { continue };
+        let reply = match serde_json::from_slice::<LaunchHost>(&msg.payload) {
+            Err(e) => AgentReply::Error(ServiceError::new("malformed", format!("unreadable launch request: {e}"))),
+            Ok(req) => {
+                let existing = agent.hosts.lock().unwrap_or_else(|e| e.into_inner()).get(&req.host_id).cloned();
+                match existing {
+                    Some(h) => AgentReply::Ok { state: h.actual_state() },
+                    None => match host::launch(&agent, req.host_id.clone(), req.app_id, req.version).await {
+                        Ok(h) => AgentReply::Ok { state: h.actual_state() },
+                        Err(e) => AgentReply::Error(ServiceError::new("unavailable", e.to_string())),
+                    },
+                }
+            }
+        };
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        let _ = agent.client.publish(reply_to, body.into()).await;
+    }
+}

@@ -1,0 +1,157 @@
+//! Command-line settings shared by `workers`, `host-agent` and `up`: regions, IP locations,
+//! intervals, logins.
+
+use anyhow::Context as _;
+use std::time::Duration;
+use streamfleet_domain::placement::{IpLocation, Region};
+
+/// Three regions on three continents, used when none are given.
+pub const DEFAULT_REGIONS: &str = "eu-west:53.35:-6.26,us-east:38.90:-77.40,ap-south:19.07:72.88";
+/// Where the documentation address ranges are, for the demo and the tests.
+pub const DEFAULT_LOCATIONS: &str =
+    "198.51.100.0/24=Paris:48.86:2.35,203.0.113.0/24=Singapore:1.35:103.82,192.0.2.0/24=New York:40.71:-74.01";
+
+/// `name:lat:lon,…`
+pub fn parse_regions(text: &str) -> anyhow::Result<Vec<Region>> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|item| {
+            let parts: Vec<&str> = item.trim().split(':').collect();
+            let [name, lat, lon] = parts[..] else {
+                anyhow::bail!("region `{item}` is not name:lat:lon");
+            };
+            Ok(Region {
+                name: name.to_string(),
+                lat: lat.parse().with_context(|| format!("latitude in `{item}`"))?,
+                lon: lon.parse().with_context(|| format!("longitude in `{item}`"))?,
+            })
+        })
+        .collect()
+}
+
+/// `cidr=label:lat:lon,…`
+pub fn parse_locations(text: &str) -> anyhow::Result<Vec<IpLocation>> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|item| {
+            let (cidr, place) = item.trim().split_once('=').with_context(|| format!("location `{item}` is not cidr=label:lat:lon"))?;
+            let parts: Vec<&str> = place.split(':').collect();
+            let [label, lat, lon] = parts[..] else {
+                anyhow::bail!("location `{item}` is not cidr=label:lat:lon");
+            };
+            Ok(IpLocation::parse(
+                cidr,
+                label,
+                lat.parse().with_context(|| format!("latitude in `{item}`"))?,
+                lon.parse().with_context(|| format!("longitude in `{item}`"))?,
+            )?)
+        })
+        .collect()
+}
+
+/// The workers' settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkersArgs {
+    /// NATS server URL.
+    #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// The workers' NATS password (user `worker`).
+    #[arg(long, env = "SF_WORKER_PASSWORD", hide_env_values = true)]
+    pub nats_password: String,
+    /// The token signing key, 64 hex digits.
+    #[arg(long, env = "SF_TOKEN_KEY", hide_env_values = true)]
+    pub token_key: String,
+    /// Regions, `name:lat:lon,…`.
+    #[arg(long, default_value = DEFAULT_REGIONS)]
+    pub regions: String,
+    /// Client IP locations, `cidr=label:lat:lon,…`.
+    #[arg(long, default_value = DEFAULT_LOCATIONS)]
+    pub ip_locations: String,
+    /// Hosts' heartbeat interval, ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub heartbeat_interval_ms: u64,
+    /// Intervals without a heartbeat before a session or host is lost.
+    #[arg(long, default_value_t = 3)]
+    pub lost_after_intervals: u32,
+    /// How long a requested host may take to register, ms.
+    #[arg(long, default_value_t = 120_000)]
+    pub launch_timeout_ms: u64,
+}
+
+impl WorkersArgs {
+    /// The workers' configuration.
+    pub fn config(&self) -> anyhow::Result<streamfleet_workers::WorkersConfig> {
+        Ok(streamfleet_workers::WorkersConfig {
+            login: streamfleet_node::NatsLogin::new(self.nats_url.clone(), "worker", self.nats_password.clone()),
+            token_key: streamfleet_workers::TokenKey::from_hex(&self.token_key)?,
+            regions: parse_regions(&self.regions)?,
+            locations: parse_locations(&self.ip_locations)?,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
+            lost_after_intervals: self.lost_after_intervals,
+            launch_timeout: Duration::from_millis(self.launch_timeout_ms),
+        })
+    }
+}
+
+/// A host agent's settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// NATS server URL.
+    #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// The agents' NATS password (user `host`).
+    #[arg(long, env = "SF_HOST_PASSWORD", hide_env_values = true)]
+    pub nats_password: String,
+    /// The region of its hosts.
+    #[arg(long)]
+    pub region: String,
+    /// The app its first hosts run.
+    #[arg(long, default_value = "chess")]
+    pub app: String,
+    /// The app's version.
+    #[arg(long, default_value = "1.0.0")]
+    pub version: String,
+    /// Hosts to start with.
+    #[arg(long, default_value_t = 2)]
+    pub hosts: u32,
+    /// Sessions per host.
+    #[arg(long, default_value_t = 4)]
+    pub capacity: u32,
+    /// Hardware description.
+    #[arg(long, default_value = "4 vCPU, 1 GPU (simulated)")]
+    pub hardware: String,
+    /// IP the hosts' control ports listen on and clients connect to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: String,
+    /// Heartbeat interval, ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub heartbeat_interval_ms: u64,
+    /// Prefix of its first hosts' ids (default: `<region>-<random>`).
+    #[arg(long)]
+    pub id_prefix: Option<String>,
+    /// Do not launch hosts the control plane requests.
+    #[arg(long)]
+    pub no_launcher: bool,
+}
+
+impl AgentArgs {
+    /// The agent's configuration.
+    pub fn config(&self) -> streamfleet_host_agent::AgentConfig {
+        let prefix = self.id_prefix.clone().unwrap_or_else(|| {
+            format!("{}-{}", self.region, &uuid::Uuid::now_v7().simple().to_string()[24..])
+        });
+        streamfleet_host_agent::AgentConfig {
+            login: streamfleet_node::NatsLogin::new(self.nats_url.clone(), "host", self.nats_password.clone()),
+            region: self.region.clone(),
+            app_id: self.app.clone(),
+            version: self.version.clone(),
+            hosts: self.hosts,
+            capacity: self.capacity,
+            hardware: self.hardware.clone(),
+            address: self.address.clone(),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
+            id_prefix: prefix,
+            launcher: !self.no_launcher,
+        }
+    }
+}

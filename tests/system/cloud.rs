@@ -1,0 +1,212 @@
+//! A whole Streamfleet for a test: nats-server, node, workers and host agents as real processes,
+//! with short heartbeat intervals; and a watcher that folds the followed log.
+
+use crate::harness::{NodeProcess, System};
+use std::time::Duration;
+use streamfleet_bus_schemas::services::*;
+use streamfleet_bus_schemas::{Command, CommandReply, Event, subjects};
+use streamfleet_node::Follower;
+use streamfleet_workers::Fleet;
+use uuid::Uuid;
+
+/// Heartbeat interval of every process in these tests.
+pub const HEARTBEAT_MS: u64 = 250;
+/// Longest any test waits for the system to reach a state (a failure guard, not a sync).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Clients in Paris, New York and Singapore (documentation ranges mapped in the default
+/// locations): nearest regions eu-west, us-east and ap-south.
+pub const PARIS: &str = "198.51.100.7";
+pub const NEW_YORK: &str = "192.0.2.5";
+
+pub struct Cloud {
+    pub sys: System,
+    pub token_key: String,
+    _workers: NodeProcess,
+    pub agents: Vec<NodeProcess>,
+}
+
+/// One agent: region, id prefix, hosts, capacity, launcher.
+pub struct AgentSpec<'a> {
+    pub region: &'a str,
+    pub prefix: &'a str,
+    pub hosts: u32,
+    pub capacity: u32,
+    pub launcher: bool,
+    pub version: &'a str,
+}
+
+impl<'a> AgentSpec<'a> {
+    pub fn new(region: &'a str, prefix: &'a str, hosts: u32, capacity: u32) -> Self {
+        AgentSpec { region, prefix, hosts, capacity, launcher: false, version: "1.0.0" }
+    }
+
+    pub fn launcher(mut self) -> Self {
+        self.launcher = true;
+        self
+    }
+}
+
+impl Cloud {
+    pub fn start(agents: &[AgentSpec]) -> Cloud {
+        let sys = System::start();
+        let token_key = streamfleet_workers::TokenKey::generate_hex();
+        let worker_pw = sys.nats.password("worker");
+        let hb = HEARTBEAT_MS.to_string();
+        let workers = NodeProcess::spawn(
+            &[
+                "workers",
+                "--nats-url",
+                &sys.nats.url,
+                "--heartbeat-interval-ms",
+                &hb,
+                "--lost-after-intervals",
+                "12",
+                "--launch-timeout-ms",
+                "10000",
+            ],
+            &[("SF_WORKER_PASSWORD", &worker_pw), ("SF_TOKEN_KEY", &token_key)],
+        );
+        let mut cloud = Cloud { sys, token_key, _workers: workers, agents: Vec::new() };
+        for spec in agents {
+            cloud.add_agent(spec);
+        }
+        cloud
+    }
+
+    pub fn add_agent(&mut self, spec: &AgentSpec) -> usize {
+        let host_pw = self.sys.nats.password("host");
+        let hb = HEARTBEAT_MS.to_string();
+        let (hosts, capacity) = (spec.hosts.to_string(), spec.capacity.to_string());
+        let mut args = vec![
+            "host-agent",
+            "--nats-url",
+            &self.sys.nats.url,
+            "--region",
+            spec.region,
+            "--id-prefix",
+            spec.prefix,
+            "--hosts",
+            &hosts,
+            "--capacity",
+            &capacity,
+            "--version",
+            spec.version,
+            "--heartbeat-interval-ms",
+            &hb,
+        ];
+        if !spec.launcher {
+            args.push("--no-launcher");
+        }
+        self.agents.push(NodeProcess::spawn(&args, &[("SF_HOST_PASSWORD", &host_pw)]));
+        self.agents.len() - 1
+    }
+
+    /// Asks the token service for a token.
+    pub async fn issue(&self, user: &str, client_ip: Option<&str>, group: Option<&str>, ttl: Option<u32>) -> TokenGrant {
+        let client = self.sys.nats.client("entitlement").await;
+        let req = TokenRequest {
+            app_id: "chess".into(),
+            user_id: user.into(),
+            client_ip: client_ip.map(str::to_string),
+            group_id: group.map(str::to_string),
+            ttl_seconds: ttl,
+        };
+        let msg = client
+            .request(subjects::TOKEN_REQUEST, serde_json::to_vec(&req).expect("json").into())
+            .await
+            .expect("the token service answers");
+        match serde_json::from_slice::<TokenReply>(&msg.payload).expect("token reply") {
+            TokenReply::Issued(grant) => grant,
+            TokenReply::Error(e) => panic!("token refused: {e:?}"),
+        }
+    }
+
+    /// Redeems a token as a client.
+    pub async fn redeem(&self, token: &str, client_ip: &str) -> RedemptionReply {
+        let client = self.sys.nats.client("client").await;
+        let req = Redemption { token: token.into(), client_ip: client_ip.into(), latencies_ms: Vec::new() };
+        let msg = client
+            .request(subjects::REDEEM, serde_json::to_vec(&req).expect("json").into())
+            .await
+            .expect("the redemption node answers");
+        serde_json::from_slice(&msg.payload).expect("redemption reply")
+    }
+
+    /// Issues and redeems; the session must be provisioned.
+    pub async fn session(&self, user: &str, ip: &str, group: Option<&str>) -> SessionGrant {
+        let grant = self.issue(user, Some(ip), group, None).await;
+        match self.redeem(&grant.token, ip).await {
+            RedemptionReply::Provisioned(s) => s,
+            RedemptionReply::Error(e) => panic!("redemption refused: {e:?}"),
+        }
+    }
+
+    /// Sends a command as a service (operators, schedulers).
+    pub async fn command(&self, command: Command) -> CommandReply {
+        self.sys.nats.commands("service").await.send(Uuid::now_v7(), &command).await.expect("reply")
+    }
+
+    /// Follows the log from the start, folding a [`Fleet`].
+    pub async fn watch(&self) -> Watch {
+        Watch {
+            follower: Follower::start(self.sys.nats.client("auditor").await, 1).await.expect("follow"),
+            fleet: Fleet::default(),
+            events: Vec::new(),
+        }
+    }
+}
+
+/// The log as followed: every event so far and the fleet folded from them.
+pub struct Watch {
+    follower: Follower,
+    pub fleet: Fleet,
+    pub events: Vec<(u64, Event)>,
+}
+
+impl Watch {
+    /// Follows until `done` holds; panics after [`PATIENCE`] with `what`.
+    pub async fn until(&mut self, what: &str, mut done: impl FnMut(&[(u64, Event)], &Fleet) -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !done(&self.events, &self.fleet) {
+            let next = tokio::time::timeout_at(deadline, self.follower.next()).await;
+            let Ok(next) = next else {
+                panic!("timed out waiting for: {what}\nlast events: {:#?}", &self.events[self.events.len().saturating_sub(15)..]);
+            };
+            let followed = next.expect("follow");
+            let env = followed.envelope().expect("envelope");
+            let event = Event::from_parts(&env.body.event_type, env.body.data).expect("known event");
+            self.fleet.apply(followed.position, env.body.time, &event);
+            self.events.push((followed.position, event));
+        }
+    }
+}
+
+/// A plain HTTP/1.1 request to a host's control port: (status, body).
+pub async fn http(address: &str, port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((address, port)).await.expect("the host's control port accepts");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {address}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("read");
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn bearer(credentials: &str) -> String {
+    format!("Bearer {credentials}")
+}
+
+/// The code of a refused redemption ("provisioned" when it was not refused).
+pub fn code(reply: &RedemptionReply) -> String {
+    match reply {
+        RedemptionReply::Provisioned(_) => "provisioned".into(),
+        RedemptionReply::Error(e) => e.code.clone(),
+    }
+}
