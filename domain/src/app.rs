@@ -17,16 +17,26 @@ pub struct AppState {
     pub version: String,
 }
 
-/// A version as numbers: `2.10.1` → `[2, 10, 1]`, compared element by element.
+/// A version as numbers, trailing zeros dropped: `2.10.1` → `[2, 10, 1]`, `1.2.0` → `[1, 2]`,
+/// so versions compare element by element and `1.2` equals `1.2.0`.
 pub fn parse_version(version: &str) -> Result<Vec<u64>, Rejection> {
-    version
+    let bad = || Rejection::InvalidField {
+        field: "version",
+        detail: format!("`{version}` is not dotted numbers like `2.1.0`"),
+    };
+    let mut parts = version
         .split('.')
-        .map(|part| part.parse::<u64>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| Rejection::InvalidField {
-            field: "version",
-            detail: format!("`{version}` is not dotted numbers like `2.1.0`"),
+        .map(|part| {
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            part.parse::<u64>().map_err(|_| bad())
         })
+        .collect::<Result<Vec<_>, _>>()?;
+    while parts.last() == Some(&0) {
+        parts.pop();
+    }
+    Ok(parts)
 }
 
 pub(crate) fn decide_release(

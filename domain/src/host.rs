@@ -194,14 +194,7 @@ pub(crate) fn decide_release(
     c: &ReleaseSession,
     state: Option<&HostState>,
 ) -> Result<Vec<Event>, Rejection> {
-    let host = match state {
-        Some(h) if h.status != HostStatus::Requested => h,
-        _ => {
-            return Err(Rejection::HostNotRegistered {
-                host_id: c.host_id.clone(),
-            });
-        }
-    };
+    let host = live(&c.host_id, state)?;
     if !host.sessions.contains(&c.session_id) {
         return Err(Rejection::SessionNotOnHost {
             session_id: c.session_id.clone(),

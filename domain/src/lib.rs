@@ -342,6 +342,16 @@ impl Rejection {
 }
 
 impl State {
+    fn expect_buffer(&self) -> Result<(), Rejection> {
+        match self {
+            State::Empty | State::Buffer => Ok(()),
+            other => Err(Rejection::WrongStreamKind {
+                expected: "buffer",
+                found: other.kind(),
+            }),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             State::Empty => "empty",
@@ -396,7 +406,10 @@ pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Eve
         Command::RemoveHost(c) => host::decide_remove(c, state.expect_host()?),
         Command::ProvisionSession(c) => session::decide_provision(c, state.expect_session()?),
         Command::EndSession(c) => session::decide_end(c, state.expect_session()?),
-        Command::SetBufferTarget(c) => app::decide_buffer_target(c),
+        Command::SetBufferTarget(c) => {
+            state.expect_buffer()?;
+            app::decide_buffer_target(c)
+        }
         Command::ReleaseVersion(c) => app::decide_release(c, state.expect_app()?, ctx),
         Command::OpenDiscrepancy(c) => discrepancy::decide_open(c, state.expect_discrepancy()?),
         Command::ResolveDiscrepancy(c) => {
@@ -434,7 +447,7 @@ pub fn evolve(state: State, event: &Event) -> State {
         },
         (_, Event::SessionProvisioned(e)) => State::Session(session::evolve_provisioned(e)),
         (State::Session(s), Event::SessionEnded(e)) => State::Session(session::evolve_ended(s, e)),
-        (_, Event::BufferTargetSet(_)) => State::Buffer,
+        (State::Empty | State::Buffer, Event::BufferTargetSet(_)) => State::Buffer,
         (_, Event::VersionReleased(e)) => State::App(app::evolve(e)),
         (_, Event::DiscrepancyOpened(e)) => State::Discrepancy(discrepancy::evolve_opened(e)),
         (State::Discrepancy(mut d), Event::DiscrepancyResolved(_)) => {

@@ -1,8 +1,9 @@
 //! Where a redemption goes and where its session runs: pure functions over configured regions,
 //! IP-prefix locations and a snapshot of the hosts.
 //!
-//! Invariant: the same inputs give the same answer, ties broken by name, so a decision can be
-//! explained (its reason is recorded) and replayed.
+//! Invariant: the same inputs give the same answer (regions tied on latency or distance keep
+//! their configured order; hosts tied otherwise go by id), so a decision can be explained (its
+//! reason is recorded) and replayed.
 //!
 //! ```
 //! use streamfleet_domain::placement::{Region, IpLocation, rank_regions};
@@ -69,7 +70,8 @@ impl IpLocation {
     }
 
     fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip) {
+        // An IPv4 client seen through an IPv6 socket (`::ffff:198.51.100.7`) is an IPv4 client.
+        match (self.network, ip.to_canonical()) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 masked(u32::from(n).into(), 32, self.prefix_len)
                     == masked(u32::from(a).into(), 32, self.prefix_len)
@@ -237,7 +239,10 @@ pub fn place(
             .iter()
             .filter(usable)
             .filter(|h| h.groups.contains(group))
-            .min_by(|a, b| a.host_id.cmp(&b.host_id))
+            .min_by_key(|h| {
+                let rank = ranked.iter().position(|r| r.region == h.region).unwrap_or(usize::MAX);
+                (rank, h.host_id.clone())
+            })
     {
         let nearest = ranked.first().map(|r| r.region.as_str()).unwrap_or("");
         let reason = if h.region == nearest {

@@ -40,6 +40,12 @@ pub(crate) fn decide_provision(
         non_empty(field, value)?;
     }
     hex_hash("credential_hash", &c.credential_hash)?;
+    if c.control_port == 0 {
+        return Err(Rejection::InvalidField {
+            field: "control_port",
+            detail: "must not be 0".into(),
+        });
+    }
     Ok(vec![Event::SessionProvisioned(SessionProvisioned {
         session_id: c.session_id.clone(),
         token_id: c.token_id.clone(),
