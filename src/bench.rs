@@ -1,4 +1,4 @@
-//! `streamfleet bench log`: the log and the node, each figure beside a baseline measured in the
+//! `streamfleet bench log`, `streamfleet bench sessions`: the log and the node, each figure beside a baseline measured in the
 //! same run on the same machine (raw redb, bare NATS request/reply, JetStream publish).
 
 use anyhow::Context as _;
@@ -13,8 +13,12 @@ use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent, WriterSnap
 use streamfleet_node::{CommandClient, Follower, NatsLogin, Node, NodeConfig, connect};
 use uuid::Uuid;
 
+mod sessions;
+
 #[derive(clap::Subcommand)]
 pub enum Which {
+    /// Sessions: redemption latency at a fixed rate; heartbeat ingestion with projections.
+    Sessions(sessions::SessionsArgs),
     /// The event log and the node: appends, commands over NATS, catch-up reads.
     Log {
         /// Events for the catch-up figures.
@@ -42,6 +46,7 @@ pub enum Part {
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
+        Which::Sessions(args) => sessions::run(args).await,
         Which::Log {
             catch_up_events,
             quick,

@@ -8,8 +8,7 @@ use streamfleet_domain::placement::{IpLocation, Region};
 /// Three regions on three continents, used when none are given.
 pub const DEFAULT_REGIONS: &str = "eu-west:53.35:-6.26,us-east:38.90:-77.40,ap-south:19.07:72.88";
 /// Where the documentation address ranges are, for the demo and the tests.
-pub const DEFAULT_LOCATIONS: &str =
-    "198.51.100.0/24=Paris:48.86:2.35,203.0.113.0/24=Singapore:1.35:103.82,192.0.2.0/24=New York:40.71:-74.01";
+pub const DEFAULT_LOCATIONS: &str = "198.51.100.0/24=Paris:48.86:2.35,203.0.113.0/24=Singapore:1.35:103.82,192.0.2.0/24=New York:40.71:-74.01";
 
 /// `name:lat:lon,…`
 pub fn parse_regions(text: &str) -> anyhow::Result<Vec<Region>> {
@@ -22,8 +21,12 @@ pub fn parse_regions(text: &str) -> anyhow::Result<Vec<Region>> {
             };
             Ok(Region {
                 name: name.to_string(),
-                lat: lat.parse().with_context(|| format!("latitude in `{item}`"))?,
-                lon: lon.parse().with_context(|| format!("longitude in `{item}`"))?,
+                lat: lat
+                    .parse()
+                    .with_context(|| format!("latitude in `{item}`"))?,
+                lon: lon
+                    .parse()
+                    .with_context(|| format!("longitude in `{item}`"))?,
             })
         })
         .collect()
@@ -34,7 +37,10 @@ pub fn parse_locations(text: &str) -> anyhow::Result<Vec<IpLocation>> {
     text.split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|item| {
-            let (cidr, place) = item.trim().split_once('=').with_context(|| format!("location `{item}` is not cidr=label:lat:lon"))?;
+            let (cidr, place) = item
+                .trim()
+                .split_once('=')
+                .with_context(|| format!("location `{item}` is not cidr=label:lat:lon"))?;
             let parts: Vec<&str> = place.split(':').collect();
             let [label, lat, lon] = parts[..] else {
                 anyhow::bail!("location `{item}` is not cidr=label:lat:lon");
@@ -42,8 +48,10 @@ pub fn parse_locations(text: &str) -> anyhow::Result<Vec<IpLocation>> {
             Ok(IpLocation::parse(
                 cidr,
                 label,
-                lat.parse().with_context(|| format!("latitude in `{item}`"))?,
-                lon.parse().with_context(|| format!("longitude in `{item}`"))?,
+                lat.parse()
+                    .with_context(|| format!("latitude in `{item}`"))?,
+                lon.parse()
+                    .with_context(|| format!("longitude in `{item}`"))?,
             )?)
         })
         .collect()
@@ -82,7 +90,11 @@ impl WorkersArgs {
     /// The workers' configuration.
     pub fn config(&self) -> anyhow::Result<streamfleet_workers::WorkersConfig> {
         Ok(streamfleet_workers::WorkersConfig {
-            login: streamfleet_node::NatsLogin::new(self.nats_url.clone(), "worker", self.nats_password.clone()),
+            login: streamfleet_node::NatsLogin::new(
+                self.nats_url.clone(),
+                "worker",
+                self.nats_password.clone(),
+            ),
             token_key: streamfleet_workers::TokenKey::from_hex(&self.token_key)?,
             regions: parse_regions(&self.regions)?,
             locations: parse_locations(&self.ip_locations)?,
@@ -138,10 +150,18 @@ impl AgentArgs {
     /// The agent's configuration.
     pub fn config(&self) -> streamfleet_host_agent::AgentConfig {
         let prefix = self.id_prefix.clone().unwrap_or_else(|| {
-            format!("{}-{}", self.region, &uuid::Uuid::now_v7().simple().to_string()[24..])
+            format!(
+                "{}-{}",
+                self.region,
+                &uuid::Uuid::now_v7().simple().to_string()[24..]
+            )
         });
         streamfleet_host_agent::AgentConfig {
-            login: streamfleet_node::NatsLogin::new(self.nats_url.clone(), "host", self.nats_password.clone()),
+            login: streamfleet_node::NatsLogin::new(
+                self.nats_url.clone(),
+                "host",
+                self.nats_password.clone(),
+            ),
             region: self.region.clone(),
             app_id: self.app.clone(),
             version: self.version.clone(),

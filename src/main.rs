@@ -29,10 +29,60 @@ enum Cmd {
     Workers(fleet_args::WorkersArgs),
     /// Run a host agent: simulated hosts of one region.
     HostAgent(fleet_args::AgentArgs),
+    /// The projections: serve the views over gRPC, rebuild them, compare two stores.
+    Projections {
+        #[command(subcommand)]
+        which: ProjectionsCmd,
+    },
     /// Benchmarks, each printed beside a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
         which: bench::Which,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCmd {
+    /// Follow the log into the five views and serve them over gRPC (prints `ready grpc=ADDR`).
+    Serve {
+        /// Folder of the views' redb files.
+        #[arg(long, default_value = ".streamfleet/projections")]
+        data_dir: PathBuf,
+        /// gRPC listen address (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        grpc: std::net::SocketAddr,
+        /// NATS server URL.
+        #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// The dashboard user's NATS password.
+        #[arg(long, env = "SF_DASHBOARD_PASSWORD", hide_env_values = true)]
+        nats_password: String,
+        /// Hosts' heartbeat interval, ms (a row is `late` after two).
+        #[arg(long, default_value_t = 60_000)]
+        heartbeat_interval_ms: u64,
+    },
+    /// Build every view from position 1 into a fresh folder, up to a position (default: the
+    /// log's head now), then stop.
+    Rebuild {
+        /// The folder to build into (must not hold views yet).
+        #[arg(long)]
+        out: PathBuf,
+        /// Last position to apply.
+        #[arg(long)]
+        until: Option<u64>,
+        /// NATS server URL.
+        #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// The dashboard user's NATS password.
+        #[arg(long, env = "SF_DASHBOARD_PASSWORD", hide_env_values = true)]
+        nats_password: String,
+    },
+    /// Compare two view folders row by row; exits 1 and names each difference when they differ.
+    Diff {
+        /// One folder.
+        a: PathBuf,
+        /// The other.
+        b: PathBuf,
     },
 }
 
@@ -84,6 +134,7 @@ fn main() -> anyhow::Result<()> {
                 .await?;
                 Ok(())
             }
+            Cmd::Projections { which } => projections(which).await,
             Cmd::HostAgent(args) => {
                 let config = args.config();
                 let hosts = config.hosts;
@@ -97,6 +148,80 @@ fn main() -> anyhow::Result<()> {
             Cmd::Bench { which } => bench::run(which).await,
         }
     })
+}
+
+async fn projections(which: ProjectionsCmd) -> anyhow::Result<()> {
+    match which {
+        ProjectionsCmd::Serve {
+            data_dir,
+            grpc,
+            nats_url,
+            nats_password,
+            heartbeat_interval_ms,
+        } => {
+            let running =
+                streamfleet_projections::start(streamfleet_projections::ProjectionsConfig {
+                    nats: NatsLogin::new(nats_url, "dashboard", nats_password),
+                    data_dir,
+                    grpc_addr: grpc,
+                    heartbeat_interval: std::time::Duration::from_millis(
+                        heartbeat_interval_ms.max(10),
+                    ),
+                })
+                .await?;
+            println!("ready grpc={}", running.grpc_addr());
+            shutdown_signal().await?;
+            running.shutdown().await?;
+            Ok(())
+        }
+        ProjectionsCmd::Rebuild {
+            out,
+            until,
+            nats_url,
+            nats_password,
+        } => {
+            if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
+                anyhow::bail!(
+                    "{} is not empty: rebuild into a fresh folder",
+                    out.display()
+                );
+            }
+            let client =
+                streamfleet_node::connect(&NatsLogin::new(nats_url, "dashboard", nats_password))
+                    .await?;
+            let until = match until {
+                Some(u) => u,
+                None => {
+                    let body =
+                        serde_json::to_vec(&streamfleet_bus_schemas::ReadRequest::all(1, 1))?;
+                    let msg = client
+                        .request(streamfleet_bus_schemas::subjects::LOG_READ, body.into())
+                        .await?;
+                    match serde_json::from_slice(&msg.payload)? {
+                        streamfleet_bus_schemas::ReadReply::Ok { head, .. } => head,
+                        streamfleet_bus_schemas::ReadReply::Error { code, detail } => {
+                            anyhow::bail!("{code}: {detail}")
+                        }
+                    }
+                }
+            };
+            let stored = streamfleet_projections::rebuild(client, &out, until).await?;
+            println!("rebuilt {} up to position {stored}", out.display());
+            Ok(())
+        }
+        ProjectionsCmd::Diff { a, b } => {
+            let differences = streamfleet_projections::diff(&a, &b)?;
+            for d in &differences {
+                println!("{d:?}");
+            }
+            if differences.is_empty() {
+                println!("no differences");
+                Ok(())
+            } else {
+                anyhow::bail!("{} rows differ", differences.len())
+            }
+        }
+    }
 }
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {

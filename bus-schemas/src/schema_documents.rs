@@ -185,20 +185,66 @@ pub fn all() -> Vec<Document> {
         )+};
     }
     service_docs!(
-        TokenRequest, TokenReply, Redemption, RedemptionReply, RegionRedemption, LaunchHost,
-        StartSession, StopSession, TerminationNotice, InjectFault, HostActualState, AgentReply
+        TokenRequest,
+        TokenReply,
+        Redemption,
+        RedemptionReply,
+        RegionRedemption,
+        LaunchHost,
+        StartSession,
+        StopSession,
+        TerminationNotice,
+        InjectFault,
+        HostActualState,
+        AgentReply
     );
     for (channel, address, request, reply, summary) in [
-        ("tokenRequest", subjects::TOKEN_REQUEST.to_string(), "TokenRequest", "TokenReply", "Ask for a session token (entitlement services)"),
-        ("redeem", subjects::REDEEM.to_string(), "Redemption", "RedemptionReply", "Redeem a token (clients)"),
-        ("regionRedeem", subjects::region_redeem("{region}"), "RegionRedemption", "RedemptionReply", "A checked redemption, to a region's host-management service"),
-        ("hostStart", subjects::host("{host_id}", "start"), "StartSession", "AgentReply", "Start a session on a host (its agent answers)"),
-        ("launch", subjects::launch("{region}"), "LaunchHost", "AgentReply", "Launch a requested host (a region's host agents answer)"),
+        (
+            "tokenRequest",
+            subjects::TOKEN_REQUEST.to_string(),
+            "TokenRequest",
+            "TokenReply",
+            "Ask for a session token (entitlement services)",
+        ),
+        (
+            "redeem",
+            subjects::REDEEM.to_string(),
+            "Redemption",
+            "RedemptionReply",
+            "Redeem a token (clients)",
+        ),
+        (
+            "regionRedeem",
+            subjects::region_redeem("{region}"),
+            "RegionRedemption",
+            "RedemptionReply",
+            "A checked redemption, to a region's host-management service",
+        ),
+        (
+            "hostStart",
+            subjects::host("{host_id}", "start"),
+            "StartSession",
+            "AgentReply",
+            "Start a session on a host (its agent answers)",
+        ),
+        (
+            "launch",
+            subjects::launch("{region}"),
+            "LaunchHost",
+            "AgentReply",
+            "Launch a requested host (a region's host agents answer)",
+        ),
     ] {
         let req = message(request, &format!("services/{request}.json"), summary, None);
         let rep = message(reply, &format!("services/{reply}.json"), "The answer", None);
-        channels.insert(channel.into(), json!({ "address": address, "messages": { request: req } }));
-        channels.insert(format!("{channel}Reply"), json!({ "address": null, "messages": { reply: rep } }));
+        channels.insert(
+            channel.into(),
+            json!({ "address": address, "messages": { request: req } }),
+        );
+        channels.insert(
+            format!("{channel}Reply"),
+            json!({ "address": null, "messages": { reply: rep } }),
+        );
         operations.insert(
             format!("serve{request}"),
             json!({

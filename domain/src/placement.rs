@@ -240,7 +240,10 @@ pub fn place(
             .filter(usable)
             .filter(|h| h.groups.contains(group))
             .min_by_key(|h| {
-                let rank = ranked.iter().position(|r| r.region == h.region).unwrap_or(usize::MAX);
+                let rank = ranked
+                    .iter()
+                    .position(|r| r.region == h.region)
+                    .unwrap_or(usize::MAX);
                 (rank, h.host_id.clone())
             })
     {

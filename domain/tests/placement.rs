@@ -514,11 +514,24 @@ fn placement_is_deterministic_whatever_the_host_order() {
 fn an_ipv4_client_seen_through_an_ipv6_socket_is_located_by_its_ipv4_prefix() {
     use streamfleet_domain::placement::{IpLocation, Region, rank_regions};
     let regions = vec![
-        Region { name: "us-east".into(), lat: 38.9, lon: -77.4 },
-        Region { name: "eu-west".into(), lat: 53.35, lon: -6.26 },
+        Region {
+            name: "us-east".into(),
+            lat: 38.9,
+            lon: -77.4,
+        },
+        Region {
+            name: "eu-west".into(),
+            lat: 53.35,
+            lon: -6.26,
+        },
     ];
     let places = vec![IpLocation::parse("198.51.100.0/24", "Paris", 48.86, 2.35).expect("prefix")];
-    let ranked = rank_regions("::ffff:198.51.100.7".parse().expect("ip"), &[], &regions, &places);
+    let ranked = rank_regions(
+        "::ffff:198.51.100.7".parse().expect("ip"),
+        &[],
+        &regions,
+        &places,
+    );
     assert_eq!(ranked[0].region, "eu-west");
     assert!(ranked[0].reason.contains("Paris"), "{}", ranked[0].reason);
 }

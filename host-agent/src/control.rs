@@ -36,7 +36,11 @@ pub struct SessionView {
 }
 
 /// Serves the control port until the host stops.
-pub(crate) async fn serve(host: Arc<Host>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    host: Arc<Host>,
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -79,25 +83,44 @@ fn error_body(message: &str) -> String {
 async fn route(host: &Host, head: &str) -> (u16, String) {
     let mut lines = head.split("\r\n");
     let mut request_line = lines.next().unwrap_or("").split(' ');
-    let (method, path) = (request_line.next().unwrap_or(""), request_line.next().unwrap_or(""));
+    let (method, path) = (
+        request_line.next().unwrap_or(""),
+        request_line.next().unwrap_or(""),
+    );
     let header = |name: &str| {
         head.split("\r\n").skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     };
-    let Some(session_id) = path.strip_prefix("/sessions/").filter(|s| !s.is_empty() && !s.contains('/')) else {
+    let Some(session_id) = path
+        .strip_prefix("/sessions/")
+        .filter(|s| !s.is_empty() && !s.contains('/'))
+    else {
         return (404, error_body(&format!("no such resource `{path}`")));
     };
-    let Some(credentials) = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string)) else {
-        return (401, error_body("session credentials required: Authorization: Bearer <credentials>"));
+    let Some(credentials) =
+        header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
+    else {
+        return (
+            401,
+            error_body("session credentials required: Authorization: Bearer <credentials>"),
+        );
     };
     let Some(session) = host.session(session_id) else {
-        return (404, error_body(&format!("host {} runs no session `{session_id}`", host.id)));
+        return (
+            404,
+            error_body(&format!("host {} runs no session `{session_id}`", host.id)),
+        );
     };
     let given = blake3::hash(credentials.as_bytes()).to_hex().to_string();
     if session.credential_hash.is_empty() || given != session.credential_hash {
-        return (403, error_body("these credentials do not open this session"));
+        return (
+            403,
+            error_body("these credentials do not open this session"),
+        );
     }
     match method {
         "GET" => {
@@ -112,9 +135,14 @@ async fn route(host: &Host, head: &str) -> (u16, String) {
             (200, serde_json::to_string(&view).unwrap_or_default())
         }
         "DELETE" => {
-            let played = chrono::Utc::now().signed_duration_since(session.started_at).num_milliseconds();
+            let played = chrono::Utc::now()
+                .signed_duration_since(session.started_at)
+                .num_milliseconds();
             let saved = header("sf-saved-state").unwrap_or_else(|| format!("played {played} ms"));
-            match host.end_session(session_id, SessionEndReason::Ended, Some(saved)).await {
+            match host
+                .end_session(session_id, SessionEndReason::Ended, Some(saved))
+                .await
+            {
                 Ok(()) => (200, serde_json::json!({ "ended": session_id }).to_string()),
                 Err(e) => (409, error_body(&e)),
             }

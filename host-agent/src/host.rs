@@ -7,7 +7,9 @@ use crate::{Agent, AgentError, control};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use streamfleet_bus_schemas::payloads::{EndSession, RecordHeartbeats, RegisterHost, SessionBeat, SessionEndReason};
+use streamfleet_bus_schemas::payloads::{
+    EndSession, RecordHeartbeats, RegisterHost, SessionBeat, SessionEndReason,
+};
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::{Command, CommandReply, RejectionReason, subjects};
 use tokio::sync::watch;
@@ -69,11 +71,21 @@ impl Host {
     }
 
     /// Ends a session the way the app does: it saves its state and the host reports the end.
-    pub async fn end_session(&self, session_id: &str, reason: SessionEndReason, saved_state: Option<String>) -> Result<(), String> {
+    pub async fn end_session(
+        &self,
+        session_id: &str,
+        reason: SessionEndReason,
+        saved_state: Option<String>,
+    ) -> Result<(), String> {
         if self.lock().remove(session_id).is_none() {
-            return Err(format!("host {} does not run session {session_id}", self.id));
+            return Err(format!(
+                "host {} does not run session {session_id}",
+                self.id
+            ));
         }
-        let Some(agent) = self.agent.upgrade() else { return Err("agent stopped".into()) };
+        let Some(agent) = self.agent.upgrade() else {
+            return Err("agent stopped".into());
+        };
         let end = Command::EndSession(EndSession {
             session_id: session_id.to_string(),
             host_id: self.id.clone(),
@@ -88,19 +100,28 @@ impl Host {
     }
 
     fn handle(&self, verb: &str, payload: &[u8]) -> Result<HostActualState, ServiceError> {
-        let read = |what: &str| ServiceError::new("malformed", format!("unreadable {what} request"));
+        let read =
+            |what: &str| ServiceError::new("malformed", format!("unreadable {what} request"));
         match verb {
             "state" => {}
             "start" => {
-                let req: StartSession = serde_json::from_slice(payload).map_err(|_| read("start"))?;
+                let req: StartSession =
+                    serde_json::from_slice(payload).map_err(|_| read("start"))?;
                 let mut sessions = self.lock();
-                if sessions.len() >= self.capacity as usize && !sessions.contains_key(&req.session_id) {
-                    return Err(ServiceError::new("no_capacity", format!("host {} is full", self.id)));
+                if sessions.len() >= self.capacity as usize
+                    && !sessions.contains_key(&req.session_id)
+                {
+                    return Err(ServiceError::new(
+                        "no_capacity",
+                        format!("host {} is full", self.id),
+                    ));
                 }
                 sessions.insert(
                     req.session_id,
                     RunningSession {
-                        credential_hash: blake3::hash(req.credentials.as_bytes()).to_hex().to_string(),
+                        credential_hash: blake3::hash(req.credentials.as_bytes())
+                            .to_hex()
+                            .to_string(),
                         user_id: req.user_id,
                         restored_state: req.saved_state,
                         started_at: chrono::Utc::now(),
@@ -108,13 +129,15 @@ impl Host {
                 );
             }
             "stop-session" => {
-                let req: StopSession = serde_json::from_slice(payload).map_err(|_| read("stop-session"))?;
+                let req: StopSession =
+                    serde_json::from_slice(payload).map_err(|_| read("stop-session"))?;
                 if self.lock().remove(&req.session_id).is_some() {
                     tracing::info!(host = %self.id, session = %req.session_id, reason = %req.reason, "session stopped by the control plane");
                 }
             }
             "fault" => {
-                let req: InjectFault = serde_json::from_slice(payload).map_err(|_| read("fault"))?;
+                let req: InjectFault =
+                    serde_json::from_slice(payload).map_err(|_| read("fault"))?;
                 let mut sessions = self.lock();
                 if let Some(stray) = req.stray_session {
                     sessions.insert(
@@ -131,19 +154,35 @@ impl Host {
                     sessions.remove(&dropped);
                 }
             }
-            other => return Err(ServiceError::new("not_found", format!("no `{other}` request on a host"))),
+            other => {
+                return Err(ServiceError::new(
+                    "not_found",
+                    format!("no `{other}` request on a host"),
+                ));
+            }
         }
         Ok(self.actual_state())
     }
 }
 
 /// Starts a host: control port, registration, requests, heartbeats.
-pub(crate) async fn launch(agent: &Arc<Agent>, id: String, app_id: String, version: String) -> Result<Arc<Host>, AgentError> {
-    let err = |detail: String| AgentError::Host { host_id: id.clone(), detail };
+pub(crate) async fn launch(
+    agent: &Arc<Agent>,
+    id: String,
+    app_id: String,
+    version: String,
+) -> Result<Arc<Host>, AgentError> {
+    let err = |detail: String| AgentError::Host {
+        host_id: id.clone(),
+        detail,
+    };
     let listener = tokio::net::TcpListener::bind((agent.config.address.as_str(), 0))
         .await
         .map_err(|e| err(format!("cannot listen on {}: {e}", agent.config.address)))?;
-    let port = listener.local_addr().map_err(|e| err(e.to_string()))?.port();
+    let port = listener
+        .local_addr()
+        .map_err(|e| err(e.to_string()))?
+        .port();
     let requests = agent
         .client
         .subscribe(subjects::host(&id, ">"))
@@ -172,11 +211,21 @@ pub(crate) async fn launch(agent: &Arc<Agent>, id: String, app_id: String, versi
     });
     match agent.commands.send(uuid::Uuid::now_v7(), &register).await {
         Ok(CommandReply::Accepted { .. }) => {}
-        Ok(CommandReply::Rejected { message, .. }) => return Err(err(format!("registration refused: {message}"))),
+        Ok(CommandReply::Rejected { message, .. }) => {
+            return Err(err(format!("registration refused: {message}")));
+        }
         Err(e) => return Err(err(format!("registration not delivered: {e}"))),
     }
-    agent.hosts.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), host.clone());
-    tokio::spawn(control::serve(host.clone(), listener, host.stopped.subscribe()));
+    agent
+        .hosts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), host.clone());
+    tokio::spawn(control::serve(
+        host.clone(),
+        listener,
+        host.stopped.subscribe(),
+    ));
     tokio::spawn(answer(agent.clone(), host.clone(), requests));
     tokio::spawn(heartbeats(agent.clone(), host.clone()));
     tracing::info!(host = %id, port, "host registered");
@@ -191,25 +240,44 @@ async fn answer(agent: Arc<Agent>, host: Arc<Host>, mut requests: async_nats::Su
             m = requests.next() => match m { Some(m) => m, None => break },
             _ = stopped.wait_for(|s| *s) => break,
         };
-        let verb = msg.subject.as_str().rsplit('.').next().unwrap_or("").to_string();
+        let verb = msg
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let reply = match verb.as_str() {
             "terminate" => {
                 host.stop();
                 tracing::info!(host = %host.id, "host terminated");
-                AgentReply::Ok { state: host.actual_state() }
+                AgentReply::Ok {
+                    state: host.actual_state(),
+                }
             }
             "notice" => match serde_json::from_slice::<TerminationNotice>(&msg.payload) {
                 Ok(notice) => {
                     let ids: Vec<String> = host.lock().keys().cloned().collect();
                     for id in ids {
-                        let saved = format!("saved before {} (notice until {})", notice.new_version, notice.deadline);
-                        if let Err(error) = host.end_session(&id, SessionEndReason::Terminated, Some(saved)).await {
+                        let saved = format!(
+                            "saved before {} (notice until {})",
+                            notice.new_version, notice.deadline
+                        );
+                        if let Err(error) = host
+                            .end_session(&id, SessionEndReason::Terminated, Some(saved))
+                            .await
+                        {
                             tracing::warn!(host = %host.id, session = %id, %error, "could not end a session on notice");
                         }
                     }
-                    AgentReply::Ok { state: host.actual_state() }
+                    AgentReply::Ok {
+                        state: host.actual_state(),
+                    }
                 }
-                Err(e) => AgentReply::Error(ServiceError::new("malformed", format!("unreadable notice: {e}"))),
+                Err(e) => AgentReply::Error(ServiceError::new(
+                    "malformed",
+                    format!("unreadable notice: {e}"),
+                )),
             },
             verb => match host.handle(verb, &msg.payload) {
                 Ok(state) => AgentReply::Ok { state },
@@ -221,7 +289,11 @@ async fn answer(agent: Arc<Agent>, host: Arc<Host>, mut requests: async_nats::Su
             let _ = agent.client.publish(reply_to, body.into()).await;
         }
     }
-    agent.hosts.lock().unwrap_or_else(|e| e.into_inner()).remove(&host.id);
+    agent
+        .hosts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&host.id);
 }
 
 /// Reports one heartbeat per running session every interval until the host stops or the
@@ -240,7 +312,10 @@ async fn heartbeats(agent: Arc<Agent>, host: Arc<Host>) {
         let sessions: Vec<SessionBeat> = host
             .lock()
             .keys()
-            .map(|id| SessionBeat { session_id: id.clone(), stats: None })
+            .map(|id| SessionBeat {
+                session_id: id.clone(),
+                stats: None,
+            })
             .collect();
         let report = Command::RecordHeartbeats(RecordHeartbeats {
             host_id: host.id.clone(),
@@ -249,12 +324,17 @@ async fn heartbeats(agent: Arc<Agent>, host: Arc<Host>) {
         });
         match agent.commands.send(uuid::Uuid::now_v7(), &report).await {
             Ok(CommandReply::Accepted { .. }) => {}
-            Ok(CommandReply::Rejected { reason: RejectionReason::Domain { rule, .. }, .. }) if rule == "host_removed" => {
+            Ok(CommandReply::Rejected {
+                reason: RejectionReason::Domain { rule, .. },
+                ..
+            }) if rule == "host_removed" => {
                 tracing::info!(host = %host.id, "host was removed by the control plane; stopping");
                 host.stop();
                 return;
             }
-            Ok(CommandReply::Rejected { message, .. }) => tracing::warn!(host = %host.id, %message, "heartbeat refused"),
+            Ok(CommandReply::Rejected { message, .. }) => {
+                tracing::warn!(host = %host.id, %message, "heartbeat refused")
+            }
             Err(error) => tracing::warn!(host = %host.id, %error, "heartbeat not delivered"),
         }
     }

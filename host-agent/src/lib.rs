@@ -92,7 +92,10 @@ pub async fn run(
         .await
         .map_err(|e| AgentError::Nats(e.to_string()))?;
     let agent = Arc::new(Agent {
-        commands: CommandClient::new(client.clone(), format!("streamfleet/host-agent/{}", config.region)),
+        commands: CommandClient::new(
+            client.clone(),
+            format!("streamfleet/host-agent/{}", config.region),
+        ),
         client: client.clone(),
         hosts: Mutex::new(BTreeMap::new()),
         config: config.clone(),
@@ -103,7 +106,10 @@ pub async fn run(
     }
     let launches = if config.launcher {
         let sub = client
-            .queue_subscribe(subjects::launch(&config.region), format!("launch-{}", config.region))
+            .queue_subscribe(
+                subjects::launch(&config.region),
+                format!("launch-{}", config.region),
+            )
             .await
             .map_err(|e| AgentError::Nats(e.to_string()))?;
         Some(tokio::spawn(serve_launches(agent.clone(), sub)))
@@ -117,7 +123,13 @@ pub async fn run(
     if let Some(task) = launches {
         task.abort();
     }
-    let hosts: Vec<Arc<Host>> = agent.hosts.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    let hosts: Vec<Arc<Host>> = agent
+        .hosts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
     for h in hosts {
         h.stop();
     }
@@ -128,17 +140,37 @@ pub async fn run(
 /// Launches the hosts the control plane asks for (one agent of the region answers each).
 async fn serve_launches(agent: Arc<Agent>, mut sub: async_nats::Subscriber) {
     while let Some(msg) = sub.next().await {
-        let Some(reply_to) = msg.reply.clone() else { continue };
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
         let reply = match serde_json::from_slice::<LaunchHost>(&msg.payload) {
-            Err(e) => AgentReply::Error(ServiceError::new("malformed", format!("unreadable launch request: {e}"))),
+            Err(e) => AgentReply::Error(ServiceError::new(
+                "malformed",
+                format!("unreadable launch request: {e}"),
+            )),
             Ok(req) => {
-                let existing = agent.hosts.lock().unwrap_or_else(|e| e.into_inner()).get(&req.host_id).cloned();
+                let existing = agent
+                    .hosts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&req.host_id)
+                    .cloned();
                 match existing {
-                    Some(h) => AgentReply::Ok { state: h.actual_state() },
-                    None => match host::launch(&agent, req.host_id.clone(), req.app_id, req.version).await {
-                        Ok(h) => AgentReply::Ok { state: h.actual_state() },
-                        Err(e) => AgentReply::Error(ServiceError::new("unavailable", e.to_string())),
+                    Some(h) => AgentReply::Ok {
+                        state: h.actual_state(),
                     },
+                    None => {
+                        match host::launch(&agent, req.host_id.clone(), req.app_id, req.version)
+                            .await
+                        {
+                            Ok(h) => AgentReply::Ok {
+                                state: h.actual_state(),
+                            },
+                            Err(e) => {
+                                AgentReply::Error(ServiceError::new("unavailable", e.to_string()))
+                            }
+                        }
+                    }
                 }
             }
         };

@@ -1,5 +1,56 @@
-//! Streamfleet's projections (views for dashboards): heartbeat, consistency, sessions, hosts and
-//! capacity, rollouts. Each will follow the log with `streamfleet_node::Follower`, keep its own
-//! state and checkpoint, and rebuild from position 1 to exactly the live result.
+//! Streamfleet's projections: five views of the event log for dashboards, stored in redb and
+//! served over gRPC.
 //!
-//! Empty until the session issue builds the first views; see ARCHITECTURE.md.
+//! Invariant: every view is a pure fold of the log in position order ([`views::View`]); its rows
+//! and checkpoint are stored together ([`store`]), so rebuilding a view from the first position
+//! gives exactly the stored bytes of the live one ([`store::diff`] is empty).
+//!
+//! - [`views`]: heartbeats (liveness), consistency (recorded vs reported, discrepancies),
+//!   sessions, hosts and capacity, rollouts.
+//! - [`store`]: `<dir>/<view>.redb` files, [`store::dump`] and [`store::diff`].
+//! - [`runner`]: follows the log over NATS (or any [`runner::EventFeed`]), applies, stores in
+//!   batches, broadcasts changes, serves gRPC ([`pb`], service `streamfleet.views.v1.Views`,
+//!   with reflection and health).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), streamfleet_projections::ProjectionsError> {
+//! use std::time::Duration;
+//! use streamfleet_node::NatsLogin;
+//! use streamfleet_projections::{ProjectionsConfig, start};
+//!
+//! let config = ProjectionsConfig {
+//!     nats: NatsLogin::new("nats://127.0.0.1:4222", "dashboard", "secret"),
+//!     data_dir: "/var/lib/streamfleet/views".into(),
+//!     grpc_addr: "127.0.0.1:0".parse().expect("an address"),
+//!     heartbeat_interval: Duration::from_secs(5),
+//! };
+//! let running = start(config).await?;
+//! println!("grpc listening on {}", running.grpc_addr());
+//! running.wait_for_position(1).await;
+//! running.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod grpc;
+pub mod rows;
+pub mod runner;
+pub mod store;
+pub mod views;
+
+/// The gRPC messages and services generated from `proto/views.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("streamfleet.views.v1");
+
+    /// The encoded file descriptor set of `views.proto` (with its imports), for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/views_descriptor.bin"));
+}
+
+pub use error::{ProjectionsError, StoreError};
+pub use runner::{
+    EventFeed, FeedSender, ProjectionsConfig, RunningProjections, SourcedEvent, rebuild,
+    rebuild_from, run, start, start_with_source,
+};
+pub use store::{Difference, DumpRow, diff, dump};

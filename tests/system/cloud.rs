@@ -22,7 +22,7 @@ pub const NEW_YORK: &str = "192.0.2.5";
 pub struct Cloud {
     pub sys: System,
     pub token_key: String,
-    _workers: NodeProcess,
+    workers: NodeProcess,
     pub agents: Vec<NodeProcess>,
 }
 
@@ -38,7 +38,14 @@ pub struct AgentSpec<'a> {
 
 impl<'a> AgentSpec<'a> {
     pub fn new(region: &'a str, prefix: &'a str, hosts: u32, capacity: u32) -> Self {
-        AgentSpec { region, prefix, hosts, capacity, launcher: false, version: "1.0.0" }
+        AgentSpec {
+            region,
+            prefix,
+            hosts,
+            capacity,
+            launcher: false,
+            version: "1.0.0",
+        }
     }
 
     pub fn launcher(mut self) -> Self {
@@ -65,9 +72,17 @@ impl Cloud {
                 "--launch-timeout-ms",
                 "10000",
             ],
-            &[("SF_WORKER_PASSWORD", &worker_pw), ("SF_TOKEN_KEY", &token_key)],
+            &[
+                ("SF_WORKER_PASSWORD", &worker_pw),
+                ("SF_TOKEN_KEY", &token_key),
+            ],
         );
-        let mut cloud = Cloud { sys, token_key, _workers: workers, agents: Vec::new() };
+        let mut cloud = Cloud {
+            sys,
+            token_key,
+            workers,
+            agents: Vec::new(),
+        };
         for spec in agents {
             cloud.add_agent(spec);
         }
@@ -98,12 +113,49 @@ impl Cloud {
         if !spec.launcher {
             args.push("--no-launcher");
         }
-        self.agents.push(NodeProcess::spawn(&args, &[("SF_HOST_PASSWORD", &host_pw)]));
+        self.agents
+            .push(NodeProcess::spawn(&args, &[("SF_HOST_PASSWORD", &host_pw)]));
         self.agents.len() - 1
     }
 
+    /// `kill -9` the workers: nothing sends commands any more.
+    pub fn kill_workers(&mut self) {
+        self.workers.kill9();
+    }
+
+    /// `streamfleet projections serve` on a free port into `dir`; returns it and its gRPC URL.
+    pub fn projections(&self, dir: &std::path::Path) -> (NodeProcess, String) {
+        let pw = self.sys.nats.password("dashboard");
+        let hb = HEARTBEAT_MS.to_string();
+        let dir = dir.to_string_lossy().to_string();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamfleet"));
+        child
+            .args([
+                "projections",
+                "serve",
+                "--grpc",
+                "127.0.0.1:0",
+                "--nats-url",
+                &self.sys.nats.url,
+            ])
+            .args(["--data-dir", &dir, "--heartbeat-interval-ms", &hb])
+            .env("SF_DASHBOARD_PASSWORD", pw);
+        let (process, line) = NodeProcess::spawn_command(child);
+        let addr = line
+            .strip_prefix("ready grpc=")
+            .expect("ready grpc=ADDR")
+            .to_string();
+        (process, format!("http://{addr}"))
+    }
+
     /// Asks the token service for a token.
-    pub async fn issue(&self, user: &str, client_ip: Option<&str>, group: Option<&str>, ttl: Option<u32>) -> TokenGrant {
+    pub async fn issue(
+        &self,
+        user: &str,
+        client_ip: Option<&str>,
+        group: Option<&str>,
+        ttl: Option<u32>,
+    ) -> TokenGrant {
         let client = self.sys.nats.client("entitlement").await;
         let req = TokenRequest {
             app_id: "chess".into(),
@@ -113,7 +165,10 @@ impl Cloud {
             ttl_seconds: ttl,
         };
         let msg = client
-            .request(subjects::TOKEN_REQUEST, serde_json::to_vec(&req).expect("json").into())
+            .request(
+                subjects::TOKEN_REQUEST,
+                serde_json::to_vec(&req).expect("json").into(),
+            )
             .await
             .expect("the token service answers");
         match serde_json::from_slice::<TokenReply>(&msg.payload).expect("token reply") {
@@ -125,9 +180,16 @@ impl Cloud {
     /// Redeems a token as a client.
     pub async fn redeem(&self, token: &str, client_ip: &str) -> RedemptionReply {
         let client = self.sys.nats.client("client").await;
-        let req = Redemption { token: token.into(), client_ip: client_ip.into(), latencies_ms: Vec::new() };
+        let req = Redemption {
+            token: token.into(),
+            client_ip: client_ip.into(),
+            latencies_ms: Vec::new(),
+        };
         let msg = client
-            .request(subjects::REDEEM, serde_json::to_vec(&req).expect("json").into())
+            .request(
+                subjects::REDEEM,
+                serde_json::to_vec(&req).expect("json").into(),
+            )
             .await
             .expect("the redemption node answers");
         serde_json::from_slice(&msg.payload).expect("redemption reply")
@@ -144,13 +206,21 @@ impl Cloud {
 
     /// Sends a command as a service (operators, schedulers).
     pub async fn command(&self, command: Command) -> CommandReply {
-        self.sys.nats.commands("service").await.send(Uuid::now_v7(), &command).await.expect("reply")
+        self.sys
+            .nats
+            .commands("service")
+            .await
+            .send(Uuid::now_v7(), &command)
+            .await
+            .expect("reply")
     }
 
     /// Follows the log from the start, folding a [`Fleet`].
     pub async fn watch(&self) -> Watch {
         Watch {
-            follower: Follower::start(self.sys.nats.client("auditor").await, 1).await.expect("follow"),
+            follower: Follower::start(self.sys.nats.client("auditor").await, 1)
+                .await
+                .expect("follow"),
             fleet: Fleet::default(),
             events: Vec::new(),
         }
@@ -166,16 +236,24 @@ pub struct Watch {
 
 impl Watch {
     /// Follows until `done` holds; panics after [`PATIENCE`] with `what`.
-    pub async fn until(&mut self, what: &str, mut done: impl FnMut(&[(u64, Event)], &Fleet) -> bool) {
+    pub async fn until(
+        &mut self,
+        what: &str,
+        mut done: impl FnMut(&[(u64, Event)], &Fleet) -> bool,
+    ) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while !done(&self.events, &self.fleet) {
             let next = tokio::time::timeout_at(deadline, self.follower.next()).await;
             let Ok(next) = next else {
-                panic!("timed out waiting for: {what}\nlast events: {:#?}", &self.events[self.events.len().saturating_sub(15)..]);
+                panic!(
+                    "timed out waiting for: {what}\nlast events: {:#?}",
+                    &self.events[self.events.len().saturating_sub(15)..]
+                );
             };
             let followed = next.expect("follow");
             let env = followed.envelope().expect("envelope");
-            let event = Event::from_parts(&env.body.event_type, env.body.data).expect("known event");
+            let event =
+                Event::from_parts(&env.body.event_type, env.body.data).expect("known event");
             self.fleet.apply(followed.position, env.body.time, &event);
             self.events.push((followed.position, event));
         }
@@ -183,9 +261,17 @@ impl Watch {
 }
 
 /// A plain HTTP/1.1 request to a host's control port: (status, body).
-pub async fn http(address: &str, port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub async fn http(
+    address: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect((address, port)).await.expect("the host's control port accepts");
+    let mut stream = tokio::net::TcpStream::connect((address, port))
+        .await
+        .expect("the host's control port accepts");
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {address}\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -194,8 +280,15 @@ pub async fn http(address: &str, port: u16, method: &str, path: &str, headers: &
     stream.write_all(req.as_bytes()).await.expect("write");
     let mut text = String::new();
     stream.read_to_string(&mut text).await.expect("read");
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 

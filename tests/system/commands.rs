@@ -307,7 +307,10 @@ async fn concurrent_commands_on_one_stream_get_exactly_one_winner_per_version() 
     );
 
     let owner = "h-race".to_string();
-    let registered = commands.send(Uuid::now_v7(), &register(&owner)).await.expect("reply");
+    let registered = commands
+        .send(Uuid::now_v7(), &register(&owner))
+        .await
+        .expect("reply");
     assert_eq!(code(&registered), "accepted");
     let beats: Vec<_> = (0..64)
         .map(|_| {

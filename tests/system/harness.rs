@@ -128,21 +128,29 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `streamfleet <args>` with `env` and waits for its line starting with `ready`.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", std::env::var("SF_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_streamfleet"));
+        command.args(args).envs(env.iter().copied());
+        Self::spawn_command(command).0
+    }
+
+    /// Starts a prepared `streamfleet` command; returns it and its `ready…` line.
+    pub fn spawn_command(mut command: Command) -> (NodeProcess, String) {
+        let mut child = command
+            .env(
+                "RUST_LOG",
+                std::env::var("SF_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn streamfleet");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("ready") => {}
-            other => panic!("streamfleet {args:?} did not become ready: {other:?}"),
-        }
+        let ready = match lines.next() {
+            Some(Ok(line)) if line.starts_with("ready") => line,
+            other => panic!("{command:?} did not become ready: {other:?}"),
+        };
         std::thread::spawn(move || for _ in lines {});
-        NodeProcess { child }
+        (NodeProcess { child }, ready)
     }
 }
 

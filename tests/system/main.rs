@@ -10,3 +10,4 @@ mod reads;
 mod sessions;
 mod shutdown;
 mod up;
+mod views;

@@ -20,6 +20,14 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         .arg(port.to_string())
         .arg("--nats-conf")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/nats.conf"))
+        .args([
+            "--grpc",
+            "127.0.0.1:0",
+            "--heartbeat-interval-ms",
+            "300",
+            "--summary-every",
+            "1",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -46,6 +54,58 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
             .any(|l| l.contains(&format!("nats://127.0.0.1:{port}"))),
         "{banner:?}"
     );
+    // Live summaries follow the banner; keep reading them so `up` never blocks on its pipe.
+    let (summaries_tx, summaries) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = summaries_tx.send(line);
+        }
+    });
+
+    // The demo's clients get sessions, and the views show them over gRPC.
+    let grpc = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("views:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the banner names the gRPC address")
+        .to_string();
+    let mut views =
+        streamfleet_projections::pb::views_client::ViewsClient::connect(format!("http://{grpc}"))
+            .await
+            .expect("gRPC");
+    let deadline = std::time::Instant::now() + crate::cloud::PATIENCE;
+    loop {
+        let sessions = views
+            .get_sessions(streamfleet_projections::pb::SessionsRequest::default())
+            .await
+            .expect("sessions")
+            .into_inner();
+        if sessions.sessions.iter().any(|s| !s.host_id.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no demo session provisioned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let hosts = views
+        .get_hosts(streamfleet_projections::pb::HostsRequest::default())
+        .await
+        .expect("hosts")
+        .into_inner();
+    let regions: std::collections::BTreeSet<&str> =
+        hosts.hosts.iter().map(|h| h.region.as_str()).collect();
+    assert_eq!(
+        regions.len(),
+        3,
+        "host agents for three regions: {regions:?}"
+    );
+    let summary = summaries
+        .recv_timeout(crate::cloud::PATIENCE)
+        .expect("a live summary line");
+    assert!(summary.contains("sessions"), "{summary}");
+    drop(views);
 
     // The generated credentials work for the roles they name, and only they are in the file.
     let creds = std::fs::read_to_string(state.path().join(".streamfleet/credentials.env"))

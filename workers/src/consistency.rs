@@ -32,7 +32,10 @@ pub(crate) async fn resolve(shared: Arc<Shared>, host_id: String, position: u64,
         kind: finding.kind,
         detail: finding.detail.clone(),
     });
-    if let Err(refused) = shared.send_once(&format!("open/{discrepancy_id}"), open).await {
+    if let Err(refused) = shared
+        .send_once(&format!("open/{discrepancy_id}"), open)
+        .await
+    {
         tracing::warn!(%discrepancy_id, %refused, "could not open a discrepancy");
         return;
     }
@@ -63,12 +66,19 @@ pub(crate) async fn resolve(shared: Arc<Shared>, host_id: String, position: u64,
                 reason: SessionEndReason::Reconciled,
                 saved_state: None,
             });
-            match shared.send_once(&format!("reconcile/{discrepancy_id}"), end).await {
-                Ok(_) => "host does not run the session: recorded it as ended (reconciled)".to_string(),
+            match shared
+                .send_once(&format!("reconcile/{discrepancy_id}"), end)
+                .await
+            {
+                Ok(_) => {
+                    "host does not run the session: recorded it as ended (reconciled)".to_string()
+                }
                 Err(Refused::Rejected { rule, .. }) if rule == "session_already_ended" => {
                     "host does not run the session, which had meanwhile ended".to_string()
                 }
-                Err(refused) => format!("host does not run the session; ending it failed: {refused}"),
+                Err(refused) => {
+                    format!("host does not run the session; ending it failed: {refused}")
+                }
             }
         }
         (_, Some(true)) => {
@@ -77,11 +87,17 @@ pub(crate) async fn resolve(shared: Arc<Shared>, host_id: String, position: u64,
                 reason: finding.detail.clone(),
             };
             let body = serde_json::to_vec(&stop).unwrap_or_default();
-            match shared.ask::<AgentReply>(subjects::host(&host_id, "stop-session"), body, ASK_TIMEOUT).await {
+            match shared
+                .ask::<AgentReply>(subjects::host(&host_id, "stop-session"), body, ASK_TIMEOUT)
+                .await
+            {
                 Ok(AgentReply::Ok { .. }) => {
-                    "host ran a session the log does not place there: stopped it on the host".to_string()
+                    "host ran a session the log does not place there: stopped it on the host"
+                        .to_string()
                 }
-                Ok(AgentReply::Error(e)) => format!("host ran the session and refused to stop it: {}", e.message),
+                Ok(AgentReply::Error(e)) => {
+                    format!("host ran the session and refused to stop it: {}", e.message)
+                }
                 Err(error) => format!("host ran the session; stopping it failed: {error}"),
             }
         }
@@ -92,7 +108,10 @@ pub(crate) async fn resolve(shared: Arc<Shared>, host_id: String, position: u64,
         host_runs_session: runs.unwrap_or(false),
         resolution: resolution.clone(),
     });
-    match shared.send_once(&format!("resolve/{discrepancy_id}"), resolve).await {
+    match shared
+        .send_once(&format!("resolve/{discrepancy_id}"), resolve)
+        .await
+    {
         Ok(_) => tracing::info!(%discrepancy_id, %resolution, "discrepancy resolved"),
         Err(refused) => tracing::warn!(%discrepancy_id, %refused, "could not record a resolution"),
     }

@@ -40,7 +40,10 @@ pub struct HostRecord {
 impl HostRecord {
     /// Registered and not removed.
     pub fn is_live(&self) -> bool {
-        matches!(self.status, HostStatus::Active | HostStatus::Draining { .. })
+        matches!(
+            self.status,
+            HostStatus::Active | HostStatus::Draining { .. }
+        )
     }
 }
 
@@ -301,42 +304,58 @@ impl Fleet {
     /// against the host.
     pub fn check_report(&self, report: &HeartbeatReceived) -> Vec<Finding> {
         let mut found = Vec::new();
-        let reported: BTreeSet<&str> = report.sessions.iter().map(|b| b.session_id.as_str()).collect();
+        let reported: BTreeSet<&str> = report
+            .sessions
+            .iter()
+            .map(|b| b.session_id.as_str())
+            .collect();
         for id in &reported {
             match self.sessions.get(*id) {
                 None => found.push(Finding {
                     session_id: id.to_string(),
                     kind: DiscrepancyKind::UnknownSession,
-                    detail: format!("host {} reports session {id}, which the log never recorded", report.host_id),
+                    detail: format!(
+                        "host {} reports session {id}, which the log never recorded",
+                        report.host_id
+                    ),
                 }),
                 Some(s) if s.host_id != report.host_id => found.push(Finding {
                     session_id: id.to_string(),
                     kind: DiscrepancyKind::WrongHost,
-                    detail: format!("host {} reports session {id}, which the log places on {}", report.host_id, s.host_id),
+                    detail: format!(
+                        "host {} reports session {id}, which the log places on {}",
+                        report.host_id, s.host_id
+                    ),
                 }),
-                Some(SessionRecord { ended: Some((reason, at)), .. }) if *at < report.sent_at => {
-                    found.push(Finding {
-                        session_id: id.to_string(),
-                        kind: DiscrepancyKind::EndedSessionReported,
-                        detail: format!(
-                            "host {} still reports session {id}, which ended ({}) at {at}",
-                            report.host_id,
-                            streamfleet_domain::session::reason_name(*reason)
-                        ),
-                    })
-                }
+                Some(SessionRecord {
+                    ended: Some((reason, at)),
+                    ..
+                }) if *at < report.sent_at => found.push(Finding {
+                    session_id: id.to_string(),
+                    kind: DiscrepancyKind::EndedSessionReported,
+                    detail: format!(
+                        "host {} still reports session {id}, which ended ({}) at {at}",
+                        report.host_id,
+                        streamfleet_domain::session::reason_name(*reason)
+                    ),
+                }),
                 Some(_) => {}
             }
         }
         if let Some(host) = self.hosts.get(&report.host_id) {
             for id in &host.sessions {
-                let Some(s) = self.sessions.get(id) else { continue };
+                let Some(s) = self.sessions.get(id) else {
+                    continue;
+                };
                 let started_before = s.provisioned_at.is_some_and(|t| t < report.sent_at);
                 if s.ended.is_none() && started_before && !reported.contains(id.as_str()) {
                     found.push(Finding {
                         session_id: id.clone(),
                         kind: DiscrepancyKind::MissingFromReport,
-                        detail: format!("host {} did not report session {id}, which the log places there", report.host_id),
+                        detail: format!(
+                            "host {} did not report session {id}, which the log places there",
+                            report.host_id
+                        ),
                     });
                 }
             }

@@ -33,7 +33,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 fn older_than(t: DateTime<Utc>, now: DateTime<Utc>, limit: Duration) -> bool {
-    now.signed_duration_since(t).to_std().is_ok_and(|age| age > limit)
+    now.signed_duration_since(t)
+        .to_std()
+        .is_ok_and(|age| age > limit)
 }
 
 /// Sessions and hosts whose heartbeats stopped are declared lost; hosts requested but never
@@ -75,15 +77,31 @@ async fn liveness(shared: &Shared, now: DateTime<Utc>) {
         match shared.send_once(&format!("lost/{session_id}"), end).await {
             Ok(_) => {
                 tracing::info!(session = %session_id, host = %host_id, "session lost: no heartbeat");
-                let stop = StopSession { session_id, reason: "declared lost: no heartbeats".into() };
-                shared.tell(subjects::host(&host_id, "stop-session"), serde_json::to_vec(&stop).unwrap_or_default()).await;
+                let stop = StopSession {
+                    session_id,
+                    reason: "declared lost: no heartbeats".into(),
+                };
+                shared
+                    .tell(
+                        subjects::host(&host_id, "stop-session"),
+                        serde_json::to_vec(&stop).unwrap_or_default(),
+                    )
+                    .await;
             }
-            Err(refused) => tracing::debug!(session = %session_id, %refused, "lost session not ended"),
+            Err(refused) => {
+                tracing::debug!(session = %session_id, %refused, "lost session not ended")
+            }
         }
     }
     for host_id in lost_hosts {
-        let remove = Command::RemoveHost(RemoveHost { host_id: host_id.clone(), reason: HostRemovalReason::Lost });
-        match shared.send_once(&format!("host-lost/{host_id}"), remove).await {
+        let remove = Command::RemoveHost(RemoveHost {
+            host_id: host_id.clone(),
+            reason: HostRemovalReason::Lost,
+        });
+        match shared
+            .send_once(&format!("host-lost/{host_id}"), remove)
+            .await
+        {
             Ok(_) => tracing::info!(host = %host_id, "host lost: no heartbeat report"),
             Err(refused) => tracing::debug!(host = %host_id, %refused, "lost host not removed"),
         }
@@ -111,8 +129,14 @@ async fn slots(shared: &Shared, now: DateTime<Utc>) {
             .collect()
     };
     for (host_id, session_id) in stale {
-        let release = Command::ReleaseSession(ReleaseSession { host_id: host_id.clone(), session_id: session_id.clone() });
-        if let Err(refused) = shared.send_once(&format!("release/{session_id}/{host_id}"), release).await {
+        let release = Command::ReleaseSession(ReleaseSession {
+            host_id: host_id.clone(),
+            session_id: session_id.clone(),
+        });
+        if let Err(refused) = shared
+            .send_once(&format!("release/{session_id}/{host_id}"), release)
+            .await
+        {
             tracing::debug!(host = %host_id, session = %session_id, %refused, "slot not released");
         }
     }
@@ -154,15 +178,28 @@ async fn rollouts(shared: &Shared, now: DateTime<Utc>) {
                 new_version: host.version.clone(),
                 deadline: host.deadline,
             });
-            match shared.send_once(&format!("drain/{id}/{}", host.version), drain).await {
-                Ok(_) => tracing::info!(host = %id, version = %host.version, urgent = host.deadline.is_some(), "host draining"),
+            match shared
+                .send_once(&format!("drain/{id}/{}", host.version), drain)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(host = %id, version = %host.version, urgent = host.deadline.is_some(), "host draining")
+                }
                 Err(refused) => tracing::debug!(host = %id, %refused, "drain not recorded"),
             }
         }
         if let Some(deadline) = host.deadline {
             if !host.sessions.is_empty() && now < deadline {
-                let notice = TerminationNotice { deadline, new_version: host.version.clone() };
-                shared.tell(subjects::host(id, "notice"), serde_json::to_vec(&notice).unwrap_or_default()).await;
+                let notice = TerminationNotice {
+                    deadline,
+                    new_version: host.version.clone(),
+                };
+                shared
+                    .tell(
+                        subjects::host(id, "notice"),
+                        serde_json::to_vec(&notice).unwrap_or_default(),
+                    )
+                    .await;
                 continue;
             }
             if !host.sessions.is_empty() {
@@ -173,7 +210,9 @@ async fn rollouts(shared: &Shared, now: DateTime<Utc>) {
                         reason: SessionEndReason::Terminated,
                         saved_state: None,
                     });
-                    let _ = shared.send_once(&format!("terminate/{session_id}"), end).await;
+                    let _ = shared
+                        .send_once(&format!("terminate/{session_id}"), end)
+                        .await;
                 }
                 remove(shared, id, HostRemovalReason::Terminated).await;
                 continue;
@@ -187,11 +226,19 @@ async fn rollouts(shared: &Shared, now: DateTime<Utc>) {
 
 /// Removes a host and tells its agent to stop it.
 async fn remove(shared: &Shared, host_id: &str, reason: HostRemovalReason) {
-    let command = Command::RemoveHost(RemoveHost { host_id: host_id.to_string(), reason });
-    match shared.send_once(&format!("remove/{host_id}"), command).await {
+    let command = Command::RemoveHost(RemoveHost {
+        host_id: host_id.to_string(),
+        reason,
+    });
+    match shared
+        .send_once(&format!("remove/{host_id}"), command)
+        .await
+    {
         Ok(_) => {
             tracing::info!(host = %host_id, ?reason, "host removed");
-            shared.tell(subjects::host(host_id, "terminate"), Vec::new()).await;
+            shared
+                .tell(subjects::host(host_id, "terminate"), Vec::new())
+                .await;
         }
         Err(refused) => tracing::debug!(host = %host_id, %refused, "host not removed"),
     }
@@ -232,7 +279,11 @@ async fn buffers(shared: &Shared) {
                     .collect();
                 let target = *target as usize;
                 let have = idle.len() + pending.len();
-                let extra = if idle.len() > target { idle.split_off(target) } else { Vec::new() };
+                let extra = if idle.len() > target {
+                    idle.split_off(target)
+                } else {
+                    Vec::new()
+                };
                 Gap {
                     region: region.clone(),
                     app_id: app_id.clone(),
@@ -246,8 +297,18 @@ async fn buffers(shared: &Shared) {
     };
     for gap in gaps {
         for _ in 0..gap.missing {
-            let reason = format!("buffer of idle {} hosts in {} below target", gap.app_id, gap.region);
-            request_host(shared, &gap.region, &gap.app_id, gap.version.as_deref(), &reason).await;
+            let reason = format!(
+                "buffer of idle {} hosts in {} below target",
+                gap.app_id, gap.region
+            );
+            request_host(
+                shared,
+                &gap.region,
+                &gap.app_id,
+                gap.version.as_deref(),
+                &reason,
+            )
+            .await;
         }
         for host_id in &gap.extra {
             remove(shared, host_id, HostRemovalReason::IdleAboveBuffer).await;

@@ -107,20 +107,34 @@ impl Shared {
     }
 
     /// Sends a command with a fresh id.
-    pub async fn send(&self, command: Command) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
+    pub async fn send(
+        &self,
+        command: Command,
+    ) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
         self.send_with_id(uuid::Uuid::now_v7(), command).await
     }
 
     /// Sends a command whose id derives from `key`: sending it again (after a restart, or on
     /// the next tick) is deduplicated by the node.
-    pub async fn send_once(&self, key: &str, command: Command) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
-        self.send_with_id(uuid::Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()), command).await
+    pub async fn send_once(
+        &self,
+        key: &str,
+        command: Command,
+    ) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
+        self.send_with_id(uuid::Uuid::new_v5(&ID_NAMESPACE, key.as_bytes()), command)
+            .await
     }
 
-    async fn send_with_id(&self, id: uuid::Uuid, command: Command) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
+    async fn send_with_id(
+        &self,
+        id: uuid::Uuid,
+        command: Command,
+    ) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
         match self.commands.send(id, &command).await {
             Ok(CommandReply::Accepted { events, .. }) => Ok(events),
-            Ok(CommandReply::Rejected { reason, message, .. }) => {
+            Ok(CommandReply::Rejected {
+                reason, message, ..
+            }) => {
                 let rule = match &reason {
                     streamfleet_bus_schemas::RejectionReason::Domain { rule, .. } => rule.clone(),
                     other => serde_json::to_value(other)
@@ -135,14 +149,22 @@ impl Shared {
     }
 
     /// Sends a request to a host's agent and decodes its JSON answer.
-    pub async fn ask<T: serde::de::DeserializeOwned>(&self, subject: String, body: Vec<u8>, timeout: Duration) -> Result<T, String> {
-        let request = async_nats::Request::new().payload(body.into()).timeout(Some(timeout));
+    pub async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: String,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, String> {
+        let request = async_nats::Request::new()
+            .payload(body.into())
+            .timeout(Some(timeout));
         let msg = self
             .client
             .send_request(subject.clone(), request)
             .await
             .map_err(|e| format!("{subject}: {e}"))?;
-        serde_json::from_slice(&msg.payload).map_err(|e| format!("{subject}: unreadable answer: {e}"))
+        serde_json::from_slice(&msg.payload)
+            .map_err(|e| format!("{subject}: unreadable answer: {e}"))
     }
 
     /// Publishes a request whose answer does not matter (best effort).
@@ -156,11 +178,14 @@ impl Shared {
 /// The log's head when asked: the position the workers must reach before serving.
 async fn log_head(client: &async_nats::Client) -> Result<u64, WorkersError> {
     loop {
-        let body = serde_json::to_vec(&ReadRequest::all(1, 1)).map_err(|e| WorkersError::Nats(e.to_string()))?;
+        let body = serde_json::to_vec(&ReadRequest::all(1, 1))
+            .map_err(|e| WorkersError::Nats(e.to_string()))?;
         match client.request(subjects::LOG_READ, body.into()).await {
             Ok(msg) => match serde_json::from_slice::<ReadReply>(&msg.payload) {
                 Ok(ReadReply::Ok { head, .. }) => return Ok(head),
-                Ok(ReadReply::Error { code, detail }) => return Err(WorkersError::Follow(FollowError::Read { code, detail })),
+                Ok(ReadReply::Error { code, detail }) => {
+                    return Err(WorkersError::Follow(FollowError::Read { code, detail }));
+                }
                 Err(e) => return Err(WorkersError::Follow(FollowError::Protocol(e.to_string()))),
             },
             Err(error) => {
@@ -214,7 +239,11 @@ pub async fn run(
 }
 
 /// Applies the next event to the fleet; when `live`, reacts to heartbeat reports.
-async fn apply_next(shared: &Arc<Shared>, follower: &mut Follower, live: bool) -> Result<(), WorkersError> {
+async fn apply_next(
+    shared: &Arc<Shared>,
+    follower: &mut Follower,
+    live: bool,
+) -> Result<(), WorkersError> {
     let followed = follower.next().await?;
     let envelope = match followed.envelope() {
         Ok(e) => e,
@@ -243,7 +272,12 @@ async fn apply_next(shared: &Arc<Shared>, follower: &mut Follower, live: bool) -
     shared.changed.notify_waiters();
     if let Event::HeartbeatReceived(report) = &event {
         for finding in findings {
-            tokio::spawn(consistency::resolve(shared.clone(), report.host_id.clone(), followed.position, finding));
+            tokio::spawn(consistency::resolve(
+                shared.clone(),
+                report.host_id.clone(),
+                followed.position,
+                finding,
+            ));
         }
     }
     Ok(())

@@ -34,14 +34,25 @@ const ATTEMPTS: usize = 12;
 pub(crate) async fn start(shared: Arc<Shared>) -> Result<Vec<JoinHandle<()>>, WorkersError> {
     let mut tasks = Vec::new();
     let sub = |e: async_nats::SubscribeError| WorkersError::Nats(e.to_string());
-    let tokens = shared.client.queue_subscribe(subjects::TOKEN_REQUEST, "token-service".into()).await.map_err(sub)?;
+    let tokens = shared
+        .client
+        .queue_subscribe(subjects::TOKEN_REQUEST, "token-service".into())
+        .await
+        .map_err(sub)?;
     tasks.push(serve(shared.clone(), tokens, issue_token));
-    let redeem = shared.client.queue_subscribe(subjects::REDEEM, "redemption".into()).await.map_err(sub)?;
+    let redeem = shared
+        .client
+        .queue_subscribe(subjects::REDEEM, "redemption".into())
+        .await
+        .map_err(sub)?;
     tasks.push(serve(shared.clone(), redeem, redeem_at_node));
     for region in shared.config.regions.clone() {
         let hms = shared
             .client
-            .queue_subscribe(subjects::region_redeem(&region.name), format!("hms-{}", region.name))
+            .queue_subscribe(
+                subjects::region_redeem(&region.name),
+                format!("hms-{}", region.name),
+            )
             .await
             .map_err(sub)?;
         tasks.push(serve(shared.clone(), hms, redeem_in_region));
@@ -51,7 +62,11 @@ pub(crate) async fn start(shared: Arc<Shared>) -> Result<Vec<JoinHandle<()>>, Wo
 }
 
 /// Serves one subscription: each request in its own task, at most [`IN_FLIGHT`] at once.
-fn serve<Req, Rep, F, Fut>(shared: Arc<Shared>, mut sub: async_nats::Subscriber, handle: F) -> JoinHandle<()>
+fn serve<Req, Rep, F, Fut>(
+    shared: Arc<Shared>,
+    mut sub: async_nats::Subscriber,
+    handle: F,
+) -> JoinHandle<()>
 where
     Req: serde::de::DeserializeOwned + Send + 'static,
     Rep: serde::Serialize + From<ServiceError> + Send + 'static,
@@ -61,13 +76,19 @@ where
     tokio::spawn(async move {
         let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         while let Some(msg) = sub.next().await {
-            let Some(reply_to) = msg.reply.clone() else { continue };
-            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+            let Some(reply_to) = msg.reply.clone() else {
+                continue;
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
                 let reply: Rep = match serde_json::from_slice::<Req>(&msg.payload) {
                     Ok(req) => handle(shared.clone(), req).await,
-                    Err(e) => ServiceError::new("malformed", format!("unreadable request: {e}")).into(),
+                    Err(e) => {
+                        ServiceError::new("malformed", format!("unreadable request: {e}")).into()
+                    }
                 };
                 let body = serde_json::to_vec(&reply).unwrap_or_default();
                 if let Err(error) = shared.client.publish(reply_to, body.into()).await {
@@ -88,7 +109,9 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
         user_id: req.user_id,
         client_ip: req.client_ip,
         group_id: req.group_id,
-        ttl_seconds: req.ttl_seconds.unwrap_or(streamfleet_domain::token::DEFAULT_TTL_SECONDS),
+        ttl_seconds: req
+            .ttl_seconds
+            .unwrap_or(streamfleet_domain::token::DEFAULT_TTL_SECONDS),
         token_hash: token::hash(&token),
     });
     match shared.send(command).await {
@@ -96,7 +119,9 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
         Err(Refused::Rejected { rule, message }) => {
             return TokenReply::Error(ServiceError::new("invalid", format!("{rule}: {message}")));
         }
-        Err(Refused::Undelivered(e)) => return TokenReply::Error(ServiceError::new("unavailable", e)),
+        Err(Refused::Undelivered(e)) => {
+            return TokenReply::Error(ServiceError::new("unavailable", e));
+        }
     }
     let expires_at = match read_stream(&shared, &format!("token-{token_id}")).await {
         Ok(events) => events.iter().find_map(|e| match e {
@@ -106,8 +131,15 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
         Err(_) => None,
     };
     match expires_at {
-        Some(expires_at) => TokenReply::Issued(TokenGrant { token, token_id, expires_at }),
-        None => TokenReply::Error(ServiceError::new("unavailable", "token recorded but not readable back; ask again")),
+        Some(expires_at) => TokenReply::Issued(TokenGrant {
+            token,
+            token_id,
+            expires_at,
+        }),
+        None => TokenReply::Error(ServiceError::new(
+            "unavailable",
+            "token recorded but not readable back; ask again",
+        )),
     }
 }
 
@@ -116,18 +148,37 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
 async fn redeem_at_node(shared: Arc<Shared>, req: Redemption) -> RedemptionReply {
     let token_id = match shared.config.token_key.verify(&req.token) {
         Ok(id) => id,
-        Err(TokenError::Malformed) => return ServiceError::new("malformed", TokenError::Malformed.to_string()).into(),
-        Err(TokenError::Forged) => return ServiceError::new("forged", TokenError::Forged.to_string()).into(),
+        Err(TokenError::Malformed) => {
+            return ServiceError::new("malformed", TokenError::Malformed.to_string()).into();
+        }
+        Err(TokenError::Forged) => {
+            return ServiceError::new("forged", TokenError::Forged.to_string()).into();
+        }
     };
     let Ok(ip) = req.client_ip.parse::<IpAddr>() else {
-        return ServiceError::new("invalid", format!("client_ip `{}` is not an IP address", req.client_ip)).into();
+        return ServiceError::new(
+            "invalid",
+            format!("client_ip `{}` is not an IP address", req.client_ip),
+        )
+        .into();
     };
-    let latencies: Vec<(String, u32)> = req.latencies_ms.iter().map(|l| (l.region.clone(), l.ms)).collect();
-    let mut ranked: Vec<RankedRegion> =
-        placement::rank_regions(ip, &latencies, &shared.config.regions, &shared.config.locations)
-            .into_iter()
-            .map(|r| RankedRegion { region: r.region, reason: r.reason })
-            .collect();
+    let latencies: Vec<(String, u32)> = req
+        .latencies_ms
+        .iter()
+        .map(|l| (l.region.clone(), l.ms))
+        .collect();
+    let mut ranked: Vec<RankedRegion> = placement::rank_regions(
+        ip,
+        &latencies,
+        &shared.config.regions,
+        &shared.config.locations,
+    )
+    .into_iter()
+    .map(|r| RankedRegion {
+        region: r.region,
+        reason: r.reason,
+    })
+    .collect();
     let mut unavailable = Vec::new();
     while !ranked.is_empty() {
         let region = ranked[0].region.clone();
@@ -138,10 +189,17 @@ async fn redeem_at_node(shared: Arc<Shared>, req: Redemption) -> RedemptionReply
             regions: ranked.clone(),
         };
         if !unavailable.is_empty() {
-            handed.regions[0].reason = format!("{} ({} unavailable)", handed.regions[0].reason, unavailable.join(", "));
+            handed.regions[0].reason = format!(
+                "{} ({} unavailable)",
+                handed.regions[0].reason,
+                unavailable.join(", ")
+            );
         }
         let body = serde_json::to_vec(&handed).unwrap_or_default();
-        match shared.ask::<RedemptionReply>(subjects::region_redeem(&region), body, REGION_TIMEOUT).await {
+        match shared
+            .ask::<RedemptionReply>(subjects::region_redeem(&region), body, REGION_TIMEOUT)
+            .await
+        {
             Ok(reply) => return reply,
             Err(error) => {
                 tracing::warn!(%region, %error, "region did not take a redemption; trying the next nearest");
@@ -150,7 +208,11 @@ async fn redeem_at_node(shared: Arc<Shared>, req: Redemption) -> RedemptionReply
             }
         }
     }
-    ServiceError::new("unavailable", "no region's host-management service answered").into()
+    ServiceError::new(
+        "unavailable",
+        "no region's host-management service answered",
+    )
+    .into()
 }
 
 /// A region's host-management service: redeem, place, start on the host, provision.
@@ -190,12 +252,16 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         Err(e) => return ServiceError::new("unavailable", e).into(),
     };
     let Some(redeemed) = redeemed else {
-        return ServiceError::new("unavailable", "redemption recorded but not readable back").into();
+        return ServiceError::new("unavailable", "redemption recorded but not readable back")
+            .into();
     };
     let ranked: Vec<placement::RankedRegion> = req
         .regions
         .iter()
-        .map(|r| placement::RankedRegion { region: r.region.clone(), reason: r.reason.clone() })
+        .map(|r| placement::RankedRegion {
+            region: r.region.clone(),
+            reason: r.reason.clone(),
+        })
         .collect();
     let mut exclude = BTreeSet::new();
     for _ in 0..ATTEMPTS {
@@ -210,14 +276,28 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
                 &fleet.slot_views(),
                 &exclude,
             );
-            let saved = fleet.saved_states.get(&(redeemed.user_id.clone(), redeemed.app_id.clone())).cloned();
+            let saved = fleet
+                .saved_states
+                .get(&(redeemed.user_id.clone(), redeemed.app_id.clone()))
+                .cloned();
             (choice, version, saved)
         };
         let (host_id, region, placement_reason) = match choice {
-            Some(Placement::Host { host_id, region, reason }) => (host_id, region, reason),
+            Some(Placement::Host {
+                host_id,
+                region,
+                reason,
+            }) => (host_id, region, reason),
             Some(Placement::NeedHost { region, reason }) => {
                 let waiting = shared.changed.notified();
-                request_host(&shared, &region, &redeemed.app_id, version.as_deref(), &reason).await;
+                request_host(
+                    &shared,
+                    &region,
+                    &redeemed.app_id,
+                    version.as_deref(),
+                    &reason,
+                )
+                .await;
                 let _ = tokio::time::timeout(HOST_WAIT, waiting).await;
                 continue;
             }
@@ -242,19 +322,30 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             saved_state: saved.as_ref().map(|(_, state)| state.clone()),
         };
         let body = serde_json::to_vec(&start).unwrap_or_default();
-        match shared.ask::<AgentReply>(subjects::host(&host_id, "start"), body, START_TIMEOUT).await {
+        match shared
+            .ask::<AgentReply>(subjects::host(&host_id, "start"), body, START_TIMEOUT)
+            .await
+        {
             Ok(AgentReply::Ok { .. }) => {}
             other => {
                 tracing::warn!(host = %host_id, answer = ?other, "host did not start the session; placing again");
-                let release = Command::ReleaseSession(ReleaseSession { host_id: host_id.clone(), session_id: session_id.clone() });
-                let _ = shared.send_once(&format!("release/{session_id}/{host_id}"), release).await;
+                let release = Command::ReleaseSession(ReleaseSession {
+                    host_id: host_id.clone(),
+                    session_id: session_id.clone(),
+                });
+                let _ = shared
+                    .send_once(&format!("release/{session_id}/{host_id}"), release)
+                    .await;
                 exclude.insert(host_id);
                 continue;
             }
         }
         let (address, control_port) = {
             let fleet = shared.fleet();
-            let endpoint = fleet.hosts.get(&host_id).map(|h| (h.address.clone(), h.control_port));
+            let endpoint = fleet
+                .hosts
+                .get(&host_id)
+                .map(|h| (h.address.clone(), h.control_port));
             endpoint.unwrap_or_default()
         };
         let provision = Command::ProvisionSession(ProvisionSession {
@@ -272,7 +363,8 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             restored_from: saved.as_ref().map(|(session, _)| session.clone()),
         });
         if let Err(refused) = shared.send(provision).await {
-            return ServiceError::new("unavailable", format!("provisioning failed: {refused}")).into();
+            return ServiceError::new("unavailable", format!("provisioning failed: {refused}"))
+                .into();
         }
         tracing::info!(session = %session_id, host = %host_id, %region, "session provisioned");
         return RedemptionReply::Provisioned(SessionGrant {
@@ -287,11 +379,21 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             restored_from: saved.map(|(session, _)| session),
         });
     }
-    ServiceError::new("no_capacity", format!("no host could take the session after {ATTEMPTS} attempts")).into()
+    ServiceError::new(
+        "no_capacity",
+        format!("no host could take the session after {ATTEMPTS} attempts"),
+    )
+    .into()
 }
 
 /// Records a host request and asks the region's launchers for it.
-pub(crate) async fn request_host(shared: &Shared, region: &str, app_id: &str, version: Option<&str>, reason: &str) {
+pub(crate) async fn request_host(
+    shared: &Shared,
+    region: &str,
+    app_id: &str,
+    version: Option<&str>,
+    reason: &str,
+) {
     let version = version
         .map(str::to_string)
         .or_else(|| {
@@ -304,7 +406,10 @@ pub(crate) async fn request_host(shared: &Shared, region: &str, app_id: &str, ve
                 .max_by_key(|v| streamfleet_domain::app::parse_version(v).unwrap_or_default())
         })
         .unwrap_or_else(|| "1.0.0".into());
-    let host_id = format!("{region}-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let host_id = format!(
+        "{region}-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    );
     let request = Command::RequestHost(RequestHost {
         host_id: host_id.clone(),
         region: region.to_string(),
@@ -322,23 +427,39 @@ pub(crate) async fn request_host(shared: &Shared, region: &str, app_id: &str, ve
 }
 
 /// Asks a region's host agents to launch a requested host (any one of them answers).
-pub(crate) async fn launch(shared: &Shared, region: &str, host_id: &str, app_id: &str, version: &str) {
+pub(crate) async fn launch(
+    shared: &Shared,
+    region: &str,
+    host_id: &str,
+    app_id: &str,
+    version: &str,
+) {
     let body = serde_json::to_vec(&LaunchHost {
         host_id: host_id.to_string(),
         app_id: app_id.to_string(),
         version: version.to_string(),
     })
     .unwrap_or_default();
-    if let Err(error) = shared.ask::<AgentReply>(subjects::launch(region), body, START_TIMEOUT).await {
+    if let Err(error) = shared
+        .ask::<AgentReply>(subjects::launch(region), body, START_TIMEOUT)
+        .await
+    {
         tracing::warn!(%region, host = %host_id, %error, "no launcher took the host request yet");
     }
 }
 
 /// Every event of one stream.
 async fn read_stream(shared: &Shared, stream: &str) -> Result<Vec<Event>, String> {
-    let request = ReadRequest { stream: Some(stream.to_string()), ..ReadRequest::all(1, 100) };
+    let request = ReadRequest {
+        stream: Some(stream.to_string()),
+        ..ReadRequest::all(1, 100)
+    };
     let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
-    let msg = shared.client.request(subjects::LOG_READ, body.into()).await.map_err(|e| e.to_string())?;
+    let msg = shared
+        .client
+        .request(subjects::LOG_READ, body.into())
+        .await
+        .map_err(|e| e.to_string())?;
     match serde_json::from_slice::<ReadReply>(&msg.payload).map_err(|e| e.to_string())? {
         ReadReply::Ok { events, .. } => Ok(events
             .into_iter()

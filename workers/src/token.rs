@@ -72,12 +72,17 @@ impl TokenKey {
     /// Checks a token's shape and signature; returns its id.
     pub fn verify(&self, token: &str) -> Result<String, TokenError> {
         let mut parts = token.split('.');
-        let (Some(PREFIX), Some(id), Some(nonce), Some(mac), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(PREFIX), Some(id), Some(nonce), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(TokenError::Malformed);
         };
-        let plain = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let plain =
+            |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
         if !plain(id, 32) || !plain(nonce, 32) || !plain(mac, 64) {
             return Err(TokenError::Malformed);
         }
@@ -108,7 +113,7 @@ fn encode_hex(bytes: &[u8]) -> String {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

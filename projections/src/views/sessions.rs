@@ -1,0 +1,79 @@
+//! Sessions: who, what, where and why, from redemption to end.
+//!
+//! Invariant: a row is keyed by session id and joins TokenRedeemed (route reason), which comes
+//! first, with SessionProvisioned and SessionEnded; the credential hash is never stored.
+
+use super::{View, host_port};
+use crate::pb::{SessionRow, SessionStatus};
+use crate::rows::{StoredTable, Table, timestamp};
+use crate::views::consistency::serde_name;
+use chrono::{DateTime, Utc};
+use streamfleet_bus_schemas::Event;
+
+/// Session rows.
+#[derive(Debug, Clone)]
+pub struct SessionsView {
+    /// By session id.
+    pub sessions: Table<SessionRow>,
+}
+
+impl Default for SessionsView {
+    fn default() -> Self {
+        SessionsView {
+            sessions: Table::new("sessions"),
+        }
+    }
+}
+
+impl View for SessionsView {
+    const NAME: &'static str = "sessions";
+
+    fn apply(&mut self, _position: u64, time: DateTime<Utc>, event: &Event) {
+        let at = Some(timestamp(time));
+        match event {
+            Event::TokenRedeemed(e) => self.sessions.upsert(&e.session_id, |s| {
+                s.session_id.clone_from(&e.session_id);
+                s.token_id.clone_from(&e.token_id);
+                s.user_id.clone_from(&e.user_id);
+                s.app_id.clone_from(&e.app_id);
+                s.group_id = e.group_id.clone().unwrap_or_default();
+                s.region.clone_from(&e.region);
+                s.route_reason.clone_from(&e.route_reason);
+                s.redeemed_at = at;
+                if s.status() == SessionStatus::Unspecified {
+                    s.set_status(SessionStatus::Redeemed);
+                }
+            }),
+            Event::SessionProvisioned(e) => self.sessions.upsert(&e.session_id, |s| {
+                s.session_id.clone_from(&e.session_id);
+                s.token_id.clone_from(&e.token_id);
+                s.user_id.clone_from(&e.user_id);
+                s.app_id.clone_from(&e.app_id);
+                s.group_id = e.group_id.clone().unwrap_or_default();
+                s.region.clone_from(&e.region);
+                s.host_id.clone_from(&e.host_id);
+                s.connect_to = host_port(&e.address, e.control_port);
+                s.placement_reason.clone_from(&e.placement_reason);
+                s.restored_from = e.restored_from.clone().unwrap_or_default();
+                s.provisioned_at = at;
+                if s.status() != SessionStatus::Ended {
+                    s.set_status(SessionStatus::Active);
+                }
+            }),
+            Event::SessionEnded(e) => self.sessions.upsert(&e.session_id, |s| {
+                s.session_id.clone_from(&e.session_id);
+                if s.host_id.is_empty() {
+                    s.host_id.clone_from(&e.host_id);
+                }
+                s.set_status(SessionStatus::Ended);
+                s.ended_at = at;
+                s.end_reason = serde_name(&e.reason);
+            }),
+            _ => {}
+        }
+    }
+
+    fn tables_mut(&mut self) -> Vec<&mut dyn StoredTable> {
+        vec![&mut self.sessions]
+    }
+}

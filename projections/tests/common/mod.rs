@@ -1,0 +1,173 @@
+//! A scripted history shared by the tests: one region, one app, a release, a lost session.
+
+#![allow(dead_code)]
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::payloads::*;
+
+/// When the history starts.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0)
+        .single()
+        .expect("a valid time")
+}
+
+/// `t0 + secs`.
+pub fn at(secs: i64) -> DateTime<Utc> {
+    t0() + Duration::seconds(secs)
+}
+
+fn registered(host: &str, version: &str, capacity: u32) -> Event {
+    Event::HostRegistered(HostRegistered {
+        host_id: host.into(),
+        region: "eu".into(),
+        app_id: "game".into(),
+        version: version.into(),
+        capacity,
+        hardware: "8 vCPU, 1 GPU".into(),
+        address: "10.0.0.1".into(),
+        control_port: 7000,
+    })
+}
+
+fn beat(host: &str, secs: i64, sessions: &[&str]) -> Event {
+    Event::HeartbeatReceived(HeartbeatReceived {
+        host_id: host.into(),
+        sent_at: at(secs),
+        sessions: sessions
+            .iter()
+            .map(|s| SessionBeat {
+                session_id: s.to_string(),
+                stats: Some(StreamStats {
+                    bitrate_kbps: 8000,
+                    fps: 60,
+                    rtt_ms: 20,
+                    loss_permille: 1,
+                    keyframes: 3,
+                }),
+            })
+            .collect(),
+    })
+}
+
+/// `(time, event)` in log order; positions are the 1-based indexes.
+pub fn history() -> Vec<(DateTime<Utc>, Event)> {
+    let events = vec![
+        Event::BufferTargetSet(BufferTargetSet {
+            region: "eu".into(),
+            app_id: "game".into(),
+            idle_hosts: 2,
+        }),
+        Event::HostRequested(HostRequested {
+            host_id: "h1".into(),
+            region: "eu".into(),
+            app_id: "game".into(),
+            version: "1.0.0".into(),
+            reason: "buffer refill".into(),
+        }),
+        registered("h1", "1.0.0", 2),
+        registered("h2", "1.0.0", 2),
+        Event::TokenRedeemed(TokenRedeemed {
+            token_id: "t1".into(),
+            session_id: "s1".into(),
+            app_id: "game".into(),
+            user_id: "u1".into(),
+            group_id: None,
+            client_ip: "192.0.2.7".into(),
+            region: "eu".into(),
+            route_reason: "nearest by location: 412 km".into(),
+        }),
+        Event::SessionAssigned(SessionAssigned {
+            host_id: "h1".into(),
+            session_id: "s1".into(),
+        }),
+        Event::SessionProvisioned(SessionProvisioned {
+            session_id: "s1".into(),
+            token_id: "t1".into(),
+            app_id: "game".into(),
+            user_id: "u1".into(),
+            group_id: None,
+            region: "eu".into(),
+            host_id: "h1".into(),
+            address: "10.0.0.1".into(),
+            control_port: 7000,
+            credential_hash: "c0ffee-credential-hash".into(),
+            placement_reason: "buffer host".into(),
+            restored_from: None,
+        }),
+        beat("h1", 8, &["s1", "s9"]),
+        beat("h2", 9, &[]),
+        Event::VersionReleased(VersionReleased {
+            app_id: "game".into(),
+            version: "2.0.0".into(),
+            previous: Some("1.0.0".into()),
+            urgent: false,
+            deadline: None,
+        }),
+        Event::HostDraining(HostDraining {
+            host_id: "h1".into(),
+            new_version: "2.0.0".into(),
+            deadline: None,
+        }),
+        registered("h3", "2.0.0", 4),
+        Event::DiscrepancyOpened(DiscrepancyOpened {
+            discrepancy_id: "d1".into(),
+            host_id: "h1".into(),
+            session_id: "s9".into(),
+            kind: DiscrepancyKind::UnknownSession,
+            detail: "h1 reports s9, never recorded".into(),
+        }),
+        beat("h1", 14, &[]),
+        Event::SessionEnded(SessionEnded {
+            session_id: "s1".into(),
+            host_id: "h1".into(),
+            reason: SessionEndReason::Lost,
+            saved_state: None,
+        }),
+        Event::SessionReleased(SessionReleased {
+            host_id: "h1".into(),
+            session_id: "s1".into(),
+        }),
+        Event::DiscrepancyResolved(DiscrepancyResolved {
+            discrepancy_id: "d1".into(),
+            host_id: "h1".into(),
+            session_id: "s9".into(),
+            host_runs_session: false,
+            resolution: "told h1 to stop s9".into(),
+        }),
+        Event::HostRemoved(HostRemoved {
+            host_id: "h2".into(),
+            reason: HostRemovalReason::Outdated,
+            sessions: vec![],
+        }),
+        Event::HostRemoved(HostRemoved {
+            host_id: "h1".into(),
+            reason: HostRemovalReason::Outdated,
+            sessions: vec![],
+        }),
+    ];
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (at(i as i64 + 1), e))
+        .collect()
+}
+
+/// Applies `history()[..n]` (positions 1..=n) to a fresh view set.
+pub fn views_after(n: usize) -> streamfleet_projections::views::ViewSet {
+    let mut views = streamfleet_projections::views::ViewSet::default();
+    for (i, (time, event)) in history().into_iter().take(n).enumerate() {
+        views.apply(i as u64 + 1, time, Some(&event));
+    }
+    views
+}
+
+/// The position of the first event matching `f`.
+pub fn position_of(f: impl Fn(&Event) -> bool) -> usize {
+    history()
+        .iter()
+        .position(|(_, e)| f(e))
+        .expect("the history has such an event")
+        + 1
+}

@@ -1,0 +1,206 @@
+//! The gRPC service over an in-process feed: queries, watches, status and health; the stored
+//! result of the live run equals a rebuild.
+
+mod common;
+
+use common::history;
+use std::time::Duration;
+use streamfleet_node::NatsLogin;
+use streamfleet_projections::pb::views_client::ViewsClient;
+use streamfleet_projections::pb::{self, UpdateKind};
+use streamfleet_projections::{
+    EventFeed, FeedSender, ProjectionsConfig, diff, rebuild_from, start_with_source,
+};
+use tonic_health::pb::health_client::HealthClient;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn feed(sender: &FeedSender, from: usize, to: usize) {
+    for (i, (time, event)) in history().into_iter().enumerate() {
+        if (from..=to).contains(&(i + 1)) {
+            sender.send(i as u64 + 1, time, event).await.expect("fed");
+        }
+    }
+}
+
+async fn next<T>(stream: &mut tonic::Streaming<T>) -> T {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("an update in time")
+        .expect("no stream error")
+        .expect("the stream goes on")
+}
+
+#[tokio::test]
+async fn queries_and_watches_answer_the_stored_rows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = ProjectionsConfig {
+        nats: NatsLogin::new("nats://unused", "dashboard", "unused"),
+        data_dir: dir.path().to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        heartbeat_interval: Duration::from_secs(5),
+    };
+    let (sender, events) = EventFeed::channel(64);
+    let running = start_with_source(config, events).await.expect("started");
+    assert_ne!(running.grpc_addr().port(), 0);
+    feed(&sender, 1, 9).await;
+    tokio::time::timeout(WAIT, running.wait_for_position(9))
+        .await
+        .expect("applied");
+
+    let url = format!("http://{}", running.grpc_addr());
+    let mut client = ViewsClient::connect(url.clone()).await.expect("connected");
+
+    let sessions = client
+        .get_sessions(pb::SessionsRequest {
+            user_id: "u1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("sessions")
+        .into_inner();
+    assert_eq!(sessions.position, 9);
+    assert_eq!(sessions.sessions.len(), 1);
+    assert_eq!(sessions.sessions[0].status(), pb::SessionStatus::Active);
+    assert_eq!(
+        sessions.sessions[0].route_reason,
+        "nearest by location: 412 km"
+    );
+
+    let hosts = client
+        .get_hosts(pb::HostsRequest {
+            region: "eu".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("hosts")
+        .into_inner();
+    assert_eq!(
+        hosts
+            .hosts
+            .iter()
+            .map(|h| h.host_id.as_str())
+            .collect::<Vec<_>>(),
+        ["h1", "h2"]
+    );
+    assert_eq!(hosts.pools.len(), 1);
+    assert_eq!(
+        (hosts.pools[0].idle_hosts, hosts.pools[0].buffer_target),
+        (1, 2)
+    );
+
+    let beats = client
+        .get_heartbeats(pb::HeartbeatsRequest {
+            host_id: "h1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("heartbeats")
+        .into_inner();
+    assert_eq!(beats.hosts.len(), 1);
+    assert_eq!(beats.sessions.len(), 2, "s1 and the unknown s9");
+    assert_eq!(beats.heartbeat_interval_ms, 5000);
+
+    let problems = client
+        .get_consistency(pb::ConsistencyRequest {
+            problems_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("consistency")
+        .into_inner();
+    assert_eq!(problems.sessions.len(), 1);
+    assert_eq!(
+        problems.sessions[0].agreement(),
+        pb::Agreement::UnknownSession
+    );
+
+    // Watches: the current rows first, then what changes.
+    let mut rollouts = client
+        .watch_rollouts(pb::RolloutsRequest {
+            app_id: "game".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = next(&mut rollouts).await;
+    assert_eq!((first.kind(), first.position), (UpdateKind::SnapshotEnd, 9));
+    assert!(first.rollouts.is_empty(), "nothing released yet");
+    let mut h1 = client
+        .watch_hosts(pb::HostsRequest {
+            host_id: "h1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = next(&mut h1).await;
+    assert_eq!(first.hosts.len(), 1);
+    assert_eq!(first.hosts[0].status(), pb::HostStatus::Active);
+
+    feed(&sender, 10, 11).await;
+    let change = next(&mut rollouts).await;
+    assert_eq!(change.kind(), UpdateKind::Change);
+    assert!(change.position >= 10);
+    assert_eq!(change.rollouts[0].current_version, "2.0.0");
+    let mut draining = next(&mut h1).await;
+    while draining
+        .hosts
+        .first()
+        .is_none_or(|h| h.status() != pb::HostStatus::Draining)
+    {
+        draining = next(&mut h1).await;
+    }
+    assert_eq!(draining.position, 11);
+    assert_eq!(draining.hosts[0].drain_new_version, "2.0.0");
+
+    feed(&sender, 12, history().len()).await;
+    let n = history().len() as u64;
+    tokio::time::timeout(WAIT, running.wait_for_position(n))
+        .await
+        .expect("applied");
+    let status = client
+        .get_status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.views.len(), 5);
+    assert!(status.views.iter().all(|v| v.position == n));
+    assert_eq!((status.head, status.lag, status.caught_up), (n, 0, true));
+
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .expect("url")
+        .connect()
+        .await
+        .expect("connected");
+    let mut health = HealthClient::new(channel);
+    let serving = tokio::time::timeout(WAIT, async {
+        loop {
+            let answer = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "streamfleet.views.v1.Views".into(),
+                })
+                .await
+                .expect("health")
+                .into_inner();
+            if answer.status() == tonic_health::pb::health_check_response::ServingStatus::Serving {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(serving.is_ok(), "serving once caught up");
+
+    running.shutdown().await.expect("stopped");
+
+    // The live run stored exactly what a rebuild stores.
+    let rebuilt = tempfile::tempdir().expect("dir");
+    let (sender, events) = EventFeed::channel(64);
+    let feeding = tokio::spawn(async move { feed(&sender, 1, history().len()).await });
+    rebuild_from(events, rebuilt.path(), n)
+        .await
+        .expect("rebuilt");
+    feeding.await.expect("fed");
+    assert_eq!(diff(dir.path(), rebuilt.path()).expect("diff"), vec![]);
+}

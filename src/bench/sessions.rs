@@ -1,0 +1,377 @@
+//! `streamfleet bench sessions`: redemption latency at a fixed rate, and durable heartbeat
+//! ingestion with the projections following, each beside a bare NATS round trip measured in
+//! the same run.
+
+use super::{BenchNats, pct, row};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamfleet_bus_schemas::payloads::{RecordHeartbeats, RegisterHost, SessionBeat};
+use streamfleet_bus_schemas::services::*;
+use streamfleet_bus_schemas::{Command, CommandReply, subjects};
+use streamfleet_node::{CommandClient, Node, NodeConfig};
+use uuid::Uuid;
+
+/// The settings of `bench sessions`.
+#[derive(clap::Args)]
+pub struct SessionsArgs {
+    /// Redemptions per second, sent open-loop.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: u32,
+    /// Seconds of redemptions.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// Seconds of heartbeat ingestion.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_seconds: u32,
+    /// Hosts reporting heartbeats.
+    #[arg(long, default_value_t = 200)]
+    pub hosts: u32,
+    /// Sessions (heartbeats) per host report.
+    #[arg(long, default_value_t = 250)]
+    pub sessions_per_report: u32,
+}
+
+pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
+    println!(
+        "streamfleet bench sessions — {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+    );
+    let dir = tempfile::tempdir()?;
+    let nats = BenchNats::start(&dir.path().join("nats"))?;
+    redemptions(&args, &nats, dir.path()).await?;
+    heartbeats(&args, &nats, dir.path()).await?;
+    Ok(())
+}
+
+/// Latency of `n` requests sent open-loop at `rate`/s by `send`; returns sorted latencies and
+/// failures.
+async fn open_loop<F, Fut>(rate: u32, n: usize, send: F) -> (Vec<Duration>, usize, Duration)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let start = tokio::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        tokio::time::sleep_until(start + period * i as u32).await;
+        let scheduled = start + period * i as u32;
+        let fut = send(i);
+        set.spawn(async move {
+            let ok = fut.await;
+            (ok, scheduled.elapsed())
+        });
+    }
+    let (mut lat, mut failed) = (Vec::with_capacity(n), 0);
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((true, d)) => lat.push(d),
+            _ => failed += 1,
+        }
+    }
+    lat.sort();
+    (lat, failed, start.elapsed())
+}
+
+fn latency_row(name: &str, lat: &[Duration], failed: usize, elapsed: Duration) {
+    row(
+        name,
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        "/s",
+        &format!(
+            "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms{}",
+            pct(lat, 0.5),
+            pct(lat, 0.99),
+            pct(lat, 1.0),
+            if failed > 0 {
+                format!("  ({failed} failed)")
+            } else {
+                String::new()
+            }
+        ),
+    );
+}
+
+async fn echo(nats: &BenchNats) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use futures::StreamExt;
+    let server = nats.client("bench").await?;
+    let mut sub = server.subscribe("bench.echo").await?;
+    server.flush().await?;
+    Ok(tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = server.publish(reply, msg.payload).await;
+            }
+        }
+    }))
+}
+
+async fn redemptions(
+    args: &SessionsArgs,
+    nats: &BenchNats,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let n = (args.rate * args.seconds) as usize;
+    println!(
+        "\n[redeem → SessionProvisioned: {n} redemptions at {}/s, open-loop, latency from the scheduled send]",
+        args.rate
+    );
+    let node = Node::start(NodeConfig::new(dir.join("redeem-log"), nats.login("node"))).await?;
+    let key = streamfleet_workers::TokenKey::generate_hex();
+    let workers_config = streamfleet_workers::WorkersConfig {
+        login: nats.login("worker"),
+        token_key: streamfleet_workers::TokenKey::from_hex(&key)?,
+        regions: crate::fleet_args::parse_regions(crate::fleet_args::DEFAULT_REGIONS)?,
+        locations: crate::fleet_args::parse_locations(crate::fleet_args::DEFAULT_LOCATIONS)?,
+        heartbeat_interval: Duration::from_secs(60),
+        lost_after_intervals: 3,
+        launch_timeout: Duration::from_secs(600),
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(streamfleet_workers::run(
+        workers_config,
+        move || {
+            let _ = ready_tx.send(());
+        },
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    ready_rx.await?;
+    let capacity = 256;
+    let agent_config = streamfleet_host_agent::AgentConfig {
+        login: nats.login("host"),
+        region: "eu-west".into(),
+        app_id: "chess".into(),
+        version: "1.0.0".into(),
+        hosts: (n as u32).div_ceil(capacity) + 1,
+        capacity,
+        hardware: "bench".into(),
+        address: "127.0.0.1".into(),
+        heartbeat_interval: Duration::from_secs(60),
+        id_prefix: "bench".into(),
+        launcher: false,
+    };
+    let (agent_ready_tx, agent_ready_rx) = tokio::sync::oneshot::channel();
+    let (agent_stop_tx, mut agent_stop_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(streamfleet_host_agent::run(
+        agent_config,
+        move || {
+            let _ = agent_ready_tx.send(());
+        },
+        async move {
+            let _ = agent_stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    agent_ready_rx.await?;
+
+    // Tokens first (not timed): what the entitlement service would have handed out.
+    let entitlement = nats.client("entitlement").await?;
+    let mut tokens = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+        let mut set = tokio::task::JoinSet::new();
+        for i in chunk {
+            let client = entitlement.clone();
+            let req = TokenRequest {
+                app_id: "chess".into(),
+                user_id: format!("u{i}"),
+                client_ip: None,
+                group_id: None,
+                ttl_seconds: Some(3600),
+            };
+            set.spawn(async move {
+                let msg = client
+                    .request(subjects::TOKEN_REQUEST, serde_json::to_vec(&req)?.into())
+                    .await?;
+                match serde_json::from_slice::<TokenReply>(&msg.payload)? {
+                    TokenReply::Issued(g) => Ok::<_, anyhow::Error>(g.token),
+                    TokenReply::Error(e) => anyhow::bail!("token refused: {e:?}"),
+                }
+            });
+        }
+        while let Some(t) = set.join_next().await {
+            tokens.push(t??);
+        }
+    }
+
+    let echo = echo(nats).await?;
+    let bare = nats.client("bench").await?;
+    let (lat, failed, elapsed) = open_loop(args.rate, n, |_| {
+        let c = bare.clone();
+        async move {
+            c.request("bench.echo", bytes::Bytes::from_static(b"{}"))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    latency_row("baseline: bare NATS request/reply", &lat, failed, elapsed);
+
+    let tokens = Arc::new(tokens);
+    let client = nats.client("client").await?;
+    let (lat, failed, elapsed) = open_loop(args.rate, n, |i| {
+        let (c, tokens) = (client.clone(), tokens.clone());
+        async move {
+            let req = Redemption {
+                token: tokens[i].clone(),
+                client_ip: "198.51.100.7".into(),
+                latencies_ms: Vec::new(),
+            };
+            let Ok(body) = serde_json::to_vec(&req) else {
+                return false;
+            };
+            match c.request(subjects::REDEEM, body.into()).await {
+                Ok(msg) => matches!(
+                    serde_json::from_slice(&msg.payload),
+                    Ok(RedemptionReply::Provisioned(_))
+                ),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    latency_row(
+        "redeem → provisioned (5 commands, 2 reads, 1 agent ask)",
+        &lat,
+        failed,
+        elapsed,
+    );
+    echo.abort();
+    let _ = agent_stop_tx.send(true);
+    let _ = stop_tx.send(true);
+    let _ = agent.await;
+    let _ = workers.await;
+    node.stop().await;
+    Ok(())
+}
+
+async fn heartbeats(
+    args: &SessionsArgs,
+    nats: &BenchNats,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let per = args.sessions_per_report as usize;
+    println!(
+        "\n[heartbeat ingestion: {} hosts, {per} sessions per report, durable, projections following; {} s]",
+        args.hosts, args.heartbeat_seconds
+    );
+    let node = Node::start(NodeConfig::new(
+        dir.join("heartbeat-log"),
+        nats.login("node"),
+    ))
+    .await?;
+    let commands = CommandClient::new(nats.client("service").await?, "bench");
+    for h in 0..args.hosts {
+        let register = Command::RegisterHost(RegisterHost {
+            host_id: format!("hb-{h}"),
+            region: "eu-west".into(),
+            app_id: "chess".into(),
+            version: "1.0.0".into(),
+            capacity: args.sessions_per_report.clamp(1, 1024),
+            hardware: "bench".into(),
+            address: "127.0.0.1".into(),
+            control_port: 1,
+        });
+        commands.send(Uuid::now_v7(), &register).await?;
+    }
+    let projections = streamfleet_projections::start(streamfleet_projections::ProjectionsConfig {
+        nats: nats.login("dashboard"),
+        data_dir: dir.join("heartbeat-views"),
+        grpc_addr: "127.0.0.1:0".parse()?,
+        heartbeat_interval: Duration::from_secs(60),
+    })
+    .await?;
+    let projections = Arc::new(projections);
+    projections.wait_for_position(u64::from(args.hosts)).await;
+
+    let report = |h: u32, sessions: usize| {
+        Command::RecordHeartbeats(RecordHeartbeats {
+            host_id: format!("hb-{h}"),
+            sent_at: chrono::Utc::now(),
+            sessions: (0..sessions)
+                .map(|s| SessionBeat {
+                    session_id: format!("hb-{h}-s{s}"),
+                    stats: None,
+                })
+                .collect(),
+        })
+    };
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        conns.push(CommandClient::new(nats.client("host").await?, "bench"));
+    }
+    for (label, sessions) in [
+        ("baseline: empty reports (command round trip)", 0),
+        ("heartbeats (reports × sessions)", per),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(u64::from(args.heartbeat_seconds));
+        let lags = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let start = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for h in 0..args.hosts {
+            let (c, projections, lags) = (
+                conns[h as usize % conns.len()].clone(),
+                projections.clone(),
+                lags.clone(),
+            );
+            let cmd = report(h, sessions);
+            set.spawn(async move {
+                let mut sent = 0u64;
+                while Instant::now() < deadline {
+                    let Ok(CommandReply::Accepted { events, .. }) =
+                        c.send(Uuid::now_v7(), &cmd).await
+                    else {
+                        continue;
+                    };
+                    sent += 1;
+                    if sent.is_multiple_of(16) {
+                        let (at, position) = (Instant::now(), events[0].position);
+                        let (projections, lags) = (projections.clone(), lags.clone());
+                        tokio::spawn(async move {
+                            projections.wait_for_position(position).await;
+                            lags.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(at.elapsed());
+                        });
+                    }
+                }
+                sent
+            });
+        }
+        let mut reports = 0u64;
+        while let Some(r) = set.join_next().await {
+            reports += r.unwrap_or(0);
+        }
+        let elapsed = start.elapsed();
+        // Let the lag samples of the last reports land.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut lags = lags.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        lags.sort();
+        let rate = reports as f64 * sessions.max(1) as f64 / elapsed.as_secs_f64();
+        row(
+            label,
+            rate,
+            if sessions == 0 {
+                "reports/s"
+            } else {
+                "heartbeats/s"
+            },
+            &format!(
+                "{:.0} reports/s; projection lag p50 {:.1} ms p99 {:.1} ms",
+                reports as f64 / elapsed.as_secs_f64(),
+                pct(&lags, 0.5),
+                pct(&lags, 0.99)
+            ),
+        );
+    }
+    match Arc::try_unwrap(projections) {
+        Ok(p) => {
+            let _ = p.shutdown().await;
+        }
+        Err(_) => tracing::warn!("projections still referenced; not shut down"),
+    }
+    node.stop().await;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The demo's synthetic entitlement service and clients: sessions keep coming and going, from
+//! client IPs in three places, now and then in a party, and each ends saving its progress.
+
+use std::time::Duration;
+use streamfleet_bus_schemas::services::*;
+use streamfleet_bus_schemas::subjects;
+use streamfleet_node::NatsLogin;
+
+pub struct Demo {
+    pub entitlement: NatsLogin,
+    pub client: NatsLogin,
+    pub app_id: String,
+}
+
+const PLACES: [&str; 3] = ["198.51.100", "192.0.2", "203.0.113"];
+
+impl Demo {
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let (Ok(entitlement), Ok(client)) = (
+            streamfleet_node::connect(&self.entitlement).await,
+            streamfleet_node::connect(&self.client).await,
+        ) else {
+            tracing::warn!("demo clients could not connect; no demo load");
+            return;
+        };
+        let mut ticks = tokio::time::interval(Duration::from_millis(400));
+        let sessions = async {
+            loop {
+                ticks.tick().await;
+                tokio::spawn(one_session(
+                    entitlement.clone(),
+                    client.clone(),
+                    self.app_id.clone(),
+                ));
+            }
+        };
+        tokio::select! {
+            () = sessions => {}
+            () = stop => {}
+        }
+    }
+}
+
+/// One user: a token, a redemption, a look at the session on its host, a while playing, an end.
+async fn one_session(entitlement: async_nats::Client, client: async_nats::Client, app_id: String) {
+    let user = rand::random_range(0..40u32);
+    let ip = format!(
+        "{}.{}",
+        PLACES[rand::random_range(0..PLACES.len())],
+        rand::random_range(1..255u8)
+    );
+    let group =
+        (rand::random_range(0..5u8) == 0).then(|| format!("party-{}", rand::random_range(0..3u8)));
+    let request = TokenRequest {
+        app_id,
+        user_id: format!("user-{user}"),
+        client_ip: Some(ip.clone()),
+        group_id: group,
+        ttl_seconds: None,
+    };
+    let Ok(body) = serde_json::to_vec(&request) else {
+        return;
+    };
+    let Ok(msg) = entitlement
+        .request(subjects::TOKEN_REQUEST, body.into())
+        .await
+    else {
+        return;
+    };
+    let Ok(TokenReply::Issued(grant)) = serde_json::from_slice(&msg.payload) else {
+        return;
+    };
+    let redemption = Redemption {
+        token: grant.token,
+        client_ip: ip,
+        latencies_ms: Vec::new(),
+    };
+    let Ok(body) = serde_json::to_vec(&redemption) else {
+        return;
+    };
+    let Ok(msg) = client.request(subjects::REDEEM, body.into()).await else {
+        return;
+    };
+    match serde_json::from_slice::<RedemptionReply>(&msg.payload) {
+        Ok(RedemptionReply::Provisioned(s)) => {
+            tokio::time::sleep(Duration::from_millis(rand::random_range(2_000..15_000))).await;
+            let path = format!("/sessions/{}", s.session_id);
+            let saved = format!("level={}", rand::random_range(1..20u8));
+            let _ = http(
+                &s.address,
+                s.control_port,
+                "DELETE",
+                &path,
+                &s.credentials,
+                &saved,
+            )
+            .await;
+        }
+        Ok(RedemptionReply::Error(e)) => {
+            tracing::info!(code = %e.code, message = %e.message, "demo redemption refused")
+        }
+        Err(error) => tracing::warn!(%error, "unreadable redemption reply"),
+    }
+}
+
+async fn http(
+    address: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    credentials: &str,
+    saved: &str,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((address, port)).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {credentials}\r\nsf-saved-state: {saved}\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut sink = Vec::new();
+    stream.read_to_end(&mut sink).await?;
+    Ok(())
+}
