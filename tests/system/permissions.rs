@@ -90,3 +90,45 @@ async fn readers_cannot_send_commands_and_hosts_only_heartbeats() {
     );
     expect_refused(&host, &mut errors, "host", token("t-h")).await;
 }
+
+#[tokio::test]
+async fn clients_only_redeem_and_entitlement_services_only_ask_for_tokens() {
+    let sys = System::start();
+    for role in ["client", "entitlement"] {
+        let (client, mut errors) = client_with_errors(&sys, role).await;
+        expect_refused(&client, &mut errors, role, token("t-x")).await;
+        expect_refused(&client, &mut errors, role, heartbeat("s-1", "h-1")).await;
+    }
+    // Neither may take the other's service, nor read the log.
+    for (role, subject) in [
+        ("client", subjects::TOKEN_REQUEST),
+        ("entitlement", subjects::REDEEM),
+        ("client", subjects::LOG_READ),
+    ] {
+        let (client, mut errors) = client_with_errors(&sys, role).await;
+        client.publish(subject, "{}".into()).await.expect("publish");
+        client.flush().await.expect("flush");
+        let error = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{role}: the server never refused {subject}"))
+            .expect("open");
+        assert!(
+            error.contains("Permissions Violation") && error.contains(subject),
+            "{role}: {error}"
+        );
+    }
+    // A host agent cannot mint tokens or provision sessions itself.
+    let (host, mut errors) = client_with_errors(&sys, "host").await;
+    expect_refused(
+        &host,
+        &mut errors,
+        "host",
+        crate::commands::provision("s-1", "h-1"),
+    )
+    .await;
+    assert_eq!(
+        head(&sys.nats.client("auditor").await).await,
+        0,
+        "nothing was recorded"
+    );
+}
