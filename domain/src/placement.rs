@@ -224,7 +224,8 @@ pub enum Placement {
 /// in `group`, for regions ranked nearest first. Skips hosts in `exclude` (already refused).
 ///
 /// Order: a host already running the group's sessions (any region: the group stays together);
-/// then, region by region, an idle buffer host, else the fullest host with a free slot.
+/// then, region by region, an idle buffer host, else the least-loaded host with a free slot
+/// (spreading load, and spreading concurrent placements over host streams).
 pub fn place(
     app_id: &str,
     version: Option<&str>,
@@ -273,13 +274,13 @@ pub fn place(
             .iter()
             .filter(|h| h.sessions == 0)
             .min_by(|a, b| a.host_id.cmp(&b.host_id));
-        let busiest = in_region
+        let least_loaded = in_region
             .iter()
             .filter(|h| h.sessions > 0)
-            .max_by(|a, b| a.sessions.cmp(&b.sessions).then(b.host_id.cmp(&a.host_id)));
-        let (host, kind) = match (buffer, busiest) {
+            .min_by(|a, b| a.sessions.cmp(&b.sessions).then(a.host_id.cmp(&b.host_id)));
+        let (host, kind) = match (buffer, least_loaded) {
             (Some(h), _) => (h, "buffer host"),
-            (None, Some(h)) => (h, "host with a free slot"),
+            (None, Some(h)) => (h, "least-loaded host with a free slot"),
             (None, None) => {
                 full.push(r.region.as_str());
                 continue;

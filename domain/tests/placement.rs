@@ -234,13 +234,14 @@ fn a_buffer_host_in_the_nearest_region_is_preferred() {
 }
 
 #[test]
-fn without_a_buffer_host_the_fullest_host_with_a_free_slot_is_used() {
+fn without_a_buffer_host_the_least_loaded_host_with_a_free_slot_is_used() {
     let hosts = vec![
         host("h-full", "eu-west", 4, 4),
         host("h-half", "eu-west", 4, 2),
         host("h-three-b", "eu-west", 8, 3),
         host("h-three-a", "eu-west", 4, 3),
-        host("h-one", "eu-west", 4, 1),
+        host("h-one-b", "eu-west", 4, 1),
+        host("h-one-a", "eu-west", 4, 1),
     ];
     let (id, region, reason) = placed(place(
         "chess",
@@ -250,8 +251,8 @@ fn without_a_buffer_host_the_fullest_host_with_a_free_slot_is_used() {
         &hosts,
         &none(),
     ));
-    // Three sessions each: the tie goes to the smaller id.
-    assert_eq!((id.as_str(), region.as_str()), ("h-three-a", "eu-west"));
+    // One session each: the tie goes to the smaller id.
+    assert_eq!((id.as_str(), region.as_str()), ("h-one-a", "eu-west"));
     assert!(reason.contains("host with a free slot"), "{reason}");
 }
 

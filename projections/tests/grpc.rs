@@ -192,6 +192,47 @@ async fn queries_and_watches_answer_the_stored_rows() {
     .await;
     assert!(serving.is_ok(), "serving once caught up");
 
+    // Reflection lists the service and resolves its file (with its imports).
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr()))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connected");
+    let mut reflection = ServerReflectionClient::new(channel);
+    let asks = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol("streamfleet.views.v1.Views".into()),
+    ]
+    .map(|m| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    });
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(asks))
+        .await
+        .expect("reflection")
+        .into_inner();
+    match next(&mut answers).await.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "streamfleet.views.v1.Views"),
+            "{list:?}"
+        ),
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+    match next(&mut answers).await.message_response {
+        Some(MessageResponse::FileDescriptorResponse(files)) => {
+            assert!(!files.file_descriptor_proto.is_empty())
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+
     running.shutdown().await.expect("stopped");
 
     // The live run stored exactly what a rebuild stores.

@@ -29,6 +29,9 @@ pub struct SessionsArgs {
     /// Sessions (heartbeats) per host report.
     #[arg(long, default_value_t = 250)]
     pub sessions_per_report: u32,
+    /// Heartbeats per second of the paced run (projection lag at a steady rate).
+    #[arg(long, default_value_t = 100_000)]
+    pub heartbeat_rate: u32,
 }
 
 pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
@@ -302,14 +305,20 @@ async fn heartbeats(
     for _ in 0..8 {
         conns.push(CommandClient::new(nats.client("host").await?, "bench"));
     }
-    for (label, sessions) in [
-        ("baseline: empty reports (command round trip)", 0),
-        ("heartbeats (reports × sessions)", per),
+    // Each host reports every `pace` in the paced run (every host's report once = a round).
+    let round = f64::from(args.hosts) * per as f64;
+    let pace = Duration::from_secs_f64(round / f64::from(args.heartbeat_rate.max(1)));
+    let paced_label = format!("heartbeats paced at {}/s", args.heartbeat_rate);
+    for (label, sessions, paced) in [
+        ("baseline: empty reports (command round trip)", 0, false),
+        ("heartbeats, as fast as they are taken", per, false),
+        (paced_label.as_str(), per, true),
     ] {
         let deadline = Instant::now() + Duration::from_secs(u64::from(args.heartbeat_seconds));
         let lags = Arc::new(std::sync::Mutex::new(Vec::new()));
         let start = Instant::now();
         let mut set = tokio::task::JoinSet::new();
+        let hosts = args.hosts;
         for h in 0..args.hosts {
             let (c, projections, lags) = (
                 conns[h as usize % conns.len()].clone(),
@@ -319,7 +328,14 @@ async fn heartbeats(
             let cmd = report(h, sessions);
             set.spawn(async move {
                 let mut sent = 0u64;
+                // Paced hosts start spread over one interval, as real ones do.
+                let mut next = tokio::time::Instant::now()
+                    + pace.mul_f64(f64::from(h) / f64::from(hosts.max(1)));
                 while Instant::now() < deadline {
+                    if paced {
+                        tokio::time::sleep_until(next).await;
+                        next += pace;
+                    }
                     let Ok(CommandReply::Accepted { events, .. }) =
                         c.send(Uuid::now_v7(), &cmd).await
                     else {

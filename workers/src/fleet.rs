@@ -31,6 +31,8 @@ pub struct HostRecord {
     pub status: HostStatus,
     /// Sessions holding a slot.
     pub sessions: BTreeSet<String>,
+    /// Groups with provisioned sessions holding a slot here, and how many each.
+    pub groups: BTreeMap<String, u32>,
     /// When it was requested or registered (whichever came last).
     pub since: DateTime<Utc>,
     /// When its last heartbeat report was recorded.
@@ -126,6 +128,7 @@ impl Fleet {
                         control_port: 0,
                         status: HostStatus::Requested,
                         sessions: BTreeSet::new(),
+                        groups: BTreeMap::new(),
                         since: time,
                         last_report: None,
                     },
@@ -143,6 +146,7 @@ impl Fleet {
                         control_port: e.control_port,
                         status: HostStatus::Active,
                         sessions: BTreeSet::new(),
+                        groups: BTreeMap::new(),
                         since: time,
                         last_report: None,
                     },
@@ -167,8 +171,20 @@ impl Fleet {
                 );
             }
             Event::SessionReleased(e) => {
+                let group = self
+                    .sessions
+                    .get(&e.session_id)
+                    .and_then(|s| s.group_id.clone());
                 if let Some(h) = self.hosts.get_mut(&e.host_id) {
                     h.sessions.remove(&e.session_id);
+                    if let Some(g) = group
+                        && let Some(n) = h.groups.get_mut(&g)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            h.groups.remove(&g);
+                        }
+                    }
                 }
             }
             Event::HeartbeatReceived(e) => {
@@ -195,6 +211,7 @@ impl Fleet {
                 if let Some(h) = self.hosts.get_mut(&e.host_id) {
                     h.status = HostStatus::Removed(e.reason);
                     h.sessions.clear();
+                    h.groups.clear();
                 }
             }
             Event::SessionProvisioned(e) => {
@@ -215,6 +232,12 @@ impl Fleet {
                 s.user_id = e.user_id.clone();
                 s.group_id = e.group_id.clone();
                 s.provisioned_at = Some(time);
+                if let Some(g) = &e.group_id
+                    && let Some(h) = self.hosts.get_mut(&s.host_id)
+                    && h.sessions.contains(&e.session_id)
+                {
+                    *h.groups.entry(g.clone()).or_default() += 1;
+                }
             }
             Event::SessionEnded(e) => {
                 if let Some(s) = self.sessions.get_mut(&e.session_id) {
@@ -282,11 +305,7 @@ impl Fleet {
                 capacity: h.capacity,
                 sessions: h.sessions.len() as u32,
                 accepting: h.status == HostStatus::Active,
-                groups: h
-                    .sessions
-                    .iter()
-                    .filter_map(|s| self.sessions.get(s).and_then(|s| s.group_id.clone()))
-                    .collect(),
+                groups: h.groups.keys().cloned().collect(),
             })
             .collect()
     }

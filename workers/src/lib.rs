@@ -95,6 +95,10 @@ pub(crate) struct Shared {
     pub fleet: RwLock<Fleet>,
     pub changed: Notify,
     pub config: WorkersConfig,
+    /// Slots this process is placing right now, by host: counted as taken by the next
+    /// placement, so concurrent redemptions spread over hosts (and host streams) instead of all
+    /// racing for the one the fleet shows free.
+    pub placing: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
 }
 
 /// Namespace of the command ids the workers derive from what they react to.
@@ -212,6 +216,7 @@ pub async fn run(
         fleet: RwLock::new(Fleet::default()),
         changed: Notify::new(),
         config,
+        placing: std::sync::Mutex::new(std::collections::BTreeMap::new()),
     });
     let head = log_head(&client).await?;
     let mut follower = Follower::start(client.clone(), 1).await?;

@@ -268,12 +268,19 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         let (choice, version, saved) = {
             let fleet = shared.fleet();
             let version = fleet.current_version(&redeemed.app_id).map(str::to_string);
+            let mut views = fleet.slot_views();
+            {
+                let placing = shared.placing.lock().unwrap_or_else(|e| e.into_inner());
+                for v in &mut views {
+                    v.sessions += placing.get(&v.host_id).copied().unwrap_or(0);
+                }
+            }
             let choice = placement::place(
                 &redeemed.app_id,
                 version.as_deref(),
                 redeemed.group_id.as_deref(),
                 &ranked,
-                &fleet.slot_views(),
+                &views,
                 &exclude,
             );
             let saved = fleet
@@ -303,6 +310,7 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             }
             None => return ServiceError::new("no_capacity", "no region is configured").into(),
         };
+        let _placing = Placing::new(&shared, &host_id);
         let assign = Command::AssignSession(AssignSession {
             host_id: host_id.clone(),
             session_id: session_id.clone(),
@@ -384,6 +392,43 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         format!("no host could take the session after {ATTEMPTS} attempts"),
     )
     .into()
+}
+
+/// A slot being placed on a host, counted in [`Shared::placing`] until dropped.
+struct Placing<'a> {
+    shared: &'a Shared,
+    host_id: String,
+}
+
+impl<'a> Placing<'a> {
+    fn new(shared: &'a Shared, host_id: &str) -> Self {
+        *shared
+            .placing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(host_id.to_string())
+            .or_default() += 1;
+        Placing {
+            shared,
+            host_id: host_id.to_string(),
+        }
+    }
+}
+
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        let mut placing = self
+            .shared
+            .placing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = placing.get_mut(&self.host_id) {
+            *n -= 1;
+            if *n == 0 {
+                placing.remove(&self.host_id);
+            }
+        }
+    }
 }
 
 /// Records a host request and asks the region's launchers for it.
