@@ -179,11 +179,28 @@ impl Cloud {
 
     /// Redeems a token as a client.
     pub async fn redeem(&self, token: &str, client_ip: &str) -> RedemptionReply {
+        self.redeem_measured(token, client_ip, &[]).await
+    }
+
+    /// Redeems a token as a client that measured its latency to some regions.
+    pub async fn redeem_measured(
+        &self,
+        token: &str,
+        client_ip: &str,
+        latencies: &[(&str, u32)],
+    ) -> RedemptionReply {
         let client = self.sys.nats.client("client").await;
+        let latencies_ms = latencies
+            .iter()
+            .map(|(r, ms)| RegionLatency {
+                region: r.to_string(),
+                ms: *ms,
+            })
+            .collect();
         let req = Redemption {
             token: token.into(),
             client_ip: client_ip.into(),
-            latencies_ms: Vec::new(),
+            latencies_ms,
         };
         let msg = client
             .request(

@@ -217,6 +217,20 @@ async fn groups_stay_together_and_a_full_region_spills_to_the_next_nearest() {
     // Without a group, New York stays in us-east.
     let fourth = cloud.session("di", NEW_YORK, None).await;
     assert_eq!(fourth.region, "us-east");
+    // Measured latency beats location: a Paris client that measured ap-south fastest goes there.
+    let grant = cloud.issue("ed", Some(PARIS), None, None).await;
+    let RedemptionReply::Provisioned(fifth) = cloud
+        .redeem_measured(&grant.token, PARIS, &[("ap-south", 9), ("eu-west", 40)])
+        .await
+    else {
+        panic!("provisioned")
+    };
+    assert_eq!(fifth.region, "ap-south");
+    assert!(
+        fifth.route_reason.contains("measured latency 9 ms"),
+        "{}",
+        fifth.route_reason
+    );
 }
 
 #[tokio::test]
