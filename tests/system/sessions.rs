@@ -8,6 +8,8 @@ use streamfleet_bus_schemas::payloads::*;
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::{Command, CommandReply, subjects};
 use streamfleet_domain::host::HostStatus;
+use streamfleet_projections::pb;
+use streamfleet_projections::pb::views_client::ViewsClient;
 
 #[tokio::test]
 async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the_client_reaches_it()
@@ -391,6 +393,8 @@ async fn a_host_reporting_a_stray_session_and_omitting_a_real_one_opens_and_reso
 async fn a_rollout_drains_old_hosts_and_an_urgent_one_terminates_them_after_notice() {
     let mut cloud = Cloud::start(&[AgentSpec::new("eu-west", "old", 2, 2)]);
     cloud.add_agent(&AgentSpec::new("eu-west", "spare", 0, 2).launcher());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (projections, grpc) = cloud.projections(&dir.path().join("live"));
     let release = |version: &str, urgent: bool| {
         Command::ReleaseVersion(ReleaseVersion {
             app_id: "chess".into(),
@@ -508,4 +512,37 @@ async fn a_rollout_drains_old_hosts_and_an_urgent_one_terminates_them_after_noti
     .await;
     assert_eq!(status, 200);
     assert!(body.contains("saved before 3.0.0"), "{body}");
+
+    // The rollouts view says it is done, and a rebuild of every view equals the live one.
+    let head = crate::views::quiesce(&mut cloud).await;
+    let mut views = ViewsClient::connect(grpc).await.expect("gRPC");
+    crate::views::caught_up(&mut views, head).await;
+    let rollouts = views
+        .get_rollouts(pb::RolloutsRequest::default())
+        .await
+        .expect("rollouts")
+        .into_inner();
+    let chess = rollouts
+        .rollouts
+        .iter()
+        .find(|r| r.app_id == "chess")
+        .expect("chess rollout");
+    assert_eq!(
+        (
+            chess.current_version.as_str(),
+            chess.previous_version.as_str(),
+            chess.urgent
+        ),
+        ("3.0.0", "2.0.0", true)
+    );
+    assert!(chess.completed && chess.hosts_old == 0, "{chess:?}");
+    drop(views);
+    crate::views::rebuild_equals_live(
+        &cloud,
+        projections,
+        &dir.path().join("live"),
+        &dir.path().join("rebuilt"),
+        head,
+    )
+    .await;
 }

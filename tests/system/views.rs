@@ -19,7 +19,7 @@ async fn the_views_show_liveness_discrepancies_and_sessions_and_a_rebuild_equals
     ]);
     let dir = tempfile::tempdir().expect("tempdir");
     let live_dir = dir.path().join("live");
-    let (mut projections, url) = cloud.projections(&live_dir);
+    let (projections, url) = cloud.projections(&live_dir);
     let mut views = ViewsClient::connect(url.clone()).await.expect("gRPC");
 
     // A live stream sees the first session arrive.
@@ -80,9 +80,7 @@ async fn the_views_show_liveness_discrepancies_and_sessions_and_a_rebuild_equals
     }).await;
 
     // Nothing more will happen: stop whatever sends commands, and read the head.
-    cloud.kill_workers();
-    cloud.agents[0].kill9();
-    let head = head(&cloud).await;
+    let head = quiesce(&mut cloud).await;
     let status = caught_up(&mut views, head).await;
     assert!(
         status.views.iter().all(|v| v.position == head),
@@ -192,14 +190,41 @@ async fn the_views_show_liveness_discrepancies_and_sessions_and_a_rebuild_equals
 
     // A rebuild from position 1 gives exactly the live rows.
     drop(views);
+    rebuild_equals_live(
+        &cloud,
+        projections,
+        &live_dir,
+        &dir.path().join("rebuilt"),
+        head,
+    )
+    .await;
+}
+
+/// Stops everything that sends commands (workers, then agents); returns the log's head.
+pub async fn quiesce(cloud: &mut Cloud) -> u64 {
+    cloud.kill_workers();
+    for agent in &mut cloud.agents {
+        agent.kill9();
+    }
+    head(cloud).await
+}
+
+/// Stops the live projections (at `head`), rebuilds every view from position 1 into
+/// `rebuilt_dir`, and asserts the two stores hold the same rows, byte for byte.
+pub async fn rebuild_equals_live(
+    cloud: &Cloud,
+    mut projections: crate::harness::NodeProcess,
+    live_dir: &std::path::Path,
+    rebuilt_dir: &std::path::Path,
+    head: u64,
+) {
     projections.terminate();
-    let rebuilt_dir = dir.path().join("rebuilt");
     let client = cloud.sys.nats.client("dashboard").await;
-    let stored = streamfleet_projections::rebuild(client, &rebuilt_dir, head)
+    let stored = streamfleet_projections::rebuild(client, rebuilt_dir, head)
         .await
         .expect("rebuild");
     assert_eq!(stored, head);
-    let differences = streamfleet_projections::diff(&live_dir, &rebuilt_dir).expect("diff");
+    let differences = streamfleet_projections::diff(live_dir, rebuilt_dir).expect("diff");
     assert!(differences.is_empty(), "{differences:#?}");
     let rows: usize = ["heartbeats", "consistency", "sessions", "hosts", "rollouts"]
         .iter()
@@ -209,7 +234,7 @@ async fn the_views_show_liveness_discrepancies_and_sessions_and_a_rebuild_equals
     assert!(rows > 10, "the compared stores are not empty ({rows} rows)");
 }
 
-async fn head(cloud: &Cloud) -> u64 {
+pub async fn head(cloud: &Cloud) -> u64 {
     let client = cloud.sys.nats.client("auditor").await;
     let body = serde_json::to_vec(&ReadRequest::all(1, 1)).expect("json");
     let msg = client
@@ -223,7 +248,7 @@ async fn head(cloud: &Cloud) -> u64 {
 }
 
 /// Waits (polling the status, bounded by PATIENCE) until every view stored `head`.
-async fn caught_up(
+pub async fn caught_up(
     views: &mut ViewsClient<tonic::transport::Channel>,
     head: u64,
 ) -> pb::StatusResponse {
