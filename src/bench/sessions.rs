@@ -236,7 +236,7 @@ async fn redemptions(
     })
     .await;
     latency_row(
-        "redeem → provisioned (5 commands, 2 reads, 1 agent ask)",
+        "redeem → provisioned (3 commands, 1 agent ask)",
         &lat,
         failed,
         elapsed,

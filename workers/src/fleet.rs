@@ -109,6 +109,21 @@ pub struct Fleet {
     pub buffer_targets: BTreeMap<(String, String), u32>,
     /// Discrepancies by id.
     pub discrepancies: BTreeMap<String, DiscrepancyRecord>,
+    /// Tokens issued and not yet redeemed, by id (dropped by [`Fleet::forget_expired_tokens`]).
+    pub tokens: BTreeMap<String, OutstandingToken>,
+}
+
+/// What a redemption needs of a token issued and not yet redeemed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutstandingToken {
+    /// App.
+    pub app_id: String,
+    /// User.
+    pub user_id: String,
+    /// Group.
+    pub group_id: Option<String>,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
 }
 
 impl Fleet {
@@ -279,12 +294,27 @@ impl Fleet {
                     d.resolved = true;
                 }
             }
-            Event::TokenIssued(_)
-            | Event::TokenRedeemed(_)
-            | Event::MigrationScheduled(_)
-            | Event::NodeFailed(_)
-            | Event::CipherSelected(_) => {}
+            Event::TokenIssued(e) => {
+                self.tokens.insert(
+                    e.token_id.clone(),
+                    OutstandingToken {
+                        app_id: e.app_id.clone(),
+                        user_id: e.user_id.clone(),
+                        group_id: e.group_id.clone(),
+                        expires_at: e.expires_at,
+                    },
+                );
+            }
+            Event::TokenRedeemed(e) => {
+                self.tokens.remove(&e.token_id);
+            }
+            Event::MigrationScheduled(_) | Event::NodeFailed(_) | Event::CipherSelected(_) => {}
         }
+    }
+
+    /// Drops tokens that expired before `now` (they can no longer be redeemed).
+    pub fn forget_expired_tokens(&mut self, now: DateTime<Utc>) {
+        self.tokens.retain(|_, t| t.expires_at > now);
     }
 
     /// The version new sessions and hosts of `app_id` use, when one was released.

@@ -25,6 +25,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         ticks.tick().await;
         let now = Utc::now();
+        shared
+            .fleet
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_expired_tokens(now);
         liveness(&shared, now).await;
         slots(&shared, now).await;
         rollouts(&shared, now).await;

@@ -221,6 +221,9 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         return ServiceError::new("invalid", "no region to place in").into();
     };
     let session_id = uuid::Uuid::now_v7().simple().to_string();
+    // The token's app, user and group, from the fleet when it has followed the issue already
+    // (then no read-back is needed), else from the token stream once redeemed.
+    let known = shared.fleet().tokens.get(&req.token_id).cloned();
     let redeem = Command::RedeemToken(RedeemToken {
         token_id: req.token_id.clone(),
         token_hash: req.token_hash.clone(),
@@ -244,16 +247,32 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         }
         Err(Refused::Undelivered(e)) => return ServiceError::new("unavailable", e).into(),
     }
-    let redeemed = match read_stream(&shared, &format!("token-{}", req.token_id)).await {
-        Ok(events) => events.into_iter().find_map(|e| match e {
-            Event::TokenRedeemed(r) if r.session_id == session_id => Some(r),
-            _ => None,
-        }),
-        Err(e) => return ServiceError::new("unavailable", e).into(),
-    };
-    let Some(redeemed) = redeemed else {
-        return ServiceError::new("unavailable", "redemption recorded but not readable back")
-            .into();
+    let redeemed = match known {
+        Some(t) => Redeemed {
+            app_id: t.app_id,
+            user_id: t.user_id,
+            group_id: t.group_id,
+        },
+        None => match read_stream(&shared, &format!("token-{}", req.token_id)).await {
+            Ok(events) => match events.into_iter().find_map(|e| match e {
+                Event::TokenRedeemed(r) if r.session_id == session_id => Some(r),
+                _ => None,
+            }) {
+                Some(r) => Redeemed {
+                    app_id: r.app_id,
+                    user_id: r.user_id,
+                    group_id: r.group_id,
+                },
+                None => {
+                    return ServiceError::new(
+                        "unavailable",
+                        "redemption recorded but not readable back",
+                    )
+                    .into();
+                }
+            },
+            Err(e) => return ServiceError::new("unavailable", e).into(),
+        },
     };
     let ranked: Vec<placement::RankedRegion> = req
         .regions
@@ -392,6 +411,13 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         format!("no host could take the session after {ATTEMPTS} attempts"),
     )
     .into()
+}
+
+/// Who a redeemed token is for.
+struct Redeemed {
+    app_id: String,
+    user_id: String,
+    group_id: Option<String>,
 }
 
 /// A slot being placed on a host, counted in [`Shared::placing`] until dropped.
