@@ -606,7 +606,7 @@ impl BenchNats {
             .arg("-p")
             .arg(port.to_string())
             .env("SF_JETSTREAM_DIR", dir);
-        for role in crate::up::ROLES {
+        for role in streamfleet_node::ROLES {
             cmd.env(crate::up::password_var(role), &password);
         }
         let mut child = cmd

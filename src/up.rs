@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use streamfleet_bus_schemas::Command;
 use streamfleet_bus_schemas::payloads::{ReleaseVersion, SetBufferTarget};
-use streamfleet_node::{CommandClient, NatsLogin, Node, NodeConfig};
+use streamfleet_node::{CommandClient, NatsLogin, Node, NodeConfig, ROLES};
 use streamfleet_workers::{TokenKey, WorkersConfig};
 use uuid::Uuid;
 
@@ -20,19 +20,6 @@ mod summary;
 /// The app the demo streams.
 const APP: &str = "chess";
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// Roles in nats.conf whose passwords `up` provides.
-pub const ROLES: [&str; 9] = [
-    "node",
-    "service",
-    "worker",
-    "entitlement",
-    "client",
-    "host",
-    "auditor",
-    "dashboard",
-    "bench",
-];
 
 #[derive(clap::Args)]
 pub struct UpArgs {

@@ -31,5 +31,5 @@ pub mod read_api;
 
 pub use client::{CommandClient, SendError};
 pub use follower::{FollowError, FollowedEvent, Follower};
-pub use login::{NatsLogin, connect};
+pub use login::{NatsLogin, ROLES, connect};
 pub use node::{Node, NodeConfig, NodeError};

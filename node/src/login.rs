@@ -1,5 +1,18 @@
 //! Connecting to NATS as one of the roles in `nats.conf`.
 
+/// The users `nats.conf` defines; each gets its password from `SF_<ROLE>_PASSWORD`.
+pub const ROLES: [&str; 9] = [
+    "node",
+    "service",
+    "worker",
+    "entitlement",
+    "client",
+    "host",
+    "auditor",
+    "dashboard",
+    "bench",
+];
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct NatsLogin {

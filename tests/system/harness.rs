@@ -4,19 +4,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use streamfleet_node::{CommandClient, NatsLogin, connect};
-
-const ROLES: [&str; 9] = [
-    "node",
-    "service",
-    "worker",
-    "entitlement",
-    "client",
-    "host",
-    "auditor",
-    "dashboard",
-    "bench",
-];
+use streamfleet_node::{CommandClient, NatsLogin, ROLES, connect};
 
 /// A nats-server started from the repository's nats.conf.
 pub struct Nats {

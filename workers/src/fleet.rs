@@ -70,6 +70,22 @@ pub struct SessionRecord {
     pub last_heartbeat: Option<DateTime<Utc>>,
 }
 
+impl SessionRecord {
+    /// A session whose slot on `host_id` was just assigned.
+    fn assigned(host_id: &str, time: DateTime<Utc>) -> Self {
+        SessionRecord {
+            host_id: host_id.to_string(),
+            app_id: String::new(),
+            user_id: String::new(),
+            group_id: None,
+            assigned_at: time,
+            provisioned_at: None,
+            ended: None,
+            last_heartbeat: None,
+        }
+    }
+}
+
 /// An app's current release.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Release {
@@ -173,16 +189,7 @@ impl Fleet {
                 }
                 self.sessions.insert(
                     e.session_id.clone(),
-                    SessionRecord {
-                        host_id: e.host_id.clone(),
-                        app_id: String::new(),
-                        user_id: String::new(),
-                        group_id: None,
-                        assigned_at: time,
-                        provisioned_at: None,
-                        ended: None,
-                        last_heartbeat: None,
-                    },
+                    SessionRecord::assigned(&e.host_id, time),
                 );
             }
             Event::SessionReleased(e) => {
@@ -233,16 +240,7 @@ impl Fleet {
                 let s = self
                     .sessions
                     .entry(e.session_id.clone())
-                    .or_insert_with(|| SessionRecord {
-                        host_id: e.host_id.clone(),
-                        app_id: String::new(),
-                        user_id: String::new(),
-                        group_id: None,
-                        assigned_at: time,
-                        provisioned_at: None,
-                        ended: None,
-                        last_heartbeat: None,
-                    });
+                    .or_insert_with(|| SessionRecord::assigned(&e.host_id, time));
                 s.app_id = e.app_id.clone();
                 s.user_id = e.user_id.clone();
                 s.group_id = e.group_id.clone();
