@@ -191,19 +191,7 @@ async fn projections(which: ProjectionsCmd) -> anyhow::Result<()> {
                     .await?;
             let until = match until {
                 Some(u) => u,
-                None => {
-                    let body =
-                        serde_json::to_vec(&streamfleet_bus_schemas::ReadRequest::all(1, 1))?;
-                    let msg = client
-                        .request(streamfleet_bus_schemas::subjects::LOG_READ, body.into())
-                        .await?;
-                    match serde_json::from_slice(&msg.payload)? {
-                        streamfleet_bus_schemas::ReadReply::Ok { head, .. } => head,
-                        streamfleet_bus_schemas::ReadReply::Error { code, detail } => {
-                            anyhow::bail!("{code}: {detail}")
-                        }
-                    }
-                }
+                None => streamfleet_node::log_head(&client).await?,
             };
             let stored = streamfleet_projections::rebuild(client, &out, until).await?;
             println!("rebuilt {} up to position {stored}", out.display());

@@ -151,6 +151,46 @@ async fn route(host: &Host, head: &str) -> (u16, String) {
     }
 }
 
+/// A client's request to a host's control port: `(status, body)`. For clients, tests and the
+/// demo; `headers` are sent as given (e.g. `("authorization", "Bearer …")`).
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let (status, body) = streamfleet_host_agent::control::request(
+///     "127.0.0.1", 7000, "GET", "/sessions/s1", &[("authorization", "Bearer 00")],
+/// ).await?;
+/// # Ok(()) }
+/// ```
+pub async fn request(
+    address: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect((address, port)).await?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {address}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line")
+        })?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 async fn respond(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",

@@ -55,6 +55,32 @@ pub enum FollowError {
     /// The NATS connection is closed for good.
     #[error("NATS subscription ended")]
     Closed,
+    /// A read got no answer (no node, timeout, permission refused).
+    #[error("log read not answered: {0}")]
+    NoAnswer(String),
+}
+
+/// Asks the node for the log's head: the last durable position (0 for an empty log).
+///
+/// ```no_run
+/// # async fn demo(client: async_nats::Client) -> Result<(), streamfleet_node::FollowError> {
+/// let head = streamfleet_node::log_head(&client).await?;
+/// # Ok(()) }
+/// ```
+pub async fn log_head(client: &Client) -> Result<u64, FollowError> {
+    let body = serde_json::to_vec(&ReadRequest::all(1, 1))
+        .map_err(|e| FollowError::Protocol(e.to_string()))?;
+    let msg = client
+        .request(subjects::LOG_READ, body.into())
+        .await
+        .map_err(|e| FollowError::NoAnswer(e.to_string()))?;
+    match serde_json::from_slice::<streamfleet_bus_schemas::ReadReply>(&msg.payload) {
+        Ok(streamfleet_bus_schemas::ReadReply::Ok { head, .. }) => Ok(head),
+        Ok(streamfleet_bus_schemas::ReadReply::Error { code, detail }) => {
+            Err(FollowError::Read { code, detail })
+        }
+        Err(e) => Err(FollowError::Protocol(e.to_string())),
+    }
 }
 
 /// Follows the whole log from a position.

@@ -30,6 +30,6 @@ pub mod publisher;
 pub mod read_api;
 
 pub use client::{CommandClient, SendError};
-pub use follower::{FollowError, FollowedEvent, Follower};
+pub use follower::{FollowError, FollowedEvent, Follower, log_head};
 pub use login::{NatsLogin, ROLES, connect};
 pub use node::{Node, NodeConfig, NodeError};

@@ -4,6 +4,7 @@
 use std::time::Duration;
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::subjects;
+use streamfleet_host_agent::control;
 use streamfleet_node::NatsLogin;
 
 pub struct Demo {
@@ -86,38 +87,16 @@ async fn one_session(entitlement: async_nats::Client, client: async_nats::Client
             tokio::time::sleep(Duration::from_millis(rand::random_range(2_000..15_000))).await;
             let path = format!("/sessions/{}", s.session_id);
             let saved = format!("level={}", rand::random_range(1..20u8));
-            let _ = http(
-                &s.address,
-                s.control_port,
-                "DELETE",
-                &path,
-                &s.credentials,
-                &saved,
-            )
-            .await;
+            let bearer = format!("Bearer {}", s.credentials);
+            let headers = [
+                ("authorization", bearer.as_str()),
+                ("sf-saved-state", saved.as_str()),
+            ];
+            let _ = control::request(&s.address, s.control_port, "DELETE", &path, &headers).await;
         }
         Ok(RedemptionReply::Error(e)) => {
             tracing::info!(code = %e.code, message = %e.message, "demo redemption refused")
         }
         Err(error) => tracing::warn!(%error, "unreadable redemption reply"),
     }
-}
-
-async fn http(
-    address: &str,
-    port: u16,
-    method: &str,
-    path: &str,
-    credentials: &str,
-    saved: &str,
-) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect((address, port)).await?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {credentials}\r\nsf-saved-state: {saved}\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).await?;
-    let mut sink = Vec::new();
-    stream.read_to_end(&mut sink).await?;
-    Ok(())
 }

@@ -277,7 +277,7 @@ impl Watch {
     }
 }
 
-/// A plain HTTP/1.1 request to a host's control port: (status, body).
+/// A request to a host's control port: (status, body).
 pub async fn http(
     address: &str,
     port: u16,
@@ -285,28 +285,9 @@ pub async fn http(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect((address, port))
+    streamfleet_host_agent::control::request(address, port, method, path, headers)
         .await
-        .expect("the host's control port accepts");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {address}\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.expect("read");
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+        .expect("the host's control port answers")
 }
 
 pub fn bearer(credentials: &str) -> String {

@@ -3,7 +3,7 @@
 use crate::commands::{heartbeat, token};
 use crate::harness::System;
 use std::time::Duration;
-use streamfleet_bus_schemas::{Command, CommandReply, ReadReply, ReadRequest, subjects};
+use streamfleet_bus_schemas::{Command, CommandReply, subjects};
 use streamfleet_node::CommandClient;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -32,15 +32,9 @@ async fn client_with_errors(
 }
 
 async fn head(client: &async_nats::Client) -> u64 {
-    let req = serde_json::to_vec(&ReadRequest::all(1, 0)).expect("json");
-    let reply = client
-        .request(subjects::LOG_READ, req.into())
+    streamfleet_node::log_head(client)
         .await
-        .expect("read allowed");
-    match serde_json::from_slice(&reply.payload).expect("reply") {
-        ReadReply::Ok { head, .. } => head,
-        other => panic!("read refused: {other:?}"),
-    }
+        .expect("read allowed")
 }
 
 /// Sends `command` as `role` and waits for the server's permission violation naming its subject.

@@ -73,22 +73,27 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         streamfleet_projections::pb::views_client::ViewsClient::connect(format!("http://{grpc}"))
             .await
             .expect("gRPC");
-    let deadline = std::time::Instant::now() + crate::cloud::PATIENCE;
-    loop {
-        let sessions = views
-            .get_sessions(streamfleet_projections::pb::SessionsRequest::default())
-            .await
-            .expect("sessions")
-            .into_inner();
-        if sessions.sessions.iter().any(|s| !s.host_id.is_empty()) {
-            break;
+    let mut updates = views
+        .watch_sessions(streamfleet_projections::pb::SessionsRequest::default())
+        .await
+        .expect("watch sessions")
+        .into_inner();
+    let provisioned = async {
+        while let Some(update) = futures::StreamExt::next(&mut updates).await {
+            let update = update.expect("update");
+            if update.sessions.iter().any(|s| !s.host_id.is_empty()) {
+                return true;
+            }
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no demo session provisioned"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        false
+    };
+    assert!(
+        tokio::time::timeout(crate::cloud::PATIENCE, provisioned)
+            .await
+            .unwrap_or(false),
+        "no demo session provisioned"
+    );
+    drop(updates);
     let hosts = views
         .get_hosts(streamfleet_projections::pb::HostsRequest::default())
         .await

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::payloads::{HostRemovalReason, SessionEndReason};
 use streamfleet_bus_schemas::services::{AgentReply, InjectFault};
-use streamfleet_bus_schemas::{ReadReply, ReadRequest, subjects};
+use streamfleet_bus_schemas::subjects;
 use streamfleet_domain::host::HostStatus;
 use streamfleet_projections::pb;
 use streamfleet_projections::pb::views_client::ViewsClient;
@@ -236,15 +236,9 @@ pub async fn rebuild_equals_live(
 
 pub async fn head(cloud: &Cloud) -> u64 {
     let client = cloud.sys.nats.client("auditor").await;
-    let body = serde_json::to_vec(&ReadRequest::all(1, 1)).expect("json");
-    let msg = client
-        .request(subjects::LOG_READ, body.into())
+    streamfleet_node::log_head(&client)
         .await
-        .expect("read");
-    match serde_json::from_slice(&msg.payload).expect("reply") {
-        ReadReply::Ok { head, .. } => head,
-        ReadReply::Error { code, detail } => panic!("{code}: {detail}"),
-    }
+        .expect("the node answers")
 }
 
 /// Waits (polling the status, bounded by PATIENCE) until every view stored `head`.

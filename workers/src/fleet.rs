@@ -40,6 +40,29 @@ pub struct HostRecord {
 }
 
 impl HostRecord {
+    /// A host without slots, sessions or reports yet.
+    fn new(
+        region: &str,
+        app_id: &str,
+        version: &str,
+        status: HostStatus,
+        since: DateTime<Utc>,
+    ) -> Self {
+        HostRecord {
+            region: region.to_string(),
+            app_id: app_id.to_string(),
+            version: version.to_string(),
+            capacity: 0,
+            address: String::new(),
+            control_port: 0,
+            status,
+            sessions: BTreeSet::new(),
+            groups: BTreeMap::new(),
+            since,
+            last_report: None,
+        }
+    }
+
     /// Registered and not removed.
     pub fn is_live(&self) -> bool {
         matches!(
@@ -148,40 +171,23 @@ impl Fleet {
         self.position = position;
         match event {
             Event::HostRequested(e) => {
-                self.hosts.insert(
-                    e.host_id.clone(),
-                    HostRecord {
-                        region: e.region.clone(),
-                        app_id: e.app_id.clone(),
-                        version: e.version.clone(),
-                        capacity: 0,
-                        address: String::new(),
-                        control_port: 0,
-                        status: HostStatus::Requested,
-                        sessions: BTreeSet::new(),
-                        groups: BTreeMap::new(),
-                        since: time,
-                        last_report: None,
-                    },
+                let host = HostRecord::new(
+                    &e.region,
+                    &e.app_id,
+                    &e.version,
+                    HostStatus::Requested,
+                    time,
                 );
+                self.hosts.insert(e.host_id.clone(), host);
             }
             Event::HostRegistered(e) => {
-                self.hosts.insert(
-                    e.host_id.clone(),
-                    HostRecord {
-                        region: e.region.clone(),
-                        app_id: e.app_id.clone(),
-                        version: e.version.clone(),
-                        capacity: e.capacity,
-                        address: e.address.clone(),
-                        control_port: e.control_port,
-                        status: HostStatus::Active,
-                        sessions: BTreeSet::new(),
-                        groups: BTreeMap::new(),
-                        since: time,
-                        last_report: None,
-                    },
-                );
+                let host = HostRecord {
+                    capacity: e.capacity,
+                    address: e.address.clone(),
+                    control_port: e.control_port,
+                    ..HostRecord::new(&e.region, &e.app_id, &e.version, HostStatus::Active, time)
+                };
+                self.hosts.insert(e.host_id.clone(), host);
             }
             Event::SessionAssigned(e) => {
                 if let Some(h) = self.hosts.get_mut(&e.host_id) {

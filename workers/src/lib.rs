@@ -32,7 +32,7 @@ pub mod token;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use streamfleet_bus_schemas::{Command, CommandReply, Event, ReadReply, ReadRequest, subjects};
+use streamfleet_bus_schemas::{Command, CommandReply, Event};
 use streamfleet_domain::placement::{IpLocation, Region};
 use streamfleet_node::{CommandClient, FollowError, Follower, NatsLogin};
 use tokio::sync::Notify;
@@ -179,23 +179,17 @@ impl Shared {
     }
 }
 
-/// The log's head when asked: the position the workers must reach before serving.
+/// The log's head when asked: the position the workers must reach before serving. Waits for a
+/// node to answer.
 async fn log_head(client: &async_nats::Client) -> Result<u64, WorkersError> {
     loop {
-        let body = serde_json::to_vec(&ReadRequest::all(1, 1))
-            .map_err(|e| WorkersError::Nats(e.to_string()))?;
-        match client.request(subjects::LOG_READ, body.into()).await {
-            Ok(msg) => match serde_json::from_slice::<ReadReply>(&msg.payload) {
-                Ok(ReadReply::Ok { head, .. }) => return Ok(head),
-                Ok(ReadReply::Error { code, detail }) => {
-                    return Err(WorkersError::Follow(FollowError::Read { code, detail }));
-                }
-                Err(e) => return Err(WorkersError::Follow(FollowError::Protocol(e.to_string()))),
-            },
-            Err(error) => {
+        match streamfleet_node::log_head(client).await {
+            Ok(head) => return Ok(head),
+            Err(FollowError::NoAnswer(error)) => {
                 tracing::info!(%error, "waiting for the node to answer log reads");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            Err(other) => return Err(WorkersError::Follow(other)),
         }
     }
 }
