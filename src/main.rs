@@ -34,6 +34,11 @@ enum Cmd {
         #[command(subcommand)]
         which: ProjectionsCmd,
     },
+    /// Audit history: read, verify, state as of a moment, rebuild and diff views, export.
+    Replay {
+        #[command(subcommand)]
+        which: streamfleet_replay::cli::ReplayCmd,
+    },
     /// Benchmarks, each printed beside a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -108,8 +113,8 @@ struct NodeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Benchmarks print a table; only warnings may interrupt it.
-    let default_level = if matches!(cli.command, Cmd::Bench { .. }) {
+    // Benchmarks and audits print results; only warnings may interrupt them.
+    let default_level = if matches!(cli.command, Cmd::Bench { .. } | Cmd::Replay { .. }) {
         "warn"
     } else {
         "info"
@@ -143,6 +148,13 @@ fn main() -> anyhow::Result<()> {
                     let _ = shutdown_signal().await;
                 })
                 .await?;
+                Ok(())
+            }
+            Cmd::Replay { which } => {
+                if !streamfleet_replay::cli::run(which).await? {
+                    // Printed above: a failed verification or differing views.
+                    std::process::exit(1);
+                }
                 Ok(())
             }
             Cmd::Bench { which } => bench::run(which).await,

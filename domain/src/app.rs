@@ -11,7 +11,7 @@ use streamfleet_bus_schemas::payloads::{
 pub const MAX_NOTICE_SECONDS: u32 = 86_400;
 
 /// An app's state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AppState {
     /// The current version.
     pub version: String,

@@ -7,7 +7,7 @@ use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::payloads::{Cipher, CipherSelected, SelectCipher};
 
 /// A connection's state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CipherState {
     /// Source → relay.
     pub inbound: Cipher,

@@ -7,7 +7,7 @@ use streamfleet_bus_schemas::payloads::{
 };
 
 /// A discrepancy's state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DiscrepancyState {
     /// The opening event.
     pub opened: DiscrepancyOpened,

@@ -16,7 +16,7 @@ pub const MAX_CAPACITY: u32 = 1024;
 pub const MAX_SESSIONS_PER_REPORT: usize = 4096;
 
 /// Where a host is in its life.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum HostStatus {
     /// Asked of the cloud; not registered yet.
     Requested,
@@ -46,7 +46,7 @@ impl HostStatus {
 }
 
 /// A host's state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HostState {
     /// Region.
     pub region: String,

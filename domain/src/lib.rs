@@ -42,8 +42,10 @@ pub struct Context {
     pub now: DateTime<Utc>,
 }
 
-/// The state of one stream, folded from its events. Each category has its own shape.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The state of one stream, folded from its events. Each category has its own shape. Serialised
+/// (for auditors' tools) as `{"kind": "<category>", "state": {…}}`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", content = "state", rename_all = "snake_case")]
 pub enum State {
     /// No events yet.
     #[default]

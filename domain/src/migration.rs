@@ -6,7 +6,7 @@ use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::payloads::{MigrationScheduled, ScheduleMigration};
 
 /// A migration's state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MigrationState {
     /// Its deadline.
     pub deadline: DateTime<Utc>,

@@ -5,7 +5,7 @@ use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::payloads::{NodeFailed, ReportNodeFailure};
 
 /// A node's state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NodeState {
     /// Whether it is failed.
     pub failed: bool,

@@ -11,7 +11,7 @@ use streamfleet_bus_schemas::payloads::{
 pub const MAX_SAVED_STATE_BYTES: usize = 4096;
 
 /// A session's state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SessionState {
     /// The provisioning event.
     pub provisioned: SessionProvisioned,

@@ -14,7 +14,7 @@ pub const MAX_TTL_SECONDS: u32 = 3600;
 pub const DEFAULT_TTL_SECONDS: u32 = 60;
 
 /// A token's state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TokenState {
     /// The issue event.
     pub issued: TokenIssued,

@@ -105,6 +105,23 @@ pub enum OpenError {
         /// What the file says, if anything.
         found: Option<String>,
     },
+    /// A Streamfleet log of a newer format than this build reads.
+    #[error("{path} is a Streamfleet event log of format {found}, newer than this build reads ({known}): use a newer streamfleet")]
+    NewerFormat {
+        /// The file.
+        path: String,
+        /// The file's format.
+        found: u32,
+        /// The newest format this build reads.
+        known: u32,
+    },
+    /// A process (a running node) has the file open for writing; read a copy, or read the log
+    /// through that node.
+    #[error("{path} is open in another process (a running node?): read a copy of it, or read through the node over NATS")]
+    InUse {
+        /// The file.
+        path: String,
+    },
     /// The last record, needed to continue the chain, is damaged.
     #[error("{path}: {source}")]
     Corrupt {

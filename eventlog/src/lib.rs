@@ -18,7 +18,8 @@
 //!   only; their index entries wait in memory (the tail) and are written in bulk every few
 //!   thousand events. Every read merges the tail, so reads see each committed event.
 //! - **Single writer.** Only the process that opened the file writes; redb's file lock keeps
-//!   out a second one. Everyone else reads through that process (the node's read API).
+//!   out a second one. Everyone else reads through that process (the node's read API), or
+//!   opens a copy (or a stopped node's file) read-only as a [`LogFile`].
 //!
 //! # Layout (tables)
 //! `events` position → record (see [`record`]); `stream_index` (stream, version) → position;
@@ -47,6 +48,7 @@
 //! ```
 
 mod error;
+mod file;
 mod log;
 pub mod record;
 mod subscription;
@@ -56,9 +58,10 @@ mod verify;
 mod writer;
 
 pub use error::{AppendError, Corruption, OpenError, ReadError, VerifyError};
+pub use file::{LogFile, Records};
 pub use log::{AppendOutcome, AppendRequest, Config, EventLog, NewEvent};
 pub use record::StoredEvent;
 pub use streamfleet_bus_schemas::{ExpectedVersion, ReadDirection, RecordedEvent};
 pub use subscription::Subscription;
-pub use verify::VerifyReport;
+pub use verify::{PROGRESS_EVERY, VerifyReport};
 pub use writer::{WriterCounters, WriterSnapshot};

@@ -136,13 +136,7 @@ impl EventLog {
                     meta.insert(FORMAT_KEY, format_value().as_str())
                         .map_err(|e| db_err(storage(e)))?;
                 }
-                other => {
-                    return Err(OpenError::NotAnEventLog {
-                        path: shown,
-                        expected: FORMAT_VERSION,
-                        found: other,
-                    });
-                }
+                other => return Err(crate::file::format_problem(&shown, other)),
             }
             txn.open_table(EVENTS).map_err(|e| db_err(storage(e)))?;
             txn.open_table(STREAM_INDEX)

@@ -118,6 +118,30 @@ impl StoredEvent {
         out
     }
 
+    /// Checks a record's bytes at `position` without decoding them: its length, its CRC, and
+    /// that its chain hash follows from `prev`. Returns its chain hash.
+    pub fn check_chain(position: u64, bytes: &[u8], prev: &[u8; 32]) -> Result<[u8; 32], Corruption> {
+        if bytes.len() < FIXED_HEADER_LEN {
+            return Err(Corruption::Truncated { len: bytes.len() });
+        }
+        let stored = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let computed = crc32fast::hash(&bytes[4..]);
+        if stored != computed {
+            return Err(Corruption::Checksum { stored, computed });
+        }
+        let stream_len = usize::from(u16::from_le_bytes(
+            bytes[60..62].try_into().expect("2 bytes"),
+        ));
+        if bytes.len() < FIXED_HEADER_LEN + stream_len {
+            return Err(Corruption::Truncated { len: bytes.len() });
+        }
+        let chain = chain_hash(prev, position, &[&bytes[36..]]);
+        if chain[..] != bytes[4..36] {
+            return Err(Corruption::ChainBroken);
+        }
+        Ok(chain)
+    }
+
     /// The chain hash this record should have, given the previous one.
     pub fn expected_chain(&self, prev: &[u8; 32]) -> [u8; 32] {
         chain_hash(

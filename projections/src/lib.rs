@@ -53,4 +53,4 @@ pub use runner::{
     EventFeed, FeedSender, ProjectionsConfig, RunningProjections, SourcedEvent, rebuild,
     rebuild_from, run, start, start_with_source,
 };
-pub use store::{Difference, DumpRow, diff, dump};
+pub use store::{Difference, DumpRow, diff, diff_rows, dump};

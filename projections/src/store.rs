@@ -261,36 +261,43 @@ pub fn diff(a_dir: &Path, b_dir: &Path) -> Result<Vec<Difference>, StoreError> {
     };
     let mut out = Vec::new();
     for view in VIEW_NAMES {
-        let (a, b) = (load(a_dir, view)?, load(b_dir, view)?);
-        let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-        loop {
-            let order = match (a.peek(), b.peek()) {
-                (None, None) => break,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(x), Some(y)) => (&x.table, &x.key).cmp(&(&y.table, &y.key)),
-            };
-            let (x, y) = match order {
-                std::cmp::Ordering::Less => (a.next(), None),
-                std::cmp::Ordering::Greater => (None, b.next()),
-                std::cmp::Ordering::Equal => (a.next(), b.next()),
-            };
-            if let (Some(x), Some(y)) = (&x, &y)
-                && x.bytes == y.bytes
-            {
-                continue;
-            }
-            let Some(row) = x.as_ref().or(y.as_ref()) else {
-                break;
-            };
-            out.push(Difference {
-                view: view.to_string(),
-                table: row.table.clone(),
-                key: row.key.clone(),
-                a: x.as_ref().map(|r| describe(&r.table, &r.bytes)),
-                b: y.as_ref().map(|r| describe(&r.table, &r.bytes)),
-            });
-        }
+        out.extend(diff_rows(view, load(a_dir, view)?, load(b_dir, view)?));
     }
     Ok(out)
+}
+
+/// The rows that differ between two dumps of one view (each sorted by table and key, as
+/// [`dump`] returns them). Empty when they hold exactly the same state.
+pub fn diff_rows(view: &str, a: Vec<DumpRow>, b: Vec<DumpRow>) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => (&x.table, &x.key).cmp(&(&y.table, &y.key)),
+        };
+        let (x, y) = match order {
+            std::cmp::Ordering::Less => (a.next(), None),
+            std::cmp::Ordering::Greater => (None, b.next()),
+            std::cmp::Ordering::Equal => (a.next(), b.next()),
+        };
+        if let (Some(x), Some(y)) = (&x, &y)
+            && x.bytes == y.bytes
+        {
+            continue;
+        }
+        let Some(row) = x.as_ref().or(y.as_ref()) else {
+            break;
+        };
+        out.push(Difference {
+            view: view.to_string(),
+            table: row.table.clone(),
+            key: row.key.clone(),
+            a: x.as_ref().map(|r| describe(&r.table, &r.bytes)),
+            b: y.as_ref().map(|r| describe(&r.table, &r.bytes)),
+        });
+    }
+    out
 }
