@@ -1,4 +1,4 @@
-//! `streamfleet bench log`, `streamfleet bench sessions`: the log and the node, each figure beside a baseline measured in the
+//! `streamfleet bench log|sessions|replay`: the log and the node, each figure beside a baseline measured in the
 //! same run on the same machine (raw redb, bare NATS request/reply, JetStream publish).
 
 use anyhow::Context as _;
@@ -13,12 +13,19 @@ use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent, WriterSnap
 use streamfleet_node::{CommandClient, Follower, NatsLogin, Node, NodeConfig, connect};
 use uuid::Uuid;
 
+mod replay;
 mod sessions;
 
 #[derive(clap::Subcommand)]
 pub enum Which {
     /// Sessions: redemption latency at a fixed rate; heartbeat ingestion with projections.
     Sessions(sessions::SessionsArgs),
+    /// The auditors' tools: offline read and verify, projection rebuild, export, live catch-up.
+    Replay {
+        /// Events in the log the figures are taken over.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
     /// The event log and the node: appends, commands over NATS, catch-up reads.
     Log {
         /// Events for the catch-up figures.
@@ -47,6 +54,7 @@ pub enum Part {
 pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Sessions(args) => sessions::run(args).await,
+        Which::Replay { events } => replay::run(events).await,
         Which::Log {
             catch_up_events,
             quick,
@@ -238,40 +246,7 @@ async fn bench_catch_up(dir: &Path, nats: &BenchNats, n: usize) -> anyhow::Resul
     let cdir = dir.join("catchup");
     std::fs::create_dir_all(&cdir)?;
     let path = cdir.join("events.redb");
-    {
-        let log = EventLog::open(&path, Config::default())?;
-        let mut set = tokio::task::JoinSet::new();
-        for chunk in 0..n.div_ceil(1000) {
-            let log = log.clone();
-            let count = (n - chunk * 1000).min(1000);
-            set.spawn(async move {
-                let stream = format!("host-c{chunk}");
-                let events = (0..count)
-                    .map(|_| {
-                        let id = Uuid::now_v7();
-                        NewEvent {
-                            id,
-                            event_type: "HeartbeatReceived".into(),
-                            body: body(&stream, id),
-                        }
-                    })
-                    .collect();
-                log.append(AppendRequest {
-                    stream: stream.clone(),
-                    expected: ExpectedVersion::Any,
-                    command_id: None,
-                    events,
-                })
-                .await
-            });
-            while set.len() > 8 {
-                set.join_next().await.context("join")???;
-            }
-        }
-        while let Some(r) = set.join_next().await {
-            r??;
-        }
-    }
+    fill_log(&path, n).await?;
     raw_scan(&path)?; // warms the caches, so every figure below reads from memory
     let raw = raw_scan(&path)?;
     row(
@@ -316,6 +291,44 @@ async fn bench_catch_up(dir: &Path, nats: &BenchNats, n: usize) -> anyhow::Resul
         raw,
     );
     node.stop().await;
+    Ok(())
+}
+
+/// Writes `n` heartbeat-sized events to a fresh log at `path`, 1,000 per append over as many
+/// host streams, eight appends in flight.
+async fn fill_log(path: &Path, n: usize) -> anyhow::Result<()> {
+    let log = EventLog::open(path, Config::default())?;
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in 0..n.div_ceil(1000) {
+        let log = log.clone();
+        let count = (n - chunk * 1000).min(1000);
+        set.spawn(async move {
+            let stream = format!("host-c{chunk}");
+            let events = (0..count)
+                .map(|_| {
+                    let id = Uuid::now_v7();
+                    NewEvent {
+                        id,
+                        event_type: "HeartbeatReceived".into(),
+                        body: body(&stream, id),
+                    }
+                })
+                .collect();
+            log.append(AppendRequest {
+                stream: stream.clone(),
+                expected: ExpectedVersion::Any,
+                command_id: None,
+                events,
+            })
+            .await
+        });
+        while set.len() > 8 {
+            set.join_next().await.context("join")???;
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
     Ok(())
 }
 

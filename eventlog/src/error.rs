@@ -105,6 +105,14 @@ pub enum OpenError {
         /// What the file says, if anything.
         found: Option<String>,
     },
+    /// Not a readable redb file: damaged, truncated, or something else altogether.
+    #[error("{path} is not a readable log file: {detail}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// What redb found.
+        detail: String,
+    },
     /// A Streamfleet log of a newer format than this build reads.
     #[error("{path} is a Streamfleet event log of format {found}, newer than this build reads ({known}): use a newer streamfleet")]
     NewerFormat {

@@ -236,20 +236,18 @@ fn open_error(shown: &str, e: DatabaseError) -> OpenError {
         DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
             path: shown.to_string(),
         },
-        // redb reports a file that is not a redb database (wrong magic number, too short) as
+        // redb reports a file that is not a redb database (wrong magic number, cut short) as
         // corrupted storage or an I/O error past its end.
-        DatabaseError::Storage(StorageError::Corrupted(detail)) => OpenError::NotAnEventLog {
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => OpenError::Unreadable {
             path: shown.to_string(),
-            expected: FORMAT_VERSION,
-            found: Some(format!("not a readable redb database ({detail})")),
+            detail,
         },
         DatabaseError::Storage(StorageError::Io(io))
             if io.kind() == std::io::ErrorKind::UnexpectedEof =>
         {
-            OpenError::NotAnEventLog {
+            OpenError::Unreadable {
                 path: shown.to_string(),
-                expected: FORMAT_VERSION,
-                found: Some("a file shorter than a redb header (truncated?)".into()),
+                detail: "shorter than a redb header (truncated, or not a log)".into(),
             }
         }
         other => OpenError::Database {

@@ -189,7 +189,8 @@ impl Source {
         }
     }
 
-    pub(crate) fn event_error(&self, position: u64, problem: EventProblem) -> ReplayError {
+    /// The error for a problem with the event at `position` of this source.
+    pub fn event_error(&self, position: u64, problem: EventProblem) -> ReplayError {
         ReplayError::Event {
             source_name: self.name(),
             position,

@@ -8,6 +8,7 @@ use crate::views::{caught_up, quiesce};
 use rand::Rng;
 use serde_json::Value;
 use std::path::Path;
+use tokio::io::AsyncBufReadExt;
 use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::services::RedemptionReply;
 use streamfleet_projections::pb;
@@ -54,6 +55,17 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     let live_dir = dir.path().join("live");
     let (mut projections, url) = cloud.projections(&live_dir);
     let mut watch = cloud.watch().await;
+    // An auditor follows the log live from the start.
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+        .args(["replay", "read", "--follow", "--format", "json", "--type", "SessionEnded"])
+        .env("SF_NATS_URL", &cloud.sys.nats.url)
+        .env("SF_AUDITOR_PASSWORD", cloud.sys.nats.password("auditor"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("replay read --follow");
+    let mut followed = tokio::io::BufReader::new(follow.stdout.take().expect("stdout")).lines();
 
     // The script: a token, its session, a heartbeat that reports it, the user ending it.
     let grant = cloud.issue("ada", Some(PARIS), None, None).await;
@@ -81,6 +93,15 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
             events.iter().any(|(_, e)| matches!(e, Event::SessionEnded(x) if x.session_id == sid))
         })
         .await;
+    let line = tokio::time::timeout(PATIENCE, followed.next_line())
+        .await
+        .expect("the follower printed the end in time")
+        .expect("read")
+        .expect("a line");
+    let ended: Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(ended["type"], "SessionEnded");
+    assert_eq!(ended["data"]["session_id"], sid.as_str());
+    follow.kill().await.expect("stop following");
     let events = watch.events.clone();
     let issued_at = position_of(&events, |e| matches!(e, Event::TokenIssued(t) if t.token_id == grant.token_id));
     let provisioned_at = position_of(&events, |e| matches!(e, Event::SessionProvisioned(s) if s.session_id == sid));
@@ -150,6 +171,24 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     .await;
     assert_eq!(host_then["state"]["kind"], "host", "{host_then}");
     assert!(host_then.to_string().contains(&sid), "the host held the session then: {host_then}");
+
+    // A view as of a moment, rebuilt from history.
+    for (at, has_row) in [(issued_at, false), (provisioned_at, true)] {
+        let (_, view) = replay_json(
+            &cloud,
+            &["as-of", "--view", "sessions", "--position", &at.to_string(), "--json"],
+        )
+        .await;
+        assert_eq!(view["position"], at);
+        let keys: Vec<&str> = view["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter(|r| r["table"] == "sessions")
+            .map(|r| r["key"].as_str().expect("key"))
+            .collect();
+        assert_eq!(keys.contains(&sid.as_str()), has_row, "as of {at}: {view}");
+    }
 
     // While served, the views' files are the projections process's own.
     let live = live_dir.to_string_lossy().to_string();
