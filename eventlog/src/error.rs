@@ -114,7 +114,9 @@ pub enum OpenError {
         detail: String,
     },
     /// A Streamfleet log of a newer format than this build reads.
-    #[error("{path} is a Streamfleet event log of format {found}, newer than this build reads ({known}): use a newer streamfleet")]
+    #[error(
+        "{path} is a Streamfleet event log of format {found}, newer than this build reads ({known}): use a newer streamfleet"
+    )]
     NewerFormat {
         /// The file.
         path: String,
@@ -125,7 +127,9 @@ pub enum OpenError {
     },
     /// A process (a running node) has the file open for writing; read a copy, or read the log
     /// through that node.
-    #[error("{path} is open in another process (a running node?): read a copy of it, or read through the node over NATS")]
+    #[error(
+        "{path} is open in another process (a running node?): read a copy of it, or read through the node over NATS"
+    )]
     InUse {
         /// The file.
         path: String,

@@ -120,7 +120,11 @@ impl StoredEvent {
 
     /// Checks a record's bytes at `position` without decoding them: its length, its CRC, and
     /// that its chain hash follows from `prev`. Returns its chain hash.
-    pub fn check_chain(position: u64, bytes: &[u8], prev: &[u8; 32]) -> Result<[u8; 32], Corruption> {
+    pub fn check_chain(
+        position: u64,
+        bytes: &[u8],
+        prev: &[u8; 32],
+    ) -> Result<[u8; 32], Corruption> {
         if bytes.len() < FIXED_HEADER_LEN {
             return Err(Corruption::Truncated { len: bytes.len() });
         }

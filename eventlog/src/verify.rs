@@ -93,7 +93,7 @@ pub(crate) fn verify_table(
         prev = StoredEvent::check_chain(position, record, &prev)
             .map_err(|problem| VerifyError::Corrupt { position, problem })?;
         expected += 1;
-        if (expected - from) % PROGRESS_EVERY == 0 {
+        if (expected - from).is_multiple_of(PROGRESS_EVERY) {
             progress(position);
         }
     }

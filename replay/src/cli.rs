@@ -9,7 +9,9 @@ use crate::export::{Compression, export, verify_export};
 use crate::progress::ProgressMode;
 use crate::read::{Filter, Format, Printer};
 use crate::source::{Flow, Source};
-use crate::{Moment, ReplayError, aggregate_as_of, diff_live, rebuild_into, verify_file, view_as_of};
+use crate::{
+    Moment, ReplayError, aggregate_as_of, diff_live, rebuild_into, verify_file, view_as_of,
+};
 use chrono::{DateTime, Utc};
 use std::io::Write;
 use std::path::PathBuf;
@@ -297,9 +299,9 @@ pub async fn run(cmd: ReplayCmd) -> Result<bool, ReplayError> {
             progress,
         } => {
             let source = Source::file(&file)?;
-            let log = source.log_file().ok_or_else(|| {
-                ReplayError::Request("verify reads a log file".into())
-            })?;
+            let log = source
+                .log_file()
+                .ok_or_else(|| ReplayError::Request("verify reads a log file".into()))?;
             let summary = verify_file(log, from, to, progress.mode())?;
             if json {
                 json_line(&summary)?;
@@ -381,7 +383,10 @@ pub async fn run(cmd: ReplayCmd) -> Result<bool, ReplayError> {
                 None => source.head().await?,
             };
             let stored = rebuild_into(&source, &out, until, progress.mode()).await?;
-            println!("rebuilt every view into {} up to position {stored}", out.display());
+            println!(
+                "rebuilt every view into {} up to position {stored}",
+                out.display()
+            );
             Ok(true)
         }
         ReplayCmd::Diff {
@@ -433,9 +438,9 @@ pub async fn run(cmd: ReplayCmd) -> Result<bool, ReplayError> {
             progress,
         } => {
             let source = Source::file(&file)?;
-            let log = source.log_file().ok_or_else(|| {
-                ReplayError::Request("export reads a log file".into())
-            })?;
+            let log = source
+                .log_file()
+                .ok_or_else(|| ReplayError::Request("export reads a log file".into()))?;
             let manifest = export(log, &out, from, to, compression, progress.mode())?;
             println!(
                 "exported positions {}..={} ({} events) to {}\n  manifest {}\n  chain at {}: {}",

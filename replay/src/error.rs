@@ -69,7 +69,9 @@ pub enum EventProblem {
     #[error("unreadable event: {0}")]
     Unreadable(String),
     /// Written with a newer schema than this build knows.
-    #[error("schema version {found} is newer than this build reads ({known}): use a newer streamfleet")]
+    #[error(
+        "schema version {found} is newer than this build reads ({known}): use a newer streamfleet"
+    )]
     NewerSchema {
         /// The event's schema version.
         found: u32,

@@ -125,7 +125,9 @@ pub fn export(
         file.records(from - 1, Some(from - 1))
             .map_err(read_err)?
             .next()
-            .ok_or_else(|| ReplayError::Request(format!("{name}: position {} is missing", from - 1)))?
+            .ok_or_else(|| {
+                ReplayError::Request(format!("{name}: position {} is missing", from - 1))
+            })?
             .map_err(read_err)?
             .chain
     };
@@ -149,7 +151,11 @@ pub fn export(
     let mut failure: Option<ReplayError> = None;
     let mut io_failure: Option<std::io::Error> = None;
     file.for_each_raw(from, Some(last), |position, bytes| {
-        let bad = |problem: String| ReplayError::Request(format!("{name}: position {position}: {problem}; nothing exported"));
+        let bad = |problem: String| {
+            ReplayError::Request(format!(
+                "{name}: position {position}: {problem}; nothing exported"
+            ))
+        };
         if position != expected {
             failure = Some(bad(format!("position {expected} is missing")));
             return false;
@@ -192,7 +198,7 @@ pub fn export(
             return false;
         }
         expected += 1;
-        if position % 4096 == 0 {
+        if position.is_multiple_of(4096) {
             shown.set(position - from + 1);
         }
         true
@@ -272,7 +278,7 @@ struct Line<'a> {
 }
 
 fn parse_line(line: &[u8]) -> Result<Line<'_>, String> {
-    fn take<'a>(rest: &mut &'a [u8], lit: &str) -> Result<(), String> {
+    fn take(rest: &mut &[u8], lit: &str) -> Result<(), String> {
         match rest.strip_prefix(lit.as_bytes()) {
             Some(r) => {
                 *rest = r;
@@ -360,8 +366,7 @@ pub struct ExportFailure {
 pub fn verify_export(data: &Path, progress: ProgressMode) -> Result<ExportCheck, ReplayError> {
     let started = Instant::now();
     let manifest_file = manifest_path(data);
-    let text =
-        std::fs::read(&manifest_file).map_err(|e| ReplayError::io(&manifest_file, e))?;
+    let text = std::fs::read(&manifest_file).map_err(|e| ReplayError::io(&manifest_file, e))?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| ReplayError::export(&manifest_file, format!("not an export manifest: {e}")))?;
     if manifest.format != EXPORT_FORMAT {
@@ -426,7 +431,12 @@ pub fn verify_export(data: &Path, progress: ProgressMode) -> Result<ExportCheck,
         let line = match parse_line(&buf) {
             Ok(l) => l,
             Err(problem) => {
-                fail(&mut check, line_no, None, format!("not an export line: {problem}"));
+                fail(
+                    &mut check,
+                    line_no,
+                    None,
+                    format!("not an export line: {problem}"),
+                );
                 break;
             }
         };
@@ -445,7 +455,12 @@ pub fn verify_export(data: &Path, progress: ProgressMode) -> Result<ExportCheck,
         let stream = match serde_json::from_slice::<TypeAndSubject<'_>>(&body) {
             Ok(t) => t.subject.into_owned(),
             Err(e) => {
-                fail(&mut check, line_no, Some(line.position), format!("unreadable event: {e}"));
+                fail(
+                    &mut check,
+                    line_no,
+                    Some(line.position),
+                    format!("unreadable event: {e}"),
+                );
                 break;
             }
         };
@@ -471,7 +486,7 @@ pub fn verify_export(data: &Path, progress: ProgressMode) -> Result<ExportCheck,
         prev = chain;
         expected += 1;
         check.events += 1;
-        if check.events % 4096 == 0 {
+        if check.events.is_multiple_of(4096) {
             shown.set(check.events);
         }
     }
@@ -502,7 +517,10 @@ pub fn verify_export(data: &Path, progress: ProgressMode) -> Result<ExportCheck,
             ),
         );
     } else if hasher.finalize().to_hex().as_str() != manifest.data_blake3 {
-        whole(&mut check, "the data's BLAKE3 differs from the manifest's".into());
+        whole(
+            &mut check,
+            "the data's BLAKE3 differs from the manifest's".into(),
+        );
     } else {
         check.ok = true;
         check.chain_at_end = hex(&prev);
@@ -522,7 +540,11 @@ impl std::fmt::Display for ExportCheck {
                     }
                     write!(f, ": ")?;
                 }
-                write!(f, "{} ({} lines before it verified)", x.problem, self.events)
+                write!(
+                    f,
+                    "{} ({} lines before it verified)",
+                    x.problem, self.events
+                )
             }
             None => write!(
                 f,

@@ -29,9 +29,10 @@ pub async fn rebuild_into(
 ) -> Result<u64, ReplayError> {
     let (sender, feed) = EventFeed::channel(FEED_CAPACITY);
     let into = dir.to_path_buf();
-    let views = tokio::spawn(async move {
-        streamfleet_projections::rebuild_from(feed, &into, until).await
-    });
+    let views =
+        tokio::spawn(
+            async move { streamfleet_projections::rebuild_from(feed, &into, until).await },
+        );
     sender.set_head(until);
     let mut shown = Progress::new(progress, "rebuild", until);
     let scanned = source
@@ -51,7 +52,7 @@ pub async fn rebuild_into(
                 // The views stopped; their own error is reported below.
                 return Ok(Flow::Stop);
             }
-            if position % 4096 == 0 {
+            if position.is_multiple_of(4096) {
                 shown.set(position);
             }
             Ok(Flow::Continue)
@@ -149,8 +150,7 @@ pub async fn diff_live(
         differences: Vec::new(),
     };
     for position in positions {
-        let scratch =
-            tempfile::tempdir().map_err(|e| ReplayError::io(std::env::temp_dir(), e))?;
+        let scratch = tempfile::tempdir().map_err(|e| ReplayError::io(std::env::temp_dir(), e))?;
         rebuild_into(source, scratch.path(), position, progress).await?;
         for (view, at, rows) in live.iter_mut() {
             if *at != position {

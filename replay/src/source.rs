@@ -314,8 +314,7 @@ impl Source {
                         .request(subjects::LOG_READ, body.into())
                         .await
                         .map_err(|e| self.live_error(e))?;
-                    let (events, next) = match serde_json::from_slice::<ReadReply>(&reply.payload)
-                    {
+                    let (events, next) = match serde_json::from_slice::<ReadReply>(&reply.payload) {
                         Ok(ReadReply::Ok { events, next, .. }) => (events, next),
                         Ok(ReadReply::Error { code, detail }) => {
                             return Err(self.live_error(format!("read refused ({code}): {detail}")));

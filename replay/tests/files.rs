@@ -73,7 +73,10 @@ async fn files_that_are_not_readable_logs_get_errors_naming_the_file() {
 
     let missing = open_err(&dir.path().join("missing.redb"));
     assert!(matches!(missing, OpenError::Database { .. }), "{missing}");
-    assert!(missing.to_string().contains(&shown("missing.redb")), "{missing}");
+    assert!(
+        missing.to_string().contains(&shown("missing.redb")),
+        "{missing}"
+    );
 
     for (name, bytes) in [
         ("text.redb", b"hello, I am not a database\n".to_vec()),
@@ -90,11 +93,17 @@ async fn files_that_are_not_readable_logs_get_errors_naming_the_file() {
         let db = redb::Database::create(&other).expect("create");
         let txn = db.begin_write().expect("write");
         let t: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("accounts");
-        txn.open_table(t).expect("table").insert(1, 2).expect("insert");
+        txn.open_table(t)
+            .expect("table")
+            .insert(1, 2)
+            .expect("insert");
         txn.commit().expect("commit");
     }
     let e = open_err(&other);
-    assert!(matches!(e, OpenError::NotAnEventLog { found: None, .. }), "{e}");
+    assert!(
+        matches!(e, OpenError::NotAnEventLog { found: None, .. }),
+        "{e}"
+    );
 
     // A log of a newer format than this build.
     let newer = dir.path().join("newer.redb");
@@ -127,11 +136,21 @@ async fn files_that_are_not_readable_logs_get_errors_naming_the_file() {
     let file = source.log_file().expect("file");
     let summary = verify_file(file, 1, None, ProgressMode::Quiet).expect("verify");
     assert!(summary.ok && summary.events == 10, "{summary}");
-    assert!(summary.recovered && file.was_recovered(), "a copy of an open log needs recovery");
+    assert!(
+        summary.recovered && file.was_recovered(),
+        "a copy of an open log needs recovery"
+    );
     drop(source);
-    assert_eq!(std::fs::read(&copy).expect("read"), before, "the copy was not modified");
+    assert_eq!(
+        std::fs::read(&copy).expect("read"),
+        before,
+        "the copy was not modified"
+    );
     drop(log);
-    assert!(Source::file(&live).is_ok(), "readable once the node closed it");
+    assert!(
+        Source::file(&live).is_ok(),
+        "readable once the node closed it"
+    );
 }
 
 #[tokio::test]
@@ -143,9 +162,8 @@ async fn a_truncated_log_never_verifies_clean() {
     for keep in [bytes.len() / 2, bytes.len() * 9 / 10, 4096] {
         let cut = dir.path().join(format!("cut-{keep}.redb"));
         std::fs::write(&cut, &bytes[..keep]).expect("write");
-        let verdict = Source::file(&cut).and_then(|s| {
-            verify_file(s.log_file().expect("file"), 1, None, ProgressMode::Quiet)
-        });
+        let verdict = Source::file(&cut)
+            .and_then(|s| verify_file(s.log_file().expect("file"), 1, None, ProgressMode::Quiet));
         match verdict {
             Err(e) => {
                 let text = e.to_string();
@@ -195,7 +213,9 @@ async fn an_event_of_a_newer_schema_stops_reading_at_its_position() {
     assert_eq!(read, vec![(1, 1), (2, 1)]);
     let text = err.to_string();
     assert!(
-        text.contains(&path.display().to_string()) && text.contains("position 3") && text.contains("schema version 2"),
+        text.contains(&path.display().to_string())
+            && text.contains("position 3")
+            && text.contains("schema version 2"),
         "{text}"
     );
     let err = aggregate_as_of(&source, "host-h1", Moment::Now)
@@ -219,10 +239,14 @@ async fn a_million_events_export_and_verify_alone() {
     assert!(verified.ok && verified.events == 1_000_000, "{verified}");
 
     let data = dir.path().join("all.jsonl.gz");
-    let manifest = export(log, &data, 1, None, Compression::Gzip, ProgressMode::Quiet).expect("export");
+    let manifest =
+        export(log, &data, 1, None, Compression::Gzip, ProgressMode::Quiet).expect("export");
     assert_eq!(manifest.events, 1_000_000);
     assert_eq!(manifest.types.get("HeartbeatReceived"), Some(&1_000_000));
-    assert_eq!(manifest.chain_at_end, verified.chain, "the export ends on the log's chain");
+    assert_eq!(
+        manifest.chain_at_end, verified.chain,
+        "the export ends on the log's chain"
+    );
     let check = verify_export(&data, ProgressMode::Quiet).expect("verify-export");
     assert!(check.ok, "{check}");
     assert_eq!(check.events, 1_000_000);
@@ -230,21 +254,50 @@ async fn a_million_events_export_and_verify_alone() {
 
     // A range starting past 1 verifies from its chain_before; any changed line is named.
     let part = dir.path().join("part.jsonl");
-    let m = export(log, &part, 500_001, Some(500_100), Compression::None, ProgressMode::Quiet)
-        .expect("export a range");
+    let m = export(
+        log,
+        &part,
+        500_001,
+        Some(500_100),
+        Compression::None,
+        ProgressMode::Quiet,
+    )
+    .expect("export a range");
     let ranged = verify_file(log, 500_001, Some(500_100), ProgressMode::Quiet).expect("verify");
-    assert_eq!((m.chain_before.as_str(), m.chain_at_end.as_str()), (ranged.chain_before.as_str(), ranged.chain.as_str()));
+    assert_eq!(
+        (m.chain_before.as_str(), m.chain_at_end.as_str()),
+        (ranged.chain_before.as_str(), ranged.chain.as_str())
+    );
     assert!(verify_export(&part, ProgressMode::Quiet).expect("check").ok);
     let text = std::fs::read_to_string(&part).expect("read");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 100);
-    assert!(lines[0].starts_with("{\"position\":500001,"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("{\"position\":500001,"),
+        "{}",
+        lines[0]
+    );
     let line: serde_json::Value = serde_json::from_str(lines[0]).expect("each line is JSON");
     assert_eq!(line["specversion"], "1.0");
-    let edits: [(&str, Box<dyn Fn(&mut Vec<String>)>, u64); 3] = [
-        ("a changed payload", Box::new(|l: &mut Vec<String>| l[41] = l[41].replace("\"h", "\"x")), 42),
-        ("a dropped line", Box::new(|l: &mut Vec<String>| { l.remove(60); }), 61),
-        ("swapped lines", Box::new(|l: &mut Vec<String>| l.swap(10, 11)), 11),
+    type Edit = Box<dyn Fn(&mut Vec<String>)>;
+    let edits: [(&str, Edit, u64); 3] = [
+        (
+            "a changed payload",
+            Box::new(|l: &mut Vec<String>| l[41] = l[41].replace("\"h", "\"x")),
+            42,
+        ),
+        (
+            "a dropped line",
+            Box::new(|l: &mut Vec<String>| {
+                l.remove(60);
+            }),
+            61,
+        ),
+        (
+            "swapped lines",
+            Box::new(|l: &mut Vec<String>| l.swap(10, 11)),
+            11,
+        ),
     ];
     for (what, edit, line_no) in edits {
         let mut changed: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
@@ -266,5 +319,11 @@ async fn a_million_events_export_and_verify_alone() {
     .expect("manifest");
     let check = verify_export(&cut, ProgressMode::Quiet).expect("check");
     assert!(!check.ok);
-    assert!(check.failure.expect("a failure").problem.contains("unreadable"));
+    assert!(
+        check
+            .failure
+            .expect("a failure")
+            .problem
+            .contains("unreadable")
+    );
 }

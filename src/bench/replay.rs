@@ -4,7 +4,9 @@
 use super::{BenchNats, beside_raw, fill_log, raw_scan, row};
 use std::time::Instant;
 use streamfleet_node::{Node, NodeConfig};
-use streamfleet_replay::{Compression, Flow, ProgressMode, Source, export, rebuild_into, verify_export, verify_file};
+use streamfleet_replay::{
+    Compression, Flow, ProgressMode, Source, export, rebuild_into, verify_export, verify_file,
+};
 
 pub async fn run(n: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -34,7 +36,12 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     let summary = verify_file(log, 1, None, ProgressMode::Quiet)?;
     anyhow::ensure!(summary.ok, "{summary}");
-    beside_raw("verify: read + CRC + BLAKE3 chain (one core)", n, t.elapsed(), raw);
+    beside_raw(
+        "verify: read + CRC + BLAKE3 chain (one core)",
+        n,
+        t.elapsed(),
+        raw,
+    );
 
     let t = Instant::now();
     let mut kept = 0u64;
@@ -46,7 +53,12 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
         })
         .await?;
     anyhow::ensure!(kept == n as u64, "read {kept} of {n}");
-    beside_raw("read: decode + attributes for filters (one core)", n, t.elapsed(), raw);
+    beside_raw(
+        "read: decode + attributes for filters (one core)",
+        n,
+        t.elapsed(),
+        raw,
+    );
 
     let t = Instant::now();
     let mut typed = 0u64;
@@ -58,7 +70,12 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
         })
         .await?;
     anyhow::ensure!(typed == n as u64, "typed {typed} of {n}");
-    beside_raw("read: typed payloads, as rebuild feeds them (one core)", n, t.elapsed(), raw);
+    beside_raw(
+        "read: typed payloads, as rebuild feeds them (one core)",
+        n,
+        t.elapsed(),
+        raw,
+    );
 
     let t = Instant::now();
     let views = dir.path().join("views");
@@ -73,7 +90,12 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     let out = dir.path().join("export.jsonl.gz");
     let t = Instant::now();
     export(log, &out, 1, None, Compression::Gzip, ProgressMode::Quiet)?;
-    beside_raw("export to gzip JSON lines, chain checked", n, t.elapsed(), raw);
+    beside_raw(
+        "export to gzip JSON lines, chain checked",
+        n,
+        t.elapsed(),
+        raw,
+    );
     let t = Instant::now();
     let check = verify_export(&out, ProgressMode::Quiet)?;
     anyhow::ensure!(check.ok, "{check}");

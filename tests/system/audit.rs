@@ -8,11 +8,11 @@ use crate::views::{caught_up, quiesce};
 use rand::Rng;
 use serde_json::Value;
 use std::path::Path;
-use tokio::io::AsyncBufReadExt;
 use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::services::RedemptionReply;
 use streamfleet_projections::pb;
 use streamfleet_projections::pb::views_client::ViewsClient;
+use tokio::io::AsyncBufReadExt;
 
 /// Runs `streamfleet replay <args>` as the auditor; returns (exit code, stdout).
 async fn replay(cloud: &Cloud, args: &[&str]) -> (i32, String) {
@@ -57,7 +57,15 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     let mut watch = cloud.watch().await;
     // An auditor follows the log live from the start.
     let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_streamfleet"))
-        .args(["replay", "read", "--follow", "--format", "json", "--type", "SessionEnded"])
+        .args([
+            "replay",
+            "read",
+            "--follow",
+            "--format",
+            "json",
+            "--type",
+            "SessionEnded",
+        ])
         .env("SF_NATS_URL", &cloud.sys.nats.url)
         .env("SF_AUDITOR_PASSWORD", cloud.sys.nats.password("auditor"))
         .env("RUST_LOG", "warn")
@@ -90,7 +98,9 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     assert_eq!(status, 200);
     watch
         .until("the session ended", |events, _| {
-            events.iter().any(|(_, e)| matches!(e, Event::SessionEnded(x) if x.session_id == sid))
+            events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::SessionEnded(x) if x.session_id == sid))
         })
         .await;
     let line = tokio::time::timeout(PATIENCE, followed.next_line())
@@ -103,10 +113,22 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     assert_eq!(ended["data"]["session_id"], sid.as_str());
     follow.kill().await.expect("stop following");
     let events = watch.events.clone();
-    let issued_at = position_of(&events, |e| matches!(e, Event::TokenIssued(t) if t.token_id == grant.token_id));
-    let provisioned_at = position_of(&events, |e| matches!(e, Event::SessionProvisioned(s) if s.session_id == sid));
-    let beat_at = position_of(&events, |e| matches!(e, Event::HeartbeatReceived(h) if h.sessions.iter().any(|b| b.session_id == sid)));
-    let ended_at = position_of(&events, |e| matches!(e, Event::SessionEnded(s) if s.session_id == sid));
+    let issued_at = position_of(
+        &events,
+        |e| matches!(e, Event::TokenIssued(t) if t.token_id == grant.token_id),
+    );
+    let provisioned_at = position_of(
+        &events,
+        |e| matches!(e, Event::SessionProvisioned(s) if s.session_id == sid),
+    );
+    let beat_at = position_of(
+        &events,
+        |e| matches!(e, Event::HeartbeatReceived(h) if h.sessions.iter().any(|b| b.session_id == sid)),
+    );
+    let ended_at = position_of(
+        &events,
+        |e| matches!(e, Event::SessionEnded(s) if s.session_id == sid),
+    );
     assert!(issued_at < provisioned_at && provisioned_at < beat_at && beat_at < ended_at);
 
     let head = quiesce(&mut cloud).await;
@@ -123,17 +145,35 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
         .collect();
     let summary: Vec<(u64, &str)> = read
         .iter()
-        .map(|e| (e["position"].as_u64().expect("position"), e["type"].as_str().expect("type")))
+        .map(|e| {
+            (
+                e["position"].as_u64().expect("position"),
+                e["type"].as_str().expect("type"),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
-        vec![(provisioned_at, "SessionProvisioned"), (ended_at, "SessionEnded")]
+        vec![
+            (provisioned_at, "SessionProvisioned"),
+            (ended_at, "SessionEnded")
+        ]
     );
-    assert!(read.iter().all(|e| e["specversion"] == "1.0" && e["subject"] == stream.as_str()));
+    assert!(
+        read.iter()
+            .all(|e| e["specversion"] == "1.0" && e["subject"] == stream.as_str())
+    );
     let provisioned_time = read[0]["time"].as_str().expect("time").to_string();
-    let (_, table) = replay(&cloud, &["read", "--category", "token", "--type", "TokenIssued"]).await;
+    let (_, table) = replay(
+        &cloud,
+        &["read", "--category", "token", "--type", "TokenIssued"],
+    )
+    .await;
     assert!(table.starts_with(" POSITION"), "{table}");
-    assert!(table.contains(&format!("token-{}", grant.token_id)), "{table}");
+    assert!(
+        table.contains(&format!("token-{}", grant.token_id)),
+        "{table}"
+    );
     assert!(!table.contains("SessionProvisioned"), "{table}");
 
     // The session at several moments, from history alone (live over NATS).
@@ -147,36 +187,63 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
         (head, 2, Some(Value::from("ended"))),
     ] {
         let p = at.to_string();
-        let (code, then) = replay_json(&cloud, &["as-of", &stream, "--position", &p, "--json"]).await;
+        let (code, then) =
+            replay_json(&cloud, &["as-of", &stream, "--position", &p, "--json"]).await;
         assert_eq!(code, 0);
         assert_eq!(then["version"], version, "as of {at}: {then}");
         match ended {
-            None => assert_eq!(then["state"], serde_json::json!({"kind": "empty"}), "as of {at}"),
+            None => assert_eq!(
+                then["state"],
+                serde_json::json!({"kind": "empty"}),
+                "as of {at}"
+            ),
             Some(ended) => {
                 assert_eq!(then["state"]["kind"], "session", "as of {at}: {then}");
                 assert_eq!(then["state"]["state"]["ended"], ended, "as of {at}: {then}");
-                assert_eq!(then["state"]["state"]["provisioned"]["host_id"], session.host_id.as_str());
+                assert_eq!(
+                    then["state"]["state"]["provisioned"]["host_id"],
+                    session.host_id.as_str()
+                );
             }
         }
         at_end = then;
     }
-    let (_, by_time) =
-        replay_json(&cloud, &["as-of", &stream, "--time", &provisioned_time, "--json"]).await;
+    let (_, by_time) = replay_json(
+        &cloud,
+        &["as-of", &stream, "--time", &provisioned_time, "--json"],
+    )
+    .await;
     assert_eq!(by_time["version"], 1, "{by_time}");
     assert_eq!(by_time["position"], provisioned_at);
     let (_, host_then) = replay_json(
         &cloud,
-        &["as-of", &format!("host-{}", session.host_id), "--position", &provisioned_at.to_string(), "--json"],
+        &[
+            "as-of",
+            &format!("host-{}", session.host_id),
+            "--position",
+            &provisioned_at.to_string(),
+            "--json",
+        ],
     )
     .await;
     assert_eq!(host_then["state"]["kind"], "host", "{host_then}");
-    assert!(host_then.to_string().contains(&sid), "the host held the session then: {host_then}");
+    assert!(
+        host_then.to_string().contains(&sid),
+        "the host held the session then: {host_then}"
+    );
 
     // A view as of a moment, rebuilt from history.
     for (at, has_row) in [(issued_at, false), (provisioned_at, true)] {
         let (_, view) = replay_json(
             &cloud,
-            &["as-of", "--view", "sessions", "--position", &at.to_string(), "--json"],
+            &[
+                "as-of",
+                "--view",
+                "sessions",
+                "--position",
+                &at.to_string(),
+                "--json",
+            ],
         )
         .await;
         assert_eq!(view["position"], at);
@@ -202,7 +269,10 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     assert_eq!(diff["differences"], serde_json::json!([]));
     let checkpoints = diff["checkpoints"].as_object().expect("checkpoints");
     assert_eq!(checkpoints.len(), 5);
-    assert!(checkpoints.values().all(|p| p.as_u64() == Some(head)), "{diff}");
+    assert!(
+        checkpoints.values().all(|p| p.as_u64() == Some(head)),
+        "{diff}"
+    );
 
     // A deliberately altered store gives a diff naming the row.
     let altered = dir.path().join("altered");
@@ -223,21 +293,43 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     let copy = dir.path().join("copy.redb");
     std::fs::copy(cloud.sys._data.path().join("events.redb"), &copy).expect("copy the log");
     let copy_arg = copy.to_string_lossy().to_string();
-    let (code, verified) = replay_json(&cloud, &["verify", "--file", &copy_arg, "--json", "--quiet"]).await;
+    let (code, verified) = replay_json(
+        &cloud,
+        &["verify", "--file", &copy_arg, "--json", "--quiet"],
+    )
+    .await;
     assert_eq!(code, 0, "{verified}");
     assert_eq!(verified["ok"], true);
     assert_eq!(verified["events"], head);
     assert_eq!(verified["last"], head);
     let (_, offline) = replay_json(
         &cloud,
-        &["as-of", &stream, "--file", &copy_arg, "--position", &head.to_string(), "--json"],
+        &[
+            "as-of",
+            &stream,
+            "--file",
+            &copy_arg,
+            "--position",
+            &head.to_string(),
+            "--json",
+        ],
     )
     .await;
-    assert_eq!(offline, at_end, "the file and the live node give the same state");
+    assert_eq!(
+        offline, at_end,
+        "the file and the live node give the same state"
+    );
     let rebuilt = dir.path().join("rebuilt");
     let (code, _) = replay(
         &cloud,
-        &["rebuild", "--file", &copy_arg, "--out", &rebuilt.to_string_lossy(), "--quiet"],
+        &[
+            "rebuild",
+            "--file",
+            &copy_arg,
+            "--out",
+            &rebuilt.to_string_lossy(),
+            "--quiet",
+        ],
     )
     .await;
     assert_eq!(code, 0);
@@ -248,12 +340,29 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     let export = dir.path().join("export.jsonl.gz");
     let (code, _) = replay(
         &cloud,
-        &["export", "--file", &copy_arg, "--out", &export.to_string_lossy(), "--compression", "gzip", "--quiet"],
+        &[
+            "export",
+            "--file",
+            &copy_arg,
+            "--out",
+            &export.to_string_lossy(),
+            "--compression",
+            "gzip",
+            "--quiet",
+        ],
     )
     .await;
     assert_eq!(code, 0);
-    let (code, checked) =
-        replay_json(&cloud, &["verify-export", &export.to_string_lossy(), "--json", "--quiet"]).await;
+    let (code, checked) = replay_json(
+        &cloud,
+        &[
+            "verify-export",
+            &export.to_string_lossy(),
+            "--json",
+            "--quiet",
+        ],
+    )
+    .await;
     assert_eq!(code, 0, "{checked}");
     assert_eq!(checked["chain_at_end"], verified["chain"]);
 
@@ -278,11 +387,17 @@ fn alter_session_row(path: &Path, session_id: &str) {
     let txn = db.begin_write().expect("write");
     {
         let mut rows = txn.open_table(table).expect("sessions table");
-        let bytes = rows.get(session_id).expect("get").expect("the session's row").value().to_vec();
+        let bytes = rows
+            .get(session_id)
+            .expect("get")
+            .expect("the session's row")
+            .value()
+            .to_vec();
         let mut row = pb::SessionRow::decode(bytes.as_slice()).expect("a session row");
         assert_eq!(row.user_id, "ada");
         row.user_id = "mallory".into();
-        rows.insert(session_id, row.encode_to_vec().as_slice()).expect("insert");
+        rows.insert(session_id, row.encode_to_vec().as_slice())
+            .expect("insert");
     }
     txn.commit().expect("commit");
 }
@@ -303,7 +418,10 @@ async fn tamper_50_times(cloud: &Cloud, log: &Path, dir: &Path) {
     let (mut flips, mut tries) = (0, 0);
     while flips < 50 {
         tries += 1;
-        assert!(tries < 5000, "found only {flips} records stored once in the file");
+        assert!(
+            tries < 5000,
+            "found only {flips} records stored once in the file"
+        );
         let (position, record) = &records[rng.random_range(0..records.len())];
         // Only a record whose bytes appear once is certainly the live copy (redb may keep
         // stale copies in freed pages).
@@ -319,9 +437,15 @@ async fn tamper_50_times(cloud: &Cloud, log: &Path, dir: &Path) {
         let mut bytes = original.clone();
         bytes[offset] ^= 1 << rng.random_range(0..8);
         std::fs::write(&tampered, &bytes).expect("write the tampered copy");
-        let (code, result) =
-            replay_json(cloud, &["verify", "--file", &tampered_arg, "--json", "--quiet"]).await;
-        assert_eq!(code, 1, "flip at byte {offset} (position {position}): {result}");
+        let (code, result) = replay_json(
+            cloud,
+            &["verify", "--file", &tampered_arg, "--json", "--quiet"],
+        )
+        .await;
+        assert_eq!(
+            code, 1,
+            "flip at byte {offset} (position {position}): {result}"
+        );
         assert_eq!(result["ok"], false);
         assert_eq!(
             result["failure"]["position"], *position,
