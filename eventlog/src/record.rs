@@ -71,25 +71,31 @@ pub fn encode(
     (out, chain)
 }
 
+/// Checks a record's length and CRC; returns where its body starts.
+fn check_frame(bytes: &[u8]) -> Result<usize, Corruption> {
+    if bytes.len() < FIXED_HEADER_LEN {
+        return Err(Corruption::Truncated { len: bytes.len() });
+    }
+    let stored = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+    let computed = crc32fast::hash(&bytes[4..]);
+    if stored != computed {
+        return Err(Corruption::Checksum { stored, computed });
+    }
+    let stream_len = usize::from(u16::from_le_bytes(
+        bytes[60..62].try_into().expect("2 bytes"),
+    ));
+    let body_at = FIXED_HEADER_LEN + stream_len;
+    if bytes.len() < body_at {
+        return Err(Corruption::Truncated { len: bytes.len() });
+    }
+    Ok(body_at)
+}
+
 impl StoredEvent {
     /// Decodes a record read at `position`, checking its CRC (not its chain: that needs the
     /// previous record; see [`crate::EventLog::verify`]).
     pub fn decode(position: u64, bytes: &[u8]) -> Result<Self, Corruption> {
-        if bytes.len() < FIXED_HEADER_LEN {
-            return Err(Corruption::Truncated { len: bytes.len() });
-        }
-        let stored = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-        let computed = crc32fast::hash(&bytes[4..]);
-        if stored != computed {
-            return Err(Corruption::Checksum { stored, computed });
-        }
-        let stream_len = usize::from(u16::from_le_bytes(
-            bytes[60..62].try_into().expect("2 bytes"),
-        ));
-        let body_at = FIXED_HEADER_LEN + stream_len;
-        if bytes.len() < body_at {
-            return Err(Corruption::Truncated { len: bytes.len() });
-        }
+        let body_at = check_frame(bytes)?;
         let stream = std::str::from_utf8(&bytes[FIXED_HEADER_LEN..body_at])
             .map_err(|_| Corruption::UnreadableBody)?;
         let command = u128::from_le_bytes(bytes[44..60].try_into().expect("16 bytes"));
@@ -125,20 +131,7 @@ impl StoredEvent {
         bytes: &[u8],
         prev: &[u8; 32],
     ) -> Result<[u8; 32], Corruption> {
-        if bytes.len() < FIXED_HEADER_LEN {
-            return Err(Corruption::Truncated { len: bytes.len() });
-        }
-        let stored = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-        let computed = crc32fast::hash(&bytes[4..]);
-        if stored != computed {
-            return Err(Corruption::Checksum { stored, computed });
-        }
-        let stream_len = usize::from(u16::from_le_bytes(
-            bytes[60..62].try_into().expect("2 bytes"),
-        ));
-        if bytes.len() < FIXED_HEADER_LEN + stream_len {
-            return Err(Corruption::Truncated { len: bytes.len() });
-        }
+        check_frame(bytes)?;
         let chain = chain_hash(prev, position, &[&bytes[36..]]);
         if chain[..] != bytes[4..36] {
             return Err(Corruption::ChainBroken);

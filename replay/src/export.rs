@@ -111,12 +111,10 @@ pub fn export(
         source_name: name.clone(),
         error,
     };
-    let head = file.head().map_err(read_err)?;
-    let from = from.max(1);
-    let last = to.unwrap_or(head);
-    if last > head || last < from {
+    let (from, last) = crate::verify::file_range(file, from, to)?;
+    if last < from {
         return Err(ReplayError::Request(format!(
-            "{name}: cannot export positions {from}..={last}: the log holds 1..={head}"
+            "{name}: nothing to export in positions {from}..={last}"
         )));
     }
     let chain_before = if from == 1 {

@@ -61,6 +61,26 @@ pub fn corruption_kind(c: &Corruption) -> &'static str {
     }
 }
 
+/// `from..=to` of `file` with `to` defaulting to its last position; an error when `to` is past it.
+pub(crate) fn file_range(
+    file: &LogFile,
+    from: u64,
+    to: Option<u64>,
+) -> Result<(u64, u64), ReplayError> {
+    let head = file.head().map_err(|error| ReplayError::Read {
+        source_name: file.path().display().to_string(),
+        error,
+    })?;
+    let last = to.unwrap_or(head);
+    if last > head {
+        return Err(ReplayError::Request(format!(
+            "{}: position {last} is past the log's last position {head}",
+            file.path().display()
+        )));
+    }
+    Ok((from.max(1), last))
+}
+
 /// Verifies `from..=to` (`None`: the last position) of `file`.
 pub fn verify_file(
     file: &LogFile,
@@ -73,14 +93,7 @@ pub fn verify_file(
         source_name: name.clone(),
         error,
     };
-    let head = file.head().map_err(read_err)?;
-    let from = from.max(1);
-    let last = to.unwrap_or(head);
-    if to.is_some_and(|t| t > head) {
-        return Err(ReplayError::Request(format!(
-            "{name}: asked to verify up to position {last}, but the log ends at {head}"
-        )));
-    }
+    let (from, last) = file_range(file, from, to)?;
     let started = Instant::now();
     let mut shown = Progress::new(progress, "verify", last.saturating_sub(from) + 1);
     let result = file.verify(from, Some(last), &mut |p| shown.set(p + 1 - from));
