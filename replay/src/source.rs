@@ -253,9 +253,21 @@ impl Source {
             }
             Source::Live { client, .. } => {
                 let last = match (to, follow) {
-                    (Some(to), _) => to,
+                    (Some(to), true) => to,
                     (None, true) => u64::MAX,
-                    (None, false) => self.head().await?,
+                    (to, false) => {
+                        // Without --follow, a range past the head would wait for events
+                        // that may never come: refuse it, as a file does.
+                        let head = self.head().await?;
+                        if to.is_some_and(|to| to > head) {
+                            return Err(ReplayError::Request(format!(
+                                "{}: position {} is past the log's head {head}",
+                                self.name(),
+                                to.unwrap_or(head)
+                            )));
+                        }
+                        to.unwrap_or(head)
+                    }
                 };
                 if last < from {
                     return Ok(());
