@@ -9,7 +9,9 @@
 //! let key = streamfleet_workers::token::TokenKey::from_hex(&"7".repeat(64)).unwrap();
 //! let (id, token) = key.mint();
 //! assert_eq!(key.verify(&token).unwrap(), id);
-//! let forged = format!("{}0", &token[..token.len() - 1]);
+//! // Change the last character of the MAC to a different one.
+//! let last = if token.ends_with('0') { '1' } else { '0' };
+//! let forged = format!("{}{last}", &token[..token.len() - 1]);
 //! assert!(key.verify(&forged).is_err());
 //! ```
 
