@@ -144,6 +144,21 @@ pub struct AgentArgs {
     /// Do not launch hosts the control plane requests.
     #[arg(long)]
     pub no_launcher: bool,
+    /// Resolution the sessions' app renders and streams at.
+    #[arg(long, default_value = "1280x720")]
+    pub stream_resolution: streamfleet_media::Resolution,
+    /// Frames per second streamed.
+    #[arg(long, default_value_t = 30)]
+    pub stream_fps: u32,
+    /// Most a stream is sent at, kbit/s (default: 2,500 at 720p, scaled by pixels).
+    #[arg(long)]
+    pub stream_max_kbps: Option<u32>,
+    /// Bitrate a stream starts at, kbit/s, before the congestion controller's estimate.
+    #[arg(long)]
+    pub stream_start_kbps: Option<u32>,
+    /// How long a stream's client may be silent before its session ends (`disconnected`), ms.
+    #[arg(long, default_value_t = 5000)]
+    pub client_timeout_ms: u64,
 }
 
 impl AgentArgs {
@@ -172,6 +187,21 @@ impl AgentArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
             id_prefix: prefix,
             launcher: !self.no_launcher,
+            stream_policy: {
+                let mut p = streamfleet_media::adapt::Policy::for_resolution(
+                    self.stream_resolution,
+                    self.stream_fps as f32,
+                );
+                if let Some(max) = self.stream_max_kbps {
+                    p.max_bps = max.saturating_mul(1000).max(p.min_bps);
+                    p.start_bps = p.start_bps.min(p.max_bps);
+                }
+                if let Some(start) = self.stream_start_kbps {
+                    p.start_bps = start.saturating_mul(1000).clamp(p.min_bps, p.max_bps);
+                }
+                p
+            },
+            client_timeout: Duration::from_millis(self.client_timeout_ms.max(1000)),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `streamfleet`: the operator's command line.
 
 mod bench;
+mod client;
 mod fleet_args;
 mod up;
 
@@ -39,6 +40,8 @@ enum Cmd {
         #[command(subcommand)]
         which: streamfleet_replay::cli::ReplayCmd,
     },
+    /// Be a user's device: redeem a token, watch the session's stream, print what arrived.
+    Client(client::ClientArgs),
     /// Benchmarks, each printed beside a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -114,7 +117,7 @@ struct NodeArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Benchmarks and audits print results; only warnings may interrupt them.
-    let default_level = if matches!(cli.command, Cmd::Bench { .. } | Cmd::Replay { .. }) {
+    let default_level = if matches!(cli.command, Cmd::Bench { .. } | Cmd::Replay { .. } | Cmd::Client(_)) {
         "warn"
     } else {
         "info"
@@ -158,6 +161,13 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Cmd::Bench { which } => bench::run(which).await,
+            Cmd::Client(args) => {
+                let code = client::run(args).await?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
+                Ok(())
+            }
         }
     })
 }

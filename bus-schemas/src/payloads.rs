@@ -249,6 +249,8 @@ pub enum SessionEndReason {
     Terminated,
     /// A discrepancy showed the host does not run it.
     Reconciled,
+    /// Its client vanished without ending it: the host's stream lost the client's consent.
+    Disconnected,
 }
 
 /// End a session (reported by its host, or declared by a worker).

@@ -107,6 +107,7 @@ pub fn reason_name(reason: SessionEndReason) -> &'static str {
         SessionEndReason::Lost => "lost",
         SessionEndReason::Terminated => "terminated",
         SessionEndReason::Reconciled => "reconciled",
+        SessionEndReason::Disconnected => "disconnected",
     }
 }
 

@@ -1,22 +1,30 @@
-//! A host's control endpoint: a small HTTP/1.1 server on the host's control port, where a client
-//! holding a session's credentials looks at its session and ends it.
+//! A host's control endpoint: HTTP/1.1 on the host's control port, where a client holding a
+//! session's credentials looks at its session, watches it (WHEP) and ends it, and where a browser
+//! gets the player page.
 //!
-//! Invariant: only the session's own credentials open it (`401` without, `403` with others'),
-//! and a request the server cannot read is answered `400` without touching any session.
+//! Invariant: only the session's own credentials open it (`401` without, `403` with others'); a
+//! request the server cannot use is answered with a 4xx and a JSON `{"error": …}` naming why,
+//! without touching any session; one session has at most one live stream (`409` for a second).
 //!
 //! - `GET /sessions/<id>` with `Authorization: Bearer <credentials>`: the session, as JSON.
 //! - `DELETE /sessions/<id>` (same header; optional `Sf-Saved-State: <text>`): ends it; the
 //!   app saves its state (the header's text, or its own progress) for the user's next session.
+//! - `POST /sessions/<id>/whep` (same header, `Content-Type: application/sdp`, an SDP offer):
+//!   `201 Created` with the SDP answer and `Location: /sessions/<id>/whep`; the stream starts.
+//! - `DELETE /sessions/<id>/whep`: ends the stream and the session, as the user closing the app.
+//! - `GET /play`: the browser player (session id and credentials in the URL fragment).
 
 use crate::host::Host;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use std::sync::Arc;
 use streamfleet_bus_schemas::payloads::SessionEndReason;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use streamfleet_media::stream::{OfferError, Stream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// Largest request head read, bytes.
-const MAX_HEAD: usize = 8 * 1024;
 
 /// The session as its client sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,121 +41,169 @@ pub struct SessionView {
     pub user_id: String,
     /// State handed over from the user's previous session.
     pub restored_state: Option<String>,
+    /// Whether a client is watching its stream.
+    pub streaming: bool,
 }
+
+/// The player page.
+const PLAYER: &str = include_str!("player.html");
 
 /// Serves the control port until the host stops.
-pub(crate) async fn serve(
-    host: Arc<Host>,
-    listener: TcpListener,
-    mut stopped: watch::Receiver<bool>,
-) {
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(error) => {
-                    tracing::warn!(host = %host.id, %error, "accept failed");
-                    continue;
-                }
-            },
-            _ = stopped.wait_for(|s| *s) => return,
-        };
-        tokio::spawn(connection(host.clone(), stream));
-    }
-}
-
-async fn connection(host: Arc<Host>, mut stream: TcpStream) {
-    let mut buf = Vec::with_capacity(1024);
-    let head = loop {
-        let mut chunk = [0u8; 1024];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break String::from_utf8_lossy(&buf[..end]).to_string();
-        }
-        if buf.len() > MAX_HEAD {
-            let _ = respond(&mut stream, 431, &error_body("request head too large")).await;
-            return;
-        }
-    };
-    let (status, body) = route(&host, &head).await;
-    let _ = respond(&mut stream, status, &body).await;
-}
-
-fn error_body(message: &str) -> String {
-    serde_json::json!({ "error": message }).to_string()
-}
-
-async fn route(host: &Host, head: &str) -> (u16, String) {
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or("").split(' ');
-    let (method, path) = (
-        request_line.next().unwrap_or(""),
-        request_line.next().unwrap_or(""),
-    );
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
+pub(crate) async fn serve(host: Arc<Host>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    let app = Router::new()
+        .route("/sessions/{id}", get(look).delete(end))
+        .route("/sessions/{id}/whep", axum::routing::post(offer).delete(end_stream))
+        .route("/play", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PLAYER) }))
+        .fallback(|uri: axum::http::Uri| async move {
+            error(StatusCode::NOT_FOUND, &format!("no such resource `{}`", uri.path()))
         })
+        .layer(axum::extract::DefaultBodyLimit::max(streamfleet_media::stream::MAX_OFFER_BYTES))
+        .with_state(host.clone());
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
     };
-    let Some(session_id) = path
-        .strip_prefix("/sessions/")
-        .filter(|s| !s.is_empty() && !s.contains('/'))
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::warn!(host = %host.id, %error, "control port stopped");
+    }
+    host.close_streams();
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": message }).to_string(),
+    )
+        .into_response()
+}
+
+/// Checks the bearer credentials against the session; the session on success.
+fn authorise(host: &Host, session_id: &str, headers: &HeaderMap) -> Result<crate::host::RunningSession, Response> {
+    let Some(credentials) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return (404, error_body(&format!("no such resource `{path}`")));
-    };
-    let Some(credentials) =
-        header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
-    else {
-        return (
-            401,
-            error_body("session credentials required: Authorization: Bearer <credentials>"),
-        );
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "session credentials required: Authorization: Bearer <credentials>",
+        ));
     };
     let Some(session) = host.session(session_id) else {
-        return (
-            404,
-            error_body(&format!("host {} runs no session `{session_id}`", host.id)),
-        );
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            &format!("host {} runs no session `{session_id}`", host.id),
+        ));
     };
-    let given = blake3::hash(credentials.as_bytes()).to_hex().to_string();
+    let given = blake3::hash(credentials.trim().as_bytes()).to_hex().to_string();
     if session.credential_hash.is_empty() || given != session.credential_hash {
-        return (
-            403,
-            error_body("these credentials do not open this session"),
+        return Err(error(StatusCode::FORBIDDEN, "these credentials do not open this session"));
+    }
+    Ok(session)
+}
+
+async fn look(State(host): State<Arc<Host>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let session = match authorise(&host, &id, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let view = SessionView {
+        streaming: host.stream(&id).is_some(),
+        session_id: id,
+        host_id: host.id.clone(),
+        app_id: host.app_id.clone(),
+        version: host.version.clone(),
+        user_id: session.user_id,
+        restored_state: session.restored_state,
+    };
+    axum::Json(view).into_response()
+}
+
+async fn end(State(host): State<Arc<Host>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let session = match authorise(&host, &id, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let played = chrono::Utc::now()
+        .signed_duration_since(session.started_at)
+        .num_milliseconds();
+    let saved = headers
+        .get("sf-saved-state")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("played {played} ms"));
+    match host.end_session(&id, SessionEndReason::Ended, Some(saved)).await {
+        Ok(()) => axum::Json(serde_json::json!({ "ended": id })).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, &e),
+    }
+}
+
+async fn offer(
+    State(host): State<Arc<Host>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorise(&host, &id, &headers) {
+        return r;
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("an offer is Content-Type: application/sdp, not `{content_type}`"),
         );
     }
-    match method {
-        "GET" => {
-            let view = SessionView {
-                session_id: session_id.to_string(),
-                host_id: host.id.clone(),
-                app_id: host.app_id.clone(),
-                version: host.version.clone(),
-                user_id: session.user_id,
-                restored_state: session.restored_state,
+    let Ok(sdp) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8");
+    };
+    // Claim the session's stream slot first, so two racing offers cannot both start.
+    if !host.claim_stream(&id) {
+        return error(
+            StatusCode::CONFLICT,
+            &format!("session `{id}` is already being watched; DELETE its stream first"),
+        );
+    }
+    match Stream::answer(sdp, &host.stream_config()).await {
+        Ok((stream, answer)) => {
+            host.start_stream(&id, Arc::new(stream));
+            (
+                StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_string()),
+                    (header::LOCATION, format!("/sessions/{id}/whep")),
+                ],
+                answer,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            host.release_stream(&id);
+            let status = match &e {
+                OfferError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                OfferError::Malformed(_) => StatusCode::BAD_REQUEST,
+                OfferError::NoH264(_) => StatusCode::NOT_ACCEPTABLE,
+                OfferError::Answer(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            (200, serde_json::to_string(&view).unwrap_or_default())
+            tracing::info!(host = %host.id, session = %id, error = %e, "offer refused");
+            error(status, &e.to_string())
         }
-        "DELETE" => {
-            let played = chrono::Utc::now()
-                .signed_duration_since(session.started_at)
-                .num_milliseconds();
-            let saved = header("sf-saved-state").unwrap_or_else(|| format!("played {played} ms"));
-            match host
-                .end_session(session_id, SessionEndReason::Ended, Some(saved))
-                .await
-            {
-                Ok(()) => (200, serde_json::json!({ "ended": session_id }).to_string()),
-                Err(e) => (409, error_body(&e)),
-            }
-        }
-        other => (405, error_body(&format!("method {other} not allowed"))),
+    }
+}
+
+async fn end_stream(State(host): State<Arc<Host>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorise(&host, &id, &headers) {
+        return r;
+    }
+    let Some(stream) = host.stream(&id) else {
+        return error(StatusCode::NOT_FOUND, &format!("session `{id}` has no stream"));
+    };
+    let report = stream.report();
+    stream.close();
+    let saved = format!("watched {} frames", report.frames);
+    match host.end_session(&id, SessionEndReason::Ended, Some(saved)).await {
+        Ok(()) => axum::Json(serde_json::json!({ "ended": id })).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, &e),
     }
 }
 
@@ -168,45 +224,6 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect((address, port)).await?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {address}\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line")
-        })?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-async fn respond(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        431 => "Request Header Fields Too Large",
-        _ => "Error",
-    };
-    let text = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(text.as_bytes()).await?;
-    stream.shutdown().await
+    let reply = streamfleet_media::signal::request(address, port, method, path, headers, None).await?;
+    Ok((reply.status, reply.body))
 }

@@ -12,6 +12,8 @@ use streamfleet_bus_schemas::payloads::{
 };
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::{Command, CommandReply, RejectionReason, subjects};
+use streamfleet_bus_schemas::payloads::StreamStats;
+use streamfleet_media::stream::{Stream, StreamConfig, StreamEnd};
 use tokio::sync::watch;
 
 /// A session as the host runs it.
@@ -27,6 +29,12 @@ pub struct RunningSession {
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A session's stream: being answered, or live.
+enum StreamSlot {
+    Claimed,
+    Live(Arc<Stream>),
+}
+
 /// One host.
 pub struct Host {
     /// Its id.
@@ -39,6 +47,7 @@ pub struct Host {
     pub port: u16,
     capacity: u32,
     sessions: Mutex<BTreeMap<String, RunningSession>>,
+    streams: Mutex<BTreeMap<String, StreamSlot>>,
     stopped: watch::Sender<bool>,
     agent: std::sync::Weak<Agent>,
 }
@@ -64,6 +73,124 @@ impl Host {
     /// Stops the host: no more reports, answers or connections.
     pub fn stop(&self) {
         let _ = self.stopped.send(true);
+        self.close_streams();
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StreamSlot>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How this host's streams are set up.
+    pub fn stream_config(&self) -> StreamConfig {
+        let (ip, policy, timeout) = match self.agent.upgrade() {
+            Some(a) => (
+                a.config.address.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+                a.config.stream_policy,
+                a.config.client_timeout,
+            ),
+            None => return StreamConfig::new(std::net::Ipv4Addr::LOCALHOST.into()),
+        };
+        StreamConfig {
+            bind_ip: ip,
+            policy,
+            consent_timeout: timeout,
+        }
+    }
+
+    /// The session's live stream.
+    pub fn stream(&self, session_id: &str) -> Option<Arc<Stream>> {
+        match self.streams().get(session_id) {
+            Some(StreamSlot::Live(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Reserves the session's stream slot; false when it is taken.
+    pub(crate) fn claim_stream(&self, session_id: &str) -> bool {
+        let mut streams = self.streams();
+        if streams.contains_key(session_id) {
+            return false;
+        }
+        streams.insert(session_id.to_string(), StreamSlot::Claimed);
+        true
+    }
+
+    /// Gives a claimed slot back (the offer failed).
+    pub(crate) fn release_stream(&self, session_id: &str) {
+        let mut streams = self.streams();
+        if matches!(streams.get(session_id), Some(StreamSlot::Claimed)) {
+            streams.remove(session_id);
+        }
+    }
+
+    /// Puts a stream in its claimed slot and watches for its end: when the client vanishes the
+    /// session ends (`disconnected`).
+    pub(crate) fn start_stream(self: &Arc<Self>, session_id: &str, stream: Arc<Stream>) {
+        if self.session(session_id).is_none() {
+            // The session ended while the offer was being answered.
+            stream.close();
+            self.release_stream(session_id);
+            return;
+        }
+        self.streams()
+            .insert(session_id.to_string(), StreamSlot::Live(stream.clone()));
+        tracing::info!(host = %self.id, session = %session_id, "stream started");
+        let (host, id) = (self.clone(), session_id.to_string());
+        tokio::spawn(async move {
+            let end = stream.ended().await;
+            let report = stream.report();
+            {
+                let mut streams = host.streams();
+                if matches!(streams.get(&id), Some(StreamSlot::Live(s)) if Arc::ptr_eq(s, &stream)) {
+                    streams.remove(&id);
+                }
+            }
+            tracing::info!(host = %host.id, session = %id, end = ?end, frames = report.frames, "stream ended");
+            let reason = match end {
+                StreamEnd::Closed => return,
+                StreamEnd::ClientGone => SessionEndReason::Disconnected,
+                StreamEnd::Failed(_) => SessionEndReason::Ended,
+            };
+            if host.session(&id).is_some() {
+                let saved = format!("client left after {} frames", report.frames);
+                if let Err(error) = host.end_session(&id, reason, Some(saved)).await {
+                    tracing::warn!(host = %host.id, session = %id, %error, "could not report the session's end");
+                }
+            }
+        });
+    }
+
+    /// Ends every stream (the host stops).
+    pub(crate) fn close_streams(&self) {
+        let streams: Vec<Arc<Stream>> = self
+            .streams()
+            .values()
+            .filter_map(|s| match s {
+                StreamSlot::Live(s) => Some(s.clone()),
+                StreamSlot::Claimed => None,
+            })
+            .collect();
+        for s in streams {
+            s.close();
+        }
+    }
+
+    fn close_stream(&self, session_id: &str) {
+        if let Some(StreamSlot::Live(s)) = self.streams().remove(session_id) {
+            s.close();
+        }
+    }
+
+    /// The stream statistics a heartbeat carries for a watched session.
+    fn stream_stats(&self, session_id: &str) -> Option<StreamStats> {
+        let r = self.stream(session_id)?.report();
+        Some(StreamStats {
+            bitrate_kbps: r.bitrate_kbps,
+            fps: r.fps,
+            rtt_ms: r.rtt_ms,
+            loss_permille: r.loss_permille,
+            keyframes: r.keyframes,
+        })
     }
 
     fn is_stopped(&self) -> bool {
@@ -83,6 +210,7 @@ impl Host {
                 self.id
             ));
         }
+        self.close_stream(session_id);
         let Some(agent) = self.agent.upgrade() else {
             return Err("agent stopped".into());
         };
@@ -132,6 +260,7 @@ impl Host {
                 let req: StopSession =
                     serde_json::from_slice(payload).map_err(|_| read("stop-session"))?;
                 if self.lock().remove(&req.session_id).is_some() {
+                    self.close_stream(&req.session_id);
                     tracing::info!(host = %self.id, session = %req.session_id, reason = %req.reason, "session stopped by the control plane");
                 }
             }
@@ -152,6 +281,8 @@ impl Host {
                 }
                 if let Some(dropped) = req.drop_session {
                     sessions.remove(&dropped);
+                    drop(sessions);
+                    self.close_stream(&dropped);
                 }
             }
             other => {
@@ -196,6 +327,7 @@ pub(crate) async fn launch(
         port,
         capacity: agent.config.capacity,
         sessions: Mutex::new(BTreeMap::new()),
+        streams: Mutex::new(BTreeMap::new()),
         stopped,
         agent: Arc::downgrade(agent),
     });
@@ -309,12 +441,12 @@ async fn heartbeats(agent: Arc<Agent>, host: Arc<Host>) {
         if host.is_stopped() {
             return;
         }
-        let sessions: Vec<SessionBeat> = host
-            .lock()
-            .keys()
+        let ids: Vec<String> = host.lock().keys().cloned().collect();
+        let sessions: Vec<SessionBeat> = ids
+            .into_iter()
             .map(|id| SessionBeat {
-                session_id: id.clone(),
-                stats: None,
+                stats: host.stream_stats(&id),
+                session_id: id,
             })
             .collect();
         let report = Command::RecordHeartbeats(RecordHeartbeats {

@@ -5,10 +5,10 @@
 //! end with the state the app saved, and answers the control plane's requests addressed to it
 //! (`sf.host.<id>.<verb>`) with its actual sessions. A host that is terminated stops reporting.
 //!
-//! A host here runs no real app yet: a session is its credentials, its user and a progress
-//! counter the app "saves" at the end. Each host listens on its own TCP control port, where a
-//! client with the session's credentials can look at its session and end it
-//! ([`control`]); the media plane will stream from the same host.
+//! A session's app is the media crate's synthetic app: when the session's client connects to
+//! the host's control port with the session's credentials ([`control`], WHEP), the host answers
+//! with a WebRTC peer that streams the app's frames as H.264 and takes input back; each heartbeat
+//! of a watched session carries its stream's statistics. A client that vanishes ends its session.
 //!
 //! ```no_run
 //! # async fn demo(config: streamfleet_host_agent::AgentConfig) -> Result<(), streamfleet_host_agent::AgentError> {
@@ -54,6 +54,11 @@ pub struct AgentConfig {
     pub id_prefix: String,
     /// Whether it launches hosts the control plane requests for its region.
     pub launcher: bool,
+    /// How its hosts stream: resolution, frame rate and bitrate bounds.
+    pub stream_policy: streamfleet_media::adapt::Policy,
+    /// How long a stream's client may be silent before the host counts it gone and ends the
+    /// session (reason `disconnected`).
+    pub client_timeout: Duration,
 }
 
 /// Why the agent stopped.

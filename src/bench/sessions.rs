@@ -156,6 +156,11 @@ async fn redemptions(
         heartbeat_interval: Duration::from_secs(60),
         id_prefix: "bench".into(),
         launcher: false,
+        stream_policy: streamfleet_media::adapt::Policy::for_resolution(
+            streamfleet_media::Resolution::HD,
+            30.0,
+        ),
+        client_timeout: Duration::from_secs(5),
     };
     let (agent_ready_tx, agent_ready_rx) = tokio::sync::oneshot::channel();
     let (agent_stop_tx, mut agent_stop_rx) = tokio::sync::watch::channel(false);

@@ -34,6 +34,8 @@ pub struct AgentSpec<'a> {
     pub capacity: u32,
     pub launcher: bool,
     pub version: &'a str,
+    /// More `host-agent` arguments (stream settings, address).
+    pub extra: Vec<String>,
 }
 
 impl<'a> AgentSpec<'a> {
@@ -45,7 +47,13 @@ impl<'a> AgentSpec<'a> {
             capacity,
             launcher: false,
             version: "1.0.0",
+            extra: Vec::new(),
         }
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
     pub fn launcher(mut self) -> Self {
@@ -113,6 +121,7 @@ impl Cloud {
         if !spec.launcher {
             args.push("--no-launcher");
         }
+        args.extend(spec.extra.iter().map(String::as_str));
         self.agents
             .push(NodeProcess::spawn(&args, &[("SF_HOST_PASSWORD", &host_pw)]));
         self.agents.len() - 1

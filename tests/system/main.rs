@@ -6,6 +6,7 @@ mod commands;
 mod crash;
 mod followers;
 mod harness;
+mod media;
 mod permissions;
 mod reads;
 mod sessions;

@@ -1,0 +1,165 @@
+//! `streamfleet client`: what an end user's device does. Redeems a session token (or takes an
+//! already provisioned session's endpoint and credentials), connects to the host over WebRTC,
+//! decodes the H.264 stream with openh264 and prints what it saw: fps, resolution, bitrate and
+//! latency read from the timestamps the app paints into every frame.
+
+use std::net::IpAddr;
+use std::time::Duration;
+use streamfleet_bus_schemas::services::{Redemption, RedemptionReply};
+use streamfleet_bus_schemas::subjects;
+use streamfleet_media::client::{WatchConfig, WatchError, WatchReport};
+
+/// `streamfleet client` settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// A session token to redeem (over NATS, as user `client`).
+    #[arg(long, required_unless_present = "url")]
+    pub token: Option<String>,
+    /// The client's IP as the redemption node should see it (picks the nearest region).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub client_ip: String,
+    /// NATS server URL.
+    #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// The clients' NATS password (user `client`).
+    #[arg(long, env = "SF_CLIENT_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// Instead of a token: the provisioned session's WHEP endpoint
+    /// (`http://ADDRESS:PORT/sessions/ID/whep`).
+    #[arg(long, conflicts_with = "token", requires = "credentials")]
+    pub url: Option<String>,
+    /// The provisioned session's credentials (with `--url`).
+    #[arg(long, env = "SF_SESSION_CREDENTIALS", hide_env_values = true)]
+    pub credentials: Option<String>,
+    /// Stop after this many decoded frames (for scripts); exit 1 if fewer arrive in time.
+    #[arg(long)]
+    pub frames: Option<u64>,
+    /// Stop after this many seconds in any case.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Send a pointer move every N frames and report input-to-photon latency.
+    #[arg(long)]
+    pub input_every: Option<u64>,
+    /// Local IP to receive on (default: loopback for a loopback host, else every interface).
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Leave the session running at the end (default: end it, as closing the app does).
+    #[arg(long)]
+    pub keep_session: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the client; the process exit code: 0 when it saw what was asked, 1 when too few frames
+/// arrived, 2 when the host or the redemption refused.
+pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
+    let (url, credentials) = match (&args.url, &args.token) {
+        (Some(url), _) => (url.clone(), args.credentials.clone().unwrap_or_default()),
+        (None, Some(token)) => match redeem(&args, token).await? {
+            Ok(pair) => pair,
+            Err(message) => {
+                eprintln!("redemption refused: {message}");
+                return Ok(2);
+            }
+        },
+        (None, None) => anyhow::bail!("give --token or --url with --credentials"),
+    };
+    let (host, port, path) = streamfleet_media::signal::split_url(&url)?;
+    let session = path.trim_start_matches("/sessions/").trim_end_matches("/whep");
+    eprintln!("watch it in a browser: http://{host}:{port}/play#session={session}&credentials=<credentials>");
+    let host_ip: Option<IpAddr> = host.parse().ok();
+    let bind = args.bind.unwrap_or_else(|| match host_ip {
+        Some(ip) if ip.is_loopback() => ip,
+        _ => IpAddr::from([0, 0, 0, 0]),
+    });
+    let config = WatchConfig {
+        url,
+        credentials,
+        bind_ip: bind,
+        frames: args.frames,
+        limit: Duration::from_secs(args.seconds.max(1)),
+        input_every: args.input_every,
+        delete_at_end: !args.keep_session,
+    };
+    let mut watch = match streamfleet_media::client::start(config).await {
+        Ok(w) => w,
+        Err(WatchError::Refused { status, body }) => {
+            eprintln!("host refused ({status}): {body}");
+            return Ok(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut last_print = std::time::Instant::now();
+    let mut count = 0u64;
+    let frames = &mut watch.frames;
+    let printer = async {
+        while let Some(f) = frames.recv().await {
+            count += 1;
+            if !args.json && last_print.elapsed() >= Duration::from_secs(1) {
+                last_print = std::time::Instant::now();
+                let latency = streamfleet_media::now_us().saturating_sub(f.stamp.captured_at_us) as f64 / 1000.0;
+                eprintln!("frame {} · {}x{} · {count} decoded · latency {latency:.1} ms", f.stamp.frame, f.width, f.height);
+            }
+        }
+    };
+    printer.await;
+    let report = match watch.finish().await {
+        Ok(r) => r,
+        Err(WatchError::NoFrames(limit)) => {
+            eprintln!("no frame decoded within {limit:?}");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print_report(&report, args.json);
+    if args.frames.is_some_and(|n| report.frames < n) {
+        eprintln!("only {} of {} frames decoded", report.frames, args.frames.unwrap_or(0));
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn print_report(r: &WatchReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    println!(
+        "frames {} ({}..{}) · {}x{} · {:.1} fps · {:.0} kbit/s · latency p50 {:.1} ms p95 {:.1} ms{} · {} unreadable · {} out of order · {} PLI",
+        r.frames,
+        r.first_frame.unwrap_or(0),
+        r.last_frame.unwrap_or(0),
+        r.width,
+        r.height,
+        r.fps,
+        r.bitrate_kbps,
+        r.latency_p50_ms,
+        r.latency_p95_ms,
+        r.input_p50_ms.map(|v| format!(" · input to photon p50 {v:.1} ms")).unwrap_or_default(),
+        r.unreadable,
+        r.out_of_order,
+        r.plis,
+    );
+}
+
+/// Redeems the token: `Ok(Err(reason))` when the redemption node refuses it.
+async fn redeem(args: &ClientArgs, token: &str) -> anyhow::Result<Result<(String, String), String>> {
+    let password = args
+        .nats_password
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("redeeming needs the clients' NATS password (--nats-password or SF_CLIENT_PASSWORD)"))?;
+    let login = streamfleet_node::NatsLogin::new(args.nats_url.clone(), "client", password);
+    let client = streamfleet_node::connect(&login).await?;
+    let req = Redemption { token: token.to_string(), client_ip: args.client_ip.clone(), latencies_ms: vec![] };
+    let msg = client.request(subjects::REDEEM, serde_json::to_vec(&req)?.into()).await?;
+    Ok(match serde_json::from_slice::<RedemptionReply>(&msg.payload)? {
+        RedemptionReply::Provisioned(s) => Ok((
+            format!("http://{}:{}/sessions/{}/whep", s.address, s.control_port, s.session_id),
+            s.credentials,
+        )),
+        RedemptionReply::Error(e) => Err(format!("{} ({})", e.message, e.code)),
+        #[allow(unreachable_patterns)]
+        other => Err(format!("unexpected reply {other:?}")),
+    })
+}
