@@ -124,6 +124,22 @@ impl App {
                 *px = 48 + (((x + y + 4 * t) & 0xff) as u8 >> 1);
             }
         }
+        // A band of sparkle along the bottom quarter: 8×8 tiles of fresh detail every other
+        // frame, as a game's particles or foliage, so the encoder has a realistic amount to
+        // spend bits on (about 1–2 Mbit/s at 720p30).
+        let band = (h - h / 4) & !7;
+        let epoch = (t / 2) as u32;
+        for y in band..h {
+            let row = &mut p.y[y * w..(y + 1) * w];
+            for (x, px) in row.iter_mut().enumerate() {
+                let mut v = ((x / 8) as u32).wrapping_mul(0x9e37_79b1)
+                    ^ ((y / 8) as u32).wrapping_mul(0x85eb_ca77)
+                    ^ epoch.wrapping_mul(0xc2b2_ae3d);
+                v ^= v >> 15;
+                v = v.wrapping_mul(0x2c1b_3c6d);
+                *px = 72 + ((v >> 24) as u8 >> 2) + *px / 4;
+            }
+        }
         // A box bouncing across the picture, coloured by the keys pressed so far.
         let side = (h / 6).max(16) & !1;
         let (bx, by) = (bounce(t * 6, w - side), bounce(t * 4, h - side));

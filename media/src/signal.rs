@@ -78,10 +78,32 @@ pub async fn request(
     if let Some((_, bytes)) = body {
         stream.write_all(bytes).await?;
     }
+    // Read the head, then as much body as Content-Length says (or to the end when it says
+    // nothing): some servers keep the connection open despite `connection: close`.
     let mut raw = Vec::new();
-    (&mut stream).take(MAX_REPLY as u64 + 1).read_to_end(&mut raw).await?;
-    if raw.len() > MAX_REPLY {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "reply over 1 MiB"));
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() > MAX_REPLY {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "reply over 1 MiB"));
+        }
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .split("\r\n")
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(length) = length {
+                if raw.len() >= end + 4 + length {
+                    raw.truncate(end + 4 + length);
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            break;
+        }
     }
     parse_reply(&raw)
 }

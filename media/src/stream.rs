@@ -275,6 +275,7 @@ pub(crate) fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
 
 struct Events {
     gathered: mpsc::UnboundedSender<()>,
+    connected: watch::Sender<bool>,
     end_tx: watch::Sender<Option<StreamEnd>>,
     inputs: std::sync::mpsc::Sender<Input>,
     shared: Arc<Mutex<Shared>>,
@@ -290,6 +291,9 @@ impl PeerConnectionEventHandler for Events {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(state = %state, "stream connection state");
+        if state == RTCPeerConnectionState::Connected {
+            let _ = self.connected.send(true);
+        }
         if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) {
             self.end_tx.send_if_modified(|end| {
                 end.is_none().then(|| *end = Some(StreamEnd::ClientGone)).is_some()
@@ -357,6 +361,7 @@ impl Stream {
             .build();
         let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
         let (end_tx, _) = watch::channel(None);
+        let (connected_tx, mut connected) = watch::channel(false);
         let (input_tx, input_rx) = std::sync::mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let pc = PeerConnectionBuilder::new()
@@ -366,6 +371,7 @@ impl Stream {
             .with_setting_engine(settings)
             .with_handler(Arc::new(Events {
                 gathered: gathered_tx,
+                connected: connected_tx,
                 end_tx: end_tx.clone(),
                 inputs: input_tx,
                 shared: shared.clone(),
@@ -447,20 +453,33 @@ impl Stream {
         };
         let (frames_tx, frames_rx) = mpsc::channel::<(crate::EncodedFrame, Duration)>(4);
         let keyframe = Arc::new(AtomicBool::new(false));
-        // The app and its encoder run on their own thread: encoding is CPU work.
+        // The app and its encoder run on their own thread (encoding is CPU work), started once
+        // the client is connected so its first frame is the first one the client can get.
         {
             let (policy, shared, end_tx, stop, keyframe) =
                 (config.policy, shared.clone(), end_tx.clone(), stop.clone(), keyframe.clone());
-            std::thread::Builder::new()
-                .name("sf-stream".into())
-                .spawn(move || {
+            let mut ended = end_tx.subscribe();
+            tokio::spawn(async move {
+                tokio::select! {
+                    c = connected.wait_for(|c| *c) => if c.is_err() { return },
+                    _ = ended.wait_for(Option::is_some) => return,
+                }
+                let failed = end_tx.clone();
+                let spawned = std::thread::Builder::new().name("sf-stream".into()).spawn(move || {
                     if let Err(e) = run_app(policy, estimate, input_rx, frames_tx, shared, stop, keyframe) {
                         end_tx.send_if_modified(|end| {
                             end.is_none().then(|| *end = Some(StreamEnd::Failed(e.clone()))).is_some()
                         });
                     }
-                })
-                .map_err(|e| OfferError::Answer(format!("cannot start the app thread: {e}")))?;
+                });
+                if let Err(e) = spawned {
+                    failed.send_if_modified(|end| {
+                        end.is_none()
+                            .then(|| *end = Some(StreamEnd::Failed(format!("cannot start the app thread: {e}"))))
+                            .is_some()
+                    });
+                }
+            });
         }
         tokio::spawn(send_frames(track.clone(), ssrc, payload_type, frames_rx));
         tokio::spawn(watch_keyframe_requests(track, keyframe));

@@ -130,3 +130,207 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     assert_eq!(next, Ok(true), "the first client still decodes");
     let _ = first.kill().await;
 }
+
+#[tokio::test]
+async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_its_session() {
+    let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2).args(&["--client-timeout-ms", "3000"])]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_projections, url) = cloud.projections(dir.path());
+    let mut views = streamfleet_projections::pb::views_client::ViewsClient::connect(url)
+        .await
+        .expect("gRPC");
+    let s = cloud.session("ada", PARIS, None).await;
+    let mut watcher = client(
+        &["--url", &whep(&s), "--credentials", &s.credentials, "--seconds", "120", "--keep-session", "--input-every", "15"],
+        &[],
+    )
+    .spawn()
+    .expect("spawn the client");
+    let mut lines = BufReader::new(watcher.stderr.take().expect("stderr")).lines();
+    while let Some(line) = lines.next_line().await.expect("read") {
+        if line.starts_with("frame ") {
+            break;
+        }
+    }
+
+    // The host's heartbeats for the session carry what it streams.
+    let mut watch = cloud.watch().await;
+    let streaming = |events: &[(u64, Event)]| {
+        events.iter().rev().find_map(|(p, e)| match e {
+            Event::HeartbeatReceived(h) => h
+                .sessions
+                .iter()
+                .find(|b| b.session_id == s.session_id)
+                .and_then(|b| b.stats.clone())
+                .filter(|st| st.fps >= 10 && st.bitrate_kbps > 100 && st.keyframes >= 1)
+                .map(|st| (*p, st)),
+            _ => None,
+        })
+    };
+    watch.until("a heartbeat with stream stats", |events, _| streaming(events).is_some()).await;
+    let (position, stats) = streaming(&watch.events).expect("found");
+    crate::views::caught_up(&mut views, position).await;
+    let beats = views
+        .get_heartbeats(streamfleet_projections::pb::HeartbeatsRequest::default())
+        .await
+        .expect("heartbeats")
+        .into_inner();
+    let row = beats
+        .sessions
+        .iter()
+        .filter_map(|b| b.row.as_ref())
+        .find(|r| r.session_id == s.session_id)
+        .expect("the session's row");
+    let shown = row.last_stats.as_ref().expect("the view shows stream stats");
+    assert!(shown.fps >= 10 && shown.bitrate_kbps > 100, "{shown:?} (reported {stats:?})");
+
+    // The client vanishes without DELETE: the host notices and ends the session.
+    watcher.start_kill().expect("kill -9 the client");
+    let gone = tokio::time::Instant::now();
+    watch
+        .until("the session ended as disconnected", |events, _| {
+            events.iter().any(|(_, e)| {
+                matches!(e, Event::SessionEnded(x) if x.session_id == s.session_id && x.reason == SessionEndReason::Disconnected)
+            })
+        })
+        .await;
+    let took = gone.elapsed();
+    assert!(took < Duration::from_secs(10), "noticed after {took:?} (timeout 3 s)");
+    // The host serves on: a new session on it streams.
+    let next = cloud.session("bob", PARIS, None).await;
+    let out = client(&["--url", &whep(&next), "--credentials", &next.credentials, "--frames", "30", "--json"], &[])
+        .output()
+        .await
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A headless Chromium driven over WebDriver by Debian's chromedriver.
+struct Browser {
+    driver: std::process::Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = crate::harness::free_port();
+        let mut driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver) runs");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(driver.stdout.take().expect("stdout")));
+        for line in lines.by_ref() {
+            if line.expect("read").contains("started successfully") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let profile = tempfile::tempdir().expect("tempdir");
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let caps = serde_json::json!({ "capabilities": { "alwaysMatch": {
+            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
+        }}});
+        let reply = webdriver(port, "POST", "/session", Some(caps)).await;
+        let session = reply["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {reply}")).to_string();
+        Browser { driver, port, session, _profile: profile }
+    }
+
+    async fn open(&self, url: &str) {
+        webdriver(self.port, "POST", &format!("/session/{}/url", self.session), Some(serde_json::json!({ "url": url }))).await;
+    }
+
+    /// Runs `script` in the page (it may return a promise) and returns its value.
+    async fn eval(&self, script: &str) -> serde_json::Value {
+        let body = serde_json::json!({ "script": script, "args": [] });
+        webdriver(self.port, "POST", &format!("/session/{}/execute/sync", self.session), Some(body)).await["value"].clone()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn webdriver(port: u16, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    let text = body.map(|b| b.to_string());
+    let reply = signal::request(
+        "127.0.0.1",
+        port,
+        method,
+        path,
+        &[],
+        text.as_deref().map(|t| ("application/json", t.as_bytes())),
+    )
+    .await
+    .expect("chromedriver answers");
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("WebDriver reply {}: {e}: {}", reply.status, reply.body))
+}
+
+#[tokio::test]
+async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
+    let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2)]);
+    let s = cloud.session("ada", PARIS, None).await;
+    let browser = Browser::start().await;
+    browser
+        .open(&format!("http://{}:{}/play#session={}&credentials={}", s.address, s.control_port, s.session_id, s.credentials))
+        .await;
+    let stats = "return window.streamfleet ? window.streamfleet.stats().then(s => ({ s, error: window.streamfleet.error })) : null";
+    let decoded = |v: &serde_json::Value| v["s"]["framesDecoded"].as_u64().unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut first = serde_json::Value::Null;
+    loop {
+        let v = browser.eval(stats).await;
+        assert!(v["error"].is_null(), "the page reports an error: {v}");
+        if decoded(&v) >= 30 {
+            first = v;
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "Chromium decoded no frames: {v} {first}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!((first["s"]["frameWidth"].as_u64(), first["s"]["frameHeight"].as_u64()), (Some(1280), Some(720)), "{first}");
+
+    // Garbage on the data channel is refused by name; the stream goes on.
+    browser.eval("window.streamfleet.channel.send('{not json'); return true").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let later = loop {
+        let v = browser.eval("return window.streamfleet.stats().then(s => ({ s, said: window.streamfleet.hostSaid || null }))").await;
+        if decoded(&v) >= decoded(&first) + 30 && v["said"].is_string() {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "decoding stalled or no reply to garbage: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(later["said"].as_str().unwrap_or("").contains("unreadable input"), "{later}");
+
+    // The page's Leave button ends the session (WHEP DELETE), which the log records.
+    browser.eval("document.getElementById('leave').click(); return true").await;
+    let mut watch = cloud.watch().await;
+    watch
+        .until("the browser's session ended", |events, _| {
+            events.iter().any(|(_, e)| matches!(e, Event::SessionEnded(x) if x.session_id == s.session_id && x.reason == SessionEndReason::Ended))
+        })
+        .await;
+}
