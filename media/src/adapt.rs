@@ -1,9 +1,8 @@
 //! Adaptation: from the congestion controller's estimate to what the encoder produces.
 //!
-//! The estimate comes from Google Congestion Control in webrtc-rs's interceptor chain, fed by the
-//! receiver's transport-wide congestion control feedback (delay-based) and its loss reports
-//! (loss-based). [`Policy::decide`] is pure: it maps an estimate and the current settings to the
-//! next settings.
+//! The estimate comes from [`RateController`], fed by the receiver's RTCP receiver reports (loss
+//! and round trip). [`Policy::decide`] and the controller are pure: plain values in, plain values
+//! out.
 //!
 //! Invariant: the encoder's bitrate never exceeds the estimate (minus headroom for retransmissions
 //! and packet overhead) nor the configured ceiling; a resolution step needs the estimate to cross
@@ -11,8 +10,6 @@
 //! does not flap.
 
 use crate::{EncoderSettings, Resolution};
-use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The host's adaptation policy for one stream.
@@ -83,16 +80,16 @@ impl Policy {
         } else {
             self.fps
         };
-        // Below 600 kbit/s the full resolution looks worse than a smaller, sharper one; come
-        // back above 1 Mbit/s.
+        // Below 1 Mbit/s the full resolution looks worse than a smaller, sharper one (and its
+        // keyframes take too long on the wire); come back above 1.6 Mbit/s.
         let low = self.resolution != Resolution::LOW
             && self.resolution.width * self.resolution.height
                 > Resolution::LOW.width * Resolution::LOW.height;
         let mut resolution = current.resolution;
         if low && since_resolution_change >= Self::RESOLUTION_HOLD {
-            if current.resolution == self.resolution && bitrate < 600_000 {
+            if current.resolution == self.resolution && bitrate < 1_000_000 {
                 resolution = Resolution::LOW;
-            } else if current.resolution == Resolution::LOW && bitrate > 1_000_000 {
+            } else if current.resolution == Resolution::LOW && bitrate > 1_600_000 {
                 resolution = self.resolution;
             }
         }
@@ -109,72 +106,109 @@ impl Policy {
 pub struct Estimate {
     /// Target bitrate, bits per second.
     pub target_bps: f64,
-    /// Round-trip time from the last feedback.
+    /// Round-trip time from the last receiver report.
     pub rtt: Option<Duration>,
-    /// Fraction of packets lost (0..1).
+    /// Fraction of packets the receiver reported lost (0..1).
     pub loss: Option<f64>,
     /// When it was last updated.
     pub at: Option<Instant>,
 }
 
-/// GCC, publishing each estimate where the stream's sender reads it.
-pub struct PublishingGcc {
-    inner: Gcc,
-    out: Arc<Mutex<Estimate>>,
+/// A loss- and delay-based rate controller driven by the receiver's RTCP receiver reports
+/// (fraction lost, and the round trip from their LSR/DLSR fields), in the manner of GCC's
+/// loss-based half plus a queueing-delay check.
+///
+/// Invariant: the rate stays within `min..=max`; it falls when more than 10 % is lost or the
+/// round trip grows 40 ms over the least seen (a queue is building), grows by 8 % a report while
+/// under 2 % is lost and no queue builds, and holds in between: random loss of a few per cent,
+/// which more bitrate would not cause and less would not cure, neither raises nor lowers it.
+///
+/// ```
+/// use streamfleet_media::adapt::RateController;
+/// use std::time::{Duration, Instant};
+/// let mut rc = RateController::new(2_000_000.0, 150_000.0, 2_500_000.0);
+/// let now = Instant::now();
+/// let rtt = Some(Duration::from_millis(20));
+/// assert!(rc.on_report(now, 0.30, rtt) < 2_000_000.0); // heavy loss: back off
+/// let held = rc.rate();
+/// assert_eq!(rc.on_report(now, 0.05, rtt), held);      // a few per cent: hold
+/// assert!(rc.on_report(now, 0.0, rtt) > held);          // clean: probe upwards
+/// ```
+#[derive(Debug, Clone)]
+pub struct RateController {
+    rate: f64,
+    min: f64,
+    max: f64,
+    least_rtt: Option<Duration>,
 }
 
-impl PublishingGcc {
-    /// A GCC within the policy's bounds, and the cell it publishes to.
-    pub fn new(policy: &Policy) -> (Self, Arc<Mutex<Estimate>>) {
-        let inner = Gcc::new(
-            f64::from(policy.start_bps),
-            f64::from(policy.min_bps),
-            f64::from(policy.max_bps),
-        );
-        let out = Arc::new(Mutex::new(Estimate {
-            target_bps: inner.target_bitrate(),
-            ..Estimate::default()
-        }));
-        (
-            Self {
-                inner,
-                out: out.clone(),
-            },
-            out,
-        )
-    }
+impl RateController {
+    /// Loss above which the rate falls.
+    pub const HIGH_LOSS: f64 = 0.10;
+    /// Loss below which the rate may grow.
+    pub const LOW_LOSS: f64 = 0.02;
+    /// Round-trip growth over the least seen that counts as a queue building.
+    pub const QUEUE: Duration = Duration::from_millis(40);
 
-    fn publish(&self, now: Instant) {
-        let stats = self.inner.stats();
-        if let Ok(mut e) = self.out.lock() {
-            *e = Estimate {
-                target_bps: self.inner.target_bitrate(),
-                rtt: stats.round_trip_time.or(e.rtt),
-                loss: stats.packet_loss.or(e.loss),
-                at: Some(now),
-            };
+    /// Starts at `start`, within `min..=max` (bits per second).
+    pub fn new(start: f64, min: f64, max: f64) -> Self {
+        Self {
+            rate: start.clamp(min, max),
+            min,
+            max,
+            least_rtt: None,
         }
     }
+
+    /// The current rate, bits per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Takes one receiver report: `loss` the fraction lost since the previous one, `rtt` the
+    /// round trip it implies. Returns the new rate.
+    pub fn on_report(&mut self, _now: Instant, loss: f64, rtt: Option<Duration>) -> f64 {
+        let queueing = match (rtt, self.least_rtt) {
+            (Some(rtt), Some(least)) => rtt.saturating_sub(least) > Self::QUEUE,
+            _ => false,
+        };
+        if let Some(rtt) = rtt {
+            self.least_rtt = Some(self.least_rtt.map_or(rtt, |l| l.min(rtt)));
+        }
+        self.rate = if loss > Self::HIGH_LOSS {
+            self.rate * (1.0 - 0.5 * loss)
+        } else if queueing {
+            self.rate * 0.85
+        } else if loss < Self::LOW_LOSS {
+            self.rate * 1.08 + 10_000.0
+        } else {
+            self.rate
+        }
+        .clamp(self.min, self.max);
+        self.rate
+    }
 }
 
-impl BandwidthEstimator for PublishingGcc {
-    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.inner.on_reports(now, reports);
-        self.publish(now);
+/// Round trip from a reception report's LSR and DLSR fields (RFC 3550 §6.4.1), given the
+/// middle 32 bits of the NTP time now; `None` when the report carries no sender report time or
+/// the clocks make no sense.
+pub fn round_trip(now_ntp_middle: u32, last_sender_report: u32, delay: u32) -> Option<Duration> {
+    if last_sender_report == 0 {
+        return None;
     }
-    fn target_bitrate(&self) -> f64 {
-        self.inner.target_bitrate()
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.inner.handle_timeout(now);
-        self.publish(now);
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.inner.poll_timeout()
-    }
-    fn stats(&self) -> EstimatorStats {
-        self.inner.stats()
-    }
+    let units = now_ntp_middle.wrapping_sub(last_sender_report).wrapping_sub(delay);
+    // More than a minute means the subtraction wrapped: clocks disagree.
+    (units < 60 * 65_536).then(|| Duration::from_micros(u64::from(units) * 1_000_000 / 65_536))
+}
+
+/// The middle 32 bits of the NTP time now (16 bits of seconds, 16 of fraction).
+pub fn ntp_middle_now() -> u32 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since.as_secs() + 2_208_988_800;
+    let fraction = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    (((seconds & 0xffff) << 16) | (fraction >> 16)) as u32
 }
 
 #[cfg(test)]
@@ -188,13 +222,43 @@ mod tests {
         let long = Duration::from_secs(10);
         assert_eq!(p.decide(50e6, start, long).bitrate_bps, p.max_bps);
         assert_eq!(p.decide(1.0, start, long).bitrate_bps, p.min_bps);
-        let low = p.decide(500_000.0, start, long);
+        let low = p.decide(1_000_000.0, start, long);
         assert_eq!(low.resolution, Resolution::LOW);
-        // Just above the step-down band: stays low until the estimate clears 1 Mbit/s.
-        assert_eq!(p.decide(900_000.0, low, long).resolution, Resolution::LOW);
-        assert_eq!(p.decide(1_400_000.0, low, long).resolution, Resolution::HD);
+        // Above the step-down band: stays low until the bitrate clears 1.6 Mbit/s.
+        assert_eq!(p.decide(1_500_000.0, low, long).resolution, Resolution::LOW);
+        assert_eq!(p.decide(2_000_000.0, low, long).resolution, Resolution::HD);
         // Never twice within the hold.
-        assert_eq!(p.decide(1_400_000.0, low, Duration::from_secs(1)).resolution, Resolution::LOW);
+        assert_eq!(p.decide(2_000_000.0, low, Duration::from_secs(1)).resolution, Resolution::LOW);
         assert!(p.decide(200_000.0, low, long).fps < 30.0);
+    }
+
+    #[test]
+    fn the_rate_comes_down_to_a_cap_and_holds_under_random_loss() {
+        // A 900 kbit/s link with 5 % random loss and a 60 ms queue: what exceeds the link is
+        // lost too, and fills the queue first.
+        let mut rc = RateController::new(2_000_000.0, 150_000.0, 2_500_000.0);
+        let now = Instant::now();
+        let mut rates = vec![];
+        rc.on_report(now, 0.0, Some(Duration::from_millis(30)));
+        for _ in 0..30 {
+            let over = (rc.rate() - 900_000.0).max(0.0) / rc.rate();
+            let loss = 0.05 + over * 0.95;
+            let rtt = Duration::from_millis(if over > 0.0 { 90 } else { 30 });
+            rates.push(rc.on_report(now, loss, Some(rtt)));
+        }
+        let last = *rates.last().unwrap();
+        assert!(last <= 900_000.0 && last > 450_000.0, "{rates:?}");
+        // A queue building (round trip up 50 ms) brings it down without loss.
+        let before = rc.rate();
+        assert!(rc.on_report(now, 0.0, Some(Duration::from_millis(80))) < before);
+    }
+
+    #[test]
+    fn round_trips_come_from_lsr_and_dlsr() {
+        // Sent at 1.0 s, held 0.25 s by the receiver, back at 1.5 s: 250 ms.
+        let rtt = round_trip(3 * 32_768, 65_536, 16_384).unwrap();
+        assert_eq!(rtt, Duration::from_millis(250));
+        assert_eq!(round_trip(5, 0, 0), None);
+        assert_eq!(round_trip(0, 65_536, 0), None, "wrapped");
     }
 }

@@ -9,7 +9,7 @@
 use crate::signal;
 use crate::{Input, Stamp};
 use bytes::BytesMut;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -118,6 +118,10 @@ pub struct WatchReport {
     pub input_p50_ms: Option<f64>,
     /// Keyframe requests (PLI) sent.
     pub plis: u64,
+    /// Packets that arrived after a later one: retransmissions (NACK) filling gaps, or reordering.
+    pub late_packets: u64,
+    /// RTP packets received.
+    pub packets: u64,
     /// Seconds watched.
     pub seconds: f64,
 }
@@ -191,6 +195,16 @@ async fn connect(config: &WatchConfig) -> Result<Connected, WatchError> {
     })?;
     let mut engine = crate::stream::h264_engine().map_err(|e| WatchError::Webrtc(e.to_string()))?;
     let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(w)?;
+    // The default NACK generator asks for a missing packet every 100 ms until it arrives, so a
+    // retransmission that takes longer (a queue on a slow link) is asked for again and again and
+    // the repairs crowd out the stream. Ask at most twice, 150 ms apart.
+    let registry = registry.with(
+        Slot::NackGenerator,
+        NackGeneratorBuilder::new()
+            .with_interval(Duration::from_millis(150))
+            .with_max_nacks_per_packet(2)
+            .build(),
+    );
     let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
     let (tracks_tx, tracks) = mpsc::unbounded_channel();
     let (state_tx, states) = mpsc::unbounded_channel();
@@ -361,9 +375,12 @@ async fn read_track(
         let tally = tally.clone();
         std::thread::spawn(move || decode_loop(samples_rx, tally, seen));
     }
-    let mut builder = SampleBuilder::new(256, H264Packet::default(), 90_000)
-        .with_max_time_delay(Duration::from_millis(500));
+    // Wait up to a second (or 512 packets) for a missing packet's retransmission before giving
+    // the frame up.
+    let mut builder = SampleBuilder::new(512, H264Packet::default(), 90_000)
+        .with_max_time_delay(Duration::from_secs(1));
     let mut last_pli: Option<Instant> = None;
+    let mut highest: Option<u16> = None;
     if let Ok(mut t) = tally.lock() {
         t.need_keyframe = true;
     }
@@ -375,8 +392,16 @@ async fn read_track(
             continue;
         };
         let now = Instant::now();
+        let seq = packet.header.sequence_number;
+        tracing::trace!(seq, ssrc = packet.header.ssrc, timestamp = packet.header.timestamp, marker = packet.header.marker, bytes = packet.payload.len(), "rtp");
+        let late = highest.is_some_and(|h| seq.wrapping_sub(h) > 0x8000);
+        if !late {
+            highest = Some(seq);
+        }
         if let Ok(mut t) = tally.lock() {
             t.bytes += packet.payload.len() as u64;
+            t.report.packets += 1;
+            t.report.late_packets += u64::from(late);
         }
         builder.push(now, packet);
         while let Some(sample) = builder.pop(now) {
@@ -390,7 +415,9 @@ async fn read_track(
             }
         }
         let need = tally.lock().map(|t| t.need_keyframe).unwrap_or(false);
-        if need && last_pli.is_none_or(|t| t.elapsed() > Duration::from_millis(300)) {
+        // At most one request a second: a keyframe takes a while to arrive on a slow link, and
+        // asking again meanwhile only makes the next one later.
+        if need && last_pli.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
             last_pli = Some(Instant::now());
             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
             if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {

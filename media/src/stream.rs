@@ -9,17 +9,18 @@
 //! The offer is checked before any peer is built: unreadable SDP, or no H.264 with packetization
 //! mode 1 among its video codecs, is refused with an [`OfferError`] naming the problem.
 
-use crate::adapt::{Estimate, Policy, PublishingGcc};
+use crate::adapt::{Estimate, Policy, RateController};
 use crate::{App, EncoderSettings, Encoder, Input};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media::Sample;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
+    configure_nack, configure_rtcp_reports,
 };
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_RTX, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -121,6 +122,9 @@ pub struct StreamReport {
     pub inputs: u64,
     /// Input messages refused.
     pub input_errors: u64,
+    /// Frames rendered but not encoded: the link could not take them yet (after a keyframe, or
+    /// when the estimate fell).
+    pub dropped: u64,
 }
 
 #[derive(Default)]
@@ -208,26 +212,19 @@ pub(crate) fn h264_engine() -> Result<MediaEngine, OfferError> {
             },
             payload_type: pt,
         };
-        let rtx = RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_RTX.to_owned(),
-                clock_rate: 90000,
-                channels: 0,
-                sdp_fmtp_line: format!("apt={pt}"),
-                rtcp_feedback: vec![],
-            },
-            payload_type: pt + 1,
-        };
-        for c in [codec, rtx] {
-            engine
-                .register_codec(c, RtpCodecKind::Video)
-                .map_err(|e| OfferError::Answer(e.to_string()))?;
-        }
+        // No RTX (RFC 4588): webrtc-rs 0.21's NACK generator does not count a packet repaired
+        // on the RTX stream as received and asks for it again and again (we saw one packet
+        // resent 89 times). Without RTX, retransmissions travel on the media SSRC, which every
+        // receiver (Chromium included) accepts.
+        engine
+            .register_codec(codec, RtpCodecKind::Video)
+            .map_err(|e| OfferError::Answer(e.to_string()))?;
     }
     Ok(engine)
 }
 
-/// Marks keyframe requests (PLI, FIR) for the application, so the stream's track sees them.
+/// Marks keyframe requests (PLI, FIR) and receiver reports for the application, so the stream's
+/// track sees them.
 struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
@@ -242,7 +239,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+            if packets.iter().any(|p| is_keyframe_request(p.as_ref()) || is_receiver_report(p.as_ref())) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
@@ -266,6 +263,10 @@ impl Interceptor for KeyframeRequests {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+fn is_receiver_report(p: &dyn rtc::rtcp::Packet) -> bool {
+    p.as_any().is::<ReceiverReport>()
 }
 
 pub(crate) fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
@@ -336,15 +337,12 @@ impl Stream {
     pub async fn answer(offer_sdp: &str, config: &StreamConfig) -> Result<(Self, String), OfferError> {
         let offer = check_offer(offer_sdp)?;
         let mut engine = h264_engine()?;
-        let (estimator, estimate) = PublishingGcc::new(&config.policy);
+        let estimate = Arc::new(Mutex::new(Estimate {
+            target_bps: f64::from(config.policy.start_bps),
+            ..Estimate::default()
+        }));
         let err = |e: rtc::shared::error::Error| OfferError::Answer(e.to_string());
-        let registry = configure_congestion_control(
-            Registry::new(),
-            estimator,
-            CongestionFeedback::Twcc,
-            &mut engine,
-        )
-        .map_err(err)?;
+        let registry = Registry::new();
         let registry = configure_nack(registry, &mut engine);
         let registry = configure_rtcp_reports(registry);
         let registry = registry.with(
@@ -453,11 +451,13 @@ impl Stream {
         };
         let (frames_tx, frames_rx) = mpsc::channel::<(crate::EncodedFrame, Duration)>(4);
         let keyframe = Arc::new(AtomicBool::new(false));
+        let estimate_feedback = estimate.clone();
         // The app and its encoder run on their own thread (encoding is CPU work), started once
         // the client is connected so its first frame is the first one the client can get.
         {
             let (policy, shared, end_tx, stop, keyframe) =
                 (config.policy, shared.clone(), end_tx.clone(), stop.clone(), keyframe.clone());
+            let estimate_app = estimate.clone();
             let mut ended = end_tx.subscribe();
             tokio::spawn(async move {
                 tokio::select! {
@@ -466,7 +466,7 @@ impl Stream {
                 }
                 let failed = end_tx.clone();
                 let spawned = std::thread::Builder::new().name("sf-stream".into()).spawn(move || {
-                    if let Err(e) = run_app(policy, estimate, input_rx, frames_tx, shared, stop, keyframe) {
+                    if let Err(e) = run_app(policy, estimate_app, input_rx, frames_tx, shared, stop, keyframe) {
                         end_tx.send_if_modified(|end| {
                             end.is_none().then(|| *end = Some(StreamEnd::Failed(e.clone()))).is_some()
                         });
@@ -482,7 +482,12 @@ impl Stream {
             });
         }
         tokio::spawn(send_frames(track.clone(), ssrc, payload_type, frames_rx));
-        tokio::spawn(watch_keyframe_requests(track, keyframe));
+        let controller = RateController::new(
+            f64::from(config.policy.start_bps),
+            f64::from(config.policy.min_bps),
+            f64::from(config.policy.max_bps),
+        );
+        tokio::spawn(watch_feedback(track, ssrc, keyframe, estimate_feedback, controller));
         // Whatever ends the stream stops the app and closes the peer.
         {
             let mut end = end_tx.subscribe();
@@ -538,13 +543,39 @@ fn rand_ssrc() -> u32 {
     (t as u32) ^ ((t >> 32) as u32).rotate_left(16) ^ 0x5f37_59df
 }
 
-async fn watch_keyframe_requests(track: Arc<TrackLocalStaticSample>, keyframe: Arc<AtomicBool>) {
+/// Acts on the receiver's feedback: keyframe requests set the flag the app thread reads; receiver
+/// reports about our stream drive the rate controller.
+async fn watch_feedback(
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    keyframe: Arc<AtomicBool>,
+    estimate: Arc<Mutex<Estimate>>,
+    mut controller: RateController,
+) {
     while let Some(event) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = event else {
             continue;
         };
-        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-            keyframe.store(true, Ordering::SeqCst);
+        for packet in &packets {
+            if is_keyframe_request(packet.as_ref()) {
+                keyframe.store(true, Ordering::SeqCst);
+            }
+            let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>() else {
+                continue;
+            };
+            for report in rr.reports.iter().filter(|r| r.ssrc == ssrc) {
+                let now = Instant::now();
+                let loss = f64::from(report.fraction_lost) / 256.0;
+                let rtt = crate::adapt::round_trip(
+                    crate::adapt::ntp_middle_now(),
+                    report.last_sender_report,
+                    report.delay,
+                );
+                let target = controller.on_report(now, loss, rtt);
+                if let Ok(mut e) = estimate.lock() {
+                    *e = Estimate { target_bps: target, rtt: rtt.or(e.rtt), loss: Some(loss), at: Some(now) };
+                }
+            }
         }
     }
 }
@@ -584,6 +615,11 @@ fn run_app(
     let mut next_adapt = Instant::now();
     let mut window: VecDeque<(Instant, usize)> = VecDeque::new();
     let mut next_frame = Instant::now();
+    // Frames are dropped at the source while what was encoded exceeds what the estimate lets
+    // through (bits, may go negative after a keyframe); otherwise they would queue in the pacer
+    // and arrive ever later.
+    let mut budget_bits: f64 = 0.0;
+    let mut budget_at = Instant::now();
     let (mut frames_sent, mut keyframes) = (0u64, 0u64);
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
@@ -615,10 +651,22 @@ fn run_app(
         if keyframe.swap(false, Ordering::SeqCst) {
             encoder.force_keyframe();
         }
+        let now = Instant::now();
+        let rate = est.target_bps.max(f64::from(policy.min_bps));
+        budget_bits = (budget_bits + rate * now.duration_since(budget_at).as_secs_f64()).min(rate * 0.25);
+        budget_at = now;
+        tracing::trace!(estimate = est.target_bps, rtt = ?est.rtt, loss = ?est.loss, target = settings.bitrate_bps, budget = budget_bits, resolution = %settings.resolution, "stream frame");
         let picture = app.render(settings.resolution, crate::now_us());
+        if budget_bits < 0.0 {
+            if let Ok(mut s) = shared.lock() {
+                s.report.dropped += 1;
+            }
+            continue;
+        }
         let Some(frame) = encoder.encode(&picture).map_err(|e| e.to_string())? else {
             continue;
         };
+        budget_bits -= frame.data.len() as f64 * 8.0;
         let sent_at = Instant::now();
         window.push_back((sent_at, frame.data.len()));
         while window.front().is_some_and(|(t, _)| sent_at.duration_since(*t) > Duration::from_secs(2)) {

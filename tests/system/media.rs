@@ -334,3 +334,162 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
         })
         .await;
 }
+
+/// A client namespace joined to this one by a veth pair, with a shaped link host → client.
+/// Removed on drop.
+struct Link {
+    ns: String,
+    veth: String,
+    host_ip: String,
+    client_ip: String,
+}
+
+impl Link {
+    /// `None` (and why) when this machine does not let the test create namespaces.
+    fn create() -> Result<Link, String> {
+        let id = std::process::id() % 10_000;
+        let n = rand::random_range(1..250u8);
+        let link = Link {
+            ns: format!("sfc{id}"),
+            veth: format!("sfh{id}"),
+            host_ip: format!("10.213.{n}.1"),
+            client_ip: format!("10.213.{n}.2"),
+        };
+        let peer = format!("sfp{id}");
+        let host_cidr = format!("{}/24", link.host_ip);
+        let client_cidr = format!("{}/24", link.client_ip);
+        ip(&["netns", "add", &link.ns])?;
+        let steps: [&[&str]; 7] = [
+            &["link", "add", &link.veth, "type", "veth", "peer", "name", &peer, "netns", &link.ns],
+            &["addr", "add", &host_cidr, "dev", &link.veth],
+            &["link", "set", &link.veth, "up"],
+            &["-n", &link.ns, "addr", "add", &client_cidr, "dev", &peer],
+            &["-n", &link.ns, "link", "set", &peer, "up"],
+            &["-n", &link.ns, "link", "set", "lo", "up"],
+            &["-n", &link.ns, "route", "add", "default", "dev", &peer],
+        ];
+        for step in steps {
+            ip(step)?;
+        }
+        Ok(link)
+    }
+
+    /// Host → client: `loss` per cent random loss, then at most `kbit` kbit/s (queue ≤ 60 ms).
+    /// Loss comes from `tc netem` where the kernel has it, else from an nftables rule dropping
+    /// that share of the UDP packets arriving in the client's namespace (kernels without
+    /// sch_netem, as this machine's). Returns how the loss is made.
+    fn shape(&self, loss: u32, kbit: u32) -> &'static str {
+        let _ = std::process::Command::new("tc").args(["qdisc", "del", "dev", &self.veth, "root"]).output();
+        let rate = format!("{kbit}kbit");
+        let tbf = ["tbf", "rate", &rate, "burst", "16kb", "latency", "60ms"];
+        let netem = std::process::Command::new("tc")
+            .args(["qdisc", "add", "dev", &self.veth, "root", "handle", "1:", "netem", "loss", &format!("{loss}%")])
+            .output()
+            .expect("tc (iproute2) runs");
+        if netem.status.success() {
+            let mut args = vec!["qdisc", "add", "dev", &self.veth, "parent", "1:", "handle", "2:"];
+            args.extend(tbf);
+            tc(&args);
+            return "tc netem";
+        }
+        let mut args = vec!["qdisc", "add", "dev", &self.veth, "root", "handle", "1:"];
+        args.extend(tbf);
+        tc(&args);
+        let share = loss.to_string();
+        let rules: [&[&str]; 3] = [
+            &["add", "table", "inet", "sfloss"],
+            &["add", "chain", "inet", "sfloss", "input", "{ type filter hook input priority 0; }"],
+            &["add", "rule", "inet", "sfloss", "input", "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", &share, "drop"],
+        ];
+        for rule in rules {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.ns, "nft"])
+                .args(rule)
+                .output()
+                .expect("nft (nftables) runs");
+            assert!(out.status.success(), "no netem, and nft {rule:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        "nftables numgen (this kernel has no sch_netem)"
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.veth]);
+        let _ = ip(&["netns", "del", &self.ns]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn tc(args: &[&str]) {
+    let out = std::process::Command::new("tc").args(args).output().expect("tc (iproute2) runs");
+    assert!(out.status.success(), "tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn under_loss_and_a_bandwidth_cap_the_stream_keeps_decoding_and_the_bitrate_follows_the_cap() {
+    let link = match Link::create() {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("SKIPPED: this machine does not let the test create network namespaces ({why})");
+            return;
+        }
+    };
+    const CAP_KBIT: u32 = 900;
+    let loss = link.shape(5, CAP_KBIT);
+    eprintln!("5% loss by {loss}, cap by tc tbf");
+    let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2).args(&["--address", &link.host_ip, "--stream-start-kbps", "2000"])]);
+    let s = cloud.session("ada", PARIS, None).await;
+    assert_eq!(s.address, link.host_ip);
+    let mut watcher = tokio::process::Command::new("ip");
+    watcher
+        .args(["netns", "exec", &link.ns, env!("CARGO_BIN_EXE_streamfleet"), "client"])
+        .args(["--url", &whep(&s), "--credentials", &s.credentials, "--bind", &link.client_ip, "--seconds", "24", "--json"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let run = tokio::spawn(async move { watcher.output().await.expect("run the client in its namespace") });
+
+    // What the host says it sends, heartbeat by heartbeat.
+    let mut watch = cloud.watch().await;
+    let sent = |events: &[(u64, Event)]| -> Vec<streamfleet_bus_schemas::payloads::StreamStats> {
+        events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::HeartbeatReceived(h) => h.sessions.iter().find(|b| b.session_id == s.session_id).and_then(|b| b.stats.clone()),
+                _ => None,
+            })
+            .filter(|st| st.fps > 0)
+            .collect()
+    };
+    // 20 s of streaming at 4 heartbeats a second.
+    watch.until("20 s of heartbeats with stream stats", |events, _| sent(events).len() >= 80).await;
+    let stats = sent(&watch.events);
+    let out = run.await.expect("client task");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the client failed under loss: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    eprintln!("client under 5% loss and a {CAP_KBIT} kbit/s cap: {report}");
+    let rates: Vec<u32> = stats.iter().map(|s| s.bitrate_kbps).collect();
+    eprintln!("host's sent bitrate, kbit/s, per heartbeat: {rates:?}");
+
+    // The stream kept decoding: frames all through, in order, from the pixels.
+    assert!(report["fps"].as_f64().unwrap_or(0.0) >= 8.0, "{report}");
+    assert_eq!(report["out_of_order"].as_u64(), Some(0), "{report}");
+    // The sender came down from its 2 Mbit/s start to the cap and stayed under it.
+    let settled = &rates[rates.len() - 20..];
+    let mean = settled.iter().sum::<u32>() as f64 / settled.len() as f64;
+    assert!(rates.iter().take(12).any(|r| *r > CAP_KBIT), "it started above the cap: {rates:?}");
+    assert!(mean <= f64::from(CAP_KBIT) * 1.05, "the last 5 s average {mean:.0} kbit/s is over the {CAP_KBIT} kbit/s cap: {rates:?}");
+    assert!(mean >= f64::from(CAP_KBIT) * 0.25, "collapsed far below the cap: {mean:.0} kbit/s {rates:?}");
+    drop(link);
+}
