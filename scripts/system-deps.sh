@@ -5,6 +5,17 @@ ensure_system_deps() {
   command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
   command -v cc >/dev/null 2>&1 || missing+=(gcc)
   command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+  # The media plane: nasm makes openh264's encoder about 3x faster (its assembly); Chromium and
+  # its WebDriver play a session in the browser test; iproute2 and nftables shape a link for
+  # the loss and bandwidth test.
+  command -v nasm >/dev/null 2>&1 || missing+=(nasm)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  command -v tc >/dev/null 2>&1 || missing+=(iproute2)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  # The app's sound is Opus through the distribution's libopus, found with pkg-config.
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  [ -f /usr/include/opus/opus.h ] || missing+=(libopus-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing from the distribution: ${missing[*]}" >&2
     local sudo=""

@@ -13,6 +13,7 @@ use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent, WriterSnap
 use streamfleet_node::{CommandClient, Follower, NatsLogin, Node, NodeConfig, connect};
 use uuid::Uuid;
 
+mod media;
 mod replay;
 mod sessions;
 
@@ -20,6 +21,8 @@ mod sessions;
 pub enum Which {
     /// Sessions: redemption latency at a fixed rate; heartbeat ingestion with projections.
     Sessions(sessions::SessionsArgs),
+    /// The media plane: encode fps, glass-to-glass latency, concurrent streams, bitrate settling.
+    Media(media::MediaArgs),
     /// The auditors' tools: offline read and verify, projection rebuild, export, live catch-up.
     Replay {
         /// Events in the log the figures are taken over.
@@ -54,6 +57,7 @@ pub enum Part {
 pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Sessions(args) => sessions::run(args).await,
+        Which::Media(args) => media::run(args).await,
         Which::Replay { events } => replay::run(events).await,
         Which::Log {
             catch_up_events,

@@ -13,8 +13,22 @@ use streamfleet_media::client::{WatchConfig, WatchError, WatchReport};
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientArgs {
     /// A session token to redeem (over NATS, as user `client`).
-    #[arg(long, required_unless_present = "url")]
+    #[arg(long, required_unless_present_any = ["url", "user"])]
     pub token: Option<String>,
+    /// Instead of a token: ask for one for this user first, as the entitlement service does
+    /// (user `entitlement`, password SF_ENTITLEMENT_PASSWORD): a whole session from one command.
+    #[arg(long, conflicts_with_all = ["token", "url"])]
+    pub user: Option<String>,
+    /// The app a `--user` token is for.
+    #[arg(long, default_value = "chess")]
+    pub app: String,
+    /// The entitlement service's NATS password (with `--user`).
+    #[arg(long, env = "SF_ENTITLEMENT_PASSWORD", hide_env_values = true)]
+    pub entitlement_password: Option<String>,
+    /// Do not watch here: print the address of the host's player page for this session
+    /// (credentials included, in the URL fragment) and leave the session to a browser.
+    #[arg(long)]
+    pub play_url: bool,
     /// The client's IP as the redemption node should see it (picks the nearest region).
     #[arg(long, default_value = "127.0.0.1")]
     pub client_ip: String,
@@ -54,7 +68,11 @@ pub struct ClientArgs {
 /// Runs the client; the process exit code: 0 when it saw what was asked, 1 when too few frames
 /// arrived, 2 when the host or the redemption refused.
 pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
-    let (url, credentials) = match (&args.url, &args.token) {
+    let token = match &args.user {
+        Some(user) => Some(issue(&args, user).await?),
+        None => args.token.clone(),
+    };
+    let (url, credentials) = match (&args.url, &token) {
         (Some(url), _) => (url.clone(), args.credentials.clone().unwrap_or_default()),
         (None, Some(token)) => match redeem(&args, token).await? {
             Ok(pair) => pair,
@@ -67,7 +85,10 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
     };
     let (host, port, path) = streamfleet_media::signal::split_url(&url)?;
     let session = path.trim_start_matches("/sessions/").trim_end_matches("/whep");
-    eprintln!("watch it in a browser: http://{host}:{port}/play#session={session}&credentials=<credentials>");
+    if args.play_url {
+        println!("http://{host}:{port}/play#session={session}&credentials={credentials}");
+        return Ok(0);
+    }
     let host_ip: Option<IpAddr> = host.parse().ok();
     let bind = args.bind.unwrap_or_else(|| match host_ip {
         Some(ip) if ip.is_loopback() => ip,
@@ -81,6 +102,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
         limit: Duration::from_secs(args.seconds.max(1)),
         input_every: args.input_every,
         delete_at_end: !args.keep_session,
+        decode: true,
     };
     let mut watch = match streamfleet_media::client::start(config).await {
         Ok(w) => w,
@@ -141,6 +163,28 @@ fn print_report(r: &WatchReport, json: bool) {
         r.out_of_order,
         r.plis,
     );
+}
+
+/// Asks the token service for a token for `user`, as the entitlement service does.
+async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
+    use streamfleet_bus_schemas::services::{TokenReply, TokenRequest};
+    let password = args.entitlement_password.clone().ok_or_else(|| {
+        anyhow::anyhow!("--user needs the entitlement service's NATS password (SF_ENTITLEMENT_PASSWORD)")
+    })?;
+    let login = streamfleet_node::NatsLogin::new(args.nats_url.clone(), "entitlement", password);
+    let client = streamfleet_node::connect(&login).await?;
+    let req = TokenRequest {
+        app_id: args.app.clone(),
+        user_id: user.to_string(),
+        client_ip: Some(args.client_ip.clone()),
+        group_id: None,
+        ttl_seconds: None,
+    };
+    let msg = client.request(subjects::TOKEN_REQUEST, serde_json::to_vec(&req)?.into()).await?;
+    match serde_json::from_slice::<TokenReply>(&msg.payload)? {
+        TokenReply::Issued(grant) => Ok(grant.token),
+        TokenReply::Error(e) => anyhow::bail!("token refused: {} ({})", e.message, e.code),
+    }
 }
 
 /// Redeems the token: `Ok(Err(reason))` when the redemption node refuses it.

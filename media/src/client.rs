@@ -47,6 +47,8 @@ pub struct WatchConfig {
     pub input_every: Option<u64>,
     /// End the session with DELETE when done (otherwise just close the connection).
     pub delete_at_end: bool,
+    /// Decode the frames (otherwise only reassemble and count them: a load generator).
+    pub decode: bool,
 }
 
 /// Why watching failed.
@@ -118,6 +120,10 @@ pub struct WatchReport {
     pub input_p50_ms: Option<f64>,
     /// Keyframe requests (PLI) sent.
     pub plis: u64,
+    /// Opus audio frames received and decoded.
+    pub audio_frames: u64,
+    /// Loudness of the decoded audio (RMS, 0..1), over the watch.
+    pub audio_rms: f64,
     /// Packets that arrived after a later one: retransmissions (NACK) filling gaps, or reordering.
     pub late_packets: u64,
     /// RTP packets received.
@@ -225,6 +231,15 @@ async fn connect(config: &WatchConfig) -> Result<Connected, WatchError> {
         .map_err(w)?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
     pc.add_transceiver_from_kind(
+        RtpCodecKind::Audio,
+        Some(RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Recvonly,
+            ..Default::default()
+        }),
+    )
+    .await
+    .map_err(w)?;
+    pc.add_transceiver_from_kind(
         RtpCodecKind::Video,
         Some(RTCRtpTransceiverInit {
             direction: RTCRtpTransceiverDirection::Recvonly,
@@ -276,6 +291,8 @@ struct Tally {
     latencies: Vec<f64>,
     bytes: u64,
     need_keyframe: bool,
+    audio_square_sum: f64,
+    audio_samples: u64,
 }
 
 async fn run(
@@ -291,12 +308,17 @@ async fn run(
     let mut input_latency = vec![];
     let mut next_seq: u16 = 1;
     let mut reader = None;
+    let mut audio: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => break Ok(()),
-            track = c.tracks.recv(), if reader.is_none() => {
+            track = c.tracks.recv() => {
                 if let Some(track) = track {
-                    reader = Some(tokio::spawn(read_track(track, tally.clone(), seen_tx.clone())));
+                    if track.kind().await == RtpCodecKind::Audio {
+                        audio = Some(tokio::spawn(read_audio(track, tally.clone())));
+                    } else if reader.is_none() {
+                        reader = Some(tokio::spawn(read_track(track, tally.clone(), seen_tx.clone(), config.decode)));
+                    }
                 }
             }
             state = c.states.recv() => match state {
@@ -336,6 +358,9 @@ async fn run(
     if let Some(r) = reader {
         r.abort();
     }
+    if let Some(a) = audio {
+        a.abort();
+    }
     if config.delete_at_end {
         if let Some(resource) = &c.resource {
             let bearer = format!("Bearer {}", config.credentials);
@@ -359,6 +384,9 @@ async fn run(
     report.latency_p50_ms = pct(&t.latencies, 0.5);
     report.latency_p95_ms = pct(&t.latencies, 0.95);
     report.input_p50_ms = (!input_latency.is_empty()).then(|| pct(&input_latency, 0.5));
+    if t.audio_samples > 0 {
+        report.audio_rms = (t.audio_square_sum / t.audio_samples as f64).sqrt();
+    }
     Ok(report)
 }
 
@@ -368,12 +396,17 @@ async fn read_track(
     track: Arc<dyn TrackRemote>,
     tally: Arc<Mutex<Tally>>,
     seen: mpsc::UnboundedSender<SeenFrame>,
+    decode: bool,
 ) {
     let media_ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let (samples_tx, samples_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     {
         let tally = tally.clone();
-        std::thread::spawn(move || decode_loop(samples_rx, tally, seen));
+        if decode {
+            std::thread::spawn(move || decode_loop(samples_rx, tally, seen));
+        } else {
+            std::thread::spawn(move || count_loop(samples_rx, tally, seen));
+        }
     }
     // Wait up to a second (or 512 packets) for a missing packet's retransmission before giving
     // the frame up.
@@ -405,11 +438,8 @@ async fn read_track(
         }
         builder.push(now, packet);
         while let Some(sample) = builder.pop(now) {
-            if sample.prev_dropped_packets > 0 {
-                if let Ok(mut t) = tally.lock() {
-                    t.need_keyframe = true;
-                }
-            }
+            // A gap alone is no reason for a keyframe: a retransmission that came too late counts
+            // as dropped too. The decoder says when a frame's references are missing.
             if samples_tx.send(sample.data.to_vec()).is_err() {
                 return;
             }
@@ -427,6 +457,49 @@ async fn read_track(
                 }
             }
         }
+    }
+}
+
+/// Decodes the Opus track and measures its loudness.
+async fn read_audio(track: Arc<dyn TrackRemote>, tally: Arc<Mutex<Tally>>) {
+    let Ok(mut decoder) = opus::Decoder::new(48_000, opus::Channels::Stereo) else {
+        return;
+    };
+    let mut pcm = vec![0i16; 5760 * 2];
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+            if matches!(event, TrackRemoteEvent::OnEnded) {
+                break;
+            }
+            continue;
+        };
+        let Ok(n) = decoder.decode(&packet.payload, &mut pcm, false) else {
+            continue;
+        };
+        let rms = crate::rms(&pcm[..n * 2]);
+        if let Ok(mut t) = tally.lock() {
+            t.report.audio_frames += 1;
+            t.audio_square_sum += rms * rms * (n * 2) as f64;
+            t.audio_samples += (n * 2) as u64;
+        }
+    }
+}
+
+/// Counts reassembled frames without decoding them (no stamps: frame numbers are counts).
+fn count_loop(
+    samples: std::sync::mpsc::Receiver<Vec<u8>>,
+    tally: Arc<Mutex<Tally>>,
+    seen: mpsc::UnboundedSender<SeenFrame>,
+) {
+    while samples.recv().is_ok() {
+        let Ok(mut t) = tally.lock() else { return };
+        let r = &mut t.report;
+        let frame = r.last_frame.map_or(0, |f| f + 1);
+        r.first_frame.get_or_insert(0);
+        r.last_frame = Some(frame);
+        r.frames += 1;
+        let stamp = Stamp { frame, captured_at_us: 0, input_seq: 0 };
+        let _ = seen.send(SeenFrame { stamp, width: 0, height: 0, shown_at_us: crate::now_us() });
     }
 }
 
@@ -463,7 +536,10 @@ fn decode_loop(
                         t.latencies.push(latency);
                         let _ = seen.send(SeenFrame { stamp, width: w as u32, height: h as u32, shown_at_us });
                     }
-                    None => t.report.unreadable += 1,
+                    None => {
+                        t.report.unreadable += 1;
+                        t.need_keyframe = true;
+                    }
                 }
             }
             Ok(None) => {}

@@ -17,7 +17,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports,
 };
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
@@ -220,6 +221,21 @@ pub(crate) fn h264_engine() -> Result<MediaEngine, OfferError> {
             .register_codec(codec, RtpCodecKind::Video)
             .map_err(|e| OfferError::Answer(e.to_string()))?;
     }
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: 48000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: 111,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(|e| OfferError::Answer(e.to_string()))?;
     Ok(engine)
 }
 
@@ -360,6 +376,7 @@ impl Stream {
         let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
         let (end_tx, _) = watch::channel(None);
         let (connected_tx, mut connected) = watch::channel(false);
+        let connected_audio = connected.clone();
         let (input_tx, input_rx) = std::sync::mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let pc = PeerConnectionBuilder::new()
@@ -388,28 +405,55 @@ impl Stream {
                 .to_owned(),
             rtcp_feedback: vec![],
         };
-        let track = Arc::new(
+        // The video track takes RTP packets: the stream packetizes and paces each frame itself
+        // (a keyframe sent in one burst overflows a slow link's queue).
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "streamfleet".to_owned(),
+            "video".to_owned(),
+            "app".to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        )));
+        let sender = pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .map_err(err)?;
+        let audio_ssrc = ssrc.wrapping_add(0x1000_0001);
+        let audio_track = Arc::new(
             TrackLocalStaticSample::new(
                 Instant::now(),
                 MediaStreamTrack::new(
                     "streamfleet".to_owned(),
-                    "video".to_owned(),
+                    "audio".to_owned(),
                     "app".to_owned(),
-                    RtpCodecKind::Video,
+                    RtpCodecKind::Audio,
                     vec![RTCRtpEncodingParameters {
                         rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
+                            ssrc: Some(audio_ssrc),
                             ..Default::default()
                         },
-                        codec,
+                        codec: RTCRtpCodec {
+                            mime_type: MIME_TYPE_OPUS.to_owned(),
+                            clock_rate: 48000,
+                            channels: 2,
+                            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                            rtcp_feedback: vec![],
+                        },
                         ..Default::default()
                     }],
                 ),
             )
             .map_err(err)?,
         );
-        let sender = pc
-            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+        let audio_sender = pc
+            .add_track(Arc::clone(&audio_track) as Arc<dyn TrackLocal>)
             .await
             .map_err(err)?;
         let abandon = |pc: Arc<dyn PeerConnection>| async move {
@@ -437,6 +481,11 @@ impl Stream {
         let Some(payload_type) = payload_type else {
             abandon(pc).await;
             return Err(OfferError::NoH264("no H.264 codec was negotiated for the video track".into()));
+        };
+        // Audio only when the offer asked for it.
+        let audio_payload_type = match audio_sender.get_parameters().await {
+            Ok(p) => p.rtp_parameters.codecs.first().map(|c| c.payload_type),
+            Err(_) => None,
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
         let Some(local) = pc.local_description().await else {
@@ -481,7 +530,10 @@ impl Stream {
                 }
             });
         }
-        tokio::spawn(send_frames(track.clone(), ssrc, payload_type, frames_rx));
+        tokio::spawn(send_frames(track.clone(), ssrc, payload_type, frames_rx, estimate.clone()));
+        if let Some(pt) = audio_payload_type {
+            tokio::spawn(send_tone(audio_track, audio_ssrc, pt, connected_audio, end_tx.subscribe()));
+        }
         let controller = RateController::new(
             f64::from(config.policy.start_bps),
             f64::from(config.policy.min_bps),
@@ -546,7 +598,7 @@ fn rand_ssrc() -> u32 {
 /// Acts on the receiver's feedback: keyframe requests set the flag the app thread reads; receiver
 /// reports about our stream drive the rate controller.
 async fn watch_feedback(
-    track: Arc<TrackLocalStaticSample>,
+    track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     keyframe: Arc<AtomicBool>,
     estimate: Arc<Mutex<Estimate>>,
@@ -580,20 +632,82 @@ async fn watch_feedback(
     }
 }
 
-async fn send_frames(
+/// Sends the app's sound, 20 ms at a time, from connection to the stream's end.
+async fn send_tone(
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
-    mut frames: mpsc::Receiver<(crate::EncodedFrame, Duration)>,
+    mut connected: watch::Receiver<bool>,
+    mut ended: watch::Receiver<Option<StreamEnd>>,
 ) {
-    while let Some((frame, duration)) = frames.recv().await {
-        let sample = Sample {
-            data: frame.data.into(),
-            duration,
-            ..Sample::new(Instant::now())
-        };
+    tokio::select! {
+        c = connected.wait_for(|c| *c) => if c.is_err() { return },
+        _ = ended.wait_for(Option::is_some) => return,
+    }
+    let mut tone = match crate::Tone::new() {
+        Ok(t) => t,
+        Err(error) => {
+            tracing::warn!(%error, "no sound: the Opus encoder did not start");
+            return;
+        }
+    };
+    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = ended.wait_for(Option::is_some) => return,
+        }
+        let Ok(data) = tone.next_frame() else { return };
+        let sample = Sample { data: data.into(), duration: Duration::from_millis(20), ..Sample::new(Instant::now()) };
         if let Err(error) = track.sample_writer(ssrc, payload_type).write_sample(&sample).await {
-            tracing::debug!(%error, "frame not sent");
+            tracing::debug!(%error, "audio frame not sent");
+        }
+    }
+}
+
+/// Pacing: a frame's packets leave at this multiple of the estimate, so a keyframe spreads over
+/// several frame intervals instead of arriving at the bottleneck in one burst.
+const PACING: f64 = 1.25;
+
+/// Packetizes each encoded frame (H.264, RFC 6184 FU-A) and sends its packets paced.
+async fn send_frames(
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    mut frames: mpsc::Receiver<(crate::EncodedFrame, Duration)>,
+    estimate: Arc<Mutex<Estimate>>,
+) {
+    use rtc::rtp::packetizer::Packetizer;
+    let mut packetizer = rtc::rtp::packetizer::new_packetizer(
+        Instant::now(),
+        1200,
+        payload_type,
+        ssrc,
+        Box::<rtc::rtp::codec::h264::H264Payloader>::default(),
+        Box::new(rtc::rtp::sequence::new_random_sequencer()),
+        90_000,
+    );
+    while let Some((frame, duration)) = frames.recv().await {
+        let samples = (duration.as_secs_f64() * 90_000.0) as u32;
+        let packets = match packetizer.packetize(Instant::now(), &bytes::Bytes::from(frame.data), samples) {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::warn!(%error, "frame not packetized");
+                continue;
+            }
+        };
+        let rate = estimate.lock().map(|e| e.target_bps).unwrap_or(1e6).max(100_000.0) * PACING;
+        let mut due = tokio::time::Instant::now();
+        for packet in packets {
+            let bits = (packet.payload.len() + 40) as f64 * 8.0;
+            if let Err(error) = track.write_rtp(packet).await {
+                tracing::debug!(%error, "packet not sent");
+            }
+            due += Duration::from_secs_f64(bits / rate);
+            if due > tokio::time::Instant::now() + Duration::from_millis(2) {
+                tokio::time::sleep_until(due).await;
+            }
         }
     }
 }

@@ -69,6 +69,9 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     assert_eq!(report["out_of_order"].as_u64(), Some(0), "frame numbers read from the pixels increase: {report}");
     assert!(report["last_frame"].as_u64() > report["first_frame"].as_u64(), "{report}");
     assert!(report["latency_p95_ms"].as_f64().is_some_and(|l| l > 0.0 && l < 1000.0), "{report}");
+    // The app's tone arrives too: 50 Opus frames a second, decoded and audible.
+    assert!(report["audio_frames"].as_u64().unwrap_or(0) >= 250, "{report}");
+    assert!(report["audio_rms"].as_f64().unwrap_or(0.0) > 0.02, "{report}");
 
     // The client ended its session with DELETE at the end: the log says so.
     let mut watch = cloud.watch().await;
@@ -291,11 +294,28 @@ async fn webdriver(port: u16, method: &str, path: &str, body: Option<serde_json:
 #[tokio::test]
 async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
     let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2)]);
-    let s = cloud.session("ada", PARIS, None).await;
+    // The whole session from one command: a token as the entitlement service, the redemption,
+    // and the player page's address for a browser.
+    let out = client(
+        &["--nats-url", &cloud.sys.nats.url, "--user", "ada", "--client-ip", PARIS, "--play-url"],
+        &[
+            ("SF_ENTITLEMENT_PASSWORD", &cloud.sys.nats.password("entitlement")),
+            ("SF_CLIENT_PASSWORD", &cloud.sys.nats.password("client")),
+        ],
+    )
+    .output()
+    .await
+    .expect("run the client");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let play = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let session_id = play
+        .split("#session=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .unwrap_or_else(|| panic!("a player URL: {play}"))
+        .to_string();
     let browser = Browser::start().await;
-    browser
-        .open(&format!("http://{}:{}/play#session={}&credentials={}", s.address, s.control_port, s.session_id, s.credentials))
-        .await;
+    browser.open(&play).await;
     let stats = "return window.streamfleet ? window.streamfleet.stats().then(s => ({ s, error: window.streamfleet.error })) : null";
     let decoded = |v: &serde_json::Value| v["s"]["framesDecoded"].as_u64().unwrap_or(0);
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -311,6 +331,7 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!((first["s"]["frameWidth"].as_u64(), first["s"]["frameHeight"].as_u64()), (Some(1280), Some(720)), "{first}");
+    assert!(first["s"]["audioPacketsReceived"].as_u64().unwrap_or(0) > 0, "the tone arrives: {first}");
 
     // Garbage on the data channel is refused by name; the stream goes on.
     browser.eval("window.streamfleet.channel.send('{not json'); return true").await;
@@ -330,7 +351,7 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
     let mut watch = cloud.watch().await;
     watch
         .until("the browser's session ended", |events, _| {
-            events.iter().any(|(_, e)| matches!(e, Event::SessionEnded(x) if x.session_id == s.session_id && x.reason == SessionEndReason::Ended))
+            events.iter().any(|(_, e)| matches!(e, Event::SessionEnded(x) if x.session_id == session_id && x.reason == SessionEndReason::Ended))
         })
         .await;
 }
