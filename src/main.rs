@@ -122,10 +122,19 @@ fn main() -> anyhow::Result<()> {
     } else {
         "info"
     };
+    // webrtc-rs warns about normal moments of a connection (no candidate pairs yet, a duplicate
+    // SRTP packet): its targets log errors only unless RUST_LOG names them.
+    const QUIET_WEBRTC: &str =
+        "rtc=error,rtc_ice=error,rtc_dtls=error,rtc_interceptor=error,rtc_sctp=error,rtc_srtp=error,webrtc=error";
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(given) if given.contains("rtc") => given,
+        Ok(given) => format!("{given},{QUIET_WEBRTC}"),
+        Err(_) => format!("{default_level},{QUIET_WEBRTC}"),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -310,6 +310,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.state_dir.join("data/events.redb").display(),
         node.log().head()
     );
+    println!(
+        "  watch one:   set -a; . {}; set +a; streamfleet client --user you --client-ip 198.51.100.7  (--play-url: a link for a browser)",
+        args.state_dir.join("credentials.env").display()
+    );
     println!("Ctrl-C stops.");
     tokio::select! {
         r = crate::shutdown_signal() => r?,

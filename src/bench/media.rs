@@ -27,8 +27,24 @@ pub struct MediaArgs {
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
     /// Most concurrent streams tried.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     pub max_streams: usize,
+    /// Run only these parts (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<MediaPart>,
+}
+
+/// The parts of `bench media`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum MediaPart {
+    /// Encode fps on one core.
+    Encode,
+    /// Glass-to-glass latency on loopback.
+    Latency,
+    /// Concurrent 720p30 streams.
+    Concurrency,
+    /// Bitrate settling after a cap drop.
+    Settle,
 }
 
 pub async fn run(args: MediaArgs) -> anyhow::Result<()> {
@@ -38,16 +54,25 @@ pub async fn run(args: MediaArgs) -> anyhow::Result<()> {
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         if which("nasm") { "with nasm (assembly)" } else { "WITHOUT nasm (C only)" },
     );
-    println!("\n[encode, one core]");
-    for (r, bps) in [(Resolution::HD, 2_500_000), (Resolution::FULL_HD, 5_600_000)] {
-        encode(r, bps, args.frames)?;
+    let run = |p: MediaPart| args.only.is_empty() || args.only.contains(&p);
+    if run(MediaPart::Encode) {
+        println!("\n[encode, one core]");
+        for (r, bps) in [(Resolution::HD, 2_500_000), (Resolution::FULL_HD, 5_600_000)] {
+            encode(r, bps, args.frames)?;
+        }
     }
-    println!("\n[glass to glass, loopback]");
-    latency(args.seconds).await?;
-    println!("\n[concurrent 720p30 streams on this host]");
-    concurrency(args.max_streams).await?;
-    println!("\n[bitrate after the cap drops]");
-    settle().await?;
+    if run(MediaPart::Latency) {
+        println!("\n[glass to glass, loopback]");
+        latency(args.seconds).await?;
+    }
+    if run(MediaPart::Concurrency) {
+        println!("\n[concurrent 720p30 streams on this host]");
+        concurrency(args.max_streams).await?;
+    }
+    if run(MediaPart::Settle) {
+        println!("\n[bitrate after the cap drops]");
+        settle().await?;
+    }
     Ok(())
 }
 
@@ -236,6 +261,8 @@ async fn settle() -> anyhow::Result<()> {
     ip(&["-n", &ns, "addr", "add", "10.214.1.2/24", "dev", &peer])?;
     ip(&["-n", &ns, "link", "set", &peer, "up"])?;
     ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+    // webrtc-rs fails with ENODEV when the namespace has no route for its multicast probes.
+    ip(&["-n", &ns, "route", "add", "default", "dev", &peer])?;
     let cap = |kbit: u32| -> anyhow::Result<()> {
         let _ = std::process::Command::new("tc").args(["qdisc", "del", "dev", &veth, "root"]).output();
         let out = std::process::Command::new("tc")
@@ -253,10 +280,17 @@ async fn settle() -> anyhow::Result<()> {
         .arg(&exe)
         .args(["client", "--url", &format!("http://{host}:{port}/sessions/bench/whep"), "--credentials", "bench", "--bind", "10.214.1.2", "--seconds", "40"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let stream = rx.recv().await.ok_or_else(|| anyhow::anyhow!("no stream"))?;
+    let stream = match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+        Ok(Some(s)) => s,
+        _ => {
+            let _ = client.start_kill();
+            let out = client.wait_with_output().await?;
+            anyhow::bail!("the client in the namespace did not connect: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
     // Up to speed uncapped, then the cap drops to 800 kbit/s.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let before = stream.report().bitrate_kbps;
@@ -280,7 +314,9 @@ async fn settle() -> anyhow::Result<()> {
             break None;
         }
     };
-    let _ = client.kill().await;
+    let _ = client.start_kill();
+    stream.close();
+    drop(stream);
     drop(cleanup);
     match settled {
         Some(t) => println!("  {:<52} {:>9.1} s     (from {before} kbit/s to under {CAP})", "sent bitrate under the new cap after", t.as_secs_f64()),

@@ -54,7 +54,7 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     let client_pw = cloud.sys.nats.password("client");
 
     let out = client(
-        &["--nats-url", &cloud.sys.nats.url, "--token", &grant.token, "--client-ip", PARIS, "--frames", "300", "--json"],
+        &["--nats-url", &cloud.sys.nats.url, "--token", &grant.token, "--client-ip", PARIS, "--frames", "300", "--json", "--input-every", "10"],
         &[("SF_CLIENT_PASSWORD", &client_pw)],
     )
     .output()
@@ -69,6 +69,8 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     assert_eq!(report["out_of_order"].as_u64(), Some(0), "frame numbers read from the pixels increase: {report}");
     assert!(report["last_frame"].as_u64() > report["first_frame"].as_u64(), "{report}");
     assert!(report["latency_p95_ms"].as_f64().is_some_and(|l| l > 0.0 && l < 1000.0), "{report}");
+    // Input on the data channel shows in the frames: the app paints its sequence number.
+    assert!(report["input_p50_ms"].as_f64().is_some_and(|l| l > 0.0 && l < 500.0), "input to photon: {report}");
     // The app's tone arrives too: 50 Opus frames a second, decoded and audible.
     assert!(report["audio_frames"].as_u64().unwrap_or(0) >= 250, "{report}");
     assert!(report["audio_rms"].as_f64().unwrap_or(0.0) > 0.02, "{report}");
@@ -100,6 +102,8 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     assert!(r.body.contains("malformed SDP"), "{}", r.body);
     let r = post_offer(&ada, Some(&ada.credentials), "text/plain", offer).await;
     assert_eq!(r.status, 415, "{}", r.body);
+    let huge = format!("{offer}{}", "a=x\r\n".repeat(20_000));
+    assert_eq!(post_offer(&ada, Some(&ada.credentials), "application/sdp", &huge).await.status, 413);
     let vp8_only = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 AA:BB\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\n";
     let r = post_offer(&ada, Some(&ada.credentials), "application/sdp", vp8_only).await;
     assert_eq!(r.status, 406, "{}", r.body);
