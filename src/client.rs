@@ -84,7 +84,9 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
         (None, None) => anyhow::bail!("give --token or --url with --credentials"),
     };
     let (host, port, path) = streamfleet_media::signal::split_url(&url)?;
-    let session = path.trim_start_matches("/sessions/").trim_end_matches("/whep");
+    let session = path
+        .trim_start_matches("/sessions/")
+        .trim_end_matches("/whep");
     if args.play_url {
         println!("http://{host}:{port}/play#session={session}&credentials={credentials}");
         return Ok(0);
@@ -120,8 +122,13 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
             count += 1;
             if !args.json && last_print.elapsed() >= Duration::from_secs(1) {
                 last_print = std::time::Instant::now();
-                let latency = streamfleet_media::now_us().saturating_sub(f.stamp.captured_at_us) as f64 / 1000.0;
-                eprintln!("frame {} · {}x{} · {count} decoded · latency {latency:.1} ms", f.stamp.frame, f.width, f.height);
+                let latency = streamfleet_media::now_us().saturating_sub(f.stamp.captured_at_us)
+                    as f64
+                    / 1000.0;
+                eprintln!(
+                    "frame {} · {}x{} · {count} decoded · latency {latency:.1} ms",
+                    f.stamp.frame, f.width, f.height
+                );
             }
         }
     };
@@ -136,7 +143,11 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
     };
     print_report(&report, args.json);
     if args.frames.is_some_and(|n| report.frames < n) {
-        eprintln!("only {} of {} frames decoded", report.frames, args.frames.unwrap_or(0));
+        eprintln!(
+            "only {} of {} frames decoded",
+            report.frames,
+            args.frames.unwrap_or(0)
+        );
         return Ok(1);
     }
     Ok(0)
@@ -158,7 +169,9 @@ fn print_report(r: &WatchReport, json: bool) {
         r.bitrate_kbps,
         r.latency_p50_ms,
         r.latency_p95_ms,
-        r.input_p50_ms.map(|v| format!(" · input to photon p50 {v:.1} ms")).unwrap_or_default(),
+        r.input_p50_ms
+            .map(|v| format!(" · input to photon p50 {v:.1} ms"))
+            .unwrap_or_default(),
         r.unreadable,
         r.out_of_order,
         r.plis,
@@ -169,7 +182,9 @@ fn print_report(r: &WatchReport, json: bool) {
 async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
     use streamfleet_bus_schemas::services::{TokenReply, TokenRequest};
     let password = args.entitlement_password.clone().ok_or_else(|| {
-        anyhow::anyhow!("--user needs the entitlement service's NATS password (SF_ENTITLEMENT_PASSWORD)")
+        anyhow::anyhow!(
+            "--user needs the entitlement service's NATS password (SF_ENTITLEMENT_PASSWORD)"
+        )
     })?;
     let login = streamfleet_node::NatsLogin::new(args.nats_url.clone(), "entitlement", password);
     let client = streamfleet_node::connect(&login).await?;
@@ -180,7 +195,9 @@ async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
         group_id: None,
         ttl_seconds: None,
     };
-    let msg = client.request(subjects::TOKEN_REQUEST, serde_json::to_vec(&req)?.into()).await?;
+    let msg = client
+        .request(subjects::TOKEN_REQUEST, serde_json::to_vec(&req)?.into())
+        .await?;
     match serde_json::from_slice::<TokenReply>(&msg.payload)? {
         TokenReply::Issued(grant) => Ok(grant.token),
         TokenReply::Error(e) => anyhow::bail!("token refused: {} ({})", e.message, e.code),
@@ -188,22 +205,37 @@ async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
 }
 
 /// Redeems the token: `Ok(Err(reason))` when the redemption node refuses it.
-async fn redeem(args: &ClientArgs, token: &str) -> anyhow::Result<Result<(String, String), String>> {
-    let password = args
-        .nats_password
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("redeeming needs the clients' NATS password (--nats-password or SF_CLIENT_PASSWORD)"))?;
+async fn redeem(
+    args: &ClientArgs,
+    token: &str,
+) -> anyhow::Result<Result<(String, String), String>> {
+    let password = args.nats_password.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "redeeming needs the clients' NATS password (--nats-password or SF_CLIENT_PASSWORD)"
+        )
+    })?;
     let login = streamfleet_node::NatsLogin::new(args.nats_url.clone(), "client", password);
     let client = streamfleet_node::connect(&login).await?;
-    let req = Redemption { token: token.to_string(), client_ip: args.client_ip.clone(), latencies_ms: vec![] };
-    let msg = client.request(subjects::REDEEM, serde_json::to_vec(&req)?.into()).await?;
-    Ok(match serde_json::from_slice::<RedemptionReply>(&msg.payload)? {
-        RedemptionReply::Provisioned(s) => Ok((
-            format!("http://{}:{}/sessions/{}/whep", s.address, s.control_port, s.session_id),
-            s.credentials,
-        )),
-        RedemptionReply::Error(e) => Err(format!("{} ({})", e.message, e.code)),
-        #[allow(unreachable_patterns)]
-        other => Err(format!("unexpected reply {other:?}")),
-    })
+    let req = Redemption {
+        token: token.to_string(),
+        client_ip: args.client_ip.clone(),
+        latencies_ms: vec![],
+    };
+    let msg = client
+        .request(subjects::REDEEM, serde_json::to_vec(&req)?.into())
+        .await?;
+    Ok(
+        match serde_json::from_slice::<RedemptionReply>(&msg.payload)? {
+            RedemptionReply::Provisioned(s) => Ok((
+                format!(
+                    "http://{}:{}/sessions/{}/whep",
+                    s.address, s.control_port, s.session_id
+                ),
+                s.credentials,
+            )),
+            RedemptionReply::Error(e) => Err(format!("{} ({})", e.message, e.code)),
+            #[allow(unreachable_patterns)]
+            other => Err(format!("unexpected reply {other:?}")),
+        },
+    )
 }

@@ -117,15 +117,17 @@ struct NodeArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Benchmarks and audits print results; only warnings may interrupt them.
-    let default_level = if matches!(cli.command, Cmd::Bench { .. } | Cmd::Replay { .. } | Cmd::Client(_)) {
+    let default_level = if matches!(
+        cli.command,
+        Cmd::Bench { .. } | Cmd::Replay { .. } | Cmd::Client(_)
+    ) {
         "warn"
     } else {
         "info"
     };
     // webrtc-rs warns about normal moments of a connection (no candidate pairs yet, a duplicate
     // SRTP packet): its targets log errors only unless RUST_LOG names them.
-    const QUIET_WEBRTC: &str =
-        "rtc=error,rtc_ice=error,rtc_dtls=error,rtc_interceptor=error,rtc_sctp=error,rtc_srtp=error,webrtc=error";
+    const QUIET_WEBRTC: &str = "rtc=error,rtc_ice=error,rtc_dtls=error,rtc_interceptor=error,rtc_sctp=error,rtc_srtp=error,webrtc=error";
     let filter = match std::env::var("RUST_LOG") {
         Ok(given) if given.contains("rtc") => given,
         Ok(given) => format!("{given},{QUIET_WEBRTC}"),

@@ -49,20 +49,38 @@ pub struct SessionView {
 const PLAYER: &str = include_str!("player.html");
 
 /// Serves the control port until the host stops.
-pub(crate) async fn serve(host: Arc<Host>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    host: Arc<Host>,
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/sessions/{id}", get(look).delete(end))
-        .route("/sessions/{id}/whep", axum::routing::post(offer).delete(end_stream))
-        .route("/play", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PLAYER) }))
+        .route(
+            "/sessions/{id}/whep",
+            axum::routing::post(offer).delete(end_stream),
+        )
+        .route(
+            "/play",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PLAYER) }),
+        )
         .fallback(|uri: axum::http::Uri| async move {
-            error(StatusCode::NOT_FOUND, &format!("no such resource `{}`", uri.path()))
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("no such resource `{}`", uri.path()),
+            )
         })
-        .layer(axum::extract::DefaultBodyLimit::max(streamfleet_media::stream::MAX_OFFER_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            streamfleet_media::stream::MAX_OFFER_BYTES,
+        ))
         .with_state(host.clone());
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::warn!(host = %host.id, %error, "control port stopped");
     }
     host.close_streams();
@@ -77,35 +95,51 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// Why a request is refused: its status and the reason the body names.
+type Refusal = (StatusCode, String);
+
 /// Checks the bearer credentials against the session; the session on success.
-fn authorise(host: &Host, session_id: &str, headers: &HeaderMap) -> Result<crate::host::RunningSession, Response> {
+fn authorise(
+    host: &Host,
+    session_id: &str,
+    headers: &HeaderMap,
+) -> Result<crate::host::RunningSession, Refusal> {
     let Some(credentials) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return Err(error(
+        return Err((
             StatusCode::UNAUTHORIZED,
-            "session credentials required: Authorization: Bearer <credentials>",
+            "session credentials required: Authorization: Bearer <credentials>".into(),
         ));
     };
     let Some(session) = host.session(session_id) else {
-        return Err(error(
+        return Err((
             StatusCode::NOT_FOUND,
-            &format!("host {} runs no session `{session_id}`", host.id),
+            format!("host {} runs no session `{session_id}`", host.id),
         ));
     };
-    let given = blake3::hash(credentials.trim().as_bytes()).to_hex().to_string();
+    let given = blake3::hash(credentials.trim().as_bytes())
+        .to_hex()
+        .to_string();
     if session.credential_hash.is_empty() || given != session.credential_hash {
-        return Err(error(StatusCode::FORBIDDEN, "these credentials do not open this session"));
+        return Err((
+            StatusCode::FORBIDDEN,
+            "these credentials do not open this session".into(),
+        ));
     }
     Ok(session)
 }
 
-async fn look(State(host): State<Arc<Host>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn look(
+    State(host): State<Arc<Host>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let session = match authorise(&host, &id, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err((status, why)) => return error(status, &why),
     };
     let view = SessionView {
         streaming: host.stream(&id).is_some(),
@@ -119,10 +153,14 @@ async fn look(State(host): State<Arc<Host>>, Path(id): Path<String>, headers: He
     axum::Json(view).into_response()
 }
 
-async fn end(State(host): State<Arc<Host>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn end(
+    State(host): State<Arc<Host>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let session = match authorise(&host, &id, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err((status, why)) => return error(status, &why),
     };
     let played = chrono::Utc::now()
         .signed_duration_since(session.started_at)
@@ -132,7 +170,10 @@ async fn end(State(host): State<Arc<Host>>, Path(id): Path<String>, headers: Hea
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| format!("played {played} ms"));
-    match host.end_session(&id, SessionEndReason::Ended, Some(saved)).await {
+    match host
+        .end_session(&id, SessionEndReason::Ended, Some(saved))
+        .await
+    {
         Ok(()) => axum::Json(serde_json::json!({ "ended": id })).into_response(),
         Err(e) => error(StatusCode::CONFLICT, &e),
     }
@@ -144,10 +185,13 @@ async fn offer(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorise(&host, &id, &headers) {
-        return r;
+    if let Err((status, why)) = authorise(&host, &id, &headers) {
+        return error(status, &why);
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !content_type.starts_with("application/sdp") {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -191,17 +235,27 @@ async fn offer(
     }
 }
 
-async fn end_stream(State(host): State<Arc<Host>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorise(&host, &id, &headers) {
-        return r;
+async fn end_stream(
+    State(host): State<Arc<Host>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err((status, why)) = authorise(&host, &id, &headers) {
+        return error(status, &why);
     }
     let Some(stream) = host.stream(&id) else {
-        return error(StatusCode::NOT_FOUND, &format!("session `{id}` has no stream"));
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("session `{id}` has no stream"),
+        );
     };
     let report = stream.report();
     stream.close();
     let saved = format!("watched {} frames", report.frames);
-    match host.end_session(&id, SessionEndReason::Ended, Some(saved)).await {
+    match host
+        .end_session(&id, SessionEndReason::Ended, Some(saved))
+        .await
+    {
         Ok(()) => axum::Json(serde_json::json!({ "ended": id })).into_response(),
         Err(e) => error(StatusCode::CONFLICT, &e),
     }
@@ -224,6 +278,7 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String)> {
-    let reply = streamfleet_media::signal::request(address, port, method, path, headers, None).await?;
+    let reply =
+        streamfleet_media::signal::request(address, port, method, path, headers, None).await?;
     Ok((reply.status, reply.body))
 }

@@ -7,12 +7,12 @@ use crate::{Agent, AgentError, control};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use streamfleet_bus_schemas::payloads::StreamStats;
 use streamfleet_bus_schemas::payloads::{
     EndSession, RecordHeartbeats, RegisterHost, SessionBeat, SessionEndReason,
 };
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::{Command, CommandReply, RejectionReason, subjects};
-use streamfleet_bus_schemas::payloads::StreamStats;
 use streamfleet_media::stream::{Stream, StreamConfig, StreamEnd};
 use tokio::sync::watch;
 
@@ -84,7 +84,10 @@ impl Host {
     pub fn stream_config(&self) -> StreamConfig {
         let (ip, policy, timeout) = match self.agent.upgrade() {
             Some(a) => (
-                a.config.address.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+                a.config
+                    .address
+                    .parse()
+                    .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
                 a.config.stream_policy,
                 a.config.client_timeout,
             ),
@@ -141,7 +144,8 @@ impl Host {
             let report = stream.report();
             {
                 let mut streams = host.streams();
-                if matches!(streams.get(&id), Some(StreamSlot::Live(s)) if Arc::ptr_eq(s, &stream)) {
+                if matches!(streams.get(&id), Some(StreamSlot::Live(s)) if Arc::ptr_eq(s, &stream))
+                {
                     streams.remove(&id);
                 }
             }

@@ -196,7 +196,9 @@ pub fn round_trip(now_ntp_middle: u32, last_sender_report: u32, delay: u32) -> O
     if last_sender_report == 0 {
         return None;
     }
-    let units = now_ntp_middle.wrapping_sub(last_sender_report).wrapping_sub(delay);
+    let units = now_ntp_middle
+        .wrapping_sub(last_sender_report)
+        .wrapping_sub(delay);
     // More than a minute means the subtraction wrapped: clocks disagree.
     (units < 60 * 65_536).then(|| Duration::from_micros(u64::from(units) * 1_000_000 / 65_536))
 }
@@ -228,7 +230,11 @@ mod tests {
         assert_eq!(p.decide(1_500_000.0, low, long).resolution, Resolution::LOW);
         assert_eq!(p.decide(2_000_000.0, low, long).resolution, Resolution::HD);
         // Never twice within the hold.
-        assert_eq!(p.decide(2_000_000.0, low, Duration::from_secs(1)).resolution, Resolution::LOW);
+        assert_eq!(
+            p.decide(2_000_000.0, low, Duration::from_secs(1))
+                .resolution,
+            Resolution::LOW
+        );
         assert!(p.decide(200_000.0, low, long).fps < 30.0);
     }
 

@@ -143,7 +143,16 @@ impl App {
         // A box bouncing across the picture, coloured by the keys pressed so far.
         let side = (h / 6).max(16) & !1;
         let (bx, by) = (bounce(t * 6, w - side), bounce(t * 4, h - side));
-        fill(&mut p, bx, by, side, side, 200, 64u8.wrapping_add(self.hue), 200u8.wrapping_sub(self.hue));
+        fill(
+            &mut p,
+            bx,
+            by,
+            side,
+            side,
+            200,
+            64u8.wrapping_add(self.hue),
+            200u8.wrapping_sub(self.hue),
+        );
         if let Some((x, y)) = self.pointer {
             let (x, y) = ((x as usize).min(w - 24), (y as usize).min(h - 24));
             fill(&mut p, x & !1, y & !1, 24, 24, 250, 128, 128);
@@ -164,7 +173,11 @@ fn bounce(travel: usize, span: usize) -> usize {
         return 0;
     }
     let phase = travel % (2 * span);
-    if phase < span { phase } else { 2 * span - phase }
+    if phase < span {
+        phase
+    } else {
+        2 * span - phase
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -189,7 +202,11 @@ mod tests {
     fn input_shows_in_the_next_frame() {
         let mut app = App::new();
         let before = app.render(Resolution::LOW, 1);
-        app.apply(&Input::Pointer { seq: 9, x: 600, y: 300 });
+        app.apply(&Input::Pointer {
+            seq: 9,
+            x: 600,
+            y: 300,
+        });
         let after = app.render(Resolution::LOW, 2);
         let s = Stamp::read(&after.y, 640, 640, 360).unwrap();
         assert_eq!((s.frame, s.input_seq), (1, 9));
@@ -199,7 +216,13 @@ mod tests {
 
     #[test]
     fn garbage_and_oversize_input_are_refused_by_name() {
-        assert!(matches!(Input::parse(b"{\"type\":\"warp\"}"), Err(InputError::Unreadable(_))));
-        assert!(matches!(Input::parse(&[b' '; 2000]), Err(InputError::TooLarge(2000))));
+        assert!(matches!(
+            Input::parse(b"{\"type\":\"warp\"}"),
+            Err(InputError::Unreadable(_))
+        ));
+        assert!(matches!(
+            Input::parse(&[b' '; 2000]),
+            Err(InputError::TooLarge(2000))
+        ));
     }
 }

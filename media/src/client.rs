@@ -110,6 +110,8 @@ pub struct WatchReport {
     pub height: u32,
     /// Decoded frames per second over the watch.
     pub fps: f64,
+    /// The longest time between two decoded frames, ms (how long the picture froze at worst).
+    pub longest_gap_ms: f64,
     /// Received video bitrate, kbit/s, over the watch.
     pub bitrate_kbps: f64,
     /// Capture-to-decode latency, ms: median.
@@ -195,10 +197,11 @@ struct Connected {
 
 async fn connect(config: &WatchConfig) -> Result<Connected, WatchError> {
     let w = |e: rtc::shared::error::Error| WatchError::Webrtc(e.to_string());
-    let (host, port, path) = signal::split_url(&config.url).map_err(|e| WatchError::Unreachable {
-        url: config.url.clone(),
-        detail: e.to_string(),
-    })?;
+    let (host, port, path) =
+        signal::split_url(&config.url).map_err(|e| WatchError::Unreachable {
+            url: config.url.clone(),
+            detail: e.to_string(),
+        })?;
     let mut engine = crate::stream::h264_engine().map_err(|e| WatchError::Webrtc(e.to_string()))?;
     let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(w)?;
     // The default NACK generator asks for a missing packet every 100 ms until it arrives, so a
@@ -221,10 +224,18 @@ async fn connect(config: &WatchConfig) -> Result<Connected, WatchError> {
         .with_setting_engine(
             SettingEngineBuilder::default()
                 .with_include_loopback_candidate(config.bind_ip.is_loopback())
-                .with_ice_timeouts(Some(Duration::from_secs(3)), Some(Duration::from_secs(6)), Some(Duration::from_millis(500)))
+                .with_ice_timeouts(
+                    Some(Duration::from_secs(3)),
+                    Some(Duration::from_secs(6)),
+                    Some(Duration::from_millis(500)),
+                )
                 .build(),
         )
-        .with_handler(Arc::new(Events { gathered: gathered_tx, tracks: tracks_tx, state: state_tx }))
+        .with_handler(Arc::new(Events {
+            gathered: gathered_tx,
+            tracks: tracks_tx,
+            state: state_tx,
+        }))
         .with_udp_addrs(vec![std::net::SocketAddr::new(config.bind_ip, 0)])
         .build()
         .await
@@ -266,10 +277,16 @@ async fn connect(config: &WatchConfig) -> Result<Connected, WatchError> {
         Some(("application/sdp", offer.sdp.as_bytes())),
     )
     .await
-    .map_err(|e| WatchError::Unreachable { url: config.url.clone(), detail: e.to_string() })?;
+    .map_err(|e| WatchError::Unreachable {
+        url: config.url.clone(),
+        detail: e.to_string(),
+    })?;
     if reply.status != 201 {
         let _ = pc.close().await;
-        return Err(WatchError::Refused { status: reply.status, body: reply.body });
+        return Err(WatchError::Refused {
+            status: reply.status,
+            body: reply.body,
+        });
     }
     let answer = RTCSessionDescription::answer(reply.body.clone()).map_err(w)?;
     pc.set_remote_description(answer).await.map_err(w)?;
@@ -293,6 +310,7 @@ struct Tally {
     need_keyframe: bool,
     audio_square_sum: f64,
     audio_samples: u64,
+    last_shown_us: Option<u64>,
 }
 
 async fn run(
@@ -338,17 +356,15 @@ async fn run(
                     }
                 }
                 let frames = tally.lock().map(|t| t.report.frames).unwrap_or(0);
-                if let Some(every) = config.input_every {
-                    if frames % every.max(1) == 0 {
+                if let Some(every) = config.input_every
+                    && frames % every.max(1) == 0 {
                         let input = Input::Pointer { seq: next_seq, x: (frames as u32 * 7) % 600, y: 100 };
-                        if let Ok(text) = serde_json::to_string(&input) {
-                            if c.input.send(BytesMut::from(text.as_bytes())).await.is_ok() {
+                        if let Ok(text) = serde_json::to_string(&input)
+                            && c.input.send(BytesMut::from(text.as_bytes())).await.is_ok() {
                                 input_sent.insert(next_seq, crate::now_us());
                                 next_seq = next_seq.wrapping_add(1).max(1);
                             }
-                        }
                     }
-                }
                 if config.frames.is_some_and(|n| frames >= n) {
                     break Ok(());
                 }
@@ -361,22 +377,37 @@ async fn run(
     if let Some(a) = audio {
         a.abort();
     }
-    if config.delete_at_end {
-        if let Some(resource) = &c.resource {
-            let bearer = format!("Bearer {}", config.credentials);
-            let _ = signal::request(&c.host, c.port, "DELETE", resource, &[("authorization", &bearer)], None).await;
-        }
+    if config.delete_at_end
+        && let Some(resource) = &c.resource
+    {
+        let bearer = format!("Bearer {}", config.credentials);
+        let _ = signal::request(
+            &c.host,
+            c.port,
+            "DELETE",
+            resource,
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await;
     }
     let _ = c.pc.close().await;
     result?;
     let seconds = started.elapsed().as_secs_f64();
-    let mut t = tally.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+    let mut t = tally
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .unwrap_or_default();
     if t.report.frames == 0 {
         return Err(WatchError::NoFrames(config.limit));
     }
     t.latencies.sort_by(f64::total_cmp);
     input_latency.sort_by(f64::total_cmp);
-    let pct = |v: &[f64], p: f64| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    let pct = |v: &[f64], p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     let mut report = t.report;
     report.seconds = seconds;
     report.fps = report.frames as f64 / seconds;
@@ -426,7 +457,14 @@ async fn read_track(
         };
         let now = Instant::now();
         let seq = packet.header.sequence_number;
-        tracing::trace!(seq, ssrc = packet.header.ssrc, timestamp = packet.header.timestamp, marker = packet.header.marker, bytes = packet.payload.len(), "rtp");
+        tracing::trace!(
+            seq,
+            ssrc = packet.header.ssrc,
+            timestamp = packet.header.timestamp,
+            marker = packet.header.marker,
+            bytes = packet.payload.len(),
+            "rtp"
+        );
         let late = highest.is_some_and(|h| seq.wrapping_sub(h) > 0x8000);
         if !late {
             highest = Some(seq);
@@ -449,12 +487,15 @@ async fn read_track(
         // asking again meanwhile only makes the next one later.
         if need && last_pli.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
             last_pli = Some(Instant::now());
-            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
-            if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
-                if let Ok(mut t) = tally.lock() {
-                    t.report.plis += 1;
-                    t.need_keyframe = false;
-                }
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if track.write_rtcp(vec![Box::new(pli)]).await.is_ok()
+                && let Ok(mut t) = tally.lock()
+            {
+                t.report.plis += 1;
+                t.need_keyframe = false;
             }
         }
     }
@@ -498,8 +539,17 @@ fn count_loop(
         r.first_frame.get_or_insert(0);
         r.last_frame = Some(frame);
         r.frames += 1;
-        let stamp = Stamp { frame, captured_at_us: 0, input_seq: 0 };
-        let _ = seen.send(SeenFrame { stamp, width: 0, height: 0, shown_at_us: crate::now_us() });
+        let stamp = Stamp {
+            frame,
+            captured_at_us: 0,
+            input_seq: 0,
+        };
+        let _ = seen.send(SeenFrame {
+            stamp,
+            width: 0,
+            height: 0,
+            shown_at_us: crate::now_us(),
+        });
     }
 }
 
@@ -532,9 +582,20 @@ fn decode_loop(
                         r.last_frame = Some(stamp.frame);
                         r.frames += 1;
                         (r.width, r.height) = (w as u32, h as u32);
-                        let latency = shown_at_us.saturating_sub(stamp.captured_at_us) as f64 / 1000.0;
+                        let latency =
+                            shown_at_us.saturating_sub(stamp.captured_at_us) as f64 / 1000.0;
                         t.latencies.push(latency);
-                        let _ = seen.send(SeenFrame { stamp, width: w as u32, height: h as u32, shown_at_us });
+                        if let Some(last) = t.last_shown_us {
+                            let gap = shown_at_us.saturating_sub(last) as f64 / 1000.0;
+                            t.report.longest_gap_ms = t.report.longest_gap_ms.max(gap);
+                        }
+                        t.last_shown_us = Some(shown_at_us);
+                        let _ = seen.send(SeenFrame {
+                            stamp,
+                            width: w as u32,
+                            height: h as u32,
+                            shown_at_us,
+                        });
                     }
                     None => {
                         t.report.unreadable += 1;

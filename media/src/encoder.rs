@@ -118,13 +118,22 @@ impl Encoder {
 
     fn params(&self, settings: EncoderSettings) -> Result<sys::SEncParamExt, EncoderError> {
         let mut p = sys::SEncParamExt::default();
-        let get_default = self.vtable().GetDefaultParams.ok_or(EncoderError::Refused {
-            action: "read default parameters",
-            code: -1,
-        })?;
+        let get_default = self
+            .vtable()
+            .GetDefaultParams
+            .ok_or(EncoderError::Refused {
+                action: "read default parameters",
+                code: -1,
+            })?;
         // SAFETY: valid encoder and out-pointer.
-        Self::check(unsafe { get_default(self.ptr, &mut p) }, "read default parameters")?;
-        let (w, h) = (settings.resolution.width as i32, settings.resolution.height as i32);
+        Self::check(
+            unsafe { get_default(self.ptr, &mut p) },
+            "read default parameters",
+        )?;
+        let (w, h) = (
+            settings.resolution.width as i32,
+            settings.resolution.height as i32,
+        );
         p.iUsageType = sys::CAMERA_VIDEO_REAL_TIME;
         p.iPicWidth = w;
         p.iPicHeight = h;
@@ -190,12 +199,20 @@ impl Encoder {
             })?;
             // SAFETY: valid encoder and parameters.
             Self::check(unsafe { init(self.ptr, &p) }, "initialise")?;
-            let mut quiet: i32 = sys::WELS_LOG_QUIET as i32;
-            let mut format: i32 = sys::videoFormatI420 as i32;
+            let mut quiet: i32 = sys::WELS_LOG_QUIET;
+            let mut format: i32 = sys::videoFormatI420;
             // SAFETY: as above; the options are plain ints read during the call.
             unsafe {
-                set(self.ptr, sys::ENCODER_OPTION_TRACE_LEVEL, (&mut quiet as *mut i32).cast());
-                set(self.ptr, sys::ENCODER_OPTION_DATAFORMAT, (&mut format as *mut i32).cast());
+                set(
+                    self.ptr,
+                    sys::ENCODER_OPTION_TRACE_LEVEL,
+                    (&mut quiet as *mut i32).cast(),
+                );
+                set(
+                    self.ptr,
+                    sys::ENCODER_OPTION_DATAFORMAT,
+                    (&mut format as *mut i32).cast(),
+                );
             }
             self.initialised = true;
         }
@@ -230,7 +247,11 @@ impl Encoder {
                 };
                 // SAFETY: valid encoder; the structs are read during the call.
                 unsafe {
-                    set(self.ptr, sys::ENCODER_OPTION_MAX_BITRATE, (&mut max as *mut sys::SBitrateInfo).cast());
+                    set(
+                        self.ptr,
+                        sys::ENCODER_OPTION_MAX_BITRATE,
+                        (&mut max as *mut sys::SBitrateInfo).cast(),
+                    );
                     let code = set(
                         self.ptr,
                         sys::ENCODER_OPTION_BITRATE,
@@ -244,7 +265,11 @@ impl Encoder {
             let mut fps = settings.fps;
             // SAFETY: as above.
             let code = unsafe {
-                set(self.ptr, sys::ENCODER_OPTION_FRAME_RATE, (&mut fps as *mut f32).cast())
+                set(
+                    self.ptr,
+                    sys::ENCODER_OPTION_FRAME_RATE,
+                    (&mut fps as *mut f32).cast(),
+                )
             };
             Self::check(code, "change the frame rate")?;
         }
@@ -278,7 +303,7 @@ impl Encoder {
         })?;
         let (w, h) = (picture.width as i32, picture.height as i32);
         let source = sys::SSourcePicture {
-            iColorFormat: sys::videoFormatI420 as i32,
+            iColorFormat: sys::videoFormatI420,
             iStride: [w, w / 2, w / 2, 0],
             pData: [
                 picture.y.as_ptr().cast_mut(),
@@ -324,10 +349,10 @@ impl Drop for Encoder {
     fn drop(&mut self) {
         // SAFETY: `ptr` is valid and dropped once.
         unsafe {
-            if self.initialised {
-                if let Some(uninit) = self.vtable().Uninitialize {
-                    uninit(self.ptr);
-                }
+            if self.initialised
+                && let Some(uninit) = self.vtable().Uninitialize
+            {
+                uninit(self.ptr);
             }
             self.api.WelsDestroySVCEncoder(self.ptr);
         }
@@ -351,7 +376,12 @@ mod tests {
     #[test]
     fn keyframes_carry_sps_and_pps_and_the_stamp_survives_decoding() {
         let r = Resolution::LOW;
-        let mut encoder = Encoder::new(EncoderSettings { bitrate_bps: 800_000, fps: 30.0, resolution: r }).unwrap();
+        let mut encoder = Encoder::new(EncoderSettings {
+            bitrate_bps: 800_000,
+            fps: 30.0,
+            resolution: r,
+        })
+        .unwrap();
         let mut decoder = openh264::decoder::Decoder::new().unwrap();
         let mut app = App::new();
         let mut read = vec![];
@@ -359,10 +389,16 @@ mod tests {
             if n == 20 {
                 encoder.force_keyframe();
                 encoder
-                    .reconfigure(EncoderSettings { bitrate_bps: 300_000, fps: 15.0, resolution: r })
+                    .reconfigure(EncoderSettings {
+                        bitrate_bps: 300_000,
+                        fps: 15.0,
+                        resolution: r,
+                    })
                     .unwrap();
             }
-            let Some(frame) = encoder.encode(&app.render(r, 1000 + n)).unwrap() else { continue };
+            let Some(frame) = encoder.encode(&app.render(r, 1000 + n)).unwrap() else {
+                continue;
+            };
             let types = nal_types(&frame.data);
             if frame.keyframe {
                 assert_eq!(&types[..3], &[7, 8, 5], "SPS, PPS, IDR");

@@ -12,9 +12,9 @@
 pub mod adapt;
 mod app;
 pub mod client;
-pub mod signal;
 mod encoder;
 mod picture;
+pub mod signal;
 mod stamp;
 pub mod stream;
 mod tone;

@@ -38,9 +38,17 @@ impl Reply {
 /// assert_eq!((host.as_str(), port, path.as_str()), ("10.0.0.2", 7000, "/sessions/s/whep"));
 /// ```
 pub fn split_url(url: &str) -> Result<(String, u16, String), std::io::Error> {
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("`{url}` is not http://host:port/path"));
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{url}` is not http://host:port/path"),
+        )
+    };
     let rest = url.strip_prefix("http://").ok_or_else(bad)?;
-    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (authority, path) = rest
+        .split_once('/')
+        .map(|(a, p)| (a, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
     Ok((host.to_string(), port.parse().map_err(|_| bad())?, path))
 }
@@ -64,12 +72,16 @@ pub async fn request(
     body: Option<(&str, &[u8])>,
 ) -> std::io::Result<Reply> {
     let mut stream = TcpStream::connect((host, port)).await?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     if let Some((content_type, bytes)) = body {
-        head.push_str(&format!("content-type: {content_type}\r\ncontent-length: {}\r\n", bytes.len()));
+        head.push_str(&format!(
+            "content-type: {content_type}\r\ncontent-length: {}\r\n",
+            bytes.len()
+        ));
     } else if matches!(method, "POST" | "PUT" | "PATCH") {
         head.push_str("content-length: 0\r\n");
     }
@@ -86,7 +98,10 @@ pub async fn request(
         let n = stream.read(&mut chunk).await?;
         raw.extend_from_slice(&chunk[..n]);
         if raw.len() > MAX_REPLY {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "reply over 1 MiB"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "reply over 1 MiB",
+            ));
         }
         if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
@@ -94,11 +109,11 @@ pub async fn request(
                 .split("\r\n")
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse::<usize>().ok());
-            if let Some(length) = length {
-                if raw.len() >= end + 4 + length {
-                    raw.truncate(end + 4 + length);
-                    break;
-                }
+            if let Some(length) = length
+                && raw.len() >= end + 4 + length
+            {
+                raw.truncate(end + 4 + length);
+                break;
             }
         }
         if n == 0 {
@@ -109,8 +124,12 @@ pub async fn request(
 }
 
 fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
-    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| invalid("no end of HTTP head"))?;
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| invalid("no end of HTTP head"))?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let mut lines = head.split("\r\n");
     let status = lines
@@ -123,17 +142,32 @@ fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect::<Vec<_>>();
     let mut body = raw[split + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
         body = dechunk(&body).ok_or_else(|| invalid("malformed chunked body"))?;
     }
-    Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&raw[..line_end])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
         raw = &raw[line_end + 2..];
         if size == 0 {
             return Some(out);

@@ -139,7 +139,11 @@ mod tests {
                     *px = if *px > 128 { DARK } else { LIGHT };
                 }
             }
-            assert_eq!(Stamp::read(&damaged.y, 640, 640, 360), None, "block {index}");
+            assert_eq!(
+                Stamp::read(&damaged.y, 640, 640, 360),
+                None,
+                "block {index}"
+            );
         }
         assert_eq!(Stamp::read(&p.y, 640, 640, 360), Some(s));
         assert_eq!(Stamp::read(&p.y, 640, 500, 360), None);

@@ -10,18 +10,20 @@
 //! mode 1 among its video codecs, is refused with an [`OfferError`] naming the problem.
 
 use crate::adapt::{Estimate, Policy, RateController};
-use crate::{App, EncoderSettings, Encoder, Input};
+use crate::{App, Encoder, EncoderSettings, Input};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media::Sample;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports,
 };
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -78,7 +80,9 @@ pub enum OfferError {
     #[error("malformed SDP offer: {0}")]
     Malformed(String),
     /// No video section offering H.264 with packetization mode 1.
-    #[error("the offer has no usable H.264 video codec (need H264/90000 with packetization-mode=1): {0}")]
+    #[error(
+        "the offer has no usable H.264 video codec (need H264/90000 with packetization-mode=1): {0}"
+    )]
     NoH264(String),
     /// The WebRTC stack failed while answering.
     #[error("could not answer the offer: {0}")]
@@ -142,7 +146,9 @@ pub struct Stream {
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("report", &self.report()).finish()
+        f.debug_struct("Stream")
+            .field("report", &self.report())
+            .finish()
     }
 }
 
@@ -167,18 +173,18 @@ pub fn check_offer(sdp: &str) -> Result<RTCSessionDescription, OfferError> {
     for line in sdp.lines().map(str::trim) {
         if let Some(m) = line.strip_prefix("m=") {
             in_video = m.starts_with("video ");
-        } else if in_video {
-            if let Some(rest) = line.strip_prefix("a=rtpmap:") {
-                let mut parts = rest.splitn(2, ' ');
-                let (pt, codec) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                if codec.to_ascii_uppercase().starts_with("H264/90000") {
-                    h264.push(pt.to_string());
-                }
+        } else if in_video && let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            let mut parts = rest.splitn(2, ' ');
+            let (pt, codec) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if codec.to_ascii_uppercase().starts_with("H264/90000") {
+                h264.push(pt.to_string());
             }
         }
     }
     if h264.is_empty() {
-        return Err(OfferError::NoH264("no H264/90000 in any video section".into()));
+        return Err(OfferError::NoH264(
+            "no H264/90000 in any video section".into(),
+        ));
     }
     let mode1 = sdp.lines().map(str::trim).any(|line| {
         line.strip_prefix("a=fmtp:").is_some_and(|rest| {
@@ -187,7 +193,9 @@ pub fn check_offer(sdp: &str) -> Result<RTCSessionDescription, OfferError> {
         })
     });
     if !mode1 {
-        return Err(OfferError::NoH264("H.264 is offered only in packetization mode 0".into()));
+        return Err(OfferError::NoH264(
+            "H.264 is offered only in packetization mode 0".into(),
+        ));
     }
     Ok(offer)
 }
@@ -195,9 +203,18 @@ pub fn check_offer(sdp: &str) -> Result<RTCSessionDescription, OfferError> {
 pub(crate) fn h264_engine() -> Result<MediaEngine, OfferError> {
     let mut engine = MediaEngine::default();
     let feedback = vec![
-        RTCPFeedback { typ: "ccm".into(), parameter: "fir".into() },
-        RTCPFeedback { typ: "nack".into(), parameter: String::new() },
-        RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },
+        RTCPFeedback {
+            typ: "ccm".into(),
+            parameter: "fir".into(),
+        },
+        RTCPFeedback {
+            typ: "nack".into(),
+            parameter: String::new(),
+        },
+        RTCPFeedback {
+            typ: "nack".into(),
+            parameter: "pli".into(),
+        },
     ];
     let profiles = [(102u8, "42e01f"), (104, "42001f"), (106, "640c1f")];
     for (pt, profile) in profiles {
@@ -254,10 +271,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            if packets.iter().any(|p| is_keyframe_request(p.as_ref()) || is_receiver_report(p.as_ref())) {
-                msg.message.add(Attribute::DeliverToApplication);
-            }
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets
+                .iter()
+                .any(|p| is_keyframe_request(p.as_ref()) || is_receiver_report(p.as_ref()))
+        {
+            msg.message.add(Attribute::DeliverToApplication);
         }
         self.read.push_back(msg);
         Ok(())
@@ -311,9 +330,14 @@ impl PeerConnectionEventHandler for Events {
         if state == RTCPeerConnectionState::Connected {
             let _ = self.connected.send(true);
         }
-        if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) {
+        if matches!(
+            state,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        ) {
             self.end_tx.send_if_modified(|end| {
-                end.is_none().then(|| *end = Some(StreamEnd::ClientGone)).is_some()
+                end.is_none()
+                    .then(|| *end = Some(StreamEnd::ClientGone))
+                    .is_some()
             });
         }
     }
@@ -350,7 +374,10 @@ impl PeerConnectionEventHandler for Events {
 impl Stream {
     /// Answers `offer_sdp`: builds the peer, starts the app and its encoder, and returns the
     /// stream and the SDP answer (with every candidate, so no trickle is needed).
-    pub async fn answer(offer_sdp: &str, config: &StreamConfig) -> Result<(Self, String), OfferError> {
+    pub async fn answer(
+        offer_sdp: &str,
+        config: &StreamConfig,
+    ) -> Result<(Self, String), OfferError> {
         let offer = check_offer(offer_sdp)?;
         let mut engine = h264_engine()?;
         let estimate = Arc::new(Mutex::new(Estimate {
@@ -363,7 +390,10 @@ impl Stream {
         let registry = configure_rtcp_reports(registry);
         let registry = registry.with(
             Slot::from(14_000),
-            KeyframeRequests { read: VecDeque::new(), write: VecDeque::new() },
+            KeyframeRequests {
+                read: VecDeque::new(),
+                write: VecDeque::new(),
+            },
         );
         let settings = SettingEngineBuilder::default()
             .with_ice_timeouts(
@@ -480,7 +510,9 @@ impl Stream {
         };
         let Some(payload_type) = payload_type else {
             abandon(pc).await;
-            return Err(OfferError::NoH264("no H.264 codec was negotiated for the video track".into()));
+            return Err(OfferError::NoH264(
+                "no H.264 codec was negotiated for the video track".into(),
+            ));
         };
         // Audio only when the offer asked for it.
         let audio_payload_type = match audio_sender.get_parameters().await {
@@ -490,7 +522,9 @@ impl Stream {
         let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
         let Some(local) = pc.local_description().await else {
             abandon(pc).await;
-            return Err(OfferError::Answer("no local description after answering".into()));
+            return Err(OfferError::Answer(
+                "no local description after answering".into(),
+            ));
         };
         let stop = Arc::new(AtomicBool::new(false));
         let stream = Self {
@@ -504,8 +538,13 @@ impl Stream {
         // The app and its encoder run on their own thread (encoding is CPU work), started once
         // the client is connected so its first frame is the first one the client can get.
         {
-            let (policy, shared, end_tx, stop, keyframe) =
-                (config.policy, shared.clone(), end_tx.clone(), stop.clone(), keyframe.clone());
+            let (policy, shared, end_tx, stop, keyframe) = (
+                config.policy,
+                shared.clone(),
+                end_tx.clone(),
+                stop.clone(),
+                keyframe.clone(),
+            );
             let estimate_app = estimate.clone();
             let mut ended = end_tx.subscribe();
             tokio::spawn(async move {
@@ -514,32 +553,67 @@ impl Stream {
                     _ = ended.wait_for(Option::is_some) => return,
                 }
                 let failed = end_tx.clone();
-                let spawned = std::thread::Builder::new().name("sf-stream".into()).spawn(move || {
-                    if let Err(e) = run_app(policy, estimate_app, input_rx, frames_tx, shared, stop, keyframe) {
-                        end_tx.send_if_modified(|end| {
-                            end.is_none().then(|| *end = Some(StreamEnd::Failed(e.clone()))).is_some()
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("sf-stream".into())
+                        .spawn(move || {
+                            if let Err(e) = run_app(
+                                policy,
+                                estimate_app,
+                                input_rx,
+                                frames_tx,
+                                shared,
+                                stop,
+                                keyframe,
+                            ) {
+                                end_tx.send_if_modified(|end| {
+                                    end.is_none()
+                                        .then(|| *end = Some(StreamEnd::Failed(e.clone())))
+                                        .is_some()
+                                });
+                            }
                         });
-                    }
-                });
                 if let Err(e) = spawned {
                     failed.send_if_modified(|end| {
                         end.is_none()
-                            .then(|| *end = Some(StreamEnd::Failed(format!("cannot start the app thread: {e}"))))
+                            .then(|| {
+                                *end = Some(StreamEnd::Failed(format!(
+                                    "cannot start the app thread: {e}"
+                                )))
+                            })
                             .is_some()
                     });
                 }
             });
         }
-        tokio::spawn(send_frames(track.clone(), ssrc, payload_type, frames_rx, estimate.clone()));
+        tokio::spawn(send_frames(
+            track.clone(),
+            ssrc,
+            payload_type,
+            frames_rx,
+            estimate.clone(),
+        ));
         if let Some(pt) = audio_payload_type {
-            tokio::spawn(send_tone(audio_track, audio_ssrc, pt, connected_audio, end_tx.subscribe()));
+            tokio::spawn(send_tone(
+                audio_track,
+                audio_ssrc,
+                pt,
+                connected_audio,
+                end_tx.subscribe(),
+            ));
         }
         let controller = RateController::new(
             f64::from(config.policy.start_bps),
             f64::from(config.policy.min_bps),
             f64::from(config.policy.max_bps),
         );
-        tokio::spawn(watch_feedback(track, ssrc, keyframe, estimate_feedback, controller));
+        tokio::spawn(watch_feedback(
+            track,
+            ssrc,
+            keyframe,
+            estimate_feedback,
+            controller,
+        ));
         // Whatever ends the stream stops the app and closes the peer.
         {
             let mut end = end_tx.subscribe();
@@ -560,7 +634,9 @@ impl Stream {
     /// Ends the stream (no-op when already ended).
     pub fn close(&self) {
         self.end_tx.send_if_modified(|end| {
-            end.is_none().then(|| *end = Some(StreamEnd::Closed)).is_some()
+            end.is_none()
+                .then(|| *end = Some(StreamEnd::Closed))
+                .is_some()
         });
     }
 
@@ -625,7 +701,12 @@ async fn watch_feedback(
                 );
                 let target = controller.on_report(now, loss, rtt);
                 if let Ok(mut e) = estimate.lock() {
-                    *e = Estimate { target_bps: target, rtt: rtt.or(e.rtt), loss: Some(loss), at: Some(now) };
+                    *e = Estimate {
+                        target_bps: target,
+                        rtt: rtt.or(e.rtt),
+                        loss: Some(loss),
+                        at: Some(now),
+                    };
                 }
             }
         }
@@ -659,8 +740,16 @@ async fn send_tone(
             _ = ended.wait_for(Option::is_some) => return,
         }
         let Ok(data) = tone.next_frame() else { return };
-        let sample = Sample { data: data.into(), duration: Duration::from_millis(20), ..Sample::new(Instant::now()) };
-        if let Err(error) = track.sample_writer(ssrc, payload_type).write_sample(&sample).await {
+        let sample = Sample {
+            data: data.into(),
+            duration: Duration::from_millis(20),
+            ..Sample::new(Instant::now())
+        };
+        if let Err(error) = track
+            .sample_writer(ssrc, payload_type)
+            .write_sample(&sample)
+            .await
+        {
             tracing::debug!(%error, "audio frame not sent");
         }
     }
@@ -690,14 +779,20 @@ async fn send_frames(
     );
     while let Some((frame, duration)) = frames.recv().await {
         let samples = (duration.as_secs_f64() * 90_000.0) as u32;
-        let packets = match packetizer.packetize(Instant::now(), &bytes::Bytes::from(frame.data), samples) {
-            Ok(p) => p,
-            Err(error) => {
-                tracing::warn!(%error, "frame not packetized");
-                continue;
-            }
-        };
-        let rate = estimate.lock().map(|e| e.target_bps).unwrap_or(1e6).max(100_000.0) * PACING;
+        let packets =
+            match packetizer.packetize(Instant::now(), &bytes::Bytes::from(frame.data), samples) {
+                Ok(p) => p,
+                Err(error) => {
+                    tracing::warn!(%error, "frame not packetized");
+                    continue;
+                }
+            };
+        let rate = estimate
+            .lock()
+            .map(|e| e.target_bps)
+            .unwrap_or(1e6)
+            .max(100_000.0)
+            * PACING;
         let mut due = tokio::time::Instant::now();
         for packet in packets {
             let bits = (packet.payload.len() + 40) as f64 * 8.0;
@@ -767,7 +862,8 @@ fn run_app(
         }
         let now = Instant::now();
         let rate = est.target_bps.max(f64::from(policy.min_bps));
-        budget_bits = (budget_bits + rate * now.duration_since(budget_at).as_secs_f64()).min(rate * 0.25);
+        budget_bits =
+            (budget_bits + rate * now.duration_since(budget_at).as_secs_f64()).min(rate * 0.25);
         budget_at = now;
         tracing::trace!(estimate = est.target_bps, rtt = ?est.rtt, loss = ?est.loss, target = settings.bitrate_bps, budget = budget_bits, resolution = %settings.resolution, "stream frame");
         let picture = app.render(settings.resolution, crate::now_us());
@@ -783,7 +879,10 @@ fn run_app(
         budget_bits -= frame.data.len() as f64 * 8.0;
         let sent_at = Instant::now();
         window.push_back((sent_at, frame.data.len()));
-        while window.front().is_some_and(|(t, _)| sent_at.duration_since(*t) > Duration::from_secs(2)) {
+        while window
+            .front()
+            .is_some_and(|(t, _)| sent_at.duration_since(*t) > Duration::from_secs(2))
+        {
             window.pop_front();
         }
         frames_sent += 1;

@@ -23,9 +23,14 @@ impl Tone {
     /// assert!(!frame.is_empty() && frame.len() < 1500);
     /// ```
     pub fn new() -> Result<Self, opus::Error> {
-        let mut encoder = opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::LowDelay)?;
-        encoder.set_bitrate(opus::Bitrate::Bits(64_000))?;
-        Ok(Self { encoder, next_sample: 0, out: vec![0; 4000] })
+        let mut encoder =
+            opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::LowDelay)?;
+        encoder.set_bitrate(opus::Bitrate::Bits(32_000))?;
+        Ok(Self {
+            encoder,
+            next_sample: 0,
+            out: vec![0; 4000],
+        })
     }
 
     /// The next 20 ms, encoded.
@@ -51,6 +56,9 @@ pub fn rms(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
-    let sum: f64 = samples.iter().map(|s| (f64::from(*s) / f64::from(i16::MAX)).powi(2)).sum();
+    let sum: f64 = samples
+        .iter()
+        .map(|s| (f64::from(*s) / f64::from(i16::MAX)).powi(2))
+        .sum();
     (sum / samples.len() as f64).sqrt()
 }

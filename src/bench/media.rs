@@ -52,12 +52,19 @@ pub async fn run(args: MediaArgs) -> anyhow::Result<()> {
         "streamfleet bench media — {} cores, {}; openh264 {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        if which("nasm") { "with nasm (assembly)" } else { "WITHOUT nasm (C only)" },
+        if which("nasm") {
+            "with nasm (assembly)"
+        } else {
+            "WITHOUT nasm (C only)"
+        },
     );
     let run = |p: MediaPart| args.only.is_empty() || args.only.contains(&p);
     if run(MediaPart::Encode) {
         println!("\n[encode, one core]");
-        for (r, bps) in [(Resolution::HD, 2_500_000), (Resolution::FULL_HD, 5_600_000)] {
+        for (r, bps) in [
+            (Resolution::HD, 2_500_000),
+            (Resolution::FULL_HD, 5_600_000),
+        ] {
             encode(r, bps, args.frames)?;
         }
     }
@@ -92,7 +99,11 @@ fn encode(r: Resolution, bps: u32, frames: u32) -> anyhow::Result<()> {
         std::hint::black_box(app.render(r, u64::from(n)));
     }
     let render = f64::from(frames) / t.elapsed().as_secs_f64();
-    let mut ours = Encoder::new(EncoderSettings { bitrate_bps: bps, fps: 30.0, resolution: r })?;
+    let mut ours = Encoder::new(EncoderSettings {
+        bitrate_bps: bps,
+        fps: 30.0,
+        resolution: r,
+    })?;
     let t = Instant::now();
     let mut bytes = 0usize;
     for p in &pictures {
@@ -115,15 +126,27 @@ fn encode(r: Resolution, bps: u32, frames: u32) -> anyhow::Result<()> {
         &format!("encode {r} at {} kbit/s (ours)", bps / 1000),
         fps,
         "fps",
-        &format!("{:.1}x real time at 30 fps; {:.0} kbit/s out", fps / 30.0, bytes as f64 * 8.0 / (f64::from(frames) / 30.0) / 1000.0),
+        &format!(
+            "{:.1}x real time at 30 fps; {:.0} kbit/s out",
+            fps / 30.0,
+            bytes as f64 * 8.0 / (f64::from(frames) / 30.0) / 1000.0
+        ),
     );
-    super::row("  baseline: openh264 crate, default settings", base_fps, "fps", "");
+    super::row(
+        "  baseline: openh264 crate, default settings",
+        base_fps,
+        "fps",
+        "",
+    );
     super::row("  the app's rendering alone", render, "fps", "");
     Ok(())
 }
 
 /// A stand-in for the host's control port: answers each WHEP POST with a new stream.
-async fn whep_server(ip: IpAddr, config: StreamConfig) -> anyhow::Result<(u16, tokio::sync::mpsc::UnboundedReceiver<Arc<Stream>>)> {
+async fn whep_server(
+    ip: IpAddr,
+    config: StreamConfig,
+) -> anyhow::Result<(u16, tokio::sync::mpsc::UnboundedReceiver<Arc<Stream>>)> {
     let listener = TcpListener::bind((ip, 0)).await?;
     let port = listener.local_addr()?.port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -134,12 +157,16 @@ async fn whep_server(ip: IpAddr, config: StreamConfig) -> anyhow::Result<(u16, t
                 let mut raw = Vec::new();
                 let mut buf = [0u8; 8192];
                 let body = loop {
-                    let Ok(n) = conn.read(&mut buf).await else { return };
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
                     raw.extend_from_slice(&buf[..n]);
-                    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
                     let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
                     let length = head
                         .lines()
@@ -153,11 +180,17 @@ async fn whep_server(ip: IpAddr, config: StreamConfig) -> anyhow::Result<(u16, t
                 let reply = match Stream::answer(&body, &config).await {
                     Ok((stream, answer)) => {
                         let _ = tx.send(Arc::new(stream));
-                        format!("HTTP/1.1 201 Created\r\ncontent-type: application/sdp\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}", answer.len())
+                        format!(
+                            "HTTP/1.1 201 Created\r\ncontent-type: application/sdp\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                            answer.len()
+                        )
                     }
                     Err(e) => {
                         let e = e.to_string();
-                        format!("HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{e}", e.len())
+                        format!(
+                            "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{e}",
+                            e.len()
+                        )
                     }
                 };
                 let _ = conn.write_all(reply.as_bytes()).await;
@@ -183,30 +216,54 @@ fn watch_config(ip: IpAddr, port: u16, seconds: u64, decode: bool) -> WatchConfi
 async fn latency(seconds: u64) -> anyhow::Result<()> {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     // Baseline: the same frames encoded and decoded with no network in between.
-    let mut encoder = Encoder::new(EncoderSettings { bitrate_bps: 2_500_000, fps: 30.0, resolution: Resolution::HD })?;
+    let mut encoder = Encoder::new(EncoderSettings {
+        bitrate_bps: 2_500_000,
+        fps: 30.0,
+        resolution: Resolution::HD,
+    })?;
     let mut decoder = openh264::decoder::Decoder::new()?;
     let mut app = App::new();
     let mut base = vec![];
     for _ in 0..150 {
         let p = app.render(Resolution::HD, streamfleet_media::now_us());
         let t = Instant::now();
-        if let Some(f) = encoder.encode(&p)? {
-            if let Some(yuv) = decoder.decode(&f.data)? {
-                use openh264::formats::YUVSource;
-                let (w, h) = yuv.dimensions();
-                anyhow::ensure!(Stamp::read(yuv.y(), yuv.strides().0, w, h).is_some(), "stamp lost");
-                base.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
+        if let Some(f) = encoder.encode(&p)?
+            && let Some(yuv) = decoder.decode(&f.data)?
+        {
+            use openh264::formats::YUVSource;
+            let (w, h) = yuv.dimensions();
+            anyhow::ensure!(
+                Stamp::read(yuv.y(), yuv.strides().0, w, h).is_some(),
+                "stamp lost"
+            );
+            base.push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }
     base.sort_by(f64::total_cmp);
     let (port, mut streams) = whep_server(ip, StreamConfig::new(ip)).await?;
     let report = watch(watch_config(ip, port, seconds, true)).await?;
     drop(streams.recv().await);
-    println!("  {:<52} {:>9.1} ms p50 {:>7.1} ms p95   ({} frames, {:.1} fps, {}x{})", "capture → decode over WebRTC (stamps)", report.latency_p50_ms, report.latency_p95_ms, report.frames, report.fps, report.width, report.height);
-    println!("  {:<52} {:>9.1} ms p50 {:>7.1} ms p95", "  baseline: encode + decode, no network", base[base.len() / 2], base[base.len() * 95 / 100]);
+    println!(
+        "  {:<52} {:>9.1} ms p50 {:>7.1} ms p95   ({} frames, {:.1} fps, {}x{})",
+        "capture → decode over WebRTC (stamps)",
+        report.latency_p50_ms,
+        report.latency_p95_ms,
+        report.frames,
+        report.fps,
+        report.width,
+        report.height
+    );
+    println!(
+        "  {:<52} {:>9.1} ms p50 {:>7.1} ms p95",
+        "  baseline: encode + decode, no network",
+        base[base.len() / 2],
+        base[base.len() * 95 / 100]
+    );
     if let Some(input) = report.input_p50_ms {
-        println!("  {:<52} {:>9.1} ms p50", "input → photon (data channel → frame showing it)", input);
+        println!(
+            "  {:<52} {:>9.1} ms p50",
+            "input → photon (data channel → frame showing it)", input
+        );
     }
     Ok(())
 }
@@ -216,7 +273,9 @@ async fn concurrency(max: usize) -> anyhow::Result<()> {
     let mut sustained = 0;
     for k in 1..=max {
         let (port, mut rx) = whep_server(ip, StreamConfig::new(ip)).await?;
-        let watchers: Vec<_> = (0..k).map(|_| tokio::spawn(watch(watch_config(ip, port, 12, false)))).collect();
+        let watchers: Vec<_> = (0..k)
+            .map(|_| tokio::spawn(watch(watch_config(ip, port, 12, false))))
+            .collect();
         let mut streams = vec![];
         for _ in 0..k {
             if let Some(s) = rx.recv().await {
@@ -231,14 +290,21 @@ async fn concurrency(max: usize) -> anyhow::Result<()> {
         }
         let worst = reports.iter().map(|r| r.fps).min().unwrap_or(0);
         let dropped: u64 = reports.iter().map(|r| r.dropped).sum();
-        println!("  {k} stream(s): slowest sends {worst} fps, {dropped} frames dropped at the source");
+        println!(
+            "  {k} stream(s): slowest sends {worst} fps, {dropped} frames dropped at the source"
+        );
         if worst >= 28 {
             sustained = k;
         } else {
             break;
         }
     }
-    super::row("720p30 streams sustained (every one ≥ 28 fps)", sustained as f64, "streams", "");
+    super::row(
+        "720p30 streams sustained (every one ≥ 28 fps)",
+        sustained as f64,
+        "streams",
+        "",
+    );
     Ok(())
 }
 
@@ -247,7 +313,12 @@ async fn settle() -> anyhow::Result<()> {
     let (ns, veth, peer) = (format!("sfb{id}"), format!("sfbh{id}"), format!("sfbp{id}"));
     let ip = |args: &[&str]| -> anyhow::Result<()> {
         let out = std::process::Command::new("ip").args(args).output()?;
-        anyhow::ensure!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        anyhow::ensure!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         Ok(())
     };
     if let Err(e) = ip(&["netns", "add", &ns]) {
@@ -255,7 +326,9 @@ async fn settle() -> anyhow::Result<()> {
         return Ok(());
     }
     let cleanup = scopeguard(ns.clone(), veth.clone());
-    ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer, "netns", &ns])?;
+    ip(&[
+        "link", "add", &veth, "type", "veth", "peer", "name", &peer, "netns", &ns,
+    ])?;
     ip(&["addr", "add", "10.214.1.1/24", "dev", &veth])?;
     ip(&["link", "set", &veth, "up"])?;
     ip(&["-n", &ns, "addr", "add", "10.214.1.2/24", "dev", &peer])?;
@@ -264,11 +337,30 @@ async fn settle() -> anyhow::Result<()> {
     // webrtc-rs fails with ENODEV when the namespace has no route for its multicast probes.
     ip(&["-n", &ns, "route", "add", "default", "dev", &peer])?;
     let cap = |kbit: u32| -> anyhow::Result<()> {
-        let _ = std::process::Command::new("tc").args(["qdisc", "del", "dev", &veth, "root"]).output();
+        let _ = std::process::Command::new("tc")
+            .args(["qdisc", "del", "dev", &veth, "root"])
+            .output();
         let out = std::process::Command::new("tc")
-            .args(["qdisc", "add", "dev", &veth, "root", "tbf", "rate", &format!("{kbit}kbit"), "burst", "16kb", "latency", "60ms"])
+            .args([
+                "qdisc",
+                "add",
+                "dev",
+                &veth,
+                "root",
+                "tbf",
+                "rate",
+                &format!("{kbit}kbit"),
+                "burst",
+                "16kb",
+                "latency",
+                "60ms",
+            ])
             .output()?;
-        anyhow::ensure!(out.status.success(), "tc: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     };
     cap(20_000)?;
@@ -278,7 +370,17 @@ async fn settle() -> anyhow::Result<()> {
     let mut client = tokio::process::Command::new("ip")
         .args(["netns", "exec", &ns])
         .arg(&exe)
-        .args(["client", "--url", &format!("http://{host}:{port}/sessions/bench/whep"), "--credentials", "bench", "--bind", "10.214.1.2", "--seconds", "40"])
+        .args([
+            "client",
+            "--url",
+            &format!("http://{host}:{port}/sessions/bench/whep"),
+            "--credentials",
+            "bench",
+            "--bind",
+            "10.214.1.2",
+            "--seconds",
+            "40",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -288,7 +390,10 @@ async fn settle() -> anyhow::Result<()> {
         _ => {
             let _ = client.start_kill();
             let out = client.wait_with_output().await?;
-            anyhow::bail!("the client in the namespace did not connect: {}", String::from_utf8_lossy(&out.stderr));
+            anyhow::bail!(
+                "the client in the namespace did not connect: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     };
     // Up to speed uncapped, then the cap drops to 800 kbit/s.
@@ -319,10 +424,17 @@ async fn settle() -> anyhow::Result<()> {
     drop(stream);
     drop(cleanup);
     match settled {
-        Some(t) => println!("  {:<52} {:>9.1} s     (from {before} kbit/s to under {CAP})", "sent bitrate under the new cap after", t.as_secs_f64()),
+        Some(t) => println!(
+            "  {:<52} {:>9.1} s     (from {before} kbit/s to under {CAP})",
+            "sent bitrate under the new cap after",
+            t.as_secs_f64()
+        ),
         None => println!("  sent bitrate did not settle under {CAP} kbit/s within 25 s"),
     }
-    println!("  {:<52} {:>9.1} s", "  baseline: receiver-report interval (acts once per report)", 1.0);
+    println!(
+        "  {:<52} {:>9.1} s",
+        "  baseline: receiver-report interval (acts once per report)", 1.0
+    );
     Ok(())
 }
 
@@ -334,7 +446,11 @@ fn scopeguard(ns: String, veth: String) -> Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.1]).output();
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.1])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
     }
 }

