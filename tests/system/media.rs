@@ -35,6 +35,26 @@ pub fn client(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
     c
 }
 
+/// A `streamfleet client` child that has decoded its first frame, and the rest of its stderr.
+async fn watching(
+    args: &[&str],
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+) {
+    let mut child = client(args, &[]).spawn().expect("spawn the client");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    while let Some(line) = lines.next_line().await.expect("read") {
+        if line.starts_with("frame ") {
+            return (child, lines);
+        }
+    }
+    panic!(
+        "the client ended before decoding a frame: {:?}",
+        child.wait().await
+    );
+}
+
 async fn post_offer(
     s: &SessionGrant,
     credentials: Option<&str>,
@@ -199,26 +219,16 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     assert!(r.body.contains("H.264"), "{}", r.body);
 
     // A second offer while a client watches is refused; the first keeps decoding.
-    let mut first = client(
-        &[
-            "--url",
-            &whep(&ada),
-            "--credentials",
-            &ada.credentials,
-            "--seconds",
-            "30",
-            "--keep-session",
-        ],
-        &[],
-    )
-    .spawn()
-    .expect("spawn");
-    let mut lines = BufReader::new(first.stderr.take().expect("stderr")).lines();
-    while let Some(line) = lines.next_line().await.expect("read") {
-        if line.starts_with("frame ") {
-            break;
-        }
-    }
+    let (mut first, mut lines) = watching(&[
+        "--url",
+        &whep(&ada),
+        "--credentials",
+        &ada.credentials,
+        "--seconds",
+        "30",
+        "--keep-session",
+    ])
+    .await;
     let second = client(
         &[
             "--url",
@@ -265,28 +275,18 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
         .await
         .expect("gRPC");
     let s = cloud.session("ada", PARIS, None).await;
-    let mut watcher = client(
-        &[
-            "--url",
-            &whep(&s),
-            "--credentials",
-            &s.credentials,
-            "--seconds",
-            "120",
-            "--keep-session",
-            "--input-every",
-            "15",
-        ],
-        &[],
-    )
-    .spawn()
-    .expect("spawn the client");
-    let mut lines = BufReader::new(watcher.stderr.take().expect("stderr")).lines();
-    while let Some(line) = lines.next_line().await.expect("read") {
-        if line.starts_with("frame ") {
-            break;
-        }
-    }
+    let (mut watcher, _lines) = watching(&[
+        "--url",
+        &whep(&s),
+        "--credentials",
+        &s.credentials,
+        "--seconds",
+        "120",
+        "--keep-session",
+        "--input-every",
+        "15",
+    ])
+    .await;
 
     // The host's heartbeats for the session carry what it streams.
     let mut watch = cloud.watch().await;
