@@ -110,8 +110,6 @@ pub struct Estimate {
     pub rtt: Option<Duration>,
     /// Fraction of packets the receiver reported lost (0..1).
     pub loss: Option<f64>,
-    /// When it was last updated.
-    pub at: Option<Instant>,
 }
 
 /// A loss- and delay-based rate controller driven by the receiver's RTCP receiver reports

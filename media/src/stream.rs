@@ -139,7 +139,6 @@ struct Shared {
 
 /// One session's stream.
 pub struct Stream {
-    pc: Arc<dyn PeerConnection>,
     shared: Arc<Mutex<Shared>>,
     end_tx: watch::Sender<Option<StreamEnd>>,
 }
@@ -258,12 +257,12 @@ pub(crate) fn h264_engine() -> Result<MediaEngine, OfferError> {
 
 /// Marks keyframe requests (PLI, FIR) and receiver reports for the application, so the stream's
 /// track sees them.
-struct KeyframeRequests {
+struct FeedbackForApplication {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackForApplication {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -293,7 +292,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     }
 }
 
-impl Interceptor for KeyframeRequests {
+impl Interceptor for FeedbackForApplication {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -390,7 +389,7 @@ impl Stream {
         let registry = configure_rtcp_reports(registry);
         let registry = registry.with(
             Slot::from(14_000),
-            KeyframeRequests {
+            FeedbackForApplication {
                 read: VecDeque::new(),
                 write: VecDeque::new(),
             },
@@ -528,7 +527,6 @@ impl Stream {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let stream = Self {
-            pc: pc.clone(),
             shared: shared.clone(),
             end_tx: end_tx.clone(),
         };
@@ -640,11 +638,6 @@ impl Stream {
         });
     }
 
-    /// How it ended, once it has.
-    pub fn end(&self) -> Option<StreamEnd> {
-        self.end_tx.borrow().clone()
-    }
-
     /// Resolves when the stream ends, with how.
     pub async fn ended(&self) -> StreamEnd {
         let mut rx = self.end_tx.subscribe();
@@ -652,11 +645,6 @@ impl Stream {
             Ok(end) => end.clone().unwrap_or(StreamEnd::Closed),
             Err(_) => StreamEnd::Closed,
         }
-    }
-
-    /// The underlying peer (for stats).
-    pub fn peer(&self) -> &Arc<dyn PeerConnection> {
-        &self.pc
     }
 }
 
@@ -705,7 +693,6 @@ async fn watch_feedback(
                         target_bps: target,
                         rtt: rtt.or(e.rtt),
                         loss: Some(loss),
-                        at: Some(now),
                     };
                 }
             }

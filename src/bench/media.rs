@@ -325,7 +325,8 @@ async fn settle() -> anyhow::Result<()> {
         println!("  skipped: cannot create a network namespace here ({e})");
         return Ok(());
     }
-    let cleanup = scopeguard(ns.clone(), veth.clone());
+    // Removes the namespace and the link however this ends.
+    let cleanup = Cleanup(ns.clone(), veth.clone());
     ip(&[
         "link", "add", &veth, "type", "veth", "peer", "name", &peer, "netns", &ns,
     ])?;
@@ -438,11 +439,8 @@ async fn settle() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A network namespace and its veth link, deleted on drop.
 struct Cleanup(String, String);
-
-fn scopeguard(ns: String, veth: String) -> Cleanup {
-    Cleanup(ns, veth)
-}
 
 impl Drop for Cleanup {
     fn drop(&mut self) {

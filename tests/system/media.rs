@@ -55,6 +55,30 @@ async fn watching(
     );
 }
 
+/// `streamfleet client` watching `s` with `credentials` is refused: exit 2, the host's status
+/// named on stderr.
+async fn assert_refused(s: &SessionGrant, credentials: &str, status: &str) {
+    let out = client(
+        &[
+            "--url",
+            &whep(s),
+            "--credentials",
+            credentials,
+            "--frames",
+            "1",
+            "--seconds",
+            "10",
+        ],
+        &[],
+    )
+    .output()
+    .await
+    .expect("run the client");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(status), "expected {status}: {stderr}");
+}
+
 async fn post_offer(
     s: &SessionGrant,
     credentials: Option<&str>,
@@ -159,33 +183,7 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     // Two more sessions: each one's credentials open only that one.
     let ada = cloud.session("ada", PARIS, None).await;
     let bob = cloud.session("bob", PARIS, None).await;
-    let refused = client(
-        &[
-            "--url",
-            &whep(&ada),
-            "--credentials",
-            &bob.credentials,
-            "--frames",
-            "1",
-            "--seconds",
-            "10",
-        ],
-        &[],
-    )
-    .output()
-    .await
-    .expect("run the client");
-    assert_eq!(
-        refused.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("403"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    assert_refused(&ada, &bob.credentials, "403").await;
 
     // Bad offers get a typed answer; the sessions keep running.
     let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
@@ -229,28 +227,7 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
         "--keep-session",
     ])
     .await;
-    let second = client(
-        &[
-            "--url",
-            &whep(&ada),
-            "--credentials",
-            &ada.credentials,
-            "--frames",
-            "1",
-            "--seconds",
-            "10",
-        ],
-        &[],
-    )
-    .output()
-    .await
-    .expect("run");
-    assert_eq!(second.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&second.stderr).contains("409"),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    assert_refused(&ada, &ada.credentials, "409").await;
     let next = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(line) = lines.next_line().await.expect("read") {
             if line.starts_with("frame ") {
