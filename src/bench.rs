@@ -7,10 +7,11 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use streamfleet_bus_client::{CommandClient, Follower, NatsLogin, connect};
 use streamfleet_bus_schemas::payloads::{RecordHeartbeats, RegisterHost};
 use streamfleet_bus_schemas::{Command as Cmd, CommandReply, ExpectedVersion};
 use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent, WriterSnapshot};
-use streamfleet_node::{CommandClient, Follower, NatsLogin, Node, NodeConfig, connect};
+use streamfleet_node::{Node, NodeConfig};
 use uuid::Uuid;
 
 mod media;
@@ -623,7 +624,7 @@ impl BenchNats {
             .arg("-p")
             .arg(port.to_string())
             .env("SF_JETSTREAM_DIR", dir);
-        for role in streamfleet_node::ROLES {
+        for role in streamfleet_bus_client::ROLES {
             cmd.env(crate::up::password_var(role), &password);
         }
         let mut child = cmd

@@ -186,8 +186,9 @@ async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
             "--user needs the entitlement service's NATS password (SF_ENTITLEMENT_PASSWORD)"
         )
     })?;
-    let login = streamfleet_node::NatsLogin::new(args.nats_url.clone(), "entitlement", password);
-    let client = streamfleet_node::connect(&login).await?;
+    let login =
+        streamfleet_bus_client::NatsLogin::new(args.nats_url.clone(), "entitlement", password);
+    let client = streamfleet_bus_client::connect(&login).await?;
     let req = TokenRequest {
         app_id: args.app.clone(),
         user_id: user.to_string(),
@@ -214,8 +215,8 @@ async fn redeem(
             "redeeming needs the clients' NATS password (--nats-password or SF_CLIENT_PASSWORD)"
         )
     })?;
-    let login = streamfleet_node::NatsLogin::new(args.nats_url.clone(), "client", password);
-    let client = streamfleet_node::connect(&login).await?;
+    let login = streamfleet_bus_client::NatsLogin::new(args.nats_url.clone(), "client", password);
+    let client = streamfleet_bus_client::connect(&login).await?;
     let req = Redemption {
         token: token.to_string(),
         client_ip: args.client_ip.clone(),

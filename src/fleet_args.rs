@@ -90,7 +90,7 @@ impl WorkersArgs {
     /// The workers' configuration.
     pub fn config(&self) -> anyhow::Result<streamfleet_workers::WorkersConfig> {
         Ok(streamfleet_workers::WorkersConfig {
-            login: streamfleet_node::NatsLogin::new(
+            login: streamfleet_bus_client::NatsLogin::new(
                 self.nats_url.clone(),
                 "worker",
                 self.nats_password.clone(),
@@ -172,7 +172,7 @@ impl AgentArgs {
             )
         });
         streamfleet_host_agent::AgentConfig {
-            login: streamfleet_node::NatsLogin::new(
+            login: streamfleet_bus_client::NatsLogin::new(
                 self.nats_url.clone(),
                 "host",
                 self.nats_password.clone(),

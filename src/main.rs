@@ -7,7 +7,8 @@ mod up;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use streamfleet_node::{NatsLogin, Node, NodeConfig};
+use streamfleet_bus_client::NatsLogin;
+use streamfleet_node::{Node, NodeConfig};
 
 #[derive(Parser)]
 #[command(
@@ -219,12 +220,15 @@ async fn projections(which: ProjectionsCmd) -> anyhow::Result<()> {
                     out.display()
                 );
             }
-            let client =
-                streamfleet_node::connect(&NatsLogin::new(nats_url, "dashboard", nats_password))
-                    .await?;
+            let client = streamfleet_bus_client::connect(&NatsLogin::new(
+                nats_url,
+                "dashboard",
+                nats_password,
+            ))
+            .await?;
             let until = match until {
                 Some(u) => u,
-                None => streamfleet_node::log_head(&client).await?,
+                None => streamfleet_bus_client::log_head(&client).await?,
             };
             let stored = streamfleet_projections::rebuild(client, &out, until).await?;
             println!("rebuilt {} up to position {stored}", out.display());

@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
+use streamfleet_bus_client::{CommandClient, NatsLogin, ROLES};
 use streamfleet_bus_schemas::Command;
 use streamfleet_bus_schemas::payloads::{ReleaseVersion, SetBufferTarget};
-use streamfleet_node::{CommandClient, NatsLogin, Node, NodeConfig, ROLES};
+use streamfleet_node::{Node, NodeConfig};
 use streamfleet_workers::{TokenKey, WorkersConfig};
 use uuid::Uuid;
 
@@ -181,7 +182,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // Operator set-up, recorded once: a buffer of one idle host per region, and version 1.0.0.
     let service = CommandClient::new(
-        streamfleet_node::connect(&NatsLogin::new(
+        streamfleet_bus_client::connect(&NatsLogin::new(
             url.clone(),
             "service",
             secret(&password_var("service"))?,

@@ -10,8 +10,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The one schema version this build speaks; anything else is rejected by name.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this build writes. Version 2 added each recorded event's `data` to the
+/// accepted reply; everything version 1 sent is still read.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema version still accepted; anything outside
+/// `MIN_SCHEMA_VERSION..=SCHEMA_VERSION` is rejected by name.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// CloudEvents `specversion`.
 pub const CLOUDEVENTS_SPEC_VERSION: &str = "1.0";
 

@@ -33,7 +33,7 @@ pub mod subjects;
 
 pub use envelope::{
     CLOUDEVENTS_SPEC_VERSION, CommandEnvelope, EventBody, EventEnvelope, ExpectedVersion,
-    SCHEMA_VERSION,
+    MIN_SCHEMA_VERSION, SCHEMA_VERSION,
 };
 pub use messages::{Command, Event, PayloadError};
 pub use read::{ReadDirection, ReadReply, ReadRequest};

@@ -44,7 +44,7 @@ impl CommandReply {
 }
 
 /// One event a command recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RecordedEvent {
     /// The event id.
     pub id: Uuid,
@@ -55,6 +55,17 @@ pub struct RecordedEvent {
     pub streamversion: u64,
     /// Its global position.
     pub position: u64,
+    /// The event's payload as recorded (schema version 2; absent in replies of version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl RecordedEvent {
+    /// The recorded event as its typed payload, when the reply carried its data.
+    pub fn event(&self) -> Option<crate::Event> {
+        let data = self.data.clone()?;
+        crate::Event::from_parts(&self.event_type, data).ok()
+    }
 }
 
 /// Why a command was rejected. `code` is the tag.

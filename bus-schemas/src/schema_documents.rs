@@ -2,7 +2,10 @@
 //! read message, and an AsyncAPI 3.0 document listing every subject, its direction and message.
 //! They are generated from the Rust types and committed under `schemas/`.
 
-use crate::{Command, CommandReply, Event, ReadReply, ReadRequest, SCHEMA_VERSION, subjects};
+use crate::{
+    Command, CommandReply, Event, MIN_SCHEMA_VERSION, ReadReply, ReadRequest, SCHEMA_VERSION,
+    subjects,
+};
 use serde_json::{Map, Value, json};
 
 /// One generated document: its path under `schemas/` and its text.
@@ -65,7 +68,10 @@ pub fn all() -> Vec<Document> {
         let pinned = pin(
             schema,
             type_name,
-            &[("schemaversion", json!({ "const": SCHEMA_VERSION }))],
+            &[(
+                "schemaversion",
+                json!({ "type": "integer", "minimum": MIN_SCHEMA_VERSION, "maximum": SCHEMA_VERSION }),
+            )],
         );
         let file = format!("commands/{type_name}.json");
         docs.push(doc(file.clone(), &pinned));

@@ -1,7 +1,7 @@
 //! Hosts: requested, registered, given sessions up to their capacity while active, drained when
 //! their version is outdated, removed once. A removed host takes nothing more.
 //!
-//! The host stream is where placement commits: [`decide_assign`] refuses a full, draining or
+//! The host stream is where placement commits: `decide_assign` refuses a full, draining or
 //! removed host, so two placements racing for the last slot cannot both win.
 
 use crate::{Rejection, non_empty};

@@ -71,7 +71,7 @@ pub struct AppendRequest {
 }
 
 /// What an append recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AppendOutcome {
     /// The stream.
     pub stream: String,
@@ -405,6 +405,8 @@ pub(crate) fn outcome_from_records(
         id: Uuid,
         #[serde(rename = "type")]
         event_type: String,
+        #[serde(default)]
+        data: Option<serde_json::Value>,
     }
     let mut stream = String::new();
     let mut recorded = Vec::with_capacity(count as usize);
@@ -420,6 +422,7 @@ pub(crate) fn outcome_from_records(
             event_type: head.event_type,
             streamversion: e.stream_version,
             position,
+            data: head.data,
         });
     }
     Ok(AppendOutcome {

@@ -283,6 +283,9 @@ impl Writer {
                         event_type: e.event_type.clone(),
                         streamversion: version,
                         position,
+                        // The node fills the data in from the events it decided: parsing the
+                        // bodies here would slow the one writer thread.
+                        data: None,
                     });
                 }
                 if let Some(id) = req.command_id {

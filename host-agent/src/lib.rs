@@ -23,9 +23,9 @@ use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use streamfleet_bus_client::{CommandClient, NatsLogin};
 use streamfleet_bus_schemas::services::{AgentReply, LaunchHost, ServiceError};
 use streamfleet_bus_schemas::subjects;
-use streamfleet_node::{CommandClient, NatsLogin};
 
 pub use host::Host;
 
@@ -93,7 +93,7 @@ pub async fn run(
     ready: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let client = streamfleet_node::connect(&config.login)
+    let client = streamfleet_bus_client::connect(&config.login)
         .await
         .map_err(|e| AgentError::Nats(e.to_string()))?;
     let agent = Arc::new(Agent {

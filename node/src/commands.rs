@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use streamfleet_bus_schemas::{
     CLOUDEVENTS_SPEC_VERSION, Command, CommandEnvelope, CommandReply, Event, EventBody,
-    ExpectedVersion, PayloadError, ReadDirection, RejectionReason, SCHEMA_VERSION,
+    ExpectedVersion, MIN_SCHEMA_VERSION, PayloadError, ReadDirection, RejectionReason,
+    SCHEMA_VERSION,
 };
 use streamfleet_domain::{Context, State, decide, evolve, stream_of};
 use streamfleet_eventlog::{AppendError, AppendRequest, EventLog, NewEvent};
@@ -143,8 +144,11 @@ impl CommandHandler {
                 events: new_events,
             };
             match self.log.append(request).await {
-                Ok(outcome) => {
+                Ok(mut outcome) => {
                     if !outcome.deduplicated {
+                        for (recorded, event) in outcome.events.iter_mut().zip(&events) {
+                            recorded.data = Some(event.to_data());
+                        }
                         let next = events.iter().fold(state, evolve);
                         self.remember(&stream, version + events.len() as u64, next);
                     }
@@ -309,7 +313,7 @@ pub fn parse(
             ),
         })?;
     let id = Some(envelope.id);
-    if envelope.schemaversion != SCHEMA_VERSION {
+    if !(MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&envelope.schemaversion) {
         return Err((
             id,
             RejectionReason::UnsupportedSchemaVersion {

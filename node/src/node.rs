@@ -1,11 +1,11 @@
 //! The node process: the log plus its three NATS services.
 
 use crate::commands::CommandHandler;
-use crate::login::{NatsLogin, connect};
 use crate::{publisher, read_api};
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use streamfleet_bus_client::{NatsLogin, connect};
 use streamfleet_bus_schemas::subjects;
 use streamfleet_eventlog::{Config as LogConfig, EventLog, OpenError};
 use tokio::sync::Semaphore;

@@ -71,7 +71,7 @@ pub enum ProjectionsError {
     Subscribe(#[from] async_nats::SubscribeError),
     /// Following the log failed.
     #[error("following the log failed: {0}")]
-    Follow(#[from] streamfleet_node::FollowError),
+    Follow(#[from] streamfleet_bus_client::FollowError),
     /// An event's envelope is not JSON the contract allows.
     #[error("event at position {position} is unreadable: {detail}")]
     Envelope {

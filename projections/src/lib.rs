@@ -15,7 +15,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), streamfleet_projections::ProjectionsError> {
 //! use std::time::Duration;
-//! use streamfleet_node::NatsLogin;
+//! use streamfleet_bus_client::NatsLogin;
 //! use streamfleet_projections::{ProjectionsConfig, start};
 //!
 //! let config = ProjectionsConfig {

@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use streamfleet_bus_client::{FollowedEvent, Follower, NatsLogin};
 use streamfleet_bus_schemas::{Event, PayloadError, subjects};
-use streamfleet_node::{FollowedEvent, Follower, NatsLogin};
 use tokio::sync::{RwLock, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -323,7 +323,7 @@ pub async fn run(
 /// Starts the projections over NATS and returns once gRPC listens.
 pub async fn start(config: ProjectionsConfig) -> Result<RunningProjections, ProjectionsError> {
     let (store, views) = open_store(&config.data_dir).await?;
-    let client = streamfleet_node::connect(&config.nats).await?;
+    let client = streamfleet_bus_client::connect(&config.nats).await?;
     let feed = EventFeed::nats(client, views.position() + 1).await?;
     start_parts(config, store, views, feed).await
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::history;
 use std::time::Duration;
-use streamfleet_node::NatsLogin;
+use streamfleet_bus_client::NatsLogin;
 use streamfleet_projections::pb::views_client::ViewsClient;
 use streamfleet_projections::pb::{self, UpdateKind};
 use streamfleet_projections::{

@@ -15,7 +15,7 @@ use crate::{
 use chrono::{DateTime, Utc};
 use std::io::Write;
 use std::path::PathBuf;
-use streamfleet_node::NatsLogin;
+use streamfleet_bus_client::NatsLogin;
 use uuid::Uuid;
 
 /// Where to read history from.

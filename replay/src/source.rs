@@ -10,11 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::path::Path;
-use streamfleet_bus_schemas::{
-    Event, ReadDirection, ReadReply, ReadRequest, SCHEMA_VERSION, subjects,
-};
+use streamfleet_bus_client::{Follower, LogReader, NatsLogin};
+use streamfleet_bus_schemas::{Event, ReadRequest, SCHEMA_VERSION};
 use streamfleet_eventlog::{LogFile, StoredEvent};
-use streamfleet_node::{Follower, NatsLogin};
 use uuid::Uuid;
 
 /// Where history is read from.
@@ -164,12 +162,13 @@ impl Source {
     /// Connects to a live node's NATS server.
     pub async fn live(login: &NatsLogin) -> Result<Source, ReplayError> {
         let url = login.url.clone();
-        let client = streamfleet_node::connect(login)
-            .await
-            .map_err(|e| ReplayError::Live {
-                source_name: url.clone(),
-                error: e.to_string(),
-            })?;
+        let client =
+            streamfleet_bus_client::connect(login)
+                .await
+                .map_err(|e| ReplayError::Live {
+                    source_name: url.clone(),
+                    error: e.to_string(),
+                })?;
         Ok(Source::Live { client, url })
     }
 
@@ -212,7 +211,7 @@ impl Source {
                 source_name: self.name(),
                 error,
             }),
-            Source::Live { client, .. } => streamfleet_node::log_head(client)
+            Source::Live { client, .. } => streamfleet_bus_client::log_head(client)
                 .await
                 .map_err(|e| self.live_error(e)),
         }
@@ -314,25 +313,14 @@ impl Source {
             Source::Live { client, .. } => {
                 let mut from = 1;
                 loop {
-                    let request = ReadRequest {
-                        from,
-                        max_events: 1000,
-                        stream: Some(stream.to_string()),
-                        category: None,
-                        direction: ReadDirection::Forward,
-                    };
-                    let body = serde_json::to_vec(&request).map_err(|e| self.live_error(e))?;
-                    let reply = client
-                        .request(subjects::LOG_READ, body.into())
+                    let page = LogReader::new(client.clone())
+                        .read(&ReadRequest {
+                            stream: Some(stream.to_string()),
+                            ..ReadRequest::all(from, 1000)
+                        })
                         .await
                         .map_err(|e| self.live_error(e))?;
-                    let (events, next) = match serde_json::from_slice::<ReadReply>(&reply.payload) {
-                        Ok(ReadReply::Ok { events, next, .. }) => (events, next),
-                        Ok(ReadReply::Error { code, detail }) => {
-                            return Err(self.live_error(format!("read refused ({code}): {detail}")));
-                        }
-                        Err(e) => return Err(self.live_error(format!("unreadable reply: {e}"))),
-                    };
+                    let (events, next) = (page.events, page.next);
                     for envelope in events {
                         if to.is_some_and(|to| envelope.position > to) {
                             return Ok(());

@@ -5,10 +5,11 @@
 use super::{BenchNats, pct, row};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use streamfleet_bus_client::CommandClient;
 use streamfleet_bus_schemas::payloads::{RecordHeartbeats, RegisterHost, SessionBeat};
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::{Command, CommandReply, subjects};
-use streamfleet_node::{CommandClient, Node, NodeConfig};
+use streamfleet_node::{Node, NodeConfig};
 use uuid::Uuid;
 
 /// The settings of `bench sessions`.

@@ -2,10 +2,10 @@
 //! client IPs in three places, now and then in a party, and each ends saving its progress.
 
 use std::time::Duration;
+use streamfleet_bus_client::NatsLogin;
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::subjects;
 use streamfleet_host_agent::control;
-use streamfleet_node::NatsLogin;
 
 pub struct Demo {
     pub entitlement: NatsLogin,
@@ -18,8 +18,8 @@ const PLACES: [&str; 3] = ["198.51.100", "192.0.2", "203.0.113"];
 impl Demo {
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         let (Ok(entitlement), Ok(client)) = (
-            streamfleet_node::connect(&self.entitlement).await,
-            streamfleet_node::connect(&self.client).await,
+            streamfleet_bus_client::connect(&self.entitlement).await,
+            streamfleet_bus_client::connect(&self.client).await,
         ) else {
             tracing::warn!("demo clients could not connect; no demo load");
             return;

@@ -1,13 +1,13 @@
 //! The live one-line summary `up` prints: sessions, hosts per region, discrepancies.
 
 use std::time::{Duration, Instant};
+use streamfleet_bus_client::{Follower, NatsLogin};
 use streamfleet_bus_schemas::Event;
 use streamfleet_domain::host::HostStatus;
-use streamfleet_node::{Follower, NatsLogin};
 use streamfleet_workers::Fleet;
 
 pub async fn run(login: NatsLogin, every: Duration) {
-    let Ok(client) = streamfleet_node::connect(&login).await else {
+    let Ok(client) = streamfleet_bus_client::connect(&login).await else {
         return;
     };
     let Ok(mut follower) = Follower::start(client, 1).await else {

@@ -3,9 +3,9 @@
 
 use crate::harness::{NodeProcess, System};
 use std::time::Duration;
+use streamfleet_bus_client::Follower;
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::{Command, CommandReply, Event, subjects};
-use streamfleet_node::Follower;
 use streamfleet_workers::Fleet;
 use uuid::Uuid;
 

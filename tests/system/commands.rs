@@ -385,6 +385,16 @@ async fn a_hand_written_json_command_is_accepted_and_its_event_is_plain_cloudeve
     assert_eq!(reply["status"], "accepted", "{reply}");
     assert_eq!(reply["events"][0]["type"], "NodeFailed");
     assert_eq!(reply["events"][0]["position"], 1);
+    // Schema version 2: the accepted reply carries what was recorded, and a retry's answer too.
+    let recorded = serde_json::json!({ "node_id": "n1", "reason": "silent" });
+    assert_eq!(reply["events"][0]["data"], recorded, "{reply}");
+    let again = client
+        .request("sf.cmd.node.report-failure", Bytes::from_static(request))
+        .await
+        .expect("reply");
+    let again: serde_json::Value = serde_json::from_slice(&again.payload).expect("JSON reply");
+    assert_eq!(again["deduplicated"], true, "{again}");
+    assert_eq!(again["events"][0]["data"], recorded, "{again}");
 
     let msg = events.next().await.expect("event");
     let event: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON event");

@@ -20,7 +20,7 @@ type Queue = Arc<Mutex<VecDeque<(Uuid, Command)>>>;
 /// Sends commands from the queue until it is empty or the node stops answering; reports acks.
 async fn worker(
     queue: Queue,
-    commands: streamfleet_node::CommandClient,
+    commands: streamfleet_bus_client::CommandClient,
     acks: mpsc::UnboundedSender<(Uuid, Vec<RecordedEvent>)>,
 ) {
     loop {

@@ -3,8 +3,8 @@
 use crate::commands::token;
 use crate::harness::System;
 use std::collections::HashSet;
+use streamfleet_bus_client::{CommandClient, Follower};
 use streamfleet_bus_schemas::CommandReply;
-use streamfleet_node::{CommandClient, Follower};
 use uuid::Uuid;
 
 /// Sends `n` commands, `concurrency` at a time; each records one event.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use streamfleet_node::{CommandClient, NatsLogin, ROLES, connect};
+use streamfleet_bus_client::{CommandClient, NatsLogin, ROLES, connect};
 
 /// A nats-server started from the repository's nats.conf.
 pub struct Nats {

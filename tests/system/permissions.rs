@@ -3,8 +3,8 @@
 use crate::commands::{heartbeat, token};
 use crate::harness::System;
 use std::time::Duration;
+use streamfleet_bus_client::CommandClient;
 use streamfleet_bus_schemas::{Command, CommandReply, subjects};
-use streamfleet_node::CommandClient;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -32,7 +32,7 @@ async fn client_with_errors(
 }
 
 async fn head(client: &async_nats::Client) -> u64 {
-    streamfleet_node::log_head(client)
+    streamfleet_bus_client::log_head(client)
         .await
         .expect("read allowed")
 }

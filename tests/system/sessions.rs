@@ -131,7 +131,9 @@ async fn two_concurrent_redemptions_of_one_token_provision_exactly_one_session()
             let client_ip = PARIS.to_string();
             let url = cloud.sys.nats.login("client");
             tokio::spawn(async move {
-                let client = streamfleet_node::connect(&url).await.expect("connect");
+                let client = streamfleet_bus_client::connect(&url)
+                    .await
+                    .expect("connect");
                 let req = Redemption {
                     token,
                     client_ip,

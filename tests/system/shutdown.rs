@@ -22,7 +22,7 @@ async fn sigterm_answers_every_command_the_node_took() {
         .connect(login.url.as_str())
         .await
         .expect("connect");
-    let commands = streamfleet_node::CommandClient::new(client, "test/shutdown");
+    let commands = streamfleet_bus_client::CommandClient::new(client, "test/shutdown");
     let timed_out = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(Mutex::new(HashSet::new()));
     let (first_ack, mut acked) = tokio::sync::mpsc::channel::<()>(1);
@@ -48,7 +48,7 @@ async fn sigterm_answers_every_command_the_node_took() {
                         Ok(other) => panic!("unexpected reply {other:?}"),
                         // Refused before the node took it (no responders): fine. Taken and never
                         // answered (a time-out): what a clean stop must not do.
-                        Err(streamfleet_node::SendError::Request(e))
+                        Err(streamfleet_bus_client::SendError::Request(e))
                             if e.kind() == async_nats::RequestErrorKind::TimedOut =>
                         {
                             timed_out.fetch_add(1, Ordering::Relaxed);

@@ -2,8 +2,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use streamfleet_bus_client::{CommandClient, NatsLogin, connect};
 use streamfleet_bus_schemas::CommandReply;
-use streamfleet_node::{CommandClient, NatsLogin, connect};
 use uuid::Uuid;
 
 #[tokio::test]

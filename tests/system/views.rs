@@ -236,7 +236,7 @@ pub async fn rebuild_equals_live(
 
 pub async fn head(cloud: &Cloud) -> u64 {
     let client = cloud.sys.nats.client("auditor").await;
-    streamfleet_node::log_head(&client)
+    streamfleet_bus_client::log_head(&client)
         .await
         .expect("the node answers")
 }

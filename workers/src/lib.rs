@@ -32,9 +32,9 @@ pub mod token;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use streamfleet_bus_schemas::{Command, CommandReply, Event};
+use streamfleet_bus_client::{CommandClient, FollowError, Follower, NatsLogin};
+use streamfleet_bus_schemas::{Command, Event};
 use streamfleet_domain::placement::{IpLocation, Region};
-use streamfleet_node::{CommandClient, FollowError, Follower, NatsLogin};
 use tokio::sync::Notify;
 
 pub use fleet::Fleet;
@@ -77,16 +77,7 @@ pub enum WorkersError {
     Follow(#[from] FollowError),
 }
 
-/// A command that was not accepted.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub(crate) enum Refused {
-    /// The node refused it; `rule` is the domain rule or the rejection code.
-    #[error("{rule}: {message}")]
-    Rejected { rule: String, message: String },
-    /// It did not reach the node or the reply was lost.
-    #[error("not delivered: {0}")]
-    Undelivered(String),
-}
+pub(crate) use streamfleet_bus_client::Refused;
 
 /// What every worker shares: the connection, the fleet picture and its change signal.
 pub(crate) struct Shared {
@@ -134,22 +125,7 @@ impl Shared {
         id: uuid::Uuid,
         command: Command,
     ) -> Result<Vec<streamfleet_bus_schemas::RecordedEvent>, Refused> {
-        match self.commands.send(id, &command).await {
-            Ok(CommandReply::Accepted { events, .. }) => Ok(events),
-            Ok(CommandReply::Rejected {
-                reason, message, ..
-            }) => {
-                let rule = match &reason {
-                    streamfleet_bus_schemas::RejectionReason::Domain { rule, .. } => rule.clone(),
-                    other => serde_json::to_value(other)
-                        .ok()
-                        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_string))
-                        .unwrap_or_else(|| "rejected".into()),
-                };
-                Err(Refused::Rejected { rule, message })
-            }
-            Err(e) => Err(Refused::Undelivered(e.to_string())),
-        }
+        self.commands.submit(id, &command).await
     }
 
     /// Sends a request to a host's agent and decodes its JSON answer.
@@ -159,16 +135,9 @@ impl Shared {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<T, String> {
-        let request = async_nats::Request::new()
-            .payload(body.into())
-            .timeout(Some(timeout));
-        let msg = self
-            .client
-            .send_request(subject.clone(), request)
+        streamfleet_bus_client::ask_raw(&self.client, &subject, body, Some(timeout))
             .await
-            .map_err(|e| format!("{subject}: {e}"))?;
-        serde_json::from_slice(&msg.payload)
-            .map_err(|e| format!("{subject}: unreadable answer: {e}"))
+            .map_err(|e| e.to_string())
     }
 
     /// Publishes a request whose answer does not matter (best effort).
@@ -183,7 +152,7 @@ impl Shared {
 /// node to answer.
 async fn log_head(client: &async_nats::Client) -> Result<u64, WorkersError> {
     loop {
-        match streamfleet_node::log_head(client).await {
+        match streamfleet_bus_client::log_head(client).await {
             Ok(head) => return Ok(head),
             Err(FollowError::NoAnswer(error)) => {
                 tracing::info!(%error, "waiting for the node to answer log reads");
@@ -201,7 +170,7 @@ pub async fn run(
     ready: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkersError> {
-    let client = streamfleet_node::connect(&config.login)
+    let client = streamfleet_bus_client::connect(&config.login)
         .await
         .map_err(|e| WorkersError::Nats(e.to_string()))?;
     let shared = Arc::new(Shared {

@@ -15,7 +15,7 @@ use streamfleet_bus_schemas::payloads::{
     AssignSession, IssueToken, ProvisionSession, RedeemToken, ReleaseSession, RequestHost,
 };
 use streamfleet_bus_schemas::services::*;
-use streamfleet_bus_schemas::{Command, Event, ReadReply, ReadRequest, subjects};
+use streamfleet_bus_schemas::{Command, Event, subjects};
 use streamfleet_domain::placement::{self, Placement};
 use tokio::task::JoinHandle;
 
@@ -114,21 +114,18 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
             .unwrap_or(streamfleet_domain::token::DEFAULT_TTL_SECONDS),
         token_hash: token::hash(&token),
     });
-    match shared.send(command).await {
-        Ok(_) => {}
+    // The accepted reply carries the recorded TokenIssued: its expiry, with no read-back.
+    let expires_at = match shared.send(command).await {
+        Ok(recorded) => recorded.iter().find_map(|r| match r.event() {
+            Some(Event::TokenIssued(t)) => Some(t.expires_at),
+            _ => None,
+        }),
         Err(Refused::Rejected { rule, message }) => {
             return TokenReply::Error(ServiceError::new("invalid", format!("{rule}: {message}")));
         }
         Err(Refused::Undelivered(e)) => {
             return TokenReply::Error(ServiceError::new("unavailable", e));
         }
-    }
-    let expires_at = match read_stream(&shared, &format!("token-{token_id}")).await {
-        Ok(events) => events.iter().find_map(|e| match e {
-            Event::TokenIssued(t) => Some(t.expires_at),
-            _ => None,
-        }),
-        Err(_) => None,
     };
     match expires_at {
         Some(expires_at) => TokenReply::Issued(TokenGrant {
@@ -138,7 +135,7 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
         }),
         None => TokenReply::Error(ServiceError::new(
             "unavailable",
-            "token recorded but not readable back; ask again",
+            "token recorded but its expiry was not in the reply; ask again",
         )),
     }
 }
@@ -232,8 +229,8 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         region: route.region.clone(),
         route_reason: route.reason.clone(),
     });
-    match shared.send(redeem).await {
-        Ok(_) => {}
+    let recorded = match shared.send(redeem).await {
+        Ok(recorded) => recorded,
         Err(Refused::Rejected { rule, message }) => {
             let code = match rule.as_str() {
                 "token_unknown" => "unknown",
@@ -246,32 +243,30 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             return ServiceError::new(code, message).into();
         }
         Err(Refused::Undelivered(e)) => return ServiceError::new("unavailable", e).into(),
-    }
+    };
     let redeemed = match known {
         Some(t) => Redeemed {
             app_id: t.app_id,
             user_id: t.user_id,
             group_id: t.group_id,
         },
-        None => match read_stream(&shared, &format!("token-{}", req.token_id)).await {
-            Ok(events) => match events.into_iter().find_map(|e| match e {
-                Event::TokenRedeemed(r) if r.session_id == session_id => Some(r),
-                _ => None,
-            }) {
-                Some(r) => Redeemed {
-                    app_id: r.app_id,
-                    user_id: r.user_id,
-                    group_id: r.group_id,
-                },
-                None => {
-                    return ServiceError::new(
-                        "unavailable",
-                        "redemption recorded but not readable back",
-                    )
-                    .into();
-                }
+        // The accepted reply carries the recorded TokenRedeemed: no read-back.
+        None => match recorded.iter().find_map(|r| match r.event() {
+            Some(Event::TokenRedeemed(r)) if r.session_id == session_id => Some(r),
+            _ => None,
+        }) {
+            Some(r) => Redeemed {
+                app_id: r.app_id,
+                user_id: r.user_id,
+                group_id: r.group_id,
             },
-            Err(e) => return ServiceError::new("unavailable", e).into(),
+            None => {
+                return ServiceError::new(
+                    "unavailable",
+                    "redemption recorded but not in the reply",
+                )
+                .into();
+            }
         },
     };
     let ranked: Vec<placement::RankedRegion> = req
@@ -516,26 +511,5 @@ pub(crate) async fn launch(
         .await
     {
         tracing::warn!(%region, host = %host_id, %error, "no launcher took the host request yet");
-    }
-}
-
-/// Every event of one stream.
-async fn read_stream(shared: &Shared, stream: &str) -> Result<Vec<Event>, String> {
-    let request = ReadRequest {
-        stream: Some(stream.to_string()),
-        ..ReadRequest::all(1, 100)
-    };
-    let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
-    let msg = shared
-        .client
-        .request(subjects::LOG_READ, body.into())
-        .await
-        .map_err(|e| e.to_string())?;
-    match serde_json::from_slice::<ReadReply>(&msg.payload).map_err(|e| e.to_string())? {
-        ReadReply::Ok { events, .. } => Ok(events
-            .into_iter()
-            .filter_map(|e| Event::from_parts(&e.body.event_type, e.body.data).ok())
-            .collect()),
-        ReadReply::Error { code, detail } => Err(format!("{code}: {detail}")),
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Invariant: a token is `sft1.<token_id>.<nonce>.<mac>`, where `mac` is BLAKE3 keyed with the
 //! deployment's token key over `sft1.<token_id>.<nonce>`. Without the key nobody can make a
-//! token that [`verify`] accepts; the log holds only [`hash`] of the token, so a copy of the
+//! token that [`TokenKey::verify`] accepts; the log holds only [`hash`] of the token, so a copy of the
 //! log cannot be redeemed either.
 //!
 //! ```

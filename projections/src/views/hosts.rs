@@ -1,6 +1,6 @@
 //! Hosts and capacity: every host's life and slots; per (region, app) the pool's totals.
 //!
-//! Invariant: a pool row's counters are the sum of its hosts' contributions ([`Share`]): every
+//! Invariant: a pool row's counters are the sum of its hosts' contributions (`Share`): every
 //! host change takes the host's old share out of its pool and puts the new one in, so pools
 //! always equal a fresh sum over the hosts without ever rescanning them.
 

@@ -63,24 +63,19 @@ pub enum FollowError {
 /// Asks the node for the log's head: the last durable position (0 for an empty log).
 ///
 /// ```no_run
-/// # async fn demo(client: async_nats::Client) -> Result<(), streamfleet_node::FollowError> {
-/// let head = streamfleet_node::log_head(&client).await?;
+/// # async fn demo(client: async_nats::Client) -> Result<(), streamfleet_bus_client::FollowError> {
+/// let head = streamfleet_bus_client::log_head(&client).await?;
 /// # Ok(()) }
 /// ```
 pub async fn log_head(client: &Client) -> Result<u64, FollowError> {
-    let body = serde_json::to_vec(&ReadRequest::all(1, 1))
-        .map_err(|e| FollowError::Protocol(e.to_string()))?;
-    let msg = client
-        .request(subjects::LOG_READ, body.into())
+    crate::LogReader::new(client.clone())
+        .head()
         .await
-        .map_err(|e| FollowError::NoAnswer(e.to_string()))?;
-    match serde_json::from_slice::<streamfleet_bus_schemas::ReadReply>(&msg.payload) {
-        Ok(streamfleet_bus_schemas::ReadReply::Ok { head, .. }) => Ok(head),
-        Ok(streamfleet_bus_schemas::ReadReply::Error { code, detail }) => {
-            Err(FollowError::Read { code, detail })
-        }
-        Err(e) => Err(FollowError::Protocol(e.to_string())),
-    }
+        .map_err(|e| match e {
+            crate::ReadError::NoAnswer(detail) => FollowError::NoAnswer(detail),
+            crate::ReadError::Refused { code, detail } => FollowError::Read { code, detail },
+            crate::ReadError::Protocol(detail) => FollowError::Protocol(detail),
+        })
 }
 
 /// Follows the whole log from a position.
