@@ -196,10 +196,7 @@ async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
         group_id: None,
         ttl_seconds: None,
     };
-    let msg = client
-        .request(subjects::TOKEN_REQUEST, serde_json::to_vec(&req)?.into())
-        .await?;
-    match serde_json::from_slice::<TokenReply>(&msg.payload)? {
+    match streamfleet_bus_client::ask(&client, subjects::TOKEN_REQUEST, &req, None).await? {
         TokenReply::Issued(grant) => Ok(grant.token),
         TokenReply::Error(e) => anyhow::bail!("token refused: {} ({})", e.message, e.code),
     }
@@ -222,11 +219,8 @@ async fn redeem(
         client_ip: args.client_ip.clone(),
         latencies_ms: vec![],
     };
-    let msg = client
-        .request(subjects::REDEEM, serde_json::to_vec(&req)?.into())
-        .await?;
     Ok(
-        match serde_json::from_slice::<RedemptionReply>(&msg.payload)? {
+        match streamfleet_bus_client::ask(&client, subjects::REDEEM, &req, None).await? {
             RedemptionReply::Provisioned(s) => Ok((
                 format!(
                     "http://{}:{}/sessions/{}/whep",
@@ -235,8 +229,6 @@ async fn redeem(
                 s.credentials,
             )),
             RedemptionReply::Error(e) => Err(format!("{} ({})", e.message, e.code)),
-            #[allow(unreachable_patterns)]
-            other => Err(format!("unexpected reply {other:?}")),
         },
     )
 }

@@ -134,13 +134,43 @@ fn main() -> anyhow::Result<()> {
         Ok(given) => format!("{given},{QUIET_WEBRTC}"),
         Err(_) => format!("{default_level},{QUIET_WEBRTC}"),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let env_filter = |f: &str| {
+        tracing_subscriber::EnvFilter::try_new(f)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+    };
+    if let Cmd::Up(args) = &cli.command {
+        // `up` keeps the terminal for its summary: warnings and errors there, everything at
+        // `--log-level` (or RUST_LOG) in the state folder's log file.
+        use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
+        let file_filter = match std::env::var("RUST_LOG") {
+            Ok(given) if given.contains("rtc") => given,
+            Ok(given) => format!("{given},{QUIET_WEBRTC}"),
+            Err(_) => format!("{},{QUIET_WEBRTC}", args.log_level),
+        };
+        let file = up::log_file_handle(&args.log_file())?;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(env_filter(&file_filter)),
+            )
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr)
+                    .with_filter(env_filter(&format!("warn,{QUIET_WEBRTC}"))),
+            )
+            .init();
+    } else {
+        // Colours only for a person's terminal: a child of `up` writes into the log file.
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt()
+            .with_env_filter(env_filter(&filter))
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match cli.command {

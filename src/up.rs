@@ -45,12 +45,21 @@ pub struct UpArgs {
     /// Seconds between live summaries.
     #[arg(long, default_value_t = 5)]
     summary_every: u64,
+    /// What goes to the log file `<state-dir>/streamfleet.log` (an `EnvFilter`: `info`, `debug`,
+    /// `streamfleet_workers=debug`, …; `RUST_LOG` wins when set). The terminal shows the summary,
+    /// warnings and errors only.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
 }
 
-/// The environment variable holding a role's password.
-pub fn password_var(role: &str) -> String {
-    format!("SF_{}_PASSWORD", role.to_uppercase())
+impl UpArgs {
+    /// Where everything `up` and its children log goes.
+    pub fn log_file(&self) -> PathBuf {
+        self.state_dir.join("streamfleet.log")
+    }
 }
+
+pub use streamfleet_bus_client::password_variable as password_var;
 
 /// A random password that nats-server reads as a string: nats.conf expands `$VAR` as a config
 /// token, so a value that starts with a digit or a dot would be read as a number (or refused).
@@ -241,7 +250,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 &heartbeat.as_millis().to_string(),
             ])
             .env("SF_HOST_PASSWORD", secret(&password_var("host"))?)
+            .env("RUST_LOG", log_filter(&args.log_level))
             .stdout(Stdio::piped())
+            // The agents' own logs go to the log file, not the terminal.
+            .stderr(Stdio::from(log_file_handle(&args.log_file())?))
             .kill_on_drop(true)
             .spawn()
             .context("starting a host agent")?;
@@ -315,6 +327,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  watch one:   set -a; . {}; set +a; streamfleet client --user you --client-ip 198.51.100.7  (--play-url: a link for a browser)",
         args.state_dir.join("credentials.env").display()
     );
+    println!(
+        "  log:         {} (the terminal shows warnings, errors and this summary)",
+        args.log_file().display()
+    );
     println!("Ctrl-C stops.");
     tokio::select! {
         r = crate::shutdown_signal() => r?,
@@ -340,4 +356,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     nats.start_kill().ok();
     nats.wait().await.ok();
     Ok(())
+}
+
+/// The filter for the log file: `RUST_LOG` when set, else `--log-level`.
+fn log_filter(level: &str) -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string())
+}
+
+/// The log file, opened for appending.
+pub fn log_file_handle(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening the log file {}", path.display()))
 }

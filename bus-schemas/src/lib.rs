@@ -28,6 +28,7 @@ pub mod payloads;
 mod read;
 mod reply;
 pub mod schema_documents;
+mod secret;
 pub mod services;
 pub mod subjects;
 
@@ -38,6 +39,7 @@ pub use envelope::{
 pub use messages::{Command, Event, PayloadError};
 pub use read::{ReadDirection, ReadReply, ReadRequest};
 pub use reply::{CommandReply, RecordedEvent, RejectionReason};
+pub use secret::{matches_hash, secret_hash};
 
 /// The category of a stream id: the part before the first `-` (`session-42` → `session`).
 ///

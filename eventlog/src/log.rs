@@ -405,8 +405,6 @@ pub(crate) fn outcome_from_records(
         id: Uuid,
         #[serde(rename = "type")]
         event_type: String,
-        #[serde(default)]
-        data: Option<serde_json::Value>,
     }
     let mut stream = String::new();
     let mut recorded = Vec::with_capacity(count as usize);
@@ -422,7 +420,7 @@ pub(crate) fn outcome_from_records(
             event_type: head.event_type,
             streamversion: e.stream_version,
             position,
-            data: head.data,
+            data: None,
         });
     }
     Ok(AppendOutcome {

@@ -283,8 +283,8 @@ impl Writer {
                         event_type: e.event_type.clone(),
                         streamversion: version,
                         position,
-                        // The node fills the data in from the events it decided: parsing the
-                        // bodies here would slow the one writer thread.
+                        // The log reports where events went; their data is the node's to add
+                        // (parsing bodies here would slow the one writer thread).
                         data: None,
                     });
                 }

@@ -120,10 +120,7 @@ fn authorise(
             format!("host {} runs no session `{session_id}`", host.id),
         ));
     };
-    let given = blake3::hash(credentials.trim().as_bytes())
-        .to_hex()
-        .to_string();
-    if session.credential_hash.is_empty() || given != session.credential_hash {
+    if !streamfleet_bus_schemas::matches_hash(credentials.trim(), &session.credential_hash) {
         return Err((
             StatusCode::FORBIDDEN,
             "these credentials do not open this session".into(),

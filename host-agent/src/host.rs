@@ -251,9 +251,7 @@ impl Host {
                 sessions.insert(
                     req.session_id,
                     RunningSession {
-                        credential_hash: blake3::hash(req.credentials.as_bytes())
-                            .to_hex()
-                            .to_string(),
+                        credential_hash: streamfleet_bus_schemas::secret_hash(&req.credentials),
                         user_id: req.user_id,
                         restored_state: req.saved_state,
                         started_at: chrono::Utc::now(),

@@ -95,7 +95,7 @@ impl CommandHandler {
             // keeps the lookup off the path of every accepted command.
             Err(reason) if !matches!(reason, RejectionReason::Unavailable { .. }) => {
                 match self.log.command_outcome(envelope.id).map_err(unavailable)? {
-                    Some(done) => Ok(accepted(envelope.id, done)),
+                    Some(done) => Ok(accepted(envelope.id, recorded_data(&self.log, done)?)),
                     None => Err(reason),
                 }
             }
@@ -151,6 +151,8 @@ impl CommandHandler {
                         }
                         let next = events.iter().fold(state, evolve);
                         self.remember(&stream, version + events.len() as u64, next);
+                    } else {
+                        outcome = recorded_data(&self.log, outcome)?;
                     }
                     return Ok(accepted(envelope.id, outcome));
                 }
@@ -233,6 +235,31 @@ fn fold_stream(log: &EventLog, stream: &str) -> Result<(u64, State), RejectionRe
         version = e.stream_version;
     }
     Ok((version, state))
+}
+
+/// An earlier send's outcome with each event's data, read from the records it wrote: a retry's
+/// answer is the original answer, data included.
+fn recorded_data(
+    log: &EventLog,
+    mut outcome: streamfleet_eventlog::AppendOutcome,
+) -> Result<streamfleet_eventlog::AppendOutcome, RejectionReason> {
+    #[derive(serde::Deserialize)]
+    struct DataOnly {
+        data: serde_json::Value,
+    }
+    let Some(first) = outcome.events.first().map(|e| e.position) else {
+        return Ok(outcome);
+    };
+    let stored = log
+        .read_all(first, outcome.events.len())
+        .map_err(unavailable)?;
+    for (recorded, stored) in outcome.events.iter_mut().zip(&stored) {
+        if stored.position == recorded.position {
+            let body: DataOnly = serde_json::from_slice(&stored.body).map_err(unavailable)?;
+            recorded.data = Some(body.data);
+        }
+    }
+    Ok(outcome)
 }
 
 fn accepted(command_id: Uuid, outcome: streamfleet_eventlog::AppendOutcome) -> CommandReply {

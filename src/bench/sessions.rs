@@ -191,10 +191,9 @@ async fn redemptions(
                 ttl_seconds: Some(3600),
             };
             set.spawn(async move {
-                let msg = client
-                    .request(subjects::TOKEN_REQUEST, serde_json::to_vec(&req)?.into())
-                    .await?;
-                match serde_json::from_slice::<TokenReply>(&msg.payload)? {
+                match streamfleet_bus_client::ask(&client, subjects::TOKEN_REQUEST, &req, None)
+                    .await?
+                {
                     TokenReply::Issued(g) => Ok::<_, anyhow::Error>(g.token),
                     TokenReply::Error(e) => anyhow::bail!("token refused: {e:?}"),
                 }
@@ -228,16 +227,10 @@ async fn redemptions(
                 client_ip: "198.51.100.7".into(),
                 latencies_ms: Vec::new(),
             };
-            let Ok(body) = serde_json::to_vec(&req) else {
-                return false;
-            };
-            match c.request(subjects::REDEEM, body.into()).await {
-                Ok(msg) => matches!(
-                    serde_json::from_slice(&msg.payload),
-                    Ok(RedemptionReply::Provisioned(_))
-                ),
-                Err(_) => false,
-            }
+            matches!(
+                streamfleet_bus_client::ask(&c, subjects::REDEEM, &req, None).await,
+                Ok(RedemptionReply::Provisioned(_))
+            )
         }
     })
     .await;

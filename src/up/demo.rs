@@ -2,7 +2,7 @@
 //! client IPs in three places, now and then in a party, and each ends saving its progress.
 
 use std::time::Duration;
-use streamfleet_bus_client::NatsLogin;
+use streamfleet_bus_client::{NatsLogin, ask};
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::subjects;
 use streamfleet_host_agent::control;
@@ -59,16 +59,9 @@ async fn one_session(entitlement: async_nats::Client, client: async_nats::Client
         group_id: group,
         ttl_seconds: None,
     };
-    let Ok(body) = serde_json::to_vec(&request) else {
-        return;
-    };
-    let Ok(msg) = entitlement
-        .request(subjects::TOKEN_REQUEST, body.into())
-        .await
+    let Ok(TokenReply::Issued(grant)) =
+        ask(&entitlement, subjects::TOKEN_REQUEST, &request, None).await
     else {
-        return;
-    };
-    let Ok(TokenReply::Issued(grant)) = serde_json::from_slice(&msg.payload) else {
         return;
     };
     let redemption = Redemption {
@@ -76,13 +69,7 @@ async fn one_session(entitlement: async_nats::Client, client: async_nats::Client
         client_ip: ip,
         latencies_ms: Vec::new(),
     };
-    let Ok(body) = serde_json::to_vec(&redemption) else {
-        return;
-    };
-    let Ok(msg) = client.request(subjects::REDEEM, body.into()).await else {
-        return;
-    };
-    match serde_json::from_slice::<RedemptionReply>(&msg.payload) {
+    match ask::<_, RedemptionReply>(&client, subjects::REDEEM, &redemption, None).await {
         Ok(RedemptionReply::Provisioned(s)) => {
             tokio::time::sleep(Duration::from_millis(rand::random_range(2_000..15_000))).await;
             let path = format!("/sessions/{}", s.session_id);
@@ -97,6 +84,6 @@ async fn one_session(entitlement: async_nats::Client, client: async_nats::Client
         Ok(RedemptionReply::Error(e)) => {
             tracing::info!(code = %e.code, message = %e.message, "demo redemption refused")
         }
-        Err(error) => tracing::warn!(%error, "unreadable redemption reply"),
+        Err(error) => tracing::warn!(%error, "demo redemption not answered"),
     }
 }

@@ -28,17 +28,24 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
             "--summary-every",
             "1",
         ])
-        .env("RUST_LOG", "warn")
+        // The defaults a new user gets: INFO to the log file, the terminal kept quiet.
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn streamfleet up");
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    // The terminal's other half, read all along so `up` never blocks on it.
+    let stderr = up.stderr.take().expect("stderr");
+    let terminal_errors = std::thread::spawn(move || {
+        let mut all = String::new();
+        std::io::Read::read_to_string(&mut { stderr }, &mut all).ok();
+        all
+    });
     let mut banner = Vec::new();
     loop {
         let Some(line) = lines.next() else {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut up.stderr.take().expect("stderr"), &mut err).ok();
+            let err = terminal_errors.join().unwrap_or_default();
             panic!("up exited before its banner: {err}");
         };
         let line = line.expect("utf-8");
@@ -156,5 +163,24 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
     assert!(
         state.path().join(".streamfleet/data/events.redb").exists(),
         "the log lives in the state folder"
+    );
+    // A quiet terminal: no INFO lines there; they are all in the state folder's log file,
+    // the host agents' among them.
+    let terminal = terminal_errors.join().expect("stderr reader");
+    assert!(
+        !terminal.lines().any(|l| l.contains(" INFO ")),
+        "INFO lines on the terminal:\n{terminal}"
+    );
+    let log = std::fs::read_to_string(state.path().join(".streamfleet/streamfleet.log"))
+        .expect("the log file");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO ") && l.contains("streamfleet_workers")),
+        "the workers' INFO lines are in the log file"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO ") && l.contains("streamfleet_host_agent")),
+        "the host agents' INFO lines are in the log file"
     );
 }

@@ -98,10 +98,7 @@ impl TokenKey {
     }
 }
 
-/// Hex BLAKE3 of a token or credential: what the log records instead of the secret.
-pub fn hash(secret: &str) -> String {
-    blake3::hash(secret.as_bytes()).to_hex().to_string()
-}
+pub use streamfleet_bus_schemas::secret_hash as hash;
 
 /// A fresh random secret (session credentials), as hex.
 pub fn new_secret() -> String {
