@@ -3,15 +3,14 @@
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use streamfleet_bus_client::{CommandClient, Follower, NatsLogin, connect};
+use streamfleet_bus_client::{CommandClient, Follower};
 use streamfleet_bus_schemas::payloads::{RecordHeartbeats, RegisterHost};
 use streamfleet_bus_schemas::{Command as Cmd, CommandReply, ExpectedVersion};
 use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent, WriterSnapshot};
 use streamfleet_node::{Node, NodeConfig};
+use streamfleet_testkit::NatsServer;
 use uuid::Uuid;
 
 mod media;
@@ -125,7 +124,7 @@ async fn log(catch_up_events: usize, quick: bool, parts: &[Part]) -> anyhow::Res
     if parts.contains(&Part::Appends) {
         bench_appends(dir.path(), scale).await?;
     }
-    let nats = BenchNats::start(&dir.path().join("nats"))?;
+    let nats = NatsServer::start(std::path::Path::new("nats.conf"))?;
     if parts.contains(&Part::Commands) {
         bench_commands(dir.path(), &nats, scale).await?;
     }
@@ -181,18 +180,18 @@ async fn bench_appends(dir: &Path, scale: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench_commands(dir: &Path, nats: &BenchNats, scale: usize) -> anyhow::Result<()> {
+async fn bench_commands(dir: &Path, nats: &NatsServer, scale: usize) -> anyhow::Result<()> {
     println!("\n[commands over NATS: request → decide → durable append → reply; RecordHeartbeats]");
     let node = Node::start(NodeConfig::new(dir.join("node"), nats.login("node"))).await?;
     let payload_len = serde_json::to_vec(
-        &CommandClient::new(nats.client("service").await?, "bench").envelope(
+        &CommandClient::new(nats.try_client("service").await?, "bench").envelope(
             Uuid::now_v7(),
             &heartbeat("s-0"),
             None,
         ),
     )?
     .len();
-    let echo = nats.client("bench").await?;
+    let echo = nats.try_client("bench").await?;
     let mut echo_sub = echo.subscribe("bench.echo").await?;
     let echo_reply = echo.clone();
     tokio::spawn(async move {
@@ -203,7 +202,7 @@ async fn bench_commands(dir: &Path, nats: &BenchNats, scale: usize) -> anyhow::R
         }
     });
     echo.flush().await?;
-    let js = async_nats::jetstream::new(nats.client("bench").await?);
+    let js = async_nats::jetstream::new(nats.try_client("bench").await?);
     js.get_or_create_stream(async_nats::jetstream::stream::Config {
         name: "BENCH".into(),
         subjects: vec!["bench.js.>".into()],
@@ -246,7 +245,7 @@ async fn bench_commands(dir: &Path, nats: &BenchNats, scale: usize) -> anyhow::R
     Ok(())
 }
 
-async fn bench_catch_up(dir: &Path, nats: &BenchNats, n: usize) -> anyhow::Result<()> {
+async fn bench_catch_up(dir: &Path, nats: &NatsServer, n: usize) -> anyhow::Result<()> {
     println!("\n[catch-up reads of {n} events]");
     let cdir = dir.join("catchup");
     std::fs::create_dir_all(&cdir)?;
@@ -284,7 +283,7 @@ async fn bench_catch_up(dir: &Path, nats: &BenchNats, n: usize) -> anyhow::Resul
     );
     drop(log);
     let node = Node::start(NodeConfig::new(&cdir, nats.login("node"))).await?;
-    let mut follower = Follower::start(nats.client("auditor").await?, 1).await?;
+    let mut follower = Follower::start(nats.try_client("auditor").await?, 1).await?;
     let t = Instant::now();
     for _ in 0..n {
         follower.next().await?;
@@ -484,7 +483,7 @@ fn heartbeat(host: &str) -> Cmd {
 
 /// Runs `total` requests from `clients` concurrent tasks over `clients.min(8)` connections.
 async fn concurrent<F, Fut>(
-    nats: &BenchNats,
+    nats: &NatsServer,
     role: &str,
     clients: usize,
     total: usize,
@@ -496,7 +495,7 @@ where
 {
     let mut conns = Vec::new();
     for _ in 0..clients.min(8) {
-        conns.push(nats.client(role).await?);
+        conns.push(nats.try_client(role).await?);
     }
     let per = total / clients;
     let t = Instant::now();
@@ -521,12 +520,12 @@ where
 }
 
 async fn commands(
-    nats: &BenchNats,
+    nats: &NatsServer,
     log: &EventLog,
     clients: usize,
     total: usize,
 ) -> anyhow::Result<Figures> {
-    let setup = CommandClient::new(nats.client("service").await?, "bench");
+    let setup = CommandClient::new(nats.try_client("service").await?, "bench");
     for c in 0..clients {
         let cmd = Cmd::RegisterHost(RegisterHost {
             host_id: format!("b{clients}-{c}"),
@@ -576,7 +575,7 @@ enum Baseline {
 }
 
 async fn baseline(
-    nats: &BenchNats,
+    nats: &NatsServer,
     kind: Baseline,
     clients: usize,
     total: usize,
@@ -602,62 +601,4 @@ async fn baseline(
     })
     .await?;
     Ok(figures(total / clients * clients, elapsed, lat, None))
-}
-
-/// A nats-server from nats.conf on a free port with fresh passwords.
-struct BenchNats {
-    child: Child,
-    url: String,
-    password: String,
-}
-
-impl BenchNats {
-    fn start(dir: &Path) -> anyhow::Result<BenchNats> {
-        std::fs::create_dir_all(dir)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let password = crate::up::new_password();
-        let mut cmd = Command::new("nats-server");
-        cmd.arg("-c")
-            .arg("nats.conf")
-            .arg("-p")
-            .arg(port.to_string())
-            .env("SF_JETSTREAM_DIR", dir);
-        for role in streamfleet_bus_client::ROLES {
-            cmd.env(crate::up::password_var(role), &password);
-        }
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("nats-server (run from the repository root)")?;
-        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-        loop {
-            let line = lines.next().context("nats-server exited")??;
-            if line.contains("Server is ready") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Ok(BenchNats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            password,
-        })
-    }
-
-    fn login(&self, role: &str) -> NatsLogin {
-        NatsLogin::new(self.url.clone(), role, self.password.clone())
-    }
-
-    async fn client(&self, role: &str) -> anyhow::Result<async_nats::Client> {
-        Ok(connect(&self.login(role)).await?)
-    }
-}
-
-impl Drop for BenchNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -309,68 +309,18 @@ async fn concurrency(max: usize) -> anyhow::Result<()> {
 }
 
 async fn settle() -> anyhow::Result<()> {
-    let id = std::process::id() % 10_000;
-    let (ns, veth, peer) = (format!("sfb{id}"), format!("sfbh{id}"), format!("sfbp{id}"));
-    let ip = |args: &[&str]| -> anyhow::Result<()> {
-        let out = std::process::Command::new("ip").args(args).output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
+    let link = match streamfleet_testkit::Link::create('b') {
+        Ok(link) => link,
+        Err(e) => {
+            println!("  skipped: cannot create a network namespace here ({e})");
+            return Ok(());
+        }
     };
-    if let Err(e) = ip(&["netns", "add", &ns]) {
-        println!("  skipped: cannot create a network namespace here ({e})");
-        return Ok(());
-    }
-    // Removes the namespace and the link however this ends.
-    let cleanup = Cleanup(ns.clone(), veth.clone());
-    ip(&[
-        "link", "add", &veth, "type", "veth", "peer", "name", &peer, "netns", &ns,
-    ])?;
-    ip(&["addr", "add", "10.214.1.1/24", "dev", &veth])?;
-    ip(&["link", "set", &veth, "up"])?;
-    ip(&["-n", &ns, "addr", "add", "10.214.1.2/24", "dev", &peer])?;
-    ip(&["-n", &ns, "link", "set", &peer, "up"])?;
-    ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-    // webrtc-rs fails with ENODEV when the namespace has no route for its multicast probes.
-    ip(&["-n", &ns, "route", "add", "default", "dev", &peer])?;
-    let cap = |kbit: u32| -> anyhow::Result<()> {
-        let _ = std::process::Command::new("tc")
-            .args(["qdisc", "del", "dev", &veth, "root"])
-            .output();
-        let out = std::process::Command::new("tc")
-            .args([
-                "qdisc",
-                "add",
-                "dev",
-                &veth,
-                "root",
-                "tbf",
-                "rate",
-                &format!("{kbit}kbit"),
-                "burst",
-                "16kb",
-                "latency",
-                "60ms",
-            ])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "tc: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    };
-    cap(20_000)?;
-    let host: IpAddr = "10.214.1.1".parse()?;
+    link.cap(20_000)?;
+    let host: IpAddr = link.host_ip.parse()?;
     let (port, mut rx) = whep_server(host, StreamConfig::new(host)).await?;
     let exe = std::env::current_exe()?;
-    let mut client = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(&exe)
+    let mut client = tokio::process::Command::from(link.exec(&exe))
         .args([
             "client",
             "--url",
@@ -378,7 +328,7 @@ async fn settle() -> anyhow::Result<()> {
             "--credentials",
             "bench",
             "--bind",
-            "10.214.1.2",
+            &link.client_ip,
             "--seconds",
             "40",
         ])
@@ -401,7 +351,7 @@ async fn settle() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let before = stream.report().bitrate_kbps;
     const CAP: u32 = 800;
-    cap(CAP)?;
+    link.cap(CAP)?;
     let dropped_at = Instant::now();
     let mut under_since: Option<Instant> = None;
     let settled = loop {
@@ -423,7 +373,7 @@ async fn settle() -> anyhow::Result<()> {
     let _ = client.start_kill();
     stream.close();
     drop(stream);
-    drop(cleanup);
+    drop(link);
     match settled {
         Some(t) => println!(
             "  {:<52} {:>9.1} s     (from {before} kbit/s to under {CAP})",
@@ -437,18 +387,4 @@ async fn settle() -> anyhow::Result<()> {
         "  baseline: receiver-report interval (acts once per report)", 1.0
     );
     Ok(())
-}
-
-/// A network namespace and its veth link, deleted on drop.
-struct Cleanup(String, String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.1])
-            .output();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .output();
-    }
 }

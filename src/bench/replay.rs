@@ -1,7 +1,7 @@
 //! `streamfleet bench replay`: the auditors' tools over a log of N events, each figure beside a
 //! raw sequential redb read of the same `events` table in the same run.
 
-use super::{BenchNats, beside_raw, fill_log, raw_scan, row};
+use super::{NatsServer, beside_raw, fill_log, raw_scan, row};
 use std::time::Instant;
 use streamfleet_node::{Node, NodeConfig};
 use streamfleet_replay::{
@@ -103,7 +103,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     drop(source);
 
     println!("\n[live, over NATS as the auditor]");
-    let nats = BenchNats::start(&dir.path().join("nats"))?;
+    let nats = NatsServer::start(std::path::Path::new("nats.conf"))?;
     let node = Node::start(NodeConfig::new(&data, nats.login("node"))).await?;
     let live = Source::live(&nats.login("auditor")).await?;
     let t = Instant::now();

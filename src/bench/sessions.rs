@@ -2,7 +2,7 @@
 //! ingestion with the projections following, each beside a bare NATS round trip measured in
 //! the same run.
 
-use super::{BenchNats, pct, row};
+use super::{NatsServer, pct, row};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamfleet_bus_client::CommandClient;
@@ -42,7 +42,7 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
     );
     let dir = tempfile::tempdir()?;
-    let nats = BenchNats::start(&dir.path().join("nats"))?;
+    let nats = NatsServer::start(std::path::Path::new("nats.conf"))?;
     redemptions(&args, &nats, dir.path()).await?;
     heartbeats(&args, &nats, dir.path()).await?;
     Ok(())
@@ -97,9 +97,9 @@ fn latency_row(name: &str, lat: &[Duration], failed: usize, elapsed: Duration) {
     );
 }
 
-async fn echo(nats: &BenchNats) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+async fn echo(nats: &NatsServer) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use futures::StreamExt;
-    let server = nats.client("bench").await?;
+    let server = nats.try_client("bench").await?;
     let mut sub = server.subscribe("bench.echo").await?;
     server.flush().await?;
     Ok(tokio::spawn(async move {
@@ -113,7 +113,7 @@ async fn echo(nats: &BenchNats) -> anyhow::Result<tokio::task::JoinHandle<()>> {
 
 async fn redemptions(
     args: &SessionsArgs,
-    nats: &BenchNats,
+    nats: &NatsServer,
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let n = (args.rate * args.seconds) as usize;
@@ -177,7 +177,7 @@ async fn redemptions(
     agent_ready_rx.await?;
 
     // Tokens first (not timed): what the entitlement service would have handed out.
-    let entitlement = nats.client("entitlement").await?;
+    let entitlement = nats.try_client("entitlement").await?;
     let mut tokens = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
         let mut set = tokio::task::JoinSet::new();
@@ -205,7 +205,7 @@ async fn redemptions(
     }
 
     let echo = echo(nats).await?;
-    let bare = nats.client("bench").await?;
+    let bare = nats.try_client("bench").await?;
     let (lat, failed, elapsed) = open_loop(args.rate, n, |_| {
         let c = bare.clone();
         async move {
@@ -218,7 +218,7 @@ async fn redemptions(
     latency_row("baseline: bare NATS request/reply", &lat, failed, elapsed);
 
     let tokens = Arc::new(tokens);
-    let client = nats.client("client").await?;
+    let client = nats.try_client("client").await?;
     let (lat, failed, elapsed) = open_loop(args.rate, n, |i| {
         let (c, tokens) = (client.clone(), tokens.clone());
         async move {
@@ -251,7 +251,7 @@ async fn redemptions(
 
 async fn heartbeats(
     args: &SessionsArgs,
-    nats: &BenchNats,
+    nats: &NatsServer,
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let per = args.sessions_per_report as usize;
@@ -264,7 +264,7 @@ async fn heartbeats(
         nats.login("node"),
     ))
     .await?;
-    let commands = CommandClient::new(nats.client("service").await?, "bench");
+    let commands = CommandClient::new(nats.try_client("service").await?, "bench");
     for h in 0..args.hosts {
         let register = Command::RegisterHost(RegisterHost {
             host_id: format!("hb-{h}"),
@@ -302,7 +302,7 @@ async fn heartbeats(
     };
     let mut conns = Vec::new();
     for _ in 0..8 {
-        conns.push(CommandClient::new(nats.client("host").await?, "bench"));
+        conns.push(CommandClient::new(nats.try_client("host").await?, "bench"));
     }
     // Each host reports every `pace` in the paced run (every host's report once = a round).
     let round = f64::from(args.hosts) * per as f64;

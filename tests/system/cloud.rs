@@ -267,21 +267,25 @@ impl Watch {
         what: &str,
         mut done: impl FnMut(&[(u64, Event)], &Fleet) -> bool,
     ) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while !done(&self.events, &self.fleet) {
-            let next = tokio::time::timeout_at(deadline, self.follower.next()).await;
-            let Ok(next) = next else {
-                panic!(
-                    "timed out waiting for: {what}\nlast events: {:#?}",
-                    &self.events[self.events.len().saturating_sub(15)..]
-                );
-            };
-            let followed = next.expect("follow");
-            let env = followed.envelope().expect("envelope");
-            let event =
-                Event::from_parts(&env.body.event_type, env.body.data).expect("known event");
-            self.fleet.apply(followed.position, env.body.time, &event);
-            self.events.push((followed.position, event));
+        if done(&self.events, &self.fleet) {
+            return;
+        }
+        let (events, fleet) = (&mut self.events, &mut self.fleet);
+        let waited =
+            streamfleet_testkit::wait_for(&mut self.follower, what, PATIENCE, |followed| {
+                let env = followed.envelope().expect("envelope");
+                let event =
+                    Event::from_parts(&env.body.event_type, env.body.data).expect("known event");
+                fleet.apply(followed.position, env.body.time, &event);
+                events.push((followed.position, event));
+                done(events, fleet)
+            })
+            .await;
+        if let Err(error) = waited {
+            panic!(
+                "{error}\nlast events: {:#?}",
+                &self.events[self.events.len().saturating_sub(15)..]
+            );
         }
     }
 }

@@ -1,110 +1,25 @@
 //! Starting real nats-server and node processes for a test, each on its own port and folder.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use streamfleet_bus_client::{CommandClient, NatsLogin, ROLES, connect};
 
-/// A nats-server started from the repository's nats.conf.
-pub struct Nats {
-    child: Child,
-    pub url: String,
-    passwords: HashMap<&'static str, String>,
-    _dir: tempfile::TempDir,
-}
+pub use streamfleet_testkit::free_port;
 
-/// A port that is free now, below the kernel's ephemeral range (32768+), so the client sockets
-/// of tests running in parallel cannot take it before the server binds it.
-pub fn free_port() -> u16 {
-    loop {
-        let port = rand::random_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
+/// A nats-server started from the repository's nats.conf (the test kit's).
+pub struct Nats(streamfleet_testkit::NatsServer);
+
+impl std::ops::Deref for Nats {
+    type Target = streamfleet_testkit::NatsServer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 impl Nats {
     pub fn start() -> Nats {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let passwords: HashMap<_, _> = ROLES
-            .iter()
-            .map(|r| (*r, format!("{r}-{:032x}", rand::random::<u128>())))
-            .collect();
-        // Another test may still take the port between the check and the bind: try another.
-        let mut attempts = 0;
-        let (child, port, lines) = loop {
-            attempts += 1;
-            let port = free_port();
-            let mut cmd = Command::new("nats-server");
-            cmd.arg("-c")
-                .arg(repo_root().join("nats.conf"))
-                .arg("-p")
-                .arg(port.to_string());
-            cmd.env("SF_JETSTREAM_DIR", dir.path().join("js"));
-            for (role, pw) in &passwords {
-                cmd.env(format!("SF_{}_PASSWORD", role.to_uppercase()), pw);
-            }
-            let mut child = cmd
-                .stderr(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("nats-server is installed (./test.sh installs it)");
-            let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-            let mut said = Vec::new();
-            let ready = loop {
-                match lines.next() {
-                    Some(Ok(line)) if line.contains("Server is ready") => break true,
-                    Some(Ok(line)) => said.push(line),
-                    _ => break false,
-                }
-            };
-            if ready {
-                break (child, port, lines);
-            }
-            let _ = child.wait();
-            assert!(
-                attempts < 5,
-                "nats-server exited before it was ready: {}",
-                said.join("\n")
-            );
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            passwords,
-            _dir: dir,
-        }
-    }
-
-    /// A role's password.
-    pub fn password(&self, role: &str) -> String {
-        self.passwords[role].clone()
-    }
-
-    pub fn login(&self, role: &str) -> NatsLogin {
-        NatsLogin::new(self.url.clone(), role, self.passwords[role].clone())
-    }
-
-    pub async fn client(&self, role: &str) -> async_nats::Client {
-        connect(&self.login(role)).await.expect("connect")
-    }
-
-    pub async fn commands(&self, role: &str) -> CommandClient {
-        CommandClient::new(self.client(role).await, format!("test/{role}"))
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let conf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("nats.conf");
+        Nats(streamfleet_testkit::NatsServer::start(&conf).expect("nats-server"))
     }
 }
 
@@ -157,7 +72,7 @@ impl NodeProcess {
             .arg(data_dir)
             .arg("--nats-url")
             .arg(&nats.url)
-            .env("SF_NODE_PASSWORD", &nats.passwords["node"])
+            .env("SF_NODE_PASSWORD", nats.password("node"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -563,155 +563,10 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
         .await;
 }
 
-/// A client namespace joined to this one by a veth pair, with a shaped link host → client.
-/// Removed on drop.
-struct Link {
-    ns: String,
-    veth: String,
-    host_ip: String,
-    client_ip: String,
-}
-
-impl Link {
-    /// `None` (and why) when this machine does not let the test create namespaces.
-    fn create() -> Result<Link, String> {
-        let id = std::process::id() % 10_000;
-        let n = rand::random_range(1..250u8);
-        let link = Link {
-            ns: format!("sfc{id}"),
-            veth: format!("sfh{id}"),
-            host_ip: format!("10.213.{n}.1"),
-            client_ip: format!("10.213.{n}.2"),
-        };
-        let peer = format!("sfp{id}");
-        let host_cidr = format!("{}/24", link.host_ip);
-        let client_cidr = format!("{}/24", link.client_ip);
-        ip(&["netns", "add", &link.ns])?;
-        let steps: [&[&str]; 7] = [
-            &[
-                "link", "add", &link.veth, "type", "veth", "peer", "name", &peer, "netns", &link.ns,
-            ],
-            &["addr", "add", &host_cidr, "dev", &link.veth],
-            &["link", "set", &link.veth, "up"],
-            &["-n", &link.ns, "addr", "add", &client_cidr, "dev", &peer],
-            &["-n", &link.ns, "link", "set", &peer, "up"],
-            &["-n", &link.ns, "link", "set", "lo", "up"],
-            &["-n", &link.ns, "route", "add", "default", "dev", &peer],
-        ];
-        for step in steps {
-            ip(step)?;
-        }
-        Ok(link)
-    }
-
-    /// Host → client: `loss` per cent random loss, then at most `kbit` kbit/s (queue ≤ 60 ms).
-    /// Loss comes from `tc netem` where the kernel has it, else from an nftables rule dropping
-    /// that share of the UDP packets arriving in the client's namespace (kernels without
-    /// sch_netem, as this machine's). Returns how the loss is made.
-    fn shape(&self, loss: u32, kbit: u32) -> &'static str {
-        let _ = std::process::Command::new("tc")
-            .args(["qdisc", "del", "dev", &self.veth, "root"])
-            .output();
-        let rate = format!("{kbit}kbit");
-        let tbf = ["tbf", "rate", &rate, "burst", "16kb", "latency", "60ms"];
-        let netem = std::process::Command::new("tc")
-            .args([
-                "qdisc",
-                "add",
-                "dev",
-                &self.veth,
-                "root",
-                "handle",
-                "1:",
-                "netem",
-                "loss",
-                &format!("{loss}%"),
-            ])
-            .output()
-            .expect("tc (iproute2) runs");
-        if netem.status.success() {
-            let mut args = vec![
-                "qdisc", "add", "dev", &self.veth, "parent", "1:", "handle", "2:",
-            ];
-            args.extend(tbf);
-            tc(&args);
-            return "tc netem";
-        }
-        let mut args = vec!["qdisc", "add", "dev", &self.veth, "root", "handle", "1:"];
-        args.extend(tbf);
-        tc(&args);
-        let share = loss.to_string();
-        let rules: [&[&str]; 3] = [
-            &["add", "table", "inet", "sfloss"],
-            &[
-                "add",
-                "chain",
-                "inet",
-                "sfloss",
-                "input",
-                "{ type filter hook input priority 0; }",
-            ],
-            &[
-                "add", "rule", "inet", "sfloss", "input", "meta", "l4proto", "udp", "numgen",
-                "random", "mod", "100", "<", &share, "drop",
-            ],
-        ];
-        for rule in rules {
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &self.ns, "nft"])
-                .args(rule)
-                .output()
-                .expect("nft (nftables) runs");
-            assert!(
-                out.status.success(),
-                "no netem, and nft {rule:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        "nftables numgen (this kernel has no sch_netem)"
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = ip(&["link", "del", &self.veth]);
-        let _ = ip(&["netns", "del", &self.ns]);
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn tc(args: &[&str]) {
-    let out = std::process::Command::new("tc")
-        .args(args)
-        .output()
-        .expect("tc (iproute2) runs");
-    assert!(
-        out.status.success(),
-        "tc {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn under_loss_and_a_bandwidth_cap_the_stream_keeps_decoding_and_the_bitrate_follows_the_cap()
 {
-    let link = match Link::create() {
+    let link = match streamfleet_testkit::Link::create('c') {
         Ok(l) => l,
         Err(why) => {
             eprintln!(
@@ -721,7 +576,7 @@ async fn under_loss_and_a_bandwidth_cap_the_stream_keeps_decoding_and_the_bitrat
         }
     };
     const CAP_KBIT: u32 = 900;
-    let loss = link.shape(5, CAP_KBIT);
+    let loss = link.shape(5, CAP_KBIT).expect("shape the link");
     eprintln!("5% loss by {loss}, cap by tc tbf");
     let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2).args(&[
         "--address",
