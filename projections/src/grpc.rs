@@ -7,7 +7,7 @@
 
 use crate::pb::{self, views_server::Views};
 use crate::rows::RowChange;
-use crate::runner::Shared;
+use crate::shared::Shared;
 use crate::views::heartbeats::{host_liveness, session_liveness};
 use crate::views::{ViewBatch, ViewSet};
 use chrono::{DateTime, Utc};

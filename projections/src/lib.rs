@@ -35,6 +35,7 @@ pub mod error;
 pub mod grpc;
 pub mod rows;
 pub mod runner;
+mod shared;
 pub mod store;
 pub mod views;
 

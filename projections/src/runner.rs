@@ -9,6 +9,7 @@
 use crate::error::ProjectionsError;
 use crate::grpc::ViewsApi;
 use crate::pb;
+use crate::shared::Shared;
 use crate::store::Store;
 use crate::views::{ViewBatch, ViewSet};
 use chrono::{DateTime, Utc};
@@ -209,22 +210,6 @@ impl EventFeed {
         }));
         Ok(feed)
     }
-}
-
-/// What the applier, the gRPC service and the handle share.
-pub(crate) struct Shared {
-    /// The views (written by the applier only).
-    pub views: RwLock<ViewSet>,
-    /// Each store's batches, after they are written.
-    pub changes: broadcast::Sender<Arc<Vec<ViewBatch>>>,
-    /// The lowest view position stored.
-    pub stored: watch::Sender<u64>,
-    /// The log's head as last known.
-    pub head: watch::Receiver<Option<u64>>,
-    /// The hosts' heartbeat interval.
-    pub heartbeat_interval: Duration,
-    /// Turns true when the projections stop (watches end).
-    pub stop: watch::Receiver<bool>,
 }
 
 /// Running projections: the applier and the gRPC server.
