@@ -218,56 +218,9 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         return ServiceError::new("invalid", "no region to place in").into();
     };
     let session_id = uuid::Uuid::now_v7().simple().to_string();
-    // The token's app, user and group, from the fleet when it has followed the issue already
-    // (then no read-back is needed), else from the token stream once redeemed.
-    let known = shared.fleet().tokens.get(&req.token_id).cloned();
-    let redeem = Command::RedeemToken(RedeemToken {
-        token_id: req.token_id.clone(),
-        token_hash: req.token_hash.clone(),
-        client_ip: req.client_ip.clone(),
-        session_id: session_id.clone(),
-        region: route.region.clone(),
-        route_reason: route.reason.clone(),
-    });
-    let recorded = match shared.send(redeem).await {
-        Ok(recorded) => recorded,
-        Err(Refused::Rejected { rule, message }) => {
-            let code = match rule.as_str() {
-                "token_unknown" => "unknown",
-                "token_forged" => "forged",
-                "token_already_used" => "already_used",
-                "token_expired" => "expired",
-                "client_ip_mismatch" => "ip_mismatch",
-                _ => "invalid",
-            };
-            return ServiceError::new(code, message).into();
-        }
-        Err(Refused::Undelivered(e)) => return ServiceError::new("unavailable", e).into(),
-    };
-    let redeemed = match known {
-        Some(t) => Redeemed {
-            app_id: t.app_id,
-            user_id: t.user_id,
-            group_id: t.group_id,
-        },
-        // The accepted reply carries the recorded TokenRedeemed: no read-back.
-        None => match recorded.iter().find_map(|r| match r.event() {
-            Some(Event::TokenRedeemed(r)) if r.session_id == session_id => Some(r),
-            _ => None,
-        }) {
-            Some(r) => Redeemed {
-                app_id: r.app_id,
-                user_id: r.user_id,
-                group_id: r.group_id,
-            },
-            None => {
-                return ServiceError::new(
-                    "unavailable",
-                    "redemption recorded but not in the reply",
-                )
-                .into();
-            }
-        },
+    let redeemed = match redeem(&shared, &req, &route, &session_id).await {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into(),
     };
     let ranked: Vec<placement::RankedRegion> = req
         .regions
@@ -279,30 +232,7 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         .collect();
     let mut exclude = BTreeSet::new();
     for _ in 0..ATTEMPTS {
-        let (choice, version, saved) = {
-            let fleet = shared.fleet();
-            let version = fleet.current_version(&redeemed.app_id).map(str::to_string);
-            let mut views = fleet.slot_views();
-            {
-                let placing = shared.placing.lock().unwrap_or_else(|e| e.into_inner());
-                for v in &mut views {
-                    v.sessions += placing.get(&v.host_id).copied().unwrap_or(0);
-                }
-            }
-            let choice = placement::place(
-                &redeemed.app_id,
-                version.as_deref(),
-                redeemed.group_id.as_deref(),
-                &ranked,
-                &views,
-                &exclude,
-            );
-            let saved = fleet
-                .saved_states
-                .get(&(redeemed.user_id.clone(), redeemed.app_id.clone()))
-                .cloned();
-            (choice, version, saved)
-        };
+        let (choice, version, saved) = choose(&shared, &redeemed, &ranked, &exclude);
         let (host_id, region, placement_reason) = match choice {
             Some(Placement::Host {
                 host_id,
@@ -325,43 +255,12 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             None => return ServiceError::new("no_capacity", "no region is configured").into(),
         };
         let _placing = Placing::new(&shared, &host_id);
-        let assign = Command::AssignSession(AssignSession {
-            host_id: host_id.clone(),
-            session_id: session_id.clone(),
-            app_id: redeemed.app_id.clone(),
-        });
-        if let Err(refused) = shared.send(assign).await {
-            tracing::debug!(host = %host_id, %refused, "host refused the session; placing again");
+        let Some(credentials) =
+            assign_and_start(&shared, &host_id, &session_id, &redeemed, &saved).await
+        else {
             exclude.insert(host_id);
             continue;
-        }
-        let credentials = token::new_secret();
-        let start = StartSession {
-            session_id: session_id.clone(),
-            app_id: redeemed.app_id.clone(),
-            user_id: redeemed.user_id.clone(),
-            credentials: credentials.clone(),
-            saved_state: saved.as_ref().map(|(_, state)| state.clone()),
         };
-        let body = serde_json::to_vec(&start).unwrap_or_default();
-        match shared
-            .ask::<AgentReply>(subjects::host(&host_id, "start"), body, START_TIMEOUT)
-            .await
-        {
-            Ok(AgentReply::Ok { .. }) => {}
-            other => {
-                tracing::warn!(host = %host_id, answer = ?other, "host did not start the session; placing again");
-                let release = Command::ReleaseSession(ReleaseSession {
-                    host_id: host_id.clone(),
-                    session_id: session_id.clone(),
-                });
-                let _ = shared
-                    .send_once(&format!("release/{session_id}/{host_id}"), release)
-                    .await;
-                exclude.insert(host_id);
-                continue;
-            }
-        }
         let (address, control_port) = {
             let fleet = shared.fleet();
             let endpoint = fleet
@@ -406,6 +305,141 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         format!("no host could take the session after {ATTEMPTS} attempts"),
     )
     .into()
+}
+
+/// The client-facing code of a refused `RedeemToken`'s rule.
+fn redemption_code(rule: &str) -> &'static str {
+    match rule {
+        "token_unknown" => "unknown",
+        "token_forged" => "forged",
+        "token_already_used" => "already_used",
+        "token_expired" => "expired",
+        "client_ip_mismatch" => "ip_mismatch",
+        _ => "invalid",
+    }
+}
+
+/// Records the redemption (the token's one use) and says whom the token is for: from the
+/// fleet when it has followed the issue already, else from the accepted reply's event.
+async fn redeem(
+    shared: &Shared,
+    req: &RegionRedemption,
+    route: &streamfleet_bus_schemas::services::RankedRegion,
+    session_id: &str,
+) -> Result<Redeemed, ServiceError> {
+    let known = shared.fleet().tokens.get(&req.token_id).cloned();
+    let redeem = Command::RedeemToken(RedeemToken {
+        token_id: req.token_id.clone(),
+        token_hash: req.token_hash.clone(),
+        client_ip: req.client_ip.clone(),
+        session_id: session_id.to_string(),
+        region: route.region.clone(),
+        route_reason: route.reason.clone(),
+    });
+    let recorded = match shared.send(redeem).await {
+        Ok(recorded) => recorded,
+        Err(Refused::Rejected { rule, message }) => {
+            return Err(ServiceError::new(redemption_code(&rule), message));
+        }
+        Err(Refused::Undelivered(e)) => return Err(ServiceError::new("unavailable", e)),
+    };
+    if let Some(t) = known {
+        return Ok(Redeemed {
+            app_id: t.app_id,
+            user_id: t.user_id,
+            group_id: t.group_id,
+        });
+    }
+    recorded
+        .iter()
+        .find_map(|r| match r.event() {
+            Some(Event::TokenRedeemed(r)) if r.session_id == session_id => Some(Redeemed {
+                app_id: r.app_id,
+                user_id: r.user_id,
+                group_id: r.group_id,
+            }),
+            _ => None,
+        })
+        .ok_or_else(|| ServiceError::new("unavailable", "redemption recorded but not in the reply"))
+}
+
+/// Where to place the session now: the pure placement over the fleet, counting the slots this
+/// process is placing as taken; with the app's current version and the user's saved state.
+fn choose(
+    shared: &Shared,
+    redeemed: &Redeemed,
+    ranked: &[placement::RankedRegion],
+    exclude: &BTreeSet<String>,
+) -> (Option<Placement>, Option<String>, Option<(String, String)>) {
+    let fleet = shared.fleet();
+    let version = fleet.current_version(&redeemed.app_id).map(str::to_string);
+    let mut views = fleet.slot_views();
+    {
+        let placing = shared.placing.lock().unwrap_or_else(|e| e.into_inner());
+        for v in &mut views {
+            v.sessions += placing.get(&v.host_id).copied().unwrap_or(0);
+        }
+    }
+    let choice = placement::place(
+        &redeemed.app_id,
+        version.as_deref(),
+        redeemed.group_id.as_deref(),
+        ranked,
+        &views,
+        exclude,
+    );
+    let saved = fleet
+        .saved_states
+        .get(&(redeemed.user_id.clone(), redeemed.app_id.clone()))
+        .cloned();
+    (choice, version, saved)
+}
+
+/// Takes a slot on the host (`AssignSession`, the commit point of placement) and has its agent
+/// start the session; the session's new credentials, or none when the host refused or did not
+/// start it (its slot then released), so the caller places again elsewhere.
+async fn assign_and_start(
+    shared: &Shared,
+    host_id: &str,
+    session_id: &str,
+    redeemed: &Redeemed,
+    saved: &Option<(String, String)>,
+) -> Option<String> {
+    let assign = Command::AssignSession(AssignSession {
+        host_id: host_id.to_string(),
+        session_id: session_id.to_string(),
+        app_id: redeemed.app_id.clone(),
+    });
+    if let Err(refused) = shared.send(assign).await {
+        tracing::debug!(host = %host_id, %refused, "host refused the session; placing again");
+        return None;
+    }
+    let credentials = token::new_secret();
+    let start = StartSession {
+        session_id: session_id.to_string(),
+        app_id: redeemed.app_id.clone(),
+        user_id: redeemed.user_id.clone(),
+        credentials: credentials.clone(),
+        saved_state: saved.as_ref().map(|(_, state)| state.clone()),
+    };
+    let body = serde_json::to_vec(&start).unwrap_or_default();
+    match shared
+        .ask::<AgentReply>(subjects::host(host_id, "start"), body, START_TIMEOUT)
+        .await
+    {
+        Ok(AgentReply::Ok { .. }) => Some(credentials),
+        other => {
+            tracing::warn!(host = %host_id, answer = ?other, "host did not start the session; placing again");
+            let release = Command::ReleaseSession(ReleaseSession {
+                host_id: host_id.to_string(),
+                session_id: session_id.to_string(),
+            });
+            let _ = shared
+                .send_once(&format!("release/{session_id}/{host_id}"), release)
+                .await;
+            None
+        }
+    }
 }
 
 /// Who a redeemed token is for.
@@ -511,5 +545,24 @@ pub(crate) async fn launch(
         .await
     {
         tracing::warn!(%region, host = %host_id, %error, "no launcher took the host request yet");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redemption_code;
+
+    #[test]
+    fn each_refused_redemption_rule_has_the_code_the_client_is_told() {
+        for (rule, code) in [
+            ("token_unknown", "unknown"),
+            ("token_forged", "forged"),
+            ("token_already_used", "already_used"),
+            ("token_expired", "expired"),
+            ("client_ip_mismatch", "ip_mismatch"),
+            ("invalid_payload", "invalid"),
+        ] {
+            assert_eq!(redemption_code(rule), code, "{rule}");
+        }
     }
 }
