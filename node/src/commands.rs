@@ -384,3 +384,74 @@ fn id_of(payload: &[u8]) -> Option<Uuid> {
     }
     serde_json::from_slice::<IdOnly>(payload).ok().map(|i| i.id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUBJECT: &str = "sf.cmd.node.report-failure";
+
+    fn envelope(schemaversion: u32, data: &str) -> String {
+        format!(
+            r#"{{"id":"0192f0c4-7b1a-7cc0-8000-000000000001","source":"me","type":"ReportNodeFailure","schemaversion":{schemaversion},"data":{data}}}"#
+        )
+    }
+
+    fn refusal(subject: &str, body: &str) -> (Option<Uuid>, RejectionReason) {
+        parse(subject, body.as_bytes(), 4096).expect_err("refused")
+    }
+
+    #[test]
+    fn a_well_formed_command_of_either_schema_version_is_read() {
+        for version in [MIN_SCHEMA_VERSION, SCHEMA_VERSION] {
+            let (env, command) = parse(
+                SUBJECT,
+                envelope(version, r#"{"node_id":"n1","reason":"silent"}"#).as_bytes(),
+                4096,
+            )
+            .expect("parsed");
+            assert_eq!(env.schemaversion, version);
+            assert!(matches!(command, Command::ReportNodeFailure(c) if c.node_id == "n1"));
+        }
+    }
+
+    #[test]
+    fn each_kind_of_bad_input_gets_its_own_typed_reason() {
+        let data = r#"{"node_id":"n1","reason":"silent"}"#;
+        assert!(matches!(
+            refusal(SUBJECT, "{not json").1,
+            RejectionReason::MalformedJson { .. }
+        ));
+        assert!(matches!(
+            refusal(SUBJECT, r#"{"id":"x"}"#).1,
+            RejectionReason::InvalidEnvelope { .. }
+        ));
+        let (id, reason) = refusal(SUBJECT, &envelope(SCHEMA_VERSION + 1, data));
+        assert!(id.is_some(), "the id is named when it could be read");
+        assert!(matches!(
+            reason,
+            RejectionReason::UnsupportedSchemaVersion { got, supported } if got == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION
+        ));
+        assert!(matches!(
+            refusal(SUBJECT, &envelope(SCHEMA_VERSION, r#"{"node_id":5}"#)).1,
+            RejectionReason::InvalidPayload { .. }
+        ));
+        assert!(matches!(
+            refusal("sf.cmd.session.provision", &envelope(SCHEMA_VERSION, data)).1,
+            RejectionReason::SubjectMismatch { .. }
+        ));
+        let big = "x".repeat(5000);
+        assert!(matches!(
+            refusal(SUBJECT, &big).1,
+            RejectionReason::TooLarge {
+                size: 5000,
+                limit: 4096
+            }
+        ));
+        let unknown = envelope(SCHEMA_VERSION, data).replace("ReportNodeFailure", "Nope");
+        assert!(matches!(
+            refusal(SUBJECT, &unknown).1,
+            RejectionReason::UnknownCommandType { .. }
+        ));
+    }
+}
