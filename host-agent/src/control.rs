@@ -14,7 +14,7 @@
 //! - `DELETE /sessions/<id>/whep`: ends the stream and the session, as the user closing the app.
 //! - `GET /play`: the browser player (session id and credentials in the URL fragment).
 
-use crate::host::Host;
+use crate::host::{Host, RunningSession};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -103,21 +103,36 @@ fn authorise(
     host: &Host,
     session_id: &str,
     headers: &HeaderMap,
-) -> Result<crate::host::RunningSession, Refusal> {
-    let Some(credentials) = headers
+) -> Result<RunningSession, Refusal> {
+    let credentials = bearer(headers)?;
+    admit(&host.id, session_id, host.session(session_id), credentials)
+}
+
+/// The bearer credentials of a request.
+fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            "session credentials required: Authorization: Bearer <credentials>".into(),
-        ));
-    };
-    let Some(session) = host.session(session_id) else {
+        .ok_or_else(|| {
+            (
+                StatusCode::UNAUTHORIZED,
+                "session credentials required: Authorization: Bearer <credentials>".into(),
+            )
+        })
+}
+
+/// Whether `credentials` open `session_id` on host `host_id` (which runs `session`, if any).
+fn admit(
+    host_id: &str,
+    session_id: &str,
+    session: Option<RunningSession>,
+    credentials: &str,
+) -> Result<RunningSession, Refusal> {
+    let Some(session) = session else {
         return Err((
             StatusCode::NOT_FOUND,
-            format!("host {} runs no session `{session_id}`", host.id),
+            format!("host {host_id} runs no session `{session_id}`"),
         ));
     };
     if !streamfleet_bus_schemas::matches_hash(credentials.trim(), &session.credential_hash) {
@@ -278,4 +293,74 @@ pub async fn request(
     let reply =
         streamfleet_media::signal::request(address, port, method, path, headers, None).await?;
     Ok((reply.status, reply.body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn running(credentials: &str) -> RunningSession {
+        RunningSession {
+            credential_hash: if credentials.is_empty() {
+                String::new()
+            } else {
+                streamfleet_bus_schemas::secret_hash(credentials)
+            },
+            user_id: "ada".into(),
+            restored_state: None,
+            started_at: chrono::Utc::now(),
+        }
+    }
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(value).expect("a header value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn no_bearer_credentials_is_401_naming_the_header() {
+        let (status, why) = bearer(&HeaderMap::new()).expect_err("refused");
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(why.contains("Authorization: Bearer"), "{why}");
+        let (status, _) = bearer(&with_auth("Basic YWRhOng=")).expect_err("not bearer");
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(bearer(&with_auth("Bearer c1")).expect("bearer"), "c1");
+    }
+
+    #[test]
+    fn only_the_sessions_own_credentials_open_it() {
+        let opened = admit("h1", "s1", Some(running("c1")), "c1").expect("its own");
+        assert_eq!(opened.user_id, "ada");
+        // Surrounding whitespace from a copy-paste is forgiven; anything else is not.
+        admit("h1", "s1", Some(running("c1")), " c1 ").expect("trimmed");
+        let (status, _) = admit("h1", "s1", Some(running("c1")), "c2").expect_err("others'");
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = admit("h1", "s1", Some(running("c1")), "").expect_err("empty");
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn a_stray_session_opens_for_nobody_and_an_unknown_one_is_404() {
+        // A stray session (reported by the host, unknown to the log) has no credential hash.
+        let (status, _) = admit("h1", "s9", Some(running("")), "").expect_err("stray");
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, why) = admit("h1", "s9", None, "c1").expect_err("unknown");
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(why.contains("h1") && why.contains("s9"), "{why}");
+    }
+
+    #[test]
+    fn refusals_are_json_naming_the_problem() {
+        let response = error(StatusCode::CONFLICT, "already watched");
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE),
+            Some(&HeaderValue::from_static("application/json"))
+        );
+    }
 }

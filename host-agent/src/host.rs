@@ -3,7 +3,7 @@
 //! Invariant: `sessions` is the host's actual state; every report, answer and end is read from
 //! it under its lock, so what the host says is what it runs at that moment.
 
-use crate::{Agent, AgentError, control};
+use crate::{Agent, AgentError};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,11 @@ pub struct Host {
 }
 
 impl Host {
+    /// Turns true when the host stops.
+    pub(crate) fn stopped(&self) -> watch::Receiver<bool> {
+        self.stopped.subscribe()
+    }
+
     /// The sessions it runs.
     pub fn actual_state(&self) -> HostActualState {
         HostActualState {
@@ -299,12 +304,15 @@ impl Host {
 }
 
 /// Starts a host: control port, registration, requests, heartbeats.
+///
+/// Returns the host with its control port's listener, which the caller serves
+/// (`control::serve`): this file knows nothing of the control port's routes.
 pub(crate) async fn launch(
     agent: &Arc<Agent>,
     id: String,
     app_id: String,
     version: String,
-) -> Result<Arc<Host>, AgentError> {
+) -> Result<(Arc<Host>, tokio::net::TcpListener), AgentError> {
     let err = |detail: String| AgentError::Host {
         host_id: id.clone(),
         detail,
@@ -355,15 +363,10 @@ pub(crate) async fn launch(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id.clone(), host.clone());
-    tokio::spawn(control::serve(
-        host.clone(),
-        listener,
-        host.stopped.subscribe(),
-    ));
     tokio::spawn(answer(agent.clone(), host.clone(), requests));
     tokio::spawn(heartbeats(agent.clone(), host.clone()));
     tracing::info!(host = %id, port, "host registered");
-    Ok(host)
+    Ok((host, listener))
 }
 
 /// Answers the control plane's requests to this host.

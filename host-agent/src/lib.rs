@@ -107,7 +107,7 @@ pub async fn run(
     });
     for n in 1..=config.hosts {
         let id = format!("{}-{n}", config.id_prefix);
-        host::launch(&agent, id, config.app_id.clone(), config.version.clone()).await?;
+        launch_host(&agent, id, config.app_id.clone(), config.version.clone()).await?;
     }
     let launches = if config.launcher {
         let sub = client
@@ -165,7 +165,7 @@ async fn serve_launches(agent: Arc<Agent>, mut sub: async_nats::Subscriber) {
                         state: h.actual_state(),
                     },
                     None => {
-                        match host::launch(&agent, req.host_id.clone(), req.app_id, req.version)
+                        match launch_host(&agent, req.host_id.clone(), req.app_id, req.version)
                             .await
                         {
                             Ok(h) => AgentReply::Ok {
@@ -182,4 +182,16 @@ async fn serve_launches(agent: Arc<Agent>, mut sub: async_nats::Subscriber) {
         let body = serde_json::to_vec(&reply).unwrap_or_default();
         let _ = agent.client.publish(reply_to, body.into()).await;
     }
+}
+
+/// Launches a host and serves its control port.
+async fn launch_host(
+    agent: &Arc<Agent>,
+    id: String,
+    app_id: String,
+    version: String,
+) -> Result<Arc<Host>, AgentError> {
+    let (host, listener) = host::launch(agent, id, app_id, version).await?;
+    tokio::spawn(control::serve(host.clone(), listener, host.stopped()));
+    Ok(host)
 }
