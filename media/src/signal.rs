@@ -1,11 +1,20 @@
 //! WHEP-style signalling over plain HTTP/1.1, client side: POST an SDP offer with the session's
 //! credentials as a bearer token, get the answer and the resource to DELETE at the end.
 //!
-//! Invariant: a reply is read to its end (the server closes the connection) and at most
-//! [`MAX_REPLY`] bytes; anything else is an error naming what was wrong.
+//! The HTTP is hyper's (through hyper-util's client); this module only shapes the request and
+//! collects the reply.
+//!
+//! Invariant: a reply's body is read to its end (as its `content-length`, chunked framing or the
+//! connection's close says) and at most [`MAX_REPLY`] bytes; anything else is an error naming
+//! what was wrong. A reply with any status is a [`Reply`]: what a status means is the caller's.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::io::{Error, ErrorKind};
 
 /// Largest reply read, bytes.
 pub const MAX_REPLY: usize = 1024 * 1024;
@@ -55,6 +64,11 @@ pub fn split_url(url: &str) -> Result<(String, u16, String), std::io::Error> {
 
 /// Sends one request and reads the whole reply.
 ///
+/// Errors: the host unreachable (the connection's own error kind, e.g.
+/// [`ErrorKind::ConnectionRefused`]), a method, path or header that is not valid HTTP
+/// ([`ErrorKind::InvalidInput`]), a reply that is not HTTP, is cut short or is over
+/// [`MAX_REPLY`] ([`ErrorKind::InvalidData`]); each message names what was wrong.
+///
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
 /// let reply = streamfleet_media::signal::request(
@@ -71,108 +85,254 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<(&str, &[u8])>,
 ) -> std::io::Result<Reply> {
-    let mut stream = TcpStream::connect((host, port)).await?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n");
+    let invalid_input = |what: String| Error::new(ErrorKind::InvalidInput, what);
+    let authority = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let uri: hyper::Uri = format!("http://{authority}{path}")
+        .parse()
+        .map_err(|e| invalid_input(format!("`{path}` on {authority} is not a valid URL: {e}")))?;
+    let method = hyper::Method::from_bytes(method.as_bytes())
+        .map_err(|_| invalid_input(format!("`{method}` is not an HTTP method")))?;
+    let mut builder = hyper::Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .header(HOST, format!("{host}:{port}"))
+        .header(CONNECTION, "close");
     for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid_input(format!("`{name}` is not an HTTP header name")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| invalid_input(format!("the value of header `{name}` is not valid")))?;
+        builder = builder.header(name, value);
     }
-    if let Some((content_type, bytes)) = body {
-        head.push_str(&format!(
-            "content-type: {content_type}\r\ncontent-length: {}\r\n",
-            bytes.len()
-        ));
-    } else if matches!(method, "POST" | "PUT" | "PATCH") {
-        head.push_str("content-length: 0\r\n");
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    if let Some((_, bytes)) = body {
-        stream.write_all(bytes).await?;
-    }
-    // Read the head, then as much body as Content-Length says (or to the end when it says
-    // nothing): some servers keep the connection open despite `connection: close`.
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        raw.extend_from_slice(&chunk[..n]);
-        if raw.len() > MAX_REPLY {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "reply over 1 MiB",
-            ));
+    let payload = match body {
+        Some((content_type, bytes)) => {
+            builder = builder
+                .header(CONTENT_TYPE, content_type)
+                .header(CONTENT_LENGTH, bytes.len());
+            Bytes::copy_from_slice(bytes)
         }
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let length = head
-                .split("\r\n")
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if let Some(length) = length
-                && raw.len() >= end + 4 + length
-            {
-                raw.truncate(end + 4 + length);
-                break;
+        None => {
+            if matches!(
+                method,
+                hyper::Method::POST | hyper::Method::PUT | hyper::Method::PATCH
+            ) {
+                builder = builder.header(CONTENT_LENGTH, 0);
             }
+            Bytes::new()
         }
-        if n == 0 {
-            break;
-        }
-    }
-    parse_reply(&raw)
-}
-
-fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
-    let invalid =
-        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| invalid("no end of HTTP head"))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| invalid("no HTTP status line"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect::<Vec<_>>();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
-    {
-        body = dechunk(&body).ok_or_else(|| invalid("malformed chunked body"))?;
-    }
+    };
+    let request = builder
+        .body(Full::new(payload))
+        .map_err(|e| invalid_input(format!("not a valid HTTP request: {e}")))?;
+    // One connection per request (`connection: close`): nothing is pooled between calls.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new());
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| sending_failed(&authority, &e))?;
+    let (parts, incoming) = response.into_parts();
+    let body = Limited::new(incoming, MAX_REPLY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Error::new(ErrorKind::InvalidData, "reply over 1 MiB")
+            } else {
+                Error::new(
+                    ErrorKind::InvalidData,
+                    format!("unreadable reply body from {authority}: {}", chain(&*e)),
+                )
+            }
+        })?
+        .to_bytes();
     Ok(Reply {
-        status,
-        headers,
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).trim().to_string(),
+                )
+            })
+            .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&raw[..line_end])
-                .ok()?
-                .split(';')
-                .next()?
-                .trim(),
-            16,
-        )
-        .ok()?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Some(out);
+/// The client's error as an I/O error: the connection's own kind when it failed to connect (or
+/// broke), [`ErrorKind::InvalidData`] when what came back was not HTTP.
+fn sending_failed(authority: &str, e: &hyper_util::client::legacy::Error) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<Error>() {
+            return Error::new(io.kind(), format!("{authority}: {io}"));
         }
-        out.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
+        source = s.source();
+    }
+    let detail = chain(e);
+    let kind = if e.is_connect() {
+        ErrorKind::ConnectionRefused
+    } else {
+        ErrorKind::InvalidData
+    };
+    Error::new(kind, format!("{authority}: {detail}"))
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(e.source(), |s| s.source())
+        .map(ToString::to_string)
+        .fold(e.to_string(), |all, s| format!("{all}: {s}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A one-shot HTTP server on loopback: reads one request (head and `content-length` body),
+    /// answers `reply` verbatim and closes. Resolves to the request's bytes.
+    async fn serve_once(reply: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut raw = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = socket.read(&mut chunk).await.unwrap();
+                raw.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&raw).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(str::to_string))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if raw.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            socket.write_all(reply.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+            String::from_utf8_lossy(&raw).into_owned()
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn a_201_answer_is_read_with_its_location_and_the_offer_is_sent_with_the_token() {
+        let (port, server) = serve_once(
+            "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nLocation: /sessions/s1/whep/r1\r\nContent-Length: 11\r\n\r\nv=0\r\nanswer",
+        )
+        .await;
+        let reply = request(
+            "127.0.0.1",
+            port,
+            "POST",
+            "/sessions/s1/whep",
+            &[("authorization", "Bearer s3cret")],
+            Some(("application/sdp", b"v=0\r\noffer")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, 201);
+        assert_eq!(reply.header("location"), Some("/sessions/s1/whep/r1"));
+        assert_eq!(reply.header("Content-Type"), Some("application/sdp"));
+        assert_eq!(reply.body, "v=0\r\nanswer");
+        let sent = server.await.unwrap();
+        let lower = sent.to_ascii_lowercase();
+        assert!(
+            sent.starts_with("POST /sessions/s1/whep HTTP/1.1\r\n"),
+            "{sent}"
+        );
+        assert!(lower.contains("authorization: bearer s3cret\r\n"), "{sent}");
+        assert!(
+            lower.contains("content-type: application/sdp\r\n"),
+            "{sent}"
+        );
+        assert!(lower.contains("content-length: 10\r\n"), "{sent}");
+        assert!(
+            lower.contains(&format!("host: 127.0.0.1:{port}\r\n")),
+            "{sent}"
+        );
+        assert!(sent.ends_with("\r\n\r\nv=0\r\noffer"), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn a_401_is_a_reply_with_its_status_and_the_client_reports_it_as_refused() {
+        let reply_401 = "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n19\r\n{\"error\":\"bad credentials\r\n2\r\n\"}\r\n0\r\n\r\n";
+        let (port, _server) = serve_once(reply_401).await;
+        let reply = request("127.0.0.1", port, "DELETE", "/r", &[], None)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.body, "{\"error\":\"bad credentials\"}");
+
+        let (port, _server) = serve_once(reply_401).await;
+        let config = crate::client::WatchConfig {
+            url: format!("http://127.0.0.1:{port}/sessions/s1/whep"),
+            credentials: "wrong".into(),
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            frames: Some(1),
+            limit: Duration::from_secs(5),
+            input_every: None,
+            delete_at_end: false,
+            decode: false,
+        };
+        match crate::client::start(config).await {
+            Err(crate::client::WatchError::Refused { status, body }) => {
+                assert_eq!(status, 401);
+                assert!(body.contains("bad credentials"), "{body}");
+            }
+            other => panic!("expected Refused(401), got {:?}", other.err()),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_host_an_oversized_reply_and_garbage_are_errors() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let e = request("127.0.0.1", port, "GET", "/", &[], None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+
+        let big: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                MAX_REPLY + 1,
+                "x".repeat(MAX_REPLY + 1)
+            )
+            .into_boxed_str(),
+        );
+        let (port, _server) = serve_once(big).await;
+        let e = request("127.0.0.1", port, "GET", "/", &[], None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("1 MiB"), "{e}");
+
+        let (port, _server) = serve_once("garbage\r\n\r\n").await;
+        let e = request("127.0.0.1", port, "GET", "/", &[], None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
     }
 }
