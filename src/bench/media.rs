@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use streamfleet_media::client::{WatchConfig, watch};
 use streamfleet_media::stream::{Stream, StreamConfig, StreamReport};
 use streamfleet_media::{App, Encoder, EncoderSettings, Resolution, Stamp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -150,51 +149,29 @@ async fn whep_server(
     let listener = TcpListener::bind((ip, 0)).await?;
     let port = listener.local_addr()?.port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let offer = move |body: String| {
+        let (config, tx) = (config.clone(), tx.clone());
+        async move {
+            use axum::http::{StatusCode, header};
+            use axum::response::IntoResponse;
+            match Stream::answer(&body, &config).await {
+                Ok((stream, answer)) => {
+                    let _ = tx.send(Arc::new(stream));
+                    (
+                        StatusCode::CREATED,
+                        [(header::CONTENT_TYPE, "application/sdp")],
+                        answer,
+                    )
+                        .into_response()
+                }
+                Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/sessions/{id}/whep", axum::routing::post(offer));
     tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let (config, tx) = (config.clone(), tx.clone());
-            tokio::spawn(async move {
-                let mut raw = Vec::new();
-                let mut buf = [0u8; 8192];
-                let body = loop {
-                    let Ok(n) = conn.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    raw.extend_from_slice(&buf[..n]);
-                    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-                    let length = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if raw.len() >= end + 4 + length {
-                        break String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).to_string();
-                    }
-                };
-                let reply = match Stream::answer(&body, &config).await {
-                    Ok((stream, answer)) => {
-                        let _ = tx.send(Arc::new(stream));
-                        format!(
-                            "HTTP/1.1 201 Created\r\ncontent-type: application/sdp\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                            answer.len()
-                        )
-                    }
-                    Err(e) => {
-                        let e = e.to_string();
-                        format!(
-                            "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{e}",
-                            e.len()
-                        )
-                    }
-                };
-                let _ = conn.write_all(reply.as_bytes()).await;
-            });
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::warn!(%error, "bench WHEP server stopped");
         }
     });
     Ok((port, rx))
