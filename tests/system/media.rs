@@ -3,6 +3,7 @@
 //! it cannot use, notices a vanished client, and reports stream statistics in heartbeats.
 
 use crate::cloud::*;
+use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
 use std::time::Duration;
 use streamfleet_bus_schemas::Event;
@@ -356,8 +357,10 @@ struct Browser {
 impl Browser {
     async fn start() -> Browser {
         let port = crate::harness::free_port();
+        // Its own process group, so the Chromium it starts goes with it on drop.
         let mut driver = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -431,6 +434,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Killing chromedriver alone leaves its Chromium running (and decoding) behind it.
+        let _ = std::process::Command::new("kill")
+            .args(["-9", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
