@@ -1,0 +1,226 @@
+//! Across the deciders: wrong stream kinds, unique rule names, decisions that are pure.
+
+mod common;
+
+use common::{
+    assign, beats, ctx, end, issue, now, open, provision, redeem, register, rejected,
+    release_version, remove, resolve, run,
+};
+use std::collections::BTreeSet;
+use streamfleet_bus_schemas::Command;
+use streamfleet_bus_schemas::payloads::*;
+use streamfleet_domain::{Rejection, State, decide};
+
+#[test]
+fn a_command_on_a_stream_of_another_kind_is_refused() {
+    let node = run(&[Command::ReportNodeFailure(ReportNodeFailure {
+        node_id: "x".into(),
+        reason: "r".into(),
+    })]);
+    let token = run(&[issue(None)]);
+    let host = run(&[register("h1", 1)]);
+    let session = run(&[provision("s1", "h1")]);
+    let app = run(&[release_version("1.0.0", false, 0)]);
+    let discrepancy = run(&[open("d1")]);
+    let cases: Vec<(Command, &State, &str, &str)> = vec![
+        (issue(None), &host, "token", "host"),
+        (
+            redeem(&"ab".repeat(32), "203.0.113.9", "s1"),
+            &session,
+            "token",
+            "session",
+        ),
+        (register("h1", 1), &token, "host", "token"),
+        (assign("h1", "s1"), &node, "host", "node"),
+        (beats("h1", &[]), &session, "host", "session"),
+        (remove("h1", HostRemovalReason::Lost), &app, "host", "app"),
+        (provision("s1", "h1"), &host, "session", "host"),
+        (
+            end("s1", "h1", SessionEndReason::Ended, None),
+            &token,
+            "session",
+            "token",
+        ),
+        (
+            release_version("2.0.0", false, 0),
+            &discrepancy,
+            "app",
+            "discrepancy",
+        ),
+        (resolve("d1"), &host, "discrepancy", "host"),
+        (open("d1"), &app, "discrepancy", "app"),
+    ];
+    for (cmd, state, expected, found) in cases {
+        assert_eq!(
+            rejected(&cmd, state),
+            Rejection::WrongStreamKind { expected, found },
+            "{cmd:?}"
+        );
+    }
+}
+
+/// One of each rejection. The match below does not compile when a variant is added without a
+/// case here, so the uniqueness check covers every rule.
+fn one_of_each() -> Vec<Rejection> {
+    let s = || "x".to_string();
+    let all = vec![
+        Rejection::InvalidField {
+            field: "f",
+            detail: s(),
+        },
+        Rejection::TokenAlreadyIssued { token_id: s() },
+        Rejection::TtlOutOfRange {
+            ttl_seconds: 0,
+            min: 1,
+            max: 2,
+        },
+        Rejection::SessionAlreadyProvisioned { session_id: s() },
+        Rejection::SessionNotProvisioned { session_id: s() },
+        Rejection::SessionAlreadyEnded {
+            session_id: s(),
+            reason: "ended",
+        },
+        Rejection::SessionOnOtherHost {
+            session_id: s(),
+            expected: s(),
+            reported: s(),
+        },
+        Rejection::TokenUnknown { token_id: s() },
+        Rejection::TokenForged { token_id: s() },
+        Rejection::TokenAlreadyRedeemed {
+            token_id: s(),
+            session_id: s(),
+        },
+        Rejection::TokenExpired {
+            token_id: s(),
+            expired_at: now(),
+        },
+        Rejection::ClientIpMismatch {
+            bound: s(),
+            presented: s(),
+        },
+        Rejection::HostAlreadyExists { host_id: s() },
+        Rejection::HostNotRegistered { host_id: s() },
+        Rejection::HostRemoved { host_id: s() },
+        Rejection::HostNotAccepting {
+            host_id: s(),
+            status: "draining",
+        },
+        Rejection::HostRunsOtherApp {
+            host_id: s(),
+            app_id: s(),
+        },
+        Rejection::HostFull {
+            host_id: s(),
+            capacity: 1,
+        },
+        Rejection::HostBusy {
+            host_id: s(),
+            sessions: 1,
+        },
+        Rejection::SessionAlreadyAssigned {
+            session_id: s(),
+            host_id: s(),
+        },
+        Rejection::SessionNotOnHost {
+            session_id: s(),
+            host_id: s(),
+        },
+        Rejection::VersionNotNewer {
+            current: s(),
+            requested: s(),
+        },
+        Rejection::DiscrepancyAlreadyOpened {
+            discrepancy_id: s(),
+        },
+        Rejection::DiscrepancyNotOpen {
+            discrepancy_id: s(),
+        },
+        Rejection::DiscrepancyAlreadyResolved {
+            discrepancy_id: s(),
+        },
+        Rejection::MigrationAlreadyScheduled { migration_id: s() },
+        Rejection::MigrationTargetIsSource { server: s() },
+        Rejection::DeadlineInPast {
+            deadline: now(),
+            now: now(),
+        },
+        Rejection::NodeAlreadyFailed { node_id: s() },
+        Rejection::NoCommonCipher {
+            hop: "source→relay",
+        },
+        Rejection::CipherAlreadySelected { connection_id: s() },
+        Rejection::WrongStreamKind {
+            expected: "host",
+            found: "token",
+        },
+    ];
+    // Exhaustiveness guard: every variant maps to its position in `all`.
+    let index = |r: &Rejection| match r {
+        Rejection::InvalidField { .. } => 0,
+        Rejection::TokenAlreadyIssued { .. } => 1,
+        Rejection::TtlOutOfRange { .. } => 2,
+        Rejection::SessionAlreadyProvisioned { .. } => 3,
+        Rejection::SessionNotProvisioned { .. } => 4,
+        Rejection::SessionAlreadyEnded { .. } => 5,
+        Rejection::SessionOnOtherHost { .. } => 6,
+        Rejection::TokenUnknown { .. } => 7,
+        Rejection::TokenForged { .. } => 8,
+        Rejection::TokenAlreadyRedeemed { .. } => 9,
+        Rejection::TokenExpired { .. } => 10,
+        Rejection::ClientIpMismatch { .. } => 11,
+        Rejection::HostAlreadyExists { .. } => 12,
+        Rejection::HostNotRegistered { .. } => 13,
+        Rejection::HostRemoved { .. } => 14,
+        Rejection::HostNotAccepting { .. } => 15,
+        Rejection::HostRunsOtherApp { .. } => 16,
+        Rejection::HostFull { .. } => 17,
+        Rejection::HostBusy { .. } => 18,
+        Rejection::SessionAlreadyAssigned { .. } => 19,
+        Rejection::SessionNotOnHost { .. } => 20,
+        Rejection::VersionNotNewer { .. } => 21,
+        Rejection::DiscrepancyAlreadyOpened { .. } => 22,
+        Rejection::DiscrepancyNotOpen { .. } => 23,
+        Rejection::DiscrepancyAlreadyResolved { .. } => 24,
+        Rejection::MigrationAlreadyScheduled { .. } => 25,
+        Rejection::MigrationTargetIsSource { .. } => 26,
+        Rejection::DeadlineInPast { .. } => 27,
+        Rejection::NodeAlreadyFailed { .. } => 28,
+        Rejection::NoCommonCipher { .. } => 29,
+        Rejection::CipherAlreadySelected { .. } => 30,
+        Rejection::WrongStreamKind { .. } => 31,
+    };
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(index(r), i, "{r:?} out of place");
+    }
+    all
+}
+
+#[test]
+fn every_rule_has_a_unique_snake_case_name() {
+    let all = one_of_each();
+    let mut seen = BTreeSet::new();
+    for r in &all {
+        let rule = r.rule();
+        assert!(
+            !rule.is_empty()
+                && rule.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                && !rule.starts_with('_')
+                && !rule.ends_with('_')
+                && !rule.contains("__"),
+            "{rule:?} is not snake_case"
+        );
+        assert!(seen.insert(rule), "{rule} is used twice");
+        assert!(!r.to_string().is_empty());
+    }
+    assert_eq!(seen.len(), 32);
+}
+
+#[test]
+fn decisions_depend_only_on_their_arguments() {
+    let state = run(&[register("h1", 2), assign("h1", "s1")]);
+    let a = decide(&assign("h1", "s2"), &state, &ctx());
+    let b = decide(&assign("h1", "s2"), &state.clone(), &ctx());
+    assert_eq!(a, b);
+    assert!(a.is_ok());
+}
