@@ -47,6 +47,7 @@
 //! # }
 //! ```
 
+mod append;
 mod error;
 mod file;
 mod log;
@@ -57,9 +58,10 @@ mod tail;
 mod verify;
 mod writer;
 
+pub use append::{AppendOutcome, AppendRequest, NewEvent};
 pub use error::{AppendError, Corruption, OpenError, ReadError, VerifyError};
 pub use file::{LogFile, Records};
-pub use log::{AppendOutcome, AppendRequest, Config, EventLog, NewEvent};
+pub use log::{Config, EventLog};
 pub use record::StoredEvent;
 pub use streamfleet_bus_schemas::{ExpectedVersion, ReadDirection, RecordedEvent};
 pub use subscription::Subscription;

@@ -1,15 +1,15 @@
 //! The log's public handle: open, append, read.
 
+use crate::append::{AppendOutcome, AppendRequest, get_event, outcome_from_records};
 use crate::error::{AppendError, OpenError, ReadError, storage};
 use crate::record::{GENESIS, StoredEvent};
 use crate::tables::*;
 use crate::tail::{Entry, Tail};
 use crate::writer::{self, Job, Tip, Writer, WriterCounters};
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
-use serde::Deserialize;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use streamfleet_bus_schemas::{ExpectedVersion, ReadDirection, RecordedEvent, category_of};
+use streamfleet_bus_schemas::{ReadDirection, category_of};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -43,42 +43,6 @@ impl Default for Config {
             index_flush_events: 2048,
         }
     }
-}
-
-/// One event to append: its id, type and JSON body (a non-empty object holding everything but
-/// `position` and `streamversion`).
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Event id.
-    pub id: Uuid,
-    /// Event type.
-    pub event_type: String,
-    /// JSON object.
-    pub body: Vec<u8>,
-}
-
-/// An append of events to one stream.
-#[derive(Debug, Clone)]
-pub struct AppendRequest {
-    /// The stream, `<category>-<id>`.
-    pub stream: String,
-    /// What the stream must be at.
-    pub expected: ExpectedVersion,
-    /// The command that caused it, for idempotency.
-    pub command_id: Option<Uuid>,
-    /// The events, in order.
-    pub events: Vec<NewEvent>,
-}
-
-/// What an append recorded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AppendOutcome {
-    /// The stream.
-    pub stream: String,
-    /// The events, in order.
-    pub events: Vec<RecordedEvent>,
-    /// True when the command id was already recorded and nothing new was written.
-    pub deduplicated: bool,
 }
 
 pub(crate) struct Inner {
@@ -392,54 +356,6 @@ impl EventLog {
     fn tail(&self) -> std::sync::RwLockReadGuard<'_, Tail> {
         self.inner.tail.read().expect("tail lock")
     }
-}
-
-/// Reads back what an earlier append recorded, from its stored records.
-pub(crate) fn outcome_from_records(
-    events: &impl ReadableTable<u64, &'static [u8]>,
-    first: u64,
-    count: u32,
-) -> Result<AppendOutcome, ReadError> {
-    #[derive(Deserialize)]
-    struct Head {
-        id: Uuid,
-        #[serde(rename = "type")]
-        event_type: String,
-    }
-    let mut stream = String::new();
-    let mut recorded = Vec::with_capacity(count as usize);
-    for position in first..first + u64::from(count) {
-        let e = get_event(events, position)?;
-        let head: Head = serde_json::from_slice(&e.body).map_err(|_| ReadError::Corrupt {
-            position,
-            problem: crate::Corruption::UnreadableBody,
-        })?;
-        stream = e.stream;
-        recorded.push(RecordedEvent {
-            id: head.id,
-            event_type: head.event_type,
-            streamversion: e.stream_version,
-            position,
-            data: None,
-        });
-    }
-    Ok(AppendOutcome {
-        stream,
-        events: recorded,
-        deduplicated: true,
-    })
-}
-
-pub(crate) fn get_event(
-    events: &impl ReadableTable<u64, &'static [u8]>,
-    position: u64,
-) -> Result<StoredEvent, ReadError> {
-    let v = events
-        .get(position)
-        .map_err(storage)?
-        .ok_or(ReadError::MissingRecord { position })?;
-    StoredEvent::decode(position, v.value())
-        .map_err(|problem| ReadError::Corrupt { position, problem })
 }
 
 /// The index entries of the records after the position the index tables cover.

@@ -10,8 +10,8 @@
 //! A commit writes the records only; index entries go to the [`Tail`] and reach the index tables
 //! in bulk every `index_flush_events` events, inside the transaction of the batch that crosses it.
 
+use crate::append::{AppendOutcome, AppendRequest, outcome_from_records};
 use crate::error::{AppendError, storage};
-use crate::log::{AppendOutcome, AppendRequest, outcome_from_records};
 use crate::record::{StoredEvent, encode};
 use crate::tables::*;
 use crate::tail::{Entry, Tail};
