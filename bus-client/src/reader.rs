@@ -79,12 +79,8 @@ impl LogReader {
         Ok(self.read(&ReadRequest::all(1, 1)).await?.head)
     }
 
-    /// Every event of one stream, oldest first, up to `to` (a global position) when given.
-    pub async fn stream_until(
-        &self,
-        stream: &str,
-        to: Option<u64>,
-    ) -> Result<Vec<EventEnvelope>, ReadError> {
+    /// Every event of one stream, oldest first.
+    pub async fn stream(&self, stream: &str) -> Result<Vec<EventEnvelope>, ReadError> {
         let mut from = 1;
         let mut all = Vec::new();
         loop {
@@ -94,21 +90,11 @@ impl LogReader {
                     ..ReadRequest::all(from, PAGE)
                 })
                 .await?;
-            for event in page.events {
-                if to.is_some_and(|to| event.position > to) {
-                    return Ok(all);
-                }
-                all.push(event);
-            }
+            all.extend(page.events);
             match page.next {
                 Some(n) => from = n,
                 None => return Ok(all),
             }
         }
-    }
-
-    /// Every event of one stream, oldest first.
-    pub async fn stream(&self, stream: &str) -> Result<Vec<EventEnvelope>, ReadError> {
-        self.stream_until(stream, None).await
     }
 }

@@ -33,8 +33,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .forget_expired_tokens(now);
-        // Each keeper looks at the fleet as the previous one's commands left it (the read
-        // guard is dropped before any await).
+        // Each keeper reads the fleet afresh (its read guard dropped before any await), so it
+        // sees whatever the follower has applied since the keeper before it.
         let asked = reactions::liveness(&shared.fleet(), now, limits);
         carry_out(&shared, asked).await;
         let asked = reactions::slots(&shared.fleet(), now, limits);
