@@ -528,7 +528,7 @@ async fn commands(
     let setup = CommandClient::new(nats.try_client("service").await?, "bench");
     for c in 0..clients {
         let cmd = Cmd::RegisterHost(RegisterHost {
-            host_id: format!("b{clients}-{c}"),
+            host_id: format!("b{clients}-{c}").into(),
             region: "r".into(),
             app_id: "a".into(),
             version: "1.0.0".into(),

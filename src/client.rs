@@ -190,8 +190,8 @@ async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
         streamfleet_bus_client::NatsLogin::new(args.nats_url.clone(), "entitlement", password);
     let client = streamfleet_bus_client::connect(&login).await?;
     let req = TokenRequest {
-        app_id: args.app.clone(),
-        user_id: user.to_string(),
+        app_id: args.app.clone().into(),
+        user_id: user.into(),
         client_ip: Some(args.client_ip.clone()),
         group_id: None,
         ttl_seconds: None,

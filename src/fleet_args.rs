@@ -20,7 +20,7 @@ pub fn parse_regions(text: &str) -> anyhow::Result<Vec<Region>> {
                 anyhow::bail!("region `{item}` is not name:lat:lon");
             };
             Ok(Region {
-                name: name.to_string(),
+                name: name.into(),
                 lat: lat
                     .parse()
                     .with_context(|| format!("latitude in `{item}`"))?,
@@ -177,8 +177,8 @@ impl AgentArgs {
                 "host",
                 self.nats_password.clone(),
             ),
-            region: self.region.clone(),
-            app_id: self.app.clone(),
+            region: self.region.clone().into(),
+            app_id: self.app.clone().into(),
             version: self.version.clone(),
             hosts: self.hosts,
             capacity: self.capacity,

@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use streamfleet_bus_client::{CommandClient, NatsLogin, ROLES};
 use streamfleet_bus_schemas::Command;
+use streamfleet_bus_schemas::ids::RegionId;
 use streamfleet_bus_schemas::payloads::{ReleaseVersion, SetBufferTarget};
 use streamfleet_node::{Node, NodeConfig};
 use streamfleet_workers::{TokenKey, WorkersConfig};
@@ -168,7 +169,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         lost_after_intervals: 3,
         launch_timeout: Duration::from_secs(30),
     };
-    let regions: Vec<String> = workers_config
+    let regions: Vec<RegionId> = workers_config
         .regions
         .iter()
         .map(|r| r.name.clone())

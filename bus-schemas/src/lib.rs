@@ -23,6 +23,7 @@
 //! ```
 
 mod envelope;
+pub mod ids;
 mod messages;
 pub mod payloads;
 mod read;

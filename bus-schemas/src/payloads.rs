@@ -6,6 +6,10 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{
+    AppId, GroupId, HostId, InstanceId, MigrationId, NodeId, RegionId, SessionId, TokenId, UserId,
+};
+
 /// A cipher a hop can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -26,17 +30,17 @@ pub enum Cipher {
 #[serde(deny_unknown_fields)]
 pub struct IssueToken {
     /// Token id (not the token): the stream is `token-<token_id>`.
-    pub token_id: String,
+    pub token_id: TokenId,
     /// The application the session will run.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The entitled user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The client IP the token is bound to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
     /// The group (party, multi-tenant instance) whose sessions are placed together, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// Lifetime in seconds (1..=3600).
     pub ttl_seconds: u32,
     /// Hex BLAKE3 of the whole token as the client will present it.
@@ -49,15 +53,15 @@ pub struct IssueToken {
 #[serde(deny_unknown_fields)]
 pub struct RedeemToken {
     /// The token's id (read from the token).
-    pub token_id: String,
+    pub token_id: TokenId,
     /// Hex BLAKE3 of the presented token.
     pub token_hash: String,
     /// The IP the client redeems from.
     pub client_ip: String,
     /// The session the redemption will provision.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The region the redemption was routed to.
-    pub region: String,
+    pub region: RegionId,
     /// Why that region (e.g. `nearest by location: 412 km`).
     pub route_reason: String,
 }
@@ -67,11 +71,11 @@ pub struct RedeemToken {
 #[serde(deny_unknown_fields)]
 pub struct RegisterHost {
     /// Host id: the stream is `host-<host_id>`.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Its region.
-    pub region: String,
+    pub region: RegionId,
     /// The app it runs.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The app's version it runs.
     pub version: String,
     /// How many sessions it can run at once (1..=1024).
@@ -89,11 +93,11 @@ pub struct RegisterHost {
 #[serde(deny_unknown_fields)]
 pub struct RequestHost {
     /// The id the new host will register with.
-    pub host_id: String,
+    pub host_id: HostId,
     /// The region.
-    pub region: String,
+    pub region: RegionId,
     /// The app.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The app's version.
     pub version: String,
     /// Why it is needed.
@@ -105,11 +109,11 @@ pub struct RequestHost {
 #[serde(deny_unknown_fields)]
 pub struct AssignSession {
     /// The host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// The session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The session's app (must be the host's).
-    pub app_id: String,
+    pub app_id: AppId,
 }
 
 /// Free a session's slot on its host after the session ended.
@@ -117,9 +121,9 @@ pub struct AssignSession {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseSession {
     /// The host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// The session.
-    pub session_id: String,
+    pub session_id: SessionId,
 }
 
 /// Stream statistics a host reports with a session's heartbeat.
@@ -143,7 +147,7 @@ pub struct StreamStats {
 #[serde(deny_unknown_fields)]
 pub struct SessionBeat {
     /// The session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Its stream statistics, when the host measures them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<StreamStats>,
@@ -155,7 +159,7 @@ pub struct SessionBeat {
 #[serde(deny_unknown_fields)]
 pub struct RecordHeartbeats {
     /// The reporting host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// When the host sent them, by its clock.
     pub sent_at: DateTime<Utc>,
     /// One heartbeat per session the host runs (at most 4,096).
@@ -168,7 +172,7 @@ pub struct RecordHeartbeats {
 #[serde(deny_unknown_fields)]
 pub struct DrainHost {
     /// The host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// The version that replaces the host's.
     pub new_version: String,
     /// For an urgent version: when the host is terminated.
@@ -197,7 +201,7 @@ pub enum HostRemovalReason {
 #[serde(deny_unknown_fields)]
 pub struct RemoveHost {
     /// The host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Why.
     pub reason: HostRemovalReason,
 }
@@ -208,20 +212,20 @@ pub struct RemoveHost {
 #[serde(deny_unknown_fields)]
 pub struct ProvisionSession {
     /// Session id: the stream is `session-<session_id>`.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The redeemed token.
-    pub token_id: String,
+    pub token_id: TokenId,
     /// The application.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The session's group, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// The region the session is placed in.
-    pub region: String,
+    pub region: RegionId,
     /// The host it runs on.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Where the client connects (IP or name).
     pub address: String,
     /// The host's control (signalling) port.
@@ -232,7 +236,7 @@ pub struct ProvisionSession {
     pub placement_reason: String,
     /// The user's previous session of this app whose saved state was handed over, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored_from: Option<String>,
+    pub restored_from: Option<SessionId>,
 }
 
 /// Why a session ended.
@@ -258,9 +262,9 @@ pub enum SessionEndReason {
 #[serde(deny_unknown_fields)]
 pub struct EndSession {
     /// The session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Its host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Why.
     pub reason: SessionEndReason,
     /// State the app saved for the user's next session (at most 4,096 bytes).
@@ -273,9 +277,9 @@ pub struct EndSession {
 #[serde(deny_unknown_fields)]
 pub struct SetBufferTarget {
     /// The region.
-    pub region: String,
+    pub region: RegionId,
     /// The app: the stream is `buffer-<region>.<app_id>`.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Idle hosts to keep (0..=1024).
     pub idle_hosts: u32,
 }
@@ -285,7 +289,7 @@ pub struct SetBufferTarget {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseVersion {
     /// The app: the stream is `app-<app_id>`.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The new version, dotted numbers (`2.1.0`), newer than the current one.
     pub version: String,
     /// A security fix: old hosts are terminated after a notice instead of drained.
@@ -319,9 +323,9 @@ pub struct OpenDiscrepancy {
     /// Discrepancy id: the stream is `discrepancy-<discrepancy_id>`.
     pub discrepancy_id: String,
     /// The reporting host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// The session concerned.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// What disagreed.
     pub kind: DiscrepancyKind,
     /// In words.
@@ -345,9 +349,9 @@ pub struct ResolveDiscrepancy {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleMigration {
     /// Migration id: the stream is `migration-<migration_id>`.
-    pub migration_id: String,
+    pub migration_id: MigrationId,
     /// The instance to move.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// The server it runs on now.
     pub source_server: String,
     /// The server it moves to (hardware settings match).
@@ -361,7 +365,7 @@ pub struct ScheduleMigration {
 #[serde(deny_unknown_fields)]
 pub struct ReportNodeFailure {
     /// The failed node: the stream is `node-<node_id>`.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// How the failure was detected.
     pub reason: String,
 }
@@ -386,17 +390,17 @@ pub struct SelectCipher {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenIssued {
     /// Token id.
-    pub token_id: String,
+    pub token_id: TokenId,
     /// The application.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The entitled user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The client IP it is bound to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
     /// The session group, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// Hex BLAKE3 of the token.
     pub token_hash: String,
     /// When it stops being redeemable.
@@ -407,20 +411,20 @@ pub struct TokenIssued {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenRedeemed {
     /// Token id.
-    pub token_id: String,
+    pub token_id: TokenId,
     /// The session it provisions.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The application.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The session group, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// Where the client redeemed from.
     pub client_ip: String,
     /// The region it was routed to.
-    pub region: String,
+    pub region: RegionId,
     /// Why that region.
     pub route_reason: String,
 }
@@ -429,11 +433,11 @@ pub struct TokenRedeemed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HostRequested {
     /// The id it will register with.
-    pub host_id: String,
-    /// Region.
-    pub region: String,
+    pub host_id: HostId,
+    /// RegionId.
+    pub region: RegionId,
     /// App.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Version.
     pub version: String,
     /// Why.
@@ -444,11 +448,11 @@ pub struct HostRequested {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HostRegistered {
     /// Host id.
-    pub host_id: String,
-    /// Region.
-    pub region: String,
+    pub host_id: HostId,
+    /// RegionId.
+    pub region: RegionId,
     /// App.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Version.
     pub version: String,
     /// Session slots.
@@ -465,25 +469,25 @@ pub struct HostRegistered {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionAssigned {
     /// Host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Session.
-    pub session_id: String,
+    pub session_id: SessionId,
 }
 
 /// A session's slot on its host was freed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionReleased {
     /// Host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Session.
-    pub session_id: String,
+    pub session_id: SessionId,
 }
 
 /// A host's heartbeat report was received: one heartbeat per session it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HeartbeatReceived {
     /// The host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// When the host sent it.
     pub sent_at: DateTime<Utc>,
     /// The sessions it reported.
@@ -494,7 +498,7 @@ pub struct HeartbeatReceived {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HostDraining {
     /// Host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// The version replacing it.
     pub new_version: String,
     /// Urgent: when it is terminated (its sessions were sent a notice).
@@ -506,31 +510,31 @@ pub struct HostDraining {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HostRemoved {
     /// Host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Why.
     pub reason: HostRemovalReason,
     /// Sessions it still held (terminated or lost with it).
-    pub sessions: Vec<String>,
+    pub sessions: Vec<SessionId>,
 }
 
 /// A session was provisioned; the client connects to `address:control_port`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionProvisioned {
     /// Session id.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The redeemed token.
-    pub token_id: String,
+    pub token_id: TokenId,
     /// The application.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The group, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// The region.
-    pub region: String,
+    pub region: RegionId,
     /// The host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Where the client connects.
     pub address: String,
     /// The host's control port.
@@ -541,16 +545,16 @@ pub struct SessionProvisioned {
     pub placement_reason: String,
     /// The previous session whose saved state was handed over, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored_from: Option<String>,
+    pub restored_from: Option<SessionId>,
 }
 
 /// A session ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionEnded {
     /// Session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Its host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Why.
     pub reason: SessionEndReason,
     /// State saved for the user's next session of the app.
@@ -562,9 +566,9 @@ pub struct SessionEnded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BufferTargetSet {
     /// The region.
-    pub region: String,
+    pub region: RegionId,
     /// The app.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Idle hosts to keep.
     pub idle_hosts: u32,
 }
@@ -573,7 +577,7 @@ pub struct BufferTargetSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VersionReleased {
     /// App.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The new version.
     pub version: String,
     /// The version it replaces, if one was released before.
@@ -592,9 +596,9 @@ pub struct DiscrepancyOpened {
     /// Id.
     pub discrepancy_id: String,
     /// Host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// What disagreed.
     pub kind: DiscrepancyKind,
     /// In words.
@@ -607,9 +611,9 @@ pub struct DiscrepancyResolved {
     /// Id.
     pub discrepancy_id: String,
     /// Host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// What the host said.
     pub host_runs_session: bool,
     /// What was done.
@@ -620,9 +624,9 @@ pub struct DiscrepancyResolved {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MigrationScheduled {
     /// Migration id.
-    pub migration_id: String,
+    pub migration_id: MigrationId,
     /// The instance.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// From.
     pub source_server: String,
     /// To.
@@ -635,7 +639,7 @@ pub struct MigrationScheduled {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeFailed {
     /// The node.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// How it was detected.
     pub reason: String,
 }

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AppId, GroupId, HostId, RegionId, SessionId, TokenId, UserId};
+
 /// A failed service request. `code` is stable; `message` says it in words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceError {
@@ -31,15 +33,15 @@ impl ServiceError {
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// The app.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The entitled user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Bind the token to this client IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
     /// Place the session with the others of this group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// Lifetime, seconds (default 60, at most 3600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u32>,
@@ -51,7 +53,7 @@ pub struct TokenGrant {
     /// The token to hand to the client (secret; only its hash is recorded).
     pub token: String,
     /// Its id.
-    pub token_id: String,
+    pub token_id: TokenId,
     /// When it expires.
     pub expires_at: DateTime<Utc>,
 }
@@ -84,7 +86,7 @@ pub struct Redemption {
 #[serde(deny_unknown_fields)]
 pub struct RegionLatency {
     /// The region.
-    pub region: String,
+    pub region: RegionId,
     /// Round trip, ms.
     pub ms: u32,
 }
@@ -94,7 +96,7 @@ pub struct RegionLatency {
 #[serde(deny_unknown_fields)]
 pub struct RankedRegion {
     /// The region.
-    pub region: String,
+    pub region: RegionId,
     /// Why it ranks there.
     pub reason: String,
 }
@@ -105,7 +107,7 @@ pub struct RankedRegion {
 #[serde(deny_unknown_fields)]
 pub struct RegionRedemption {
     /// The token's id.
-    pub token_id: String,
+    pub token_id: TokenId,
     /// Hex BLAKE3 of the token.
     pub token_hash: String,
     /// The client's IP.
@@ -118,11 +120,11 @@ pub struct RegionRedemption {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionGrant {
     /// The session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Its region.
-    pub region: String,
+    pub region: RegionId,
     /// Its host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Where to connect.
     pub address: String,
     /// The host's control (signalling) port.
@@ -135,7 +137,7 @@ pub struct SessionGrant {
     pub placement_reason: String,
     /// The previous session whose saved state was handed over, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored_from: Option<String>,
+    pub restored_from: Option<SessionId>,
 }
 
 /// The answer to a redemption.
@@ -153,9 +155,9 @@ pub enum RedemptionReply {
 #[serde(deny_unknown_fields)]
 pub struct LaunchHost {
     /// The id it must register with (its `RequestHost` was recorded).
-    pub host_id: String,
+    pub host_id: HostId,
     /// The app.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The version.
     pub version: String,
 }
@@ -165,11 +167,11 @@ pub struct LaunchHost {
 #[serde(deny_unknown_fields)]
 pub struct StartSession {
     /// The session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The app.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The credentials the client will present.
     pub credentials: String,
     /// State saved by the user's previous session of this app.
@@ -182,7 +184,7 @@ pub struct StartSession {
 #[serde(deny_unknown_fields)]
 pub struct StopSession {
     /// The session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Why.
     pub reason: String,
 }
@@ -201,9 +203,9 @@ pub struct TerminationNotice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostActualState {
     /// The host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// The sessions it runs.
-    pub sessions: Vec<String>,
+    pub sessions: Vec<SessionId>,
 }
 
 /// Make a simulated host's local state diverge from the log, as a real host's can (a stray
@@ -213,10 +215,10 @@ pub struct HostActualState {
 pub struct InjectFault {
     /// Start running (and reporting) a session the control plane never provisioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stray_session: Option<String>,
+    pub stray_session: Option<SessionId>,
     /// Silently drop a session the host runs (no end reported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drop_session: Option<String>,
+    pub drop_session: Option<SessionId>,
 }
 
 /// A host agent's answer to any request addressed to one of its hosts.

@@ -8,6 +8,7 @@ use crate::{Rejection, non_empty};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::ids::{AppId, RegionId, SessionId};
 use streamfleet_bus_schemas::payloads::*;
 
 /// Most sessions one host may run.
@@ -49,9 +50,9 @@ impl HostStatus {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HostState {
     /// Region.
-    pub region: String,
+    pub region: RegionId,
     /// App.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Version.
     pub version: String,
     /// Slots (0 until registered).
@@ -59,7 +60,7 @@ pub struct HostState {
     /// Life stage.
     pub status: HostStatus,
     /// Sessions holding a slot.
-    pub sessions: BTreeSet<String>,
+    pub sessions: BTreeSet<SessionId>,
 }
 
 pub(crate) fn decide_request(
@@ -72,10 +73,10 @@ pub(crate) fn decide_request(
         });
     }
     for (field, value) in [
-        ("host_id", &c.host_id),
-        ("region", &c.region),
-        ("app_id", &c.app_id),
-        ("version", &c.version),
+        ("host_id", c.host_id.as_str()),
+        ("region", c.region.as_str()),
+        ("app_id", c.app_id.as_str()),
+        ("version", c.version.as_str()),
     ] {
         non_empty(field, value)?;
     }
@@ -101,11 +102,11 @@ pub(crate) fn decide_register(
         });
     }
     for (field, value) in [
-        ("host_id", &c.host_id),
-        ("region", &c.region),
-        ("app_id", &c.app_id),
-        ("version", &c.version),
-        ("address", &c.address),
+        ("host_id", c.host_id.as_str()),
+        ("region", c.region.as_str()),
+        ("app_id", c.app_id.as_str()),
+        ("version", c.version.as_str()),
+        ("address", c.address.as_str()),
     ] {
         non_empty(field, value)?;
     }
@@ -142,13 +143,13 @@ fn live<'a>(host_id: &str, state: Option<&'a HostState>) -> Result<&'a HostState
             status: HostStatus::Requested,
             ..
         }) => Err(Rejection::HostNotRegistered {
-            host_id: host_id.to_string(),
+            host_id: host_id.into(),
         }),
         Some(HostState {
             status: HostStatus::Removed(_),
             ..
         }) => Err(Rejection::HostRemoved {
-            host_id: host_id.to_string(),
+            host_id: host_id.into(),
         }),
         Some(host) => Ok(host),
     }

@@ -31,6 +31,7 @@ pub mod session;
 pub mod token;
 
 use chrono::{DateTime, Utc};
+use streamfleet_bus_schemas::ids::{AppId, HostId, MigrationId, NodeId, SessionId, TokenId};
 use streamfleet_bus_schemas::{Command, Event};
 
 pub use cipher::select_ciphers;
@@ -85,7 +86,7 @@ pub enum Rejection {
     #[error("token `{token_id}` was already issued")]
     TokenAlreadyIssued {
         /// The token.
-        token_id: String,
+        token_id: TokenId,
     },
     /// The lifetime asked for is outside the allowed range.
     #[error("ttl of {ttl_seconds}s is outside {min}..={max}s")]
@@ -101,19 +102,19 @@ pub enum Rejection {
     #[error("session `{session_id}` is already provisioned")]
     SessionAlreadyProvisioned {
         /// The session.
-        session_id: String,
+        session_id: SessionId,
     },
     /// A command for a session that was never provisioned.
     #[error("session `{session_id}` was never provisioned")]
     SessionNotProvisioned {
         /// The session.
-        session_id: String,
+        session_id: SessionId,
     },
     /// The session already ended.
     #[error("session `{session_id}` already ended ({reason})")]
     SessionAlreadyEnded {
         /// The session.
-        session_id: String,
+        session_id: SessionId,
         /// How it ended.
         reason: &'static str,
     },
@@ -121,37 +122,37 @@ pub enum Rejection {
     #[error("session `{session_id}` runs on `{expected}`, not `{reported}`")]
     SessionOnOtherHost {
         /// The session.
-        session_id: String,
+        session_id: SessionId,
         /// Its host.
-        expected: String,
+        expected: HostId,
         /// The reporting host.
-        reported: String,
+        reported: HostId,
     },
     /// No token with this id was issued.
     #[error("token `{token_id}` is unknown")]
     TokenUnknown {
         /// The token.
-        token_id: String,
+        token_id: TokenId,
     },
     /// The presented token is not the one issued under its id.
     #[error("token `{token_id}` is forged: it is not the token issued under that id")]
     TokenForged {
         /// The token.
-        token_id: String,
+        token_id: TokenId,
     },
     /// The token was already redeemed.
     #[error("token `{token_id}` was already used (session `{session_id}`)")]
     TokenAlreadyRedeemed {
         /// The token.
-        token_id: String,
+        token_id: TokenId,
         /// The session it was redeemed for.
-        session_id: String,
+        session_id: SessionId,
     },
     /// The token expired.
     #[error("token `{token_id}` expired at {expired_at}")]
     TokenExpired {
         /// The token.
-        token_id: String,
+        token_id: TokenId,
         /// When.
         expired_at: DateTime<Utc>,
     },
@@ -167,25 +168,25 @@ pub enum Rejection {
     #[error("host `{host_id}` already exists")]
     HostAlreadyExists {
         /// The host.
-        host_id: String,
+        host_id: HostId,
     },
     /// The host never registered.
     #[error("host `{host_id}` is not registered")]
     HostNotRegistered {
         /// The host.
-        host_id: String,
+        host_id: HostId,
     },
     /// The host was removed.
     #[error("host `{host_id}` was removed")]
     HostRemoved {
         /// The host.
-        host_id: String,
+        host_id: HostId,
     },
     /// The host takes no new sessions.
     #[error("host `{host_id}` takes no new sessions ({status})")]
     HostNotAccepting {
         /// The host.
-        host_id: String,
+        host_id: HostId,
         /// Its status.
         status: &'static str,
     },
@@ -193,15 +194,15 @@ pub enum Rejection {
     #[error("host `{host_id}` runs app `{app_id}`")]
     HostRunsOtherApp {
         /// The host.
-        host_id: String,
+        host_id: HostId,
         /// Its app.
-        app_id: String,
+        app_id: AppId,
     },
     /// Every slot of the host is taken.
     #[error("host `{host_id}` is full ({capacity} sessions)")]
     HostFull {
         /// The host.
-        host_id: String,
+        host_id: HostId,
         /// Its capacity.
         capacity: u32,
     },
@@ -209,7 +210,7 @@ pub enum Rejection {
     #[error("host `{host_id}` still runs {sessions} sessions")]
     HostBusy {
         /// The host.
-        host_id: String,
+        host_id: HostId,
         /// How many.
         sessions: usize,
     },
@@ -217,17 +218,17 @@ pub enum Rejection {
     #[error("session `{session_id}` is already assigned to `{host_id}`")]
     SessionAlreadyAssigned {
         /// The session.
-        session_id: String,
+        session_id: SessionId,
         /// The host.
-        host_id: String,
+        host_id: HostId,
     },
     /// The session holds no slot on this host.
     #[error("session `{session_id}` holds no slot on `{host_id}`")]
     SessionNotOnHost {
         /// The session.
-        session_id: String,
+        session_id: SessionId,
         /// The host.
-        host_id: String,
+        host_id: HostId,
     },
     /// A release older than (or equal to) the current version.
     #[error("version {requested} is not newer than the current {current}")]
@@ -259,7 +260,7 @@ pub enum Rejection {
     #[error("migration `{migration_id}` is already scheduled")]
     MigrationAlreadyScheduled {
         /// The migration.
-        migration_id: String,
+        migration_id: MigrationId,
     },
     /// Source and target are the same server.
     #[error("migration target `{server}` is its source")]
@@ -279,7 +280,7 @@ pub enum Rejection {
     #[error("node `{node_id}` is already failed")]
     NodeAlreadyFailed {
         /// The node.
-        node_id: String,
+        node_id: NodeId,
     },
     /// A hop has no cipher both ends support.
     #[error("no cipher in common on the {hop} hop")]

@@ -19,12 +19,13 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use streamfleet_bus_schemas::ids::{AppId, GroupId, HostId, RegionId};
 
 /// A region whose host-management service takes redemptions.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct Region {
     /// Its name, e.g. `eu-west`.
-    pub name: String,
+    pub name: RegionId,
     /// Latitude of its data centre, degrees.
     pub lat: f64,
     /// Longitude, degrees.
@@ -103,7 +104,7 @@ pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RankedRegion {
     /// The region.
-    pub region: String,
+    pub region: RegionId,
     /// Why (`measured latency 12 ms`, `nearest to Paris (198.51.100.0/24): 780 km`, …).
     pub reason: String,
 }
@@ -113,7 +114,7 @@ pub struct RankedRegion {
 /// location of the longest matching IP prefix, else in configured order.
 pub fn rank_regions(
     ip: IpAddr,
-    latencies_ms: &[(String, u32)],
+    latencies_ms: &[(RegionId, u32)],
     regions: &[Region],
     locations: &[IpLocation],
 ) -> Vec<RankedRegion> {
@@ -173,11 +174,11 @@ pub fn rank_regions(
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostSlotView {
     /// Host id.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Region.
-    pub region: String,
+    pub region: RegionId,
     /// App.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Version.
     pub version: String,
     /// Slots.
@@ -187,7 +188,7 @@ pub struct HostSlotView {
     /// Active (not draining, not removed).
     pub accepting: bool,
     /// Groups with a session on it.
-    pub groups: BTreeSet<String>,
+    pub groups: BTreeSet<GroupId>,
 }
 
 impl HostSlotView {
@@ -205,16 +206,16 @@ pub enum Placement {
     /// On this host.
     Host {
         /// The host.
-        host_id: String,
+        host_id: HostId,
         /// Its region.
-        region: String,
+        region: RegionId,
         /// Why.
         reason: String,
     },
     /// No region has room: a host must be requested in this region.
     NeedHost {
         /// Where.
-        region: String,
+        region: RegionId,
         /// Why.
         reason: String,
     },
@@ -232,7 +233,7 @@ pub fn place(
     group: Option<&str>,
     ranked: &[RankedRegion],
     hosts: &[HostSlotView],
-    exclude: &BTreeSet<String>,
+    exclude: &BTreeSet<HostId>,
 ) -> Option<Placement> {
     let usable = |h: &&HostSlotView| h.usable(app_id, version) && !exclude.contains(&h.host_id);
     if let Some(group) = group

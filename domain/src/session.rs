@@ -29,13 +29,13 @@ pub(crate) fn decide_provision(
         });
     }
     for (field, value) in [
-        ("session_id", &c.session_id),
-        ("token_id", &c.token_id),
-        ("app_id", &c.app_id),
-        ("user_id", &c.user_id),
-        ("region", &c.region),
-        ("host_id", &c.host_id),
-        ("address", &c.address),
+        ("session_id", c.session_id.as_str()),
+        ("token_id", c.token_id.as_str()),
+        ("app_id", c.app_id.as_str()),
+        ("user_id", c.user_id.as_str()),
+        ("region", c.region.as_str()),
+        ("host_id", c.host_id.as_str()),
+        ("address", c.address.as_str()),
     ] {
         non_empty(field, value)?;
     }

@@ -4,6 +4,7 @@
 use crate::{Context, Rejection, non_empty};
 use chrono::Duration;
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::ids::SessionId;
 use streamfleet_bus_schemas::payloads::{IssueToken, RedeemToken, TokenIssued, TokenRedeemed};
 
 /// Shortest token lifetime, seconds.
@@ -19,7 +20,7 @@ pub struct TokenState {
     /// The issue event.
     pub issued: TokenIssued,
     /// The session it was redeemed for, once redeemed.
-    pub redeemed_for: Option<String>,
+    pub redeemed_for: Option<SessionId>,
 }
 
 pub(crate) fn decide_issue(

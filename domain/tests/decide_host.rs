@@ -182,7 +182,7 @@ fn assigning_fills_the_host_up_to_its_capacity() {
     }
     assert_eq!(
         host_state(&state).sessions,
-        BTreeSet::from(["s1".to_string(), "s2".to_string()])
+        BTreeSet::from(["s1".into(), "s2".into()])
     );
     assert_eq!(
         rejected(&assign("h1", "s3"), &state),

@@ -68,63 +68,79 @@ fn one_of_each() -> Vec<Rejection> {
             field: "f",
             detail: s(),
         },
-        Rejection::TokenAlreadyIssued { token_id: s() },
+        Rejection::TokenAlreadyIssued {
+            token_id: s().into(),
+        },
         Rejection::TtlOutOfRange {
             ttl_seconds: 0,
             min: 1,
             max: 2,
         },
-        Rejection::SessionAlreadyProvisioned { session_id: s() },
-        Rejection::SessionNotProvisioned { session_id: s() },
+        Rejection::SessionAlreadyProvisioned {
+            session_id: s().into(),
+        },
+        Rejection::SessionNotProvisioned {
+            session_id: s().into(),
+        },
         Rejection::SessionAlreadyEnded {
-            session_id: s(),
+            session_id: s().into(),
             reason: "ended",
         },
         Rejection::SessionOnOtherHost {
-            session_id: s(),
-            expected: s(),
-            reported: s(),
+            session_id: s().into(),
+            expected: s().into(),
+            reported: s().into(),
         },
-        Rejection::TokenUnknown { token_id: s() },
-        Rejection::TokenForged { token_id: s() },
+        Rejection::TokenUnknown {
+            token_id: s().into(),
+        },
+        Rejection::TokenForged {
+            token_id: s().into(),
+        },
         Rejection::TokenAlreadyRedeemed {
-            token_id: s(),
-            session_id: s(),
+            token_id: s().into(),
+            session_id: s().into(),
         },
         Rejection::TokenExpired {
-            token_id: s(),
+            token_id: s().into(),
             expired_at: now(),
         },
         Rejection::ClientIpMismatch {
             bound: s(),
             presented: s(),
         },
-        Rejection::HostAlreadyExists { host_id: s() },
-        Rejection::HostNotRegistered { host_id: s() },
-        Rejection::HostRemoved { host_id: s() },
+        Rejection::HostAlreadyExists {
+            host_id: s().into(),
+        },
+        Rejection::HostNotRegistered {
+            host_id: s().into(),
+        },
+        Rejection::HostRemoved {
+            host_id: s().into(),
+        },
         Rejection::HostNotAccepting {
-            host_id: s(),
+            host_id: s().into(),
             status: "draining",
         },
         Rejection::HostRunsOtherApp {
-            host_id: s(),
-            app_id: s(),
+            host_id: s().into(),
+            app_id: s().into(),
         },
         Rejection::HostFull {
-            host_id: s(),
+            host_id: s().into(),
             capacity: 1,
         },
         Rejection::HostBusy {
-            host_id: s(),
+            host_id: s().into(),
             sessions: 1,
         },
         Rejection::SessionAlreadyAssigned {
-            session_id: s(),
-            host_id: s(),
+            session_id: s().into(),
+            host_id: s().into(),
         },
         Rejection::SessionNotOnHost {
-            session_id: s(),
-            host_id: s(),
+            session_id: s().into(),
+            host_id: s().into(),
         },
         Rejection::VersionNotNewer {
             current: s(),
@@ -139,13 +155,17 @@ fn one_of_each() -> Vec<Rejection> {
         Rejection::DiscrepancyAlreadyResolved {
             discrepancy_id: s(),
         },
-        Rejection::MigrationAlreadyScheduled { migration_id: s() },
+        Rejection::MigrationAlreadyScheduled {
+            migration_id: s().into(),
+        },
         Rejection::MigrationTargetIsSource { server: s() },
         Rejection::DeadlineInPast {
             deadline: now(),
             now: now(),
         },
-        Rejection::NodeAlreadyFailed { node_id: s() },
+        Rejection::NodeAlreadyFailed {
+            node_id: s().into(),
+        },
         Rejection::NoCommonCipher {
             hop: "source→relay",
         },

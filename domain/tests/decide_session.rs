@@ -53,7 +53,7 @@ fn provisioning_needs_a_credential_hash() {
         );
     }
     let mut c = provision_cmd("s1", "h1");
-    c.host_id = String::new();
+    c.host_id = Default::default();
     let r = rejected(&Command::ProvisionSession(c), &State::Empty);
     assert!(
         matches!(

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use streamfleet_bus_schemas::ids::{HostId, RegionId};
 use streamfleet_domain::placement::{
     HostSlotView, IpLocation, Placement, RankedRegion, Region, distance_km, place, rank_regions,
 };
@@ -45,7 +46,7 @@ fn locations() -> Vec<IpLocation> {
 
 #[test]
 fn measured_latency_ranks_first_lowest_first() {
-    let latencies = vec![("ap-northeast".to_string(), 9), ("us-east".to_string(), 80)];
+    let latencies: Vec<(RegionId, u32)> = vec![("ap-northeast".into(), 9), ("us-east".into(), 80)];
     // The IP is in Paris, but measurements win; the unmeasured region comes last.
     let ranked = rank_regions(ip("198.51.100.7"), &latencies, &regions(), &locations());
     assert_eq!(names(&ranked), ["ap-northeast", "us-east", "eu-west"]);
@@ -56,7 +57,7 @@ fn measured_latency_ranks_first_lowest_first() {
 
 #[test]
 fn latency_for_an_unknown_region_is_ignored() {
-    let latencies = vec![("mars-1".to_string(), 1)];
+    let latencies: Vec<(RegionId, u32)> = vec![("mars-1".into(), 1)];
     let ranked = rank_regions(ip("203.0.113.1"), &latencies, &regions(), &[]);
     assert_eq!(names(&ranked), ["us-east", "eu-west", "ap-northeast"]);
 }
@@ -197,11 +198,11 @@ fn in_group(mut h: HostSlotView, group: &str) -> HostSlotView {
     h
 }
 
-fn none() -> BTreeSet<String> {
+fn none() -> BTreeSet<HostId> {
     BTreeSet::new()
 }
 
-fn placed(p: Option<Placement>) -> (String, String, String) {
+fn placed(p: Option<Placement>) -> (HostId, RegionId, String) {
     match p {
         Some(Placement::Host {
             host_id,
@@ -405,7 +406,7 @@ fn excluded_hosts_are_skipped() {
         host("b-idle", "eu-west", 4, 0),
         in_group(host("g-host", "eu-west", 4, 1), "g1"),
     ];
-    let exclude: BTreeSet<String> = ["a-idle".to_string(), "g-host".to_string()].into();
+    let exclude: BTreeSet<HostId> = ["a-idle".into(), "g-host".into()].into();
     let (id, _, _) = placed(place(
         "chess",
         None,
@@ -415,7 +416,7 @@ fn excluded_hosts_are_skipped() {
         &exclude,
     ));
     assert_eq!(id, "b-idle");
-    let exclude: BTreeSet<String> = hosts.iter().map(|h| h.host_id.clone()).collect();
+    let exclude: BTreeSet<HostId> = hosts.iter().map(|h| h.host_id.clone()).collect();
     assert!(matches!(
         place(
             "chess",

@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
+use streamfleet_bus_schemas::ids::{AppId, HostId, SessionId, UserId};
 use streamfleet_bus_schemas::payloads::SessionEndReason;
 use streamfleet_media::stream::{OfferError, Stream};
 use tokio::net::TcpListener;
@@ -30,15 +31,15 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionView {
     /// The session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// The app.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The app's version.
     pub version: String,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// State handed over from the user's previous session.
     pub restored_state: Option<String>,
     /// Whether a client is watching its stream.
@@ -155,7 +156,7 @@ async fn look(
     };
     let view = SessionView {
         streaming: host.stream(&id).is_some(),
-        session_id: id,
+        session_id: id.into(),
         host_id: host.id.clone(),
         app_id: host.app_id.clone(),
         version: host.version.clone(),

@@ -7,6 +7,7 @@ use crate::{Agent, AgentError};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use streamfleet_bus_schemas::ids::{AppId, HostId, SessionId, UserId};
 use streamfleet_bus_schemas::payloads::StreamStats;
 use streamfleet_bus_schemas::payloads::{
     EndSession, RecordHeartbeats, RegisterHost, SessionBeat, SessionEndReason,
@@ -22,7 +23,7 @@ pub struct RunningSession {
     /// Hex BLAKE3 of its credentials (empty for a stray session, which nobody can open).
     pub credential_hash: String,
     /// Its user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The state handed over from the user's previous session.
     pub restored_state: Option<String>,
     /// When it started.
@@ -38,16 +39,16 @@ enum StreamSlot {
 /// One host.
 pub struct Host {
     /// Its id.
-    pub id: String,
+    pub id: HostId,
     /// Its app.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Its version.
     pub version: String,
     /// Its control port.
     pub port: u16,
     capacity: u32,
-    sessions: Mutex<BTreeMap<String, RunningSession>>,
-    streams: Mutex<BTreeMap<String, StreamSlot>>,
+    sessions: Mutex<BTreeMap<SessionId, RunningSession>>,
+    streams: Mutex<BTreeMap<SessionId, StreamSlot>>,
     stopped: watch::Sender<bool>,
     agent: std::sync::Weak<Agent>,
 }
@@ -66,7 +67,7 @@ impl Host {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningSession>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<SessionId, RunningSession>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -81,7 +82,7 @@ impl Host {
         self.close_streams();
     }
 
-    fn streams(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StreamSlot>> {
+    fn streams(&self) -> std::sync::MutexGuard<'_, BTreeMap<SessionId, StreamSlot>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -119,7 +120,7 @@ impl Host {
         if streams.contains_key(session_id) {
             return false;
         }
-        streams.insert(session_id.to_string(), StreamSlot::Claimed);
+        streams.insert(session_id.into(), StreamSlot::Claimed);
         true
     }
 
@@ -141,9 +142,9 @@ impl Host {
             return;
         }
         self.streams()
-            .insert(session_id.to_string(), StreamSlot::Live(stream.clone()));
+            .insert(session_id.into(), StreamSlot::Live(stream.clone()));
         tracing::info!(host = %self.id, session = %session_id, "stream started");
-        let (host, id) = (self.clone(), session_id.to_string());
+        let (host, id) = (self.clone(), SessionId::from(session_id));
         tokio::spawn(async move {
             let end = stream.ended().await;
             let report = stream.report();
@@ -224,7 +225,7 @@ impl Host {
             return Err("agent stopped".into());
         };
         let end = Command::EndSession(EndSession {
-            session_id: session_id.to_string(),
+            session_id: session_id.into(),
             host_id: self.id.clone(),
             reason,
             saved_state,
@@ -280,7 +281,7 @@ impl Host {
                         stray,
                         RunningSession {
                             credential_hash: String::new(),
-                            user_id: String::new(),
+                            user_id: UserId::default(),
                             restored_state: None,
                             started_at: chrono::Utc::now(),
                         },
@@ -309,8 +310,8 @@ impl Host {
 /// (`control::serve`): this file knows nothing of the control port's routes.
 pub(crate) async fn launch(
     agent: &Arc<Agent>,
-    id: String,
-    app_id: String,
+    id: HostId,
+    app_id: AppId,
     version: String,
 ) -> Result<(Arc<Host>, tokio::net::TcpListener), AgentError> {
     let err = |detail: String| AgentError::Host {
@@ -394,7 +395,7 @@ async fn answer(agent: Arc<Agent>, host: Arc<Host>, mut requests: async_nats::Su
             }
             "notice" => match serde_json::from_slice::<TerminationNotice>(&msg.payload) {
                 Ok(notice) => {
-                    let ids: Vec<String> = host.lock().keys().cloned().collect();
+                    let ids: Vec<SessionId> = host.lock().keys().cloned().collect();
                     for id in ids {
                         let saved = format!(
                             "saved before {} (notice until {})",
@@ -446,7 +447,7 @@ async fn heartbeats(agent: Arc<Agent>, host: Arc<Host>) {
         if host.is_stopped() {
             return;
         }
-        let ids: Vec<String> = host.lock().keys().cloned().collect();
+        let ids: Vec<SessionId> = host.lock().keys().cloned().collect();
         let sessions: Vec<SessionBeat> = ids
             .into_iter()
             .map(|id| SessionBeat {

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamfleet_bus_client::{CommandClient, NatsLogin};
+use streamfleet_bus_schemas::ids::{AppId, HostId, RegionId};
 use streamfleet_bus_schemas::services::{AgentReply, LaunchHost, ServiceError};
 use streamfleet_bus_schemas::subjects;
 
@@ -35,9 +36,9 @@ pub struct AgentConfig {
     /// NATS login (the `host` user).
     pub login: NatsLogin,
     /// The region its hosts are in.
-    pub region: String,
+    pub region: RegionId,
     /// The app its first hosts run.
-    pub app_id: String,
+    pub app_id: AppId,
     /// That app's version.
     pub version: String,
     /// Hosts to start with.
@@ -71,7 +72,7 @@ pub enum AgentError {
     #[error("host {host_id}: {detail}")]
     Host {
         /// The host.
-        host_id: String,
+        host_id: HostId,
         /// Why.
         detail: String,
     },
@@ -82,7 +83,7 @@ pub(crate) struct Agent {
     pub client: async_nats::Client,
     pub commands: CommandClient,
     pub config: AgentConfig,
-    pub hosts: Mutex<BTreeMap<String, Arc<Host>>>,
+    pub hosts: Mutex<BTreeMap<HostId, Arc<Host>>>,
 }
 
 /// Runs the agent until `shutdown` resolves, calling `ready` once its first hosts registered.
@@ -107,7 +108,13 @@ pub async fn run(
     });
     for n in 1..=config.hosts {
         let id = format!("{}-{n}", config.id_prefix);
-        launch_host(&agent, id, config.app_id.clone(), config.version.clone()).await?;
+        launch_host(
+            &agent,
+            id.into(),
+            config.app_id.clone(),
+            config.version.clone(),
+        )
+        .await?;
     }
     let launches = if config.launcher {
         let sub = client
@@ -187,8 +194,8 @@ async fn serve_launches(agent: Arc<Agent>, mut sub: async_nats::Subscriber) {
 /// Launches a host and serves its control port.
 async fn launch_host(
     agent: &Arc<Agent>,
-    id: String,
-    app_id: String,
+    id: HostId,
+    app_id: AppId,
     version: String,
 ) -> Result<Arc<Host>, AgentError> {
     let (host, listener) = host::launch(agent, id, app_id, version).await?;

@@ -185,7 +185,7 @@ async fn redemptions(
             let client = entitlement.clone();
             let req = TokenRequest {
                 app_id: "chess".into(),
-                user_id: format!("u{i}"),
+                user_id: format!("u{i}").into(),
                 client_ip: None,
                 group_id: None,
                 ttl_seconds: Some(3600),
@@ -267,7 +267,7 @@ async fn heartbeats(
     let commands = CommandClient::new(nats.try_client("service").await?, "bench");
     for h in 0..args.hosts {
         let register = Command::RegisterHost(RegisterHost {
-            host_id: format!("hb-{h}"),
+            host_id: format!("hb-{h}").into(),
             region: "eu-west".into(),
             app_id: "chess".into(),
             version: "1.0.0".into(),
@@ -290,11 +290,11 @@ async fn heartbeats(
 
     let report = |h: u32, sessions: usize| {
         Command::RecordHeartbeats(RecordHeartbeats {
-            host_id: format!("hb-{h}"),
+            host_id: format!("hb-{h}").into(),
             sent_at: chrono::Utc::now(),
             sessions: (0..sessions)
                 .map(|s| SessionBeat {
-                    session_id: format!("hb-{h}-s{s}"),
+                    session_id: format!("hb-{h}-s{s}").into(),
                     stats: None,
                 })
                 .collect(),

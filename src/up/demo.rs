@@ -53,10 +53,10 @@ async fn one_session(entitlement: async_nats::Client, client: async_nats::Client
     let group =
         (rand::random_range(0..5u8) == 0).then(|| format!("party-{}", rand::random_range(0..3u8)));
     let request = TokenRequest {
-        app_id,
-        user_id: format!("user-{user}"),
+        app_id: app_id.into(),
+        user_id: format!("user-{user}").into(),
         client_ip: Some(ip.clone()),
-        group_id: group,
+        group_id: group.map(Into::into),
         ttl_seconds: None,
     };
     let Ok(TokenReply::Issued(grant)) =

@@ -228,7 +228,7 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     .await;
     assert_eq!(host_then["state"]["kind"], "host", "{host_then}");
     assert!(
-        host_then.to_string().contains(&sid),
+        host_then.to_string().contains(sid.as_str()),
         "the host held the session then: {host_then}"
     );
 

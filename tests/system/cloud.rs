@@ -170,7 +170,7 @@ impl Cloud {
             app_id: "chess".into(),
             user_id: user.into(),
             client_ip: client_ip.map(str::to_string),
-            group_id: group.map(str::to_string),
+            group_id: group.map(Into::into),
             ttl_seconds: ttl,
         };
         let msg = client
@@ -202,7 +202,7 @@ impl Cloud {
         let latencies_ms = latencies
             .iter()
             .map(|(r, ms)| RegionLatency {
-                region: r.to_string(),
+                region: (*r).into(),
                 ms: *ms,
             })
             .collect();

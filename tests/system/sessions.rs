@@ -71,7 +71,7 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
     let RedemptionReply::Error(e) = &again else {
         unreachable!()
     };
-    assert!(e.message.contains(&s.session_id), "{}", e.message);
+    assert!(e.message.contains(s.session_id.as_str()), "{}", e.message);
 
     // Each bad redemption gets the reason a client can show.
     let bound = cloud.issue("bob", Some(PARIS), None, None).await;

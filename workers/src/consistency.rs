@@ -9,6 +9,7 @@ use crate::fleet::Finding;
 use crate::{Refused, Shared};
 use std::sync::Arc;
 use std::time::Duration;
+use streamfleet_bus_schemas::ids::HostId;
 use streamfleet_bus_schemas::payloads::{
     DiscrepancyKind, EndSession, OpenDiscrepancy, ResolveDiscrepancy, SessionEndReason,
 };
@@ -18,7 +19,7 @@ use streamfleet_bus_schemas::{Command, subjects};
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Opens, investigates and resolves one finding from the report at `position`.
-pub(crate) async fn resolve(shared: Arc<Shared>, host_id: String, position: u64, finding: Finding) {
+pub(crate) async fn resolve(shared: Arc<Shared>, host_id: HostId, position: u64, finding: Finding) {
     let discrepancy_id = uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_OID,
         format!("{position}/{}/{:?}", finding.session_id, finding.kind).as_bytes(),

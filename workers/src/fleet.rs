@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::ids::{AppId, GroupId, HostId, RegionId, SessionId, TokenId, UserId};
 use streamfleet_bus_schemas::payloads::{DiscrepancyKind, HeartbeatReceived, SessionEndReason};
 use streamfleet_domain::host::HostStatus;
 use streamfleet_domain::placement::HostSlotView;
@@ -16,9 +17,9 @@ use streamfleet_domain::placement::HostSlotView;
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostRecord {
     /// Region.
-    pub region: String,
+    pub region: RegionId,
     /// App.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Version.
     pub version: String,
     /// Slots.
@@ -30,9 +31,9 @@ pub struct HostRecord {
     /// Life stage.
     pub status: HostStatus,
     /// Sessions holding a slot.
-    pub sessions: BTreeSet<String>,
+    pub sessions: BTreeSet<SessionId>,
     /// Groups with provisioned sessions holding a slot here, and how many each.
-    pub groups: BTreeMap<String, u32>,
+    pub groups: BTreeMap<GroupId, u32>,
     /// When it was requested or registered (whichever came last).
     pub since: DateTime<Utc>,
     /// When its last heartbeat report was recorded.
@@ -49,8 +50,8 @@ impl HostRecord {
         since: DateTime<Utc>,
     ) -> Self {
         HostRecord {
-            region: region.to_string(),
-            app_id: app_id.to_string(),
+            region: region.into(),
+            app_id: app_id.into(),
             version: version.to_string(),
             capacity: 0,
             address: String::new(),
@@ -76,13 +77,13 @@ impl HostRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
     /// The host holding its slot.
-    pub host_id: String,
+    pub host_id: HostId,
     /// App (known once provisioned).
-    pub app_id: String,
+    pub app_id: AppId,
     /// User (known once provisioned).
-    pub user_id: String,
+    pub user_id: UserId,
     /// Group.
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// When its slot was assigned.
     pub assigned_at: DateTime<Utc>,
     /// When it was provisioned.
@@ -97,9 +98,9 @@ impl SessionRecord {
     /// A session whose slot on `host_id` was just assigned.
     fn assigned(host_id: &str, time: DateTime<Utc>) -> Self {
         SessionRecord {
-            host_id: host_id.to_string(),
-            app_id: String::new(),
-            user_id: String::new(),
+            host_id: host_id.into(),
+            app_id: AppId::default(),
+            user_id: UserId::default(),
             group_id: None,
             assigned_at: time,
             provisioned_at: None,
@@ -122,9 +123,9 @@ pub struct Release {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiscrepancyRecord {
     /// Host.
-    pub host_id: String,
+    pub host_id: HostId,
     /// Session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Kind.
     pub kind: DiscrepancyKind,
     /// Resolved yet.
@@ -137,30 +138,30 @@ pub struct Fleet {
     /// The last position applied.
     pub position: u64,
     /// Hosts by id.
-    pub hosts: BTreeMap<String, HostRecord>,
+    pub hosts: BTreeMap<HostId, HostRecord>,
     /// Sessions by id.
-    pub sessions: BTreeMap<String, SessionRecord>,
+    pub sessions: BTreeMap<SessionId, SessionRecord>,
     /// (user, app) → (session, state) saved by the user's last session of the app.
-    pub saved_states: BTreeMap<(String, String), (String, String)>,
+    pub saved_states: BTreeMap<(UserId, AppId), (SessionId, String)>,
     /// App → current release.
-    pub releases: BTreeMap<String, Release>,
+    pub releases: BTreeMap<AppId, Release>,
     /// (region, app) → idle hosts to keep.
-    pub buffer_targets: BTreeMap<(String, String), u32>,
+    pub buffer_targets: BTreeMap<(RegionId, AppId), u32>,
     /// Discrepancies by id.
     pub discrepancies: BTreeMap<String, DiscrepancyRecord>,
     /// Tokens issued and not yet redeemed, by id (dropped by [`Fleet::forget_expired_tokens`]).
-    pub tokens: BTreeMap<String, OutstandingToken>,
+    pub tokens: BTreeMap<TokenId, OutstandingToken>,
 }
 
 /// What a redemption needs of a token issued and not yet redeemed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutstandingToken {
     /// App.
-    pub app_id: String,
+    pub app_id: AppId,
     /// User.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Group.
-    pub group_id: Option<String>,
+    pub group_id: Option<GroupId>,
     /// Expiry.
     pub expires_at: DateTime<Utc>,
 }
@@ -365,7 +366,7 @@ impl Fleet {
         for id in &reported {
             match self.sessions.get(*id) {
                 None => found.push(Finding {
-                    session_id: id.to_string(),
+                    session_id: (*id).into(),
                     kind: DiscrepancyKind::UnknownSession,
                     detail: format!(
                         "host {} reports session {id}, which the log never recorded",
@@ -373,7 +374,7 @@ impl Fleet {
                     ),
                 }),
                 Some(s) if s.host_id != report.host_id => found.push(Finding {
-                    session_id: id.to_string(),
+                    session_id: (*id).into(),
                     kind: DiscrepancyKind::WrongHost,
                     detail: format!(
                         "host {} reports session {id}, which the log places on {}",
@@ -384,7 +385,7 @@ impl Fleet {
                     ended: Some((reason, at)),
                     ..
                 }) if *at < report.sent_at => found.push(Finding {
-                    session_id: id.to_string(),
+                    session_id: (*id).into(),
                     kind: DiscrepancyKind::EndedSessionReported,
                     detail: format!(
                         "host {} still reports session {id}, which ended ({}) at {at}",
@@ -422,7 +423,7 @@ impl Fleet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// The session.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// What kind.
     pub kind: DiscrepancyKind,
     /// In words.

@@ -33,6 +33,7 @@ use chrono::{DateTime, Utc};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use streamfleet_bus_client::{CommandClient, FollowError, Follower, NatsLogin};
+use streamfleet_bus_schemas::ids::HostId;
 use streamfleet_bus_schemas::{Command, Event};
 use streamfleet_domain::placement::{IpLocation, Region};
 use tokio::sync::Notify;
@@ -89,7 +90,7 @@ pub(crate) struct Shared {
     /// Slots this process is placing right now, by host: counted as taken by the next
     /// placement, so concurrent redemptions spread over hosts (and host streams) instead of all
     /// racing for the one the fleet shows free.
-    pub placing: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+    pub placing: std::sync::Mutex<std::collections::BTreeMap<HostId, u32>>,
 }
 
 /// Namespace of the command ids the workers derive from what they react to.

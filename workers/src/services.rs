@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use streamfleet_bus_schemas::ids::{AppId, GroupId, HostId, RegionId, SessionId, UserId};
 use streamfleet_bus_schemas::payloads::{
     AssignSession, IssueToken, ProvisionSession, RedeemToken, ReleaseSession, RequestHost,
 };
@@ -104,7 +105,7 @@ where
 async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
     let (token_id, token) = shared.config.token_key.mint();
     let command = Command::IssueToken(IssueToken {
-        token_id: token_id.clone(),
+        token_id: token_id.clone().into(),
         app_id: req.app_id,
         user_id: req.user_id,
         client_ip: req.client_ip,
@@ -130,7 +131,7 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
     match expires_at {
         Some(expires_at) => TokenReply::Issued(TokenGrant {
             token,
-            token_id,
+            token_id: token_id.into(),
             expires_at,
         }),
         None => TokenReply::Error(ServiceError::new(
@@ -159,7 +160,7 @@ async fn redeem_at_node(shared: Arc<Shared>, req: Redemption) -> RedemptionReply
         )
         .into();
     };
-    let latencies: Vec<(String, u32)> = req
+    let latencies: Vec<(RegionId, u32)> = req
         .latencies_ms
         .iter()
         .map(|l| (l.region.clone(), l.ms))
@@ -180,7 +181,7 @@ async fn redeem_at_node(shared: Arc<Shared>, req: Redemption) -> RedemptionReply
     while !ranked.is_empty() {
         let region = ranked[0].region.clone();
         let mut handed = RegionRedemption {
-            token_id: token_id.clone(),
+            token_id: token_id.clone().into(),
             token_hash: token::hash(&req.token),
             client_ip: req.client_ip.clone(),
             regions: ranked.clone(),
@@ -270,7 +271,7 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             endpoint.unwrap_or_default()
         };
         let provision = Command::ProvisionSession(ProvisionSession {
-            session_id: session_id.clone(),
+            session_id: session_id.clone().into(),
             token_id: req.token_id.clone(),
             app_id: redeemed.app_id.clone(),
             user_id: redeemed.user_id.clone(),
@@ -289,7 +290,7 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         }
         tracing::info!(session = %session_id, host = %host_id, %region, "session provisioned");
         return RedemptionReply::Provisioned(SessionGrant {
-            session_id,
+            session_id: session_id.into(),
             region,
             host_id,
             address,
@@ -332,7 +333,7 @@ async fn redeem(
         token_id: req.token_id.clone(),
         token_hash: req.token_hash.clone(),
         client_ip: req.client_ip.clone(),
-        session_id: session_id.to_string(),
+        session_id: session_id.into(),
         region: route.region.clone(),
         route_reason: route.reason.clone(),
     });
@@ -369,8 +370,12 @@ fn choose(
     shared: &Shared,
     redeemed: &Redeemed,
     ranked: &[placement::RankedRegion],
-    exclude: &BTreeSet<String>,
-) -> (Option<Placement>, Option<String>, Option<(String, String)>) {
+    exclude: &BTreeSet<HostId>,
+) -> (
+    Option<Placement>,
+    Option<String>,
+    Option<(SessionId, String)>,
+) {
     let fleet = shared.fleet();
     let version = fleet.current_version(&redeemed.app_id).map(str::to_string);
     let mut views = fleet.slot_views();
@@ -403,11 +408,11 @@ async fn assign_and_start(
     host_id: &str,
     session_id: &str,
     redeemed: &Redeemed,
-    saved: &Option<(String, String)>,
+    saved: &Option<(SessionId, String)>,
 ) -> Option<String> {
     let assign = Command::AssignSession(AssignSession {
-        host_id: host_id.to_string(),
-        session_id: session_id.to_string(),
+        host_id: host_id.into(),
+        session_id: session_id.into(),
         app_id: redeemed.app_id.clone(),
     });
     if let Err(refused) = shared.send(assign).await {
@@ -416,7 +421,7 @@ async fn assign_and_start(
     }
     let credentials = token::new_secret();
     let start = StartSession {
-        session_id: session_id.to_string(),
+        session_id: session_id.into(),
         app_id: redeemed.app_id.clone(),
         user_id: redeemed.user_id.clone(),
         credentials: credentials.clone(),
@@ -431,8 +436,8 @@ async fn assign_and_start(
         other => {
             tracing::warn!(host = %host_id, answer = ?other, "host did not start the session; placing again");
             let release = Command::ReleaseSession(ReleaseSession {
-                host_id: host_id.to_string(),
-                session_id: session_id.to_string(),
+                host_id: host_id.into(),
+                session_id: session_id.into(),
             });
             let _ = shared
                 .send_once(&format!("release/{session_id}/{host_id}"), release)
@@ -444,15 +449,15 @@ async fn assign_and_start(
 
 /// Who a redeemed token is for.
 struct Redeemed {
-    app_id: String,
-    user_id: String,
-    group_id: Option<String>,
+    app_id: AppId,
+    user_id: UserId,
+    group_id: Option<GroupId>,
 }
 
 /// A slot being placed on a host, counted in [`Shared::placing`] until dropped.
 struct Placing<'a> {
     shared: &'a Shared,
-    host_id: String,
+    host_id: HostId,
 }
 
 impl<'a> Placing<'a> {
@@ -461,11 +466,11 @@ impl<'a> Placing<'a> {
             .placing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(host_id.to_string())
+            .entry(host_id.into())
             .or_default() += 1;
         Placing {
             shared,
-            host_id: host_id.to_string(),
+            host_id: host_id.into(),
         }
     }
 }
@@ -511,9 +516,9 @@ pub(crate) async fn request_host(
         &uuid::Uuid::now_v7().simple().to_string()[20..]
     );
     let request = Command::RequestHost(RequestHost {
-        host_id: host_id.clone(),
-        region: region.to_string(),
-        app_id: app_id.to_string(),
+        host_id: host_id.clone().into(),
+        region: region.into(),
+        app_id: app_id.into(),
         version: version.clone(),
         reason: reason.to_string(),
     });
@@ -535,8 +540,8 @@ pub(crate) async fn launch(
     version: &str,
 ) {
     let body = serde_json::to_vec(&LaunchHost {
-        host_id: host_id.to_string(),
-        app_id: app_id.to_string(),
+        host_id: host_id.into(),
+        app_id: app_id.into(),
         version: version.to_string(),
     })
     .unwrap_or_default();

@@ -10,6 +10,7 @@ use crate::rows::{StoredTable, Table, later, timestamp};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::ids::{HostId, SessionId};
 
 /// Session checks and discrepancies.
 #[derive(Debug, Clone)]
@@ -19,7 +20,7 @@ pub struct ConsistencyView {
     /// By discrepancy id.
     pub discrepancies: Table<DiscrepancyRow>,
     /// Host id → sessions recorded as active on it (derived).
-    recorded_on: BTreeMap<String, BTreeSet<String>>,
+    recorded_on: BTreeMap<HostId, BTreeSet<SessionId>>,
 }
 
 impl Default for ConsistencyView {
@@ -95,7 +96,7 @@ impl View for ConsistencyView {
             Event::SessionAssigned(e) => self.session(&e.session_id, |r| {
                 if r.recorded_status() == RecordedStatus::None {
                     r.set_recorded_status(RecordedStatus::Assigned);
-                    r.recorded_host.clone_from(&e.host_id);
+                    r.recorded_host = e.host_id.to_string();
                 }
             }),
             Event::SessionReleased(e) => self.session(&e.session_id, |r| {
@@ -113,7 +114,7 @@ impl View for ConsistencyView {
                     self.unindex(&old, &e.session_id);
                 }
                 self.session(&e.session_id, |r| {
-                    r.recorded_host.clone_from(&e.host_id);
+                    r.recorded_host = e.host_id.to_string();
                     r.set_recorded_status(RecordedStatus::Active);
                 });
                 self.recorded_on
@@ -131,7 +132,7 @@ impl View for ConsistencyView {
                 }
                 self.session(&e.session_id, |r| {
                     if r.recorded_host.is_empty() {
-                        r.recorded_host.clone_from(&e.host_id);
+                        r.recorded_host = e.host_id.to_string();
                     }
                     r.set_recorded_status(RecordedStatus::Ended);
                     r.end_reason = serde_name(&e.reason);
@@ -144,14 +145,14 @@ impl View for ConsistencyView {
                     e.sessions.iter().map(|b| b.session_id.as_str()).collect();
                 for session_id in &listed {
                     self.session(session_id, |r| {
-                        r.reported_host.clone_from(&e.host_id);
+                        r.reported_host = e.host_id.to_string();
                         r.reported_at = at;
                         if r.recorded_host == e.host_id {
                             r.missing_from_last_report = false;
                         }
                     });
                 }
-                let missing: Vec<String> = self
+                let missing: Vec<SessionId> = self
                     .recorded_on
                     .get(&e.host_id)
                     .map(|set| {
@@ -167,8 +168,8 @@ impl View for ConsistencyView {
             }
             Event::DiscrepancyOpened(e) => self.discrepancies.upsert(&e.discrepancy_id, |d| {
                 d.discrepancy_id.clone_from(&e.discrepancy_id);
-                d.host_id.clone_from(&e.host_id);
-                d.session_id.clone_from(&e.session_id);
+                d.host_id = e.host_id.to_string();
+                d.session_id = e.session_id.to_string();
                 d.kind = serde_name(&e.kind);
                 d.detail.clone_from(&e.detail);
                 d.opened_at = at;
@@ -176,8 +177,8 @@ impl View for ConsistencyView {
             Event::DiscrepancyResolved(e) => self.discrepancies.upsert(&e.discrepancy_id, |d| {
                 d.discrepancy_id.clone_from(&e.discrepancy_id);
                 if d.host_id.is_empty() {
-                    d.host_id.clone_from(&e.host_id);
-                    d.session_id.clone_from(&e.session_id);
+                    d.host_id = e.host_id.to_string();
+                    d.session_id = e.session_id.to_string();
                 }
                 d.resolved_at = at;
                 d.resolution.clone_from(&e.resolution);
@@ -196,9 +197,9 @@ impl View for ConsistencyView {
         for (id, r) in self.sessions.iter() {
             if r.recorded_status() == RecordedStatus::Active {
                 self.recorded_on
-                    .entry(r.recorded_host.clone())
+                    .entry(r.recorded_host.clone().into())
                     .or_default()
-                    .insert(id.clone());
+                    .insert(id.clone().into());
             }
         }
     }

@@ -38,16 +38,16 @@ impl View for HeartbeatsView {
         let at = Some(timestamp(time));
         match event {
             Event::HostRegistered(e) => self.hosts.upsert(&e.host_id, |r| {
-                r.host_id.clone_from(&e.host_id);
-                r.region.clone_from(&e.region);
-                r.app_id.clone_from(&e.app_id);
+                r.host_id = e.host_id.to_string();
+                r.region = e.region.to_string();
+                r.app_id = e.app_id.to_string();
                 r.registered_at = at;
                 r.removed = false;
                 r.lost = false;
             }),
             Event::HeartbeatReceived(e) => {
                 self.hosts.upsert(&e.host_id, |r| {
-                    r.host_id.clone_from(&e.host_id);
+                    r.host_id = e.host_id.to_string();
                     r.last_sent_at = Some(timestamp(e.sent_at));
                     r.last_received_at = at;
                     r.sessions_reported = u32::try_from(e.sessions.len()).unwrap_or(u32::MAX);
@@ -55,8 +55,8 @@ impl View for HeartbeatsView {
                 });
                 for beat in &e.sessions {
                     self.sessions.upsert(&beat.session_id, |s| {
-                        s.session_id.clone_from(&beat.session_id);
-                        s.host_id.clone_from(&e.host_id);
+                        s.session_id = beat.session_id.to_string();
+                        s.host_id = e.host_id.to_string();
                         s.since = s.since.or(at);
                         s.last_sent_at = Some(timestamp(e.sent_at));
                         s.last_received_at = at;
@@ -74,23 +74,23 @@ impl View for HeartbeatsView {
                 }
             }
             Event::SessionProvisioned(e) => self.sessions.upsert(&e.session_id, |s| {
-                s.session_id.clone_from(&e.session_id);
+                s.session_id = e.session_id.to_string();
                 if s.host_id.is_empty() {
-                    s.host_id.clone_from(&e.host_id);
+                    s.host_id = e.host_id.to_string();
                 }
                 s.since = s.since.or(at);
             }),
             Event::SessionEnded(e) => self.sessions.upsert(&e.session_id, |s| {
-                s.session_id.clone_from(&e.session_id);
+                s.session_id = e.session_id.to_string();
                 if s.host_id.is_empty() {
-                    s.host_id.clone_from(&e.host_id);
+                    s.host_id = e.host_id.to_string();
                 }
                 s.since = s.since.or(at);
                 s.ended = true;
                 s.lost = e.reason == SessionEndReason::Lost;
             }),
             Event::HostRemoved(e) => self.hosts.upsert(&e.host_id, |r| {
-                r.host_id.clone_from(&e.host_id);
+                r.host_id = e.host_id.to_string();
                 r.removed = true;
                 r.lost = e.reason == HostRemovalReason::Lost;
             }),

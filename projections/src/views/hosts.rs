@@ -135,8 +135,8 @@ impl View for HostsView {
         match event {
             Event::HostRequested(e) => self.host(&e.host_id, true, |h| {
                 if h.status() == HostStatus::Unspecified {
-                    h.region.clone_from(&e.region);
-                    h.app_id.clone_from(&e.app_id);
+                    h.region = e.region.to_string();
+                    h.app_id = e.app_id.to_string();
                     h.version.clone_from(&e.version);
                     h.set_status(HostStatus::Requested);
                 }
@@ -144,8 +144,8 @@ impl View for HostsView {
                 h.requested_at = at;
             }),
             Event::HostRegistered(e) => self.host(&e.host_id, true, |h| {
-                h.region.clone_from(&e.region);
-                h.app_id.clone_from(&e.app_id);
+                h.region = e.region.to_string();
+                h.app_id = e.app_id.to_string();
                 h.version.clone_from(&e.version);
                 h.capacity = e.capacity;
                 h.hardware.clone_from(&e.hardware);
@@ -159,12 +159,12 @@ impl View for HostsView {
                 h.registered_at = at;
             }),
             Event::SessionAssigned(e) => self.host(&e.host_id, false, |h| {
-                if let Err(i) = h.sessions.binary_search(&e.session_id) {
-                    h.sessions.insert(i, e.session_id.clone());
+                if let Err(i) = h.sessions.binary_search(&e.session_id.to_string()) {
+                    h.sessions.insert(i, e.session_id.to_string());
                 }
             }),
             Event::SessionReleased(e) => self.host(&e.host_id, false, |h| {
-                if let Ok(i) = h.sessions.binary_search(&e.session_id) {
+                if let Ok(i) = h.sessions.binary_search(&e.session_id.to_string()) {
                     h.sessions.remove(i);
                 }
             }),
@@ -180,8 +180,8 @@ impl View for HostsView {
                 h.sessions.clear();
             }),
             Event::BufferTargetSet(e) => self.pools.upsert(&pool_key(&e.region, &e.app_id), |p| {
-                p.region.clone_from(&e.region);
-                p.app_id.clone_from(&e.app_id);
+                p.region = e.region.to_string();
+                p.app_id = e.app_id.to_string();
                 p.buffer_target = e.idle_hosts;
             }),
             _ => {}

@@ -10,6 +10,7 @@ use crate::rows::{StoredTable, Table, time_of, timestamp};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::ids::{AppId, HostId};
 
 /// Rollout rows and the host facts they are computed from.
 #[derive(Debug, Clone)]
@@ -19,7 +20,7 @@ pub struct RolloutsView {
     /// By host id.
     pub hosts: Table<RolloutHostRow>,
     /// App id → its host ids (derived).
-    by_app: BTreeMap<String, BTreeSet<String>>,
+    by_app: BTreeMap<AppId, BTreeSet<HostId>>,
 }
 
 impl Default for RolloutsView {
@@ -74,15 +75,15 @@ impl RolloutsView {
             .map(|h| h.app_id.clone())
             .unwrap_or_default();
         if let Some(old) = old_app.filter(|a| *a != new_app) {
-            if let Some(set) = self.by_app.get_mut(&old) {
+            if let Some(set) = self.by_app.get_mut(old.as_str()) {
                 set.remove(host_id);
             }
             self.recompute(&old);
         }
         self.by_app
-            .entry(new_app.clone())
+            .entry(new_app.clone().into())
             .or_default()
-            .insert(host_id.to_string());
+            .insert(host_id.into());
         self.recompute(&new_app);
     }
 
@@ -121,7 +122,7 @@ impl View for RolloutsView {
     fn apply(&mut self, _position: u64, time: DateTime<Utc>, event: &Event) {
         match event {
             Event::HostRegistered(e) => self.host(&e.host_id, true, |h| {
-                h.app_id.clone_from(&e.app_id);
+                h.app_id = e.app_id.to_string();
                 h.version.clone_from(&e.version);
                 h.set_status(HostStatus::Active);
                 h.sessions = 0;
@@ -143,7 +144,7 @@ impl View for RolloutsView {
             }),
             Event::VersionReleased(e) => {
                 self.rollouts.upsert(&e.app_id, |r| {
-                    r.app_id.clone_from(&e.app_id);
+                    r.app_id = e.app_id.to_string();
                     r.current_version.clone_from(&e.version);
                     r.previous_version = e.previous.clone().unwrap_or_default();
                     r.urgent = e.urgent;
@@ -164,9 +165,9 @@ impl View for RolloutsView {
         self.by_app.clear();
         for (id, h) in self.hosts.iter() {
             self.by_app
-                .entry(h.app_id.clone())
+                .entry(h.app_id.clone().into())
                 .or_default()
-                .insert(id.clone());
+                .insert(id.clone().into());
         }
     }
 }

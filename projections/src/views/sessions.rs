@@ -32,12 +32,12 @@ impl View for SessionsView {
         let at = Some(timestamp(time));
         match event {
             Event::TokenRedeemed(e) => self.sessions.upsert(&e.session_id, |s| {
-                s.session_id.clone_from(&e.session_id);
-                s.token_id.clone_from(&e.token_id);
-                s.user_id.clone_from(&e.user_id);
-                s.app_id.clone_from(&e.app_id);
-                s.group_id = e.group_id.clone().unwrap_or_default();
-                s.region.clone_from(&e.region);
+                s.session_id = e.session_id.to_string();
+                s.token_id = e.token_id.to_string();
+                s.user_id = e.user_id.to_string();
+                s.app_id = e.app_id.to_string();
+                s.group_id = e.group_id.clone().unwrap_or_default().to_string();
+                s.region = e.region.to_string();
                 s.route_reason.clone_from(&e.route_reason);
                 s.redeemed_at = at;
                 if s.status() == SessionStatus::Unspecified {
@@ -45,25 +45,25 @@ impl View for SessionsView {
                 }
             }),
             Event::SessionProvisioned(e) => self.sessions.upsert(&e.session_id, |s| {
-                s.session_id.clone_from(&e.session_id);
-                s.token_id.clone_from(&e.token_id);
-                s.user_id.clone_from(&e.user_id);
-                s.app_id.clone_from(&e.app_id);
-                s.group_id = e.group_id.clone().unwrap_or_default();
-                s.region.clone_from(&e.region);
-                s.host_id.clone_from(&e.host_id);
+                s.session_id = e.session_id.to_string();
+                s.token_id = e.token_id.to_string();
+                s.user_id = e.user_id.to_string();
+                s.app_id = e.app_id.to_string();
+                s.group_id = e.group_id.clone().unwrap_or_default().to_string();
+                s.region = e.region.to_string();
+                s.host_id = e.host_id.to_string();
                 s.connect_to = host_port(&e.address, e.control_port);
                 s.placement_reason.clone_from(&e.placement_reason);
-                s.restored_from = e.restored_from.clone().unwrap_or_default();
+                s.restored_from = e.restored_from.as_deref().unwrap_or_default().to_string();
                 s.provisioned_at = at;
                 if s.status() != SessionStatus::Ended {
                     s.set_status(SessionStatus::Active);
                 }
             }),
             Event::SessionEnded(e) => self.sessions.upsert(&e.session_id, |s| {
-                s.session_id.clone_from(&e.session_id);
+                s.session_id = e.session_id.to_string();
                 if s.host_id.is_empty() {
-                    s.host_id.clone_from(&e.host_id);
+                    s.host_id = e.host_id.to_string();
                 }
                 s.set_status(SessionStatus::Ended);
                 s.ended_at = at;

@@ -38,7 +38,7 @@ fn beat(host: &str, secs: i64, sessions: &[&str]) -> Event {
         sessions: sessions
             .iter()
             .map(|s| SessionBeat {
-                session_id: s.to_string(),
+                session_id: (*s).into(),
                 stats: Some(StreamStats {
                     bitrate_kbps: 8000,
                     fps: 60,

@@ -8,6 +8,7 @@
 use crate::fleet::Fleet;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
+use streamfleet_bus_schemas::ids::{AppId, HostId, RegionId};
 use streamfleet_bus_schemas::payloads::{
     DrainHost, EndSession, HostRemovalReason, ReleaseSession, RemoveHost, SessionEndReason,
 };
@@ -61,9 +62,9 @@ pub(crate) enum Reaction {
     /// Request a new host for a (region, app) at `version` (none: the newest known).
     RequestHost {
         /// Region.
-        region: String,
+        region: RegionId,
         /// App.
-        app_id: String,
+        app_id: AppId,
         /// Version.
         version: Option<String>,
         /// Why, recorded.
@@ -72,11 +73,11 @@ pub(crate) enum Reaction {
     /// Ask a region's launchers again for a requested host.
     Launch {
         /// Region.
-        region: String,
+        region: RegionId,
         /// The requested host.
-        host_id: String,
+        host_id: HostId,
         /// App.
-        app_id: String,
+        app_id: AppId,
         /// Version.
         version: String,
     },
@@ -168,7 +169,7 @@ fn remove(host_id: &str, reason: HostRemovalReason) -> Reaction {
     Reaction::Send {
         key: format!("remove/{host_id}"),
         command: Command::RemoveHost(RemoveHost {
-            host_id: host_id.to_string(),
+            host_id: host_id.into(),
             reason,
         }),
         then: Some(Tell {
@@ -240,14 +241,14 @@ pub(crate) fn buffers(fleet: &Fleet) -> Vec<Reaction> {
         let version = fleet.current_version(app_id).map(str::to_string);
         let fits = |v: &str| version.as_deref().is_none_or(|cur| cur == v);
         let ours = |h: &&crate::fleet::HostRecord| &h.region == region && &h.app_id == app_id;
-        let mut idle: Vec<&String> = fleet
+        let mut idle: Vec<&HostId> = fleet
             .hosts
             .iter()
             .filter(|(_, h)| ours(h) && fits(&h.version))
             .filter(|(_, h)| h.status == HostStatus::Active && h.sessions.is_empty())
             .map(|(id, _)| id)
             .collect();
-        let pending: Vec<(&String, &String)> = fleet
+        let pending: Vec<(&HostId, &String)> = fleet
             .hosts
             .iter()
             .filter(|(_, h)| ours(h) && h.status == HostStatus::Requested)
@@ -334,7 +335,7 @@ mod tests {
     fn provisioned(host: &str, session: &str) -> Event {
         Event::SessionProvisioned(SessionProvisioned {
             session_id: session.into(),
-            token_id: format!("t-{session}"),
+            token_id: format!("t-{session}").into(),
             app_id: "chess".into(),
             user_id: "ada".into(),
             group_id: None,
@@ -355,7 +356,7 @@ mod tests {
             sessions: sessions
                 .iter()
                 .map(|s| SessionBeat {
-                    session_id: s.to_string(),
+                    session_id: (*s).into(),
                     stats: None,
                 })
                 .collect(),
