@@ -346,11 +346,10 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
     );
 }
 
-/// A headless Chromium driven over WebDriver by Debian's chromedriver.
+/// A headless Chromium driven over WebDriver (fantoccini) by Debian's chromedriver.
 struct Browser {
     driver: std::process::Child,
-    port: u16,
-    session: String,
+    client: fantoccini::Client,
     _profile: tempfile::TempDir,
 }
 
@@ -392,43 +391,35 @@ impl Browser {
         .map(|a| a.to_string())
         .chain([format!("--user-data-dir={}", profile.path().display())])
         .collect::<Vec<_>>();
-        let caps = serde_json::json!({ "capabilities": { "alwaysMatch": {
-            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
-        }}});
-        let reply = webdriver(port, "POST", "/session", Some(caps)).await;
-        let session = reply["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {reply}"))
-            .to_string();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }),
+        );
+        let client = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session in Chromium");
         Browser {
             driver,
-            port,
-            session,
+            client,
             _profile: profile,
         }
     }
 
     async fn open(&self, url: &str) {
-        webdriver(
-            self.port,
-            "POST",
-            &format!("/session/{}/url", self.session),
-            Some(serde_json::json!({ "url": url })),
-        )
-        .await;
+        self.client.goto(url).await.expect("the page opens");
     }
 
     /// Runs `script` in the page (it may return a promise) and returns its value.
     async fn eval(&self, script: &str) -> serde_json::Value {
-        let body = serde_json::json!({ "script": script, "args": [] });
-        webdriver(
-            self.port,
-            "POST",
-            &format!("/session/{}/execute/sync", self.session),
-            Some(body),
-        )
-        .await["value"]
-            .clone()
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}"))
     }
 }
 
@@ -441,27 +432,6 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
-}
-
-async fn webdriver(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> serde_json::Value {
-    let text = body.map(|b| b.to_string());
-    let reply = signal::request(
-        "127.0.0.1",
-        port,
-        method,
-        path,
-        &[],
-        text.as_deref().map(|t| ("application/json", t.as_bytes())),
-    )
-    .await
-    .expect("chromedriver answers");
-    serde_json::from_str(&reply.body)
-        .unwrap_or_else(|e| panic!("WebDriver reply {}: {e}: {}", reply.status, reply.body))
 }
 
 #[tokio::test]
