@@ -322,6 +322,7 @@ async fn fill_log(path: &Path, n: usize) -> anyhow::Result<()> {
                 stream: stream.clone(),
                 expected: ExpectedVersion::Any,
                 command_id: None,
+                command_digest: None,
                 events,
             })
             .await
@@ -448,6 +449,7 @@ async fn appends(path: &Path, writers: usize, total: usize) -> anyhow::Result<Fi
                     stream: stream.clone(),
                     expected: ExpectedVersion::Any,
                     command_id: Some(Uuid::now_v7()),
+                    command_digest: None,
                     events: vec![NewEvent {
                         id,
                         event_type: "HeartbeatReceived".into(),

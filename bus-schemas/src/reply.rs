@@ -150,6 +150,13 @@ pub enum RejectionReason {
         /// Attempts made.
         attempts: u32,
     },
+    /// The command id was used before by a different command (another type, subject or data).
+    /// Nothing was recorded: a retry repeats a command exactly, a new command takes a new id.
+    #[error("command id already used by a different `{original_type}` command")]
+    IdReused {
+        /// The type of the command first recorded under this id.
+        original_type: String,
+    },
     /// The log could not record it; nothing was recorded.
     #[error("log unavailable: {detail}")]
     Unavailable {

@@ -34,8 +34,53 @@ pub struct AppendRequest {
     pub expected: ExpectedVersion,
     /// The command that caused it, for idempotency.
     pub command_id: Option<Uuid>,
+    /// What that command said (with `command_id`): a later append under the same id whose
+    /// digest differs is refused [`crate::AppendError::CommandIdReused`] instead of answered
+    /// with this one's outcome. `None`: the id alone decides (no content check).
+    pub command_digest: Option<CommandDigest>,
     /// The events, in order.
     pub events: Vec<NewEvent>,
+}
+
+/// What a command said, so that one command id cannot stand for two commands: the command's
+/// type and a BLAKE3 digest of its type and canonical content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandDigest {
+    /// The command type, named when a reuse is refused.
+    pub command_type: String,
+    /// BLAKE3 of the type's length, the type and the content.
+    pub digest: [u8; 32],
+}
+
+impl CommandDigest {
+    /// The digest of a command of `command_type` whose canonical content is `content`.
+    pub fn of(command_type: &str, content: &[u8]) -> CommandDigest {
+        let mut h = blake3::Hasher::new();
+        h.update(&(command_type.len() as u64).to_le_bytes());
+        h.update(command_type.as_bytes());
+        h.update(content);
+        CommandDigest {
+            command_type: command_type.to_string(),
+            digest: *h.finalize().as_bytes(),
+        }
+    }
+
+    /// As stored in the `command_digests` table: the digest, then the type's UTF-8.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.command_type.len());
+        out.extend_from_slice(&self.digest);
+        out.extend_from_slice(self.command_type.as_bytes());
+        out
+    }
+
+    /// Reads a stored value; `None` when it is not one (shorter than a digest, or not UTF-8).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<CommandDigest> {
+        let (digest, command_type) = bytes.split_at_checked(32)?;
+        Some(CommandDigest {
+            command_type: std::str::from_utf8(command_type).ok()?.to_string(),
+            digest: digest.try_into().ok()?,
+        })
+    }
 }
 
 /// What an append recorded.

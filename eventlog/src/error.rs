@@ -16,6 +16,14 @@ pub enum AppendError {
         /// Where it is (0: no stream).
         actual: u64,
     },
+    /// The command id was recorded before, for a command that said something else.
+    #[error("command id {command_id} was already used by a different `{original_type}` command")]
+    CommandIdReused {
+        /// The id.
+        command_id: uuid::Uuid,
+        /// The type of the command first recorded under it.
+        original_type: String,
+    },
     /// One event's body is over the configured limit.
     #[error("event {index} of the append is {size} bytes, over the limit of {limit}")]
     EventTooLarge {

@@ -16,6 +16,7 @@
 //!     stream: "node-1".into(),
 //!     expected: ExpectedVersion::NoStream,
 //!     command_id: None,
+//!     command_digest: None,
 //!     events: vec![event],
 //! };
 //! log.append(request).await.unwrap();

@@ -9,7 +9,10 @@
 //!   transaction committed with `Durability::Immediate` (fsync); no append is answered before
 //!   that commit has returned. A crash at any instant leaves either all of a batch or none of it.
 //! - **Idempotent by command id.** An append carrying a command id that was already recorded
-//!   records nothing and returns the original outcome, marked `deduplicated`.
+//!   records nothing and returns the original outcome, marked `deduplicated` — when it says
+//!   the same: an append whose [`CommandDigest`] differs from the recorded one's is refused
+//!   [`AppendError::CommandIdReused`]. The digest is written in the commit that records the
+//!   command (the `command_digests` table, not the index tail), so it is durable with it.
 //! - **Tamper-evident.** Each stored event carries a CRC-32 of its bytes and a BLAKE3 chain hash
 //!   covering the previous event's chain hash, its position, and everything else it stores;
 //!   [`EventLog::verify`] names the first position where either fails.
@@ -38,6 +41,7 @@
 //!         stream: "node-1".into(),
 //!         expected: ExpectedVersion::NoStream,
 //!         command_id: None,
+//!         command_digest: None,
 //!         events: vec![NewEvent { id: uuid::Uuid::now_v7(), event_type: "NodeFailed".into(), body }],
 //!     })
 //!     .await
@@ -58,7 +62,7 @@ mod tail;
 mod verify;
 mod writer;
 
-pub use append::{AppendOutcome, AppendRequest, NewEvent};
+pub use append::{AppendOutcome, AppendRequest, CommandDigest, NewEvent};
 pub use error::{AppendError, Corruption, OpenError, ReadError, VerifyError};
 pub use file::{LogFile, Records};
 pub use log::{Config, EventLog};

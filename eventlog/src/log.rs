@@ -1,6 +1,6 @@
 //! The log's public handle: open, append, read.
 
-use crate::append::{AppendOutcome, AppendRequest, get_event, outcome_from_records};
+use crate::append::{AppendOutcome, AppendRequest, CommandDigest, get_event, outcome_from_records};
 use crate::error::{AppendError, OpenError, ReadError, storage};
 use crate::record::{GENESIS, StoredEvent};
 use crate::tables::*;
@@ -108,6 +108,8 @@ impl EventLog {
             txn.open_table(CATEGORY_INDEX)
                 .map_err(|e| db_err(storage(e)))?;
             txn.open_table(COMMANDS).map_err(|e| db_err(storage(e)))?;
+            txn.open_table(COMMAND_DIGESTS)
+                .map_err(|e| db_err(storage(e)))?;
         }
         txn.commit().map_err(|e| db_err(storage(e)))?;
         let db = Arc::new(db);
@@ -351,6 +353,17 @@ impl EventLog {
         found
             .map(|(first, count)| outcome_from_records(&events, first, count))
             .transpose()
+    }
+
+    /// What the command recorded under `command_id` said, if it was recorded with a digest.
+    /// Blocking.
+    pub fn command_digest(&self, command_id: Uuid) -> Result<Option<CommandDigest>, ReadError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let digests = txn.open_table(COMMAND_DIGESTS).map_err(storage)?;
+        Ok(digests
+            .get(command_id.as_u128())
+            .map_err(storage)?
+            .and_then(|v| CommandDigest::decode(v.value())))
     }
 
     fn tail(&self) -> std::sync::RwLockReadGuard<'_, Tail> {

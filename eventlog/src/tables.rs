@@ -13,6 +13,12 @@ pub(crate) const CATEGORY_INDEX: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("category_index");
 /// command id → (first position, event count).
 pub(crate) const COMMANDS: TableDefinition<u128, (u64, u32)> = TableDefinition::new("commands");
+/// command id → its [`crate::CommandDigest`] (digest ‖ type). Written in the commit that records
+/// the command's events, not through the tail, so that it is durable with them. Commands
+/// recorded before this table existed have no entry and are deduplicated by id alone; adding it
+/// did not change the format (an older build ignores it).
+pub(crate) const COMMAND_DIGESTS: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("command_digests");
 /// "format" → FORMAT; "indexed_through" → a position (decimal).
 pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 

@@ -10,7 +10,7 @@
 //! A commit writes the records only; index entries go to the [`Tail`] and reach the index tables
 //! in bulk every `index_flush_events` events, inside the transaction of the batch that crosses it.
 
-use crate::append::{AppendOutcome, AppendRequest, outcome_from_records};
+use crate::append::{AppendOutcome, AppendRequest, CommandDigest, outcome_from_records};
 use crate::error::{AppendError, storage};
 use crate::record::{StoredEvent, encode};
 use crate::tables::*;
@@ -207,13 +207,32 @@ impl Writer {
             let mut events = txn.open_table(EVENTS).map_err(storage)?;
             let streams = txn.open_table(STREAM_INDEX).map_err(storage)?;
             let commands = txn.open_table(COMMANDS).map_err(storage)?;
+            let mut digests = txn.open_table(COMMAND_DIGESTS).map_err(storage)?;
             for job in jobs {
                 let req = &job.req;
-                if let Some(id) = req.command_id.map(|c| c.as_u128()) {
+                if let Some(command_id) = req.command_id {
+                    let id = command_id.as_u128();
                     let known = match batch_commands.get(&id).or_else(|| tail.commands.get(&id)) {
                         Some(found) => Some(*found),
                         None => commands.get(id).map_err(storage)?.map(|v| v.value()),
                     };
+                    // Written in this same transaction for a command earlier in the batch.
+                    let stored = match (&req.command_digest, known) {
+                        (Some(_), Some(_)) => digests
+                            .get(id)
+                            .map_err(storage)?
+                            .and_then(|v| CommandDigest::decode(v.value())),
+                        _ => None,
+                    };
+                    if let (Some(given), Some(stored)) = (&req.command_digest, stored)
+                        && given.digest != stored.digest
+                    {
+                        written.results.push(Err(AppendError::CommandIdReused {
+                            command_id,
+                            original_type: stored.command_type,
+                        }));
+                        continue;
+                    }
                     if let Some((first, count)) = known {
                         written
                             .results
@@ -290,6 +309,11 @@ impl Writer {
                 }
                 if let Some(id) = req.command_id {
                     batch_commands.insert(id.as_u128(), (first, recorded.len() as u32));
+                    if let Some(digest) = &req.command_digest {
+                        digests
+                            .insert(id.as_u128(), digest.encode().as_slice())
+                            .map_err(storage)?;
+                    }
                 }
                 if versions.len() >= VERSION_CACHE_STREAMS {
                     versions.clear();

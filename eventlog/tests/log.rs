@@ -34,6 +34,7 @@ fn req(stream: &str, expected: ExpectedVersion, n: usize) -> AppendRequest {
         stream: stream.into(),
         expected,
         command_id: None,
+        command_digest: None,
         events: (0..n as u64).map(|i| event(stream, i)).collect(),
     }
 }
@@ -148,6 +149,61 @@ async fn concurrent_writers_to_one_stream_exactly_one_wins_each_version() {
     }
     assert_eq!(log.stream_version("node-race").expect("v"), 20);
     log.verify(1, None).expect("chain verifies");
+}
+
+#[tokio::test]
+async fn a_command_id_reused_for_other_content_is_refused_naming_the_first_type_even_after_reopen()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = Uuid::now_v7();
+    let with = |stream: &str, digest: CommandDigest| {
+        let mut r = req(stream, ExpectedVersion::Any, 1);
+        r.command_id = Some(id);
+        r.command_digest = Some(digest);
+        r
+    };
+    let original = CommandDigest::of("ReportNodeFailure", br#"{"node_id":"n1"}"#);
+    let other = CommandDigest::of("ReportNodeFailure", br#"{"node_id":"n2"}"#);
+    {
+        let log = open(&dir);
+        // The first and a differing reuse in flight together: one batch or two, same answers.
+        let (first, reused) = tokio::join!(
+            log.append(with("node-n1", original.clone())),
+            log.append(with("node-n2", other.clone()))
+        );
+        let first = first.expect("the first is recorded");
+        match reused {
+            Err(AppendError::CommandIdReused {
+                command_id,
+                original_type,
+            }) => {
+                assert_eq!(command_id, id);
+                assert_eq!(original_type, "ReportNodeFailure");
+            }
+            other => panic!("expected command_id_reused, got {other:?}"),
+        }
+        assert_eq!(first.stream, "node-n1");
+        assert_eq!(log.head(), 1);
+    }
+    // After a reopen the digest is still there: the same content is deduplicated, other
+    // content (another type, another stream) refused, and a caller that gives no digest gets
+    // the id-only answer of before.
+    let log = open(&dir);
+    let again = log
+        .append(with("node-n1", original.clone()))
+        .await
+        .expect("same content");
+    assert!(again.deduplicated);
+    let other_type = CommandDigest::of("DrainHost", br#"{"node_id":"n1"}"#);
+    assert!(matches!(
+        log.append(with("host-h1", other_type)).await,
+        Err(AppendError::CommandIdReused { ref original_type, .. }) if original_type == "ReportNodeFailure"
+    ));
+    let mut no_digest = req("node-n9", ExpectedVersion::Any, 1);
+    no_digest.command_id = Some(id);
+    assert!(log.append(no_digest).await.expect("id only").deduplicated);
+    assert_eq!(log.command_digest(id).expect("read"), Some(original));
+    assert_eq!(log.head(), 1);
 }
 
 #[tokio::test]

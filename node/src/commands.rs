@@ -15,7 +15,7 @@ use streamfleet_bus_schemas::{
     SCHEMA_VERSION,
 };
 use streamfleet_domain::{Context, State, decide, evolve, stream_of};
-use streamfleet_eventlog::{AppendError, AppendRequest, EventLog, NewEvent};
+use streamfleet_eventlog::{AppendError, AppendRequest, CommandDigest, EventLog, NewEvent};
 use uuid::Uuid;
 
 /// Streams whose state is kept in memory; past this the cache starts over.
@@ -69,6 +69,7 @@ impl CommandHandler {
         command: &Command,
     ) -> Result<CommandReply, RejectionReason> {
         let stream = stream_of(command);
+        let digest = digest_of(command);
         let lock = self
             .in_flight
             .lock()
@@ -78,7 +79,7 @@ impl CommandHandler {
             .clone();
         let result = {
             let _turn = lock.lock().await;
-            self.decide_and_append(envelope, command, stream.clone())
+            self.decide_and_append(envelope, command, &digest, stream.clone())
                 .await
         };
         {
@@ -92,10 +93,26 @@ impl CommandHandler {
             // A retry of a command that was already recorded may now be refused by the state
             // its first send created; it gets the original answer instead. (Accepted retries are
             // deduplicated by the log itself, inside the append.) Looking up only on refusal
-            // keeps the lookup off the path of every accepted command.
-            Err(reason) if !matches!(reason, RejectionReason::Unavailable { .. }) => {
+            // keeps the lookup off the path of every accepted command. The id must stand for
+            // this same command: another command under it is refused, not answered.
+            Err(reason)
+                if !matches!(
+                    reason,
+                    RejectionReason::Unavailable { .. } | RejectionReason::IdReused { .. }
+                ) =>
+            {
                 match self.log.command_outcome(envelope.id).map_err(unavailable)? {
-                    Some(done) => Ok(accepted(envelope.id, recorded_data(&self.log, done)?)),
+                    Some(done) => {
+                        if let Some(stored) =
+                            self.log.command_digest(envelope.id).map_err(unavailable)?
+                            && stored.digest != digest.digest
+                        {
+                            return Err(RejectionReason::IdReused {
+                                original_type: stored.command_type,
+                            });
+                        }
+                        Ok(accepted(envelope.id, recorded_data(&self.log, done)?))
+                    }
                     None => Err(reason),
                 }
             }
@@ -107,6 +124,7 @@ impl CommandHandler {
         &self,
         envelope: &RawEnvelope,
         command: &Command,
+        digest: &CommandDigest,
         stream: String,
     ) -> Result<CommandReply, RejectionReason> {
         let mut attempt = 0;
@@ -141,6 +159,7 @@ impl CommandHandler {
                 stream: stream.clone(),
                 expected,
                 command_id: Some(envelope.id),
+                command_digest: Some(digest.clone()),
                 events: new_events,
             };
             match self.log.append(request).await {
@@ -172,6 +191,9 @@ impl CommandHandler {
                         });
                     }
                     tracing::debug!(stream = %stream, attempt, "lost a race for the stream; deciding again");
+                }
+                Err(AppendError::CommandIdReused { original_type, .. }) => {
+                    return Err(RejectionReason::IdReused { original_type });
                 }
                 Err(
                     e @ (AppendError::InvalidStreamId { .. }
@@ -260,6 +282,16 @@ fn recorded_data(
         }
     }
     Ok(outcome)
+}
+
+/// What a command says, for binding its id to it: its type and its payload as the typed
+/// command serialises it (field order and absent options fixed by the type, so the same command
+/// sent with its fields in another order, or an optional field spelled `null`, is the same).
+/// The subject follows from the type. `expectedversion` is not part of it: a retry may carry it
+/// or not.
+fn digest_of(command: &Command) -> CommandDigest {
+    let content = serde_json::to_vec(&command.to_data()).unwrap_or_default();
+    CommandDigest::of(command.type_name(), &content)
 }
 
 fn accepted(command_id: Uuid, outcome: streamfleet_eventlog::AppendOutcome) -> CommandReply {

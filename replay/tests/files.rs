@@ -44,6 +44,7 @@ async fn write_log(path: &Path, n: usize) {
                 stream: format!("host-{host}"),
                 expected: ExpectedVersion::Any,
                 command_id: (chunk % 2 == 0).then(Uuid::now_v7),
+                command_digest: None,
                 events,
             })
             .await
@@ -191,6 +192,7 @@ async fn an_event_of_a_newer_schema_stops_reading_at_its_position() {
                 stream: "host-h1".into(),
                 expected: ExpectedVersion::Any,
                 command_id: None,
+                command_digest: None,
                 events: vec![NewEvent {
                     id: Uuid::now_v7(),
                     event_type: "HeartbeatReceived".into(),

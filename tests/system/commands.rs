@@ -122,6 +122,63 @@ async fn a_command_is_recorded_once_and_its_retry_gets_the_same_answer() {
     assert_eq!(code(&other), "domain");
 }
 
+/// The attack: a command id seen on the bus is reused with other content (here another type on
+/// another subject, and the same type with other data), hoping to be told `accepted`. Before,
+/// each was answered `accepted, deduplicated` and silently not recorded.
+#[tokio::test]
+async fn a_reused_command_id_with_other_content_is_rejected_naming_the_first_command() {
+    let sys = System::start();
+    let commands = sys.nats.commands("service").await;
+    let id = Uuid::now_v7();
+    assert_eq!(
+        code(&commands.send(id, &register("h-1")).await.expect("reply")),
+        "accepted"
+    );
+    let reasons = [
+        commands.send(id, &register("h-2")).await.expect("reply"),
+        commands.send(id, &token("t-9")).await.expect("reply"),
+        commands
+            .send(id, &provision("s-1", "h-1"))
+            .await
+            .expect("reply"),
+    ];
+    for reply in &reasons {
+        let CommandReply::Rejected { reason, .. } = reply else {
+            panic!("rejected expected: {reply:?}")
+        };
+        assert_eq!(
+            reason,
+            &RejectionReason::IdReused {
+                original_type: "RegisterHost".into()
+            }
+        );
+    }
+    // Nothing of theirs was recorded; the original still answers as before.
+    let reader = streamfleet_bus_client::LogReader::new(sys.nats.client("service").await);
+    assert_eq!(
+        reader.head().await.expect("head"),
+        1,
+        "only the first command was recorded"
+    );
+    for stream in ["host-h-2", "token-t-9", "session-s-1"] {
+        assert!(
+            reader.stream(stream).await.expect("read").is_empty(),
+            "{stream}"
+        );
+    }
+    let again = commands.send(id, &register("h-1")).await.expect("reply");
+    assert!(
+        matches!(
+            again,
+            CommandReply::Accepted {
+                deduplicated: true,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_typed_rejection_and_the_node_keeps_serving() {
     let sys = System::start();
