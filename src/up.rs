@@ -97,12 +97,9 @@ fn credentials(state_dir: &std::path::Path) -> anyhow::Result<Vec<(String, Strin
         ));
     }
     if text.len() != before {
-        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        }
+        write_private(&path, &text)?;
+    } else {
+        restrict(&path, 0o600)?;
     }
     Ok(text
         .lines()
@@ -112,8 +109,44 @@ fn credentials(state_dir: &std::path::Path) -> anyhow::Result<Vec<(String, Strin
         .collect())
 }
 
+/// Makes the state folder readable by its owner only (0700), from its creation on.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    restrict(dir, 0o700)
+}
+
+/// Writes `text` to a file that is 0600 from the moment it exists (no window in which another
+/// user could open it), replacing what was there.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    restrict(path, 0o600)?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Sets `path`'s mode (an older state folder may have been made with looser ones).
+fn restrict(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("restricting {} to {mode:o}", path.display()))
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.state_dir)?;
+    private_dir(&args.state_dir)?;
     let creds = credentials(&args.state_dir)?;
     // Absolute: nats.conf expands $SF_JETSTREAM_DIR as a token, and `.streamfleet/…` would read
     // as a malformed number.
@@ -123,7 +156,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .arg(&args.nats_conf)
         .arg("-p")
         .arg(args.port.to_string())
-        .envs(creds.iter().cloned())
+        // The passwords nats.conf reads, and nothing else: the token signing key stays out of
+        // nats-server's environment.
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| !k.starts_with("SF_")))
+        .envs(
+            creds
+                .iter()
+                .filter(|(k, _)| k.starts_with("SF_") && k.ends_with("_PASSWORD"))
+                .cloned(),
+        )
         .env("SF_JETSTREAM_DIR", &js_dir)
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -148,6 +148,43 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         .is_err()
     );
 
+    // Secrets at rest and in other processes: the state folder is its owner's alone, the
+    // credentials file too; nats-server gets the passwords nats.conf reads and not the token
+    // signing key; no child has a password on its command line.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        std::fs::metadata(state.path().join(p))
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(".streamfleet"), 0o700);
+    assert_eq!(mode(".streamfleet/credentials.env"), 0o600);
+    let children = children_of(up.id());
+    let nats_server = children
+        .iter()
+        .find(|(_, cmdline)| cmdline.starts_with("nats-server"))
+        .expect("up's nats-server");
+    let environ = std::fs::read(format!("/proc/{}/environ", nats_server.0)).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains("SF_NODE_PASSWORD="),
+        "nats-server gets the passwords"
+    );
+    assert!(
+        !environ.contains("SF_TOKEN_KEY="),
+        "the token signing key is in nats-server's environment"
+    );
+    for (_, cmdline) in &children {
+        for line in creds.lines().filter_map(|l| l.split_once('=')) {
+            assert!(
+                !cmdline.contains(line.1),
+                "a secret on a command line: {cmdline}"
+            );
+        }
+    }
+
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(up.id().to_string())
@@ -183,4 +220,32 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
             .any(|l| l.contains(" INFO ") && l.contains("streamfleet_host_agent")),
         "the host agents' INFO lines are in the log file"
     );
+}
+
+/// The processes whose parent is `pid`, with their command lines (arguments joined by spaces).
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The parent is the second field after the parenthesised command name.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push((child, cmdline.trim().to_string()));
+        }
+    }
+    found
 }
