@@ -88,6 +88,8 @@ pub struct Follower {
     catching_up: bool,
     /// The next catch-up page, already asked for while the current one is consumed.
     prefetch: Option<(u64, tokio::task::JoinHandle<Result<Page, FollowError>>)>,
+    /// Messages on event subjects that were not events (passed over).
+    malformed: u64,
 }
 
 /// One page of a catch-up read: its events and where the next page starts, if any.
@@ -141,7 +143,14 @@ impl Follower {
             pending: VecDeque::new(),
             catching_up: true,
             prefetch: None,
+            malformed: 0,
         })
+    }
+
+    /// How many messages on event subjects were not events (no position header) and were
+    /// passed over: a sign that something other than the node publishes there.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
     }
 
     /// The position the next event will have.
@@ -195,8 +204,16 @@ impl Follower {
                         .headers
                         .as_ref()
                         .and_then(|h| h.get(subjects::HEADER_POSITION))
-                        .and_then(|v| v.as_str().parse::<u64>().ok())
-                        .ok_or_else(|| FollowError::Protocol(format!("event on {} without {}", msg.subject, subjects::HEADER_POSITION)))?;
+                        .and_then(|v| v.as_str().parse::<u64>().ok());
+                    // Not an event of the node's (something else published on an event
+                    // subject): reported and passed over; the log, not this message, says
+                    // what comes next.
+                    let Some(position) = position else {
+                        self.malformed += 1;
+                        tracing::warn!(subject = %msg.subject, bytes = msg.payload.len(), "message on an event subject without {}; ignored, reading the log", subjects::HEADER_POSITION);
+                        self.catching_up = true;
+                        continue;
+                    };
                     if position == self.next {
                         self.next += 1;
                         return Ok(FollowedEvent { position, json: msg.payload });

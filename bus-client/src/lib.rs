@@ -8,7 +8,8 @@
 //!   same id with a typed outcome ([`Refused`]), or the reply as it came;
 //! - [`ask`]: service requests (token, redemption, host agents) with typed answers;
 //! - [`Follower`]: every event in order, none skipped or twice, across reconnects and restarts;
-//! - [`LogReader`]: pages of the log, a whole stream, the head.
+//! - [`LogReader`]: pages of the log, a whole stream, the head;
+//! - [`reply_inbox`]: for responders, the reply subject only when it is an inbox.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,9 +26,11 @@ mod follower;
 mod login;
 mod reader;
 mod request;
+mod responder;
 
 pub use commands::{CommandClient, Refused, SUBMIT_ATTEMPTS, SendError};
 pub use follower::{FollowError, FollowedEvent, Follower, log_head};
 pub use login::{MissingPassword, NatsLogin, ROLES, connect, password_variable};
 pub use reader::{LogReader, Page, ReadError};
 pub use request::{RequestError, ask, ask_raw};
+pub use responder::reply_inbox;

@@ -85,6 +85,8 @@ pub async fn connect(login: &NatsLogin) -> Result<async_nats::Client, async_nats
     async_nats::ConnectOptions::new()
         .user_and_password(login.user.clone(), login.password.clone())
         .name(format!("streamfleet-{}", login.user))
+        // Replies come back under the role's own prefix, the only one nats.conf lets it read.
+        .custom_inbox_prefix(streamfleet_bus_schemas::subjects::inbox_prefix(&login.user))
         .connect(login.url.as_str())
         .await
 }

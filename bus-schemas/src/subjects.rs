@@ -11,6 +11,38 @@ pub const LOG_READ: &str = "sf.log.read";
 /// number as the payload), so idle followers notice events they missed.
 pub const LOG_HEAD: &str = "sf.log.head";
 
+/// The prefix of every reply inbox (async-nats's default): the only subjects a responder
+/// answers to.
+pub const INBOX_PREFIX: &str = "_INBOX.";
+
+/// The inbox prefix of a role's connections, `_INBOX.<role>`: `nats.conf` lets each role
+/// subscribe under its own prefix only, so no role receives the replies meant for another.
+///
+/// ```
+/// assert_eq!(streamfleet_bus_schemas::subjects::inbox_prefix("client"), "_INBOX.client");
+/// ```
+pub fn inbox_prefix(role: &str) -> String {
+    format!("{INBOX_PREFIX}{role}")
+}
+
+/// Whether `subject` is a reply inbox, `_INBOX.<token>…` without wildcards. A request whose
+/// reply subject is anything else (a host's terminate subject, an event subject) asks the
+/// responder to publish there with the responder's rights; it gets no answer.
+///
+/// ```
+/// use streamfleet_bus_schemas::subjects::is_inbox;
+/// assert!(is_inbox("_INBOX.abc.def"));
+/// assert!(!is_inbox("sf.host.h1.terminate"));
+/// assert!(!is_inbox("sf.evt.session.SessionEnded"));
+/// assert!(!is_inbox("_INBOX.>"));
+/// assert!(!is_inbox("_INBOX."));
+/// ```
+pub fn is_inbox(subject: &str) -> bool {
+    subject
+        .strip_prefix(INBOX_PREFIX)
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(['*', '>', ' ', '\t']))
+}
+
 /// Header carrying an event's global position on its event subject.
 pub const HEADER_POSITION: &str = "Sf-Position";
 /// Header carrying an event's stream version on its event subject.

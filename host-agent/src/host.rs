@@ -386,6 +386,12 @@ async fn answer(agent: Arc<Agent>, host: Arc<Host>, mut requests: async_nats::Su
             .unwrap_or("")
             .to_string();
         let reply = match verb.as_str() {
+            // The control plane's terminate is empty: anything else on this subject (another
+            // service's answer, published here by a forged reply subject) is not one.
+            "terminate" if !msg.payload.is_empty() => AgentReply::Error(ServiceError::new(
+                "malformed",
+                "a terminate request has an empty body",
+            )),
             "terminate" => {
                 host.stop();
                 tracing::info!(host = %host.id, "host terminated");
@@ -422,7 +428,7 @@ async fn answer(agent: Arc<Agent>, host: Arc<Host>, mut requests: async_nats::Su
                 Err(e) => AgentReply::Error(e),
             },
         };
-        if let Some(reply_to) = msg.reply {
+        if let Some(reply_to) = streamfleet_bus_client::reply_inbox(&msg) {
             let body = serde_json::to_vec(&reply).unwrap_or_default();
             let _ = agent.client.publish(reply_to, body.into()).await;
         }

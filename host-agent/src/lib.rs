@@ -152,7 +152,7 @@ pub async fn run(
 /// Launches the hosts the control plane asks for (one agent of the region answers each).
 async fn serve_launches(agent: Arc<Agent>, mut sub: async_nats::Subscriber) {
     while let Some(msg) = sub.next().await {
-        let Some(reply_to) = msg.reply.clone() else {
+        let Some(reply_to) = streamfleet_bus_client::reply_inbox(&msg) else {
             continue;
         };
         let reply = match serde_json::from_slice::<LaunchHost>(&msg.payload) {

@@ -126,8 +126,12 @@ impl Node {
                 let (handler, client) = (handler.clone(), c.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
+                    // Decided and recorded even when it cannot be answered: the sender may
+                    // retry under the same id and get the answer then.
                     let reply = handler.handle(msg.subject.as_str(), &msg.payload).await;
-                    let Some(to) = msg.reply else { return };
+                    let Some(to) = streamfleet_bus_client::reply_inbox(&msg) else {
+                        return;
+                    };
                     match serde_json::to_vec(&reply) {
                         Ok(body) => {
                             if let Err(e) = client.publish(to, body.into()).await {
@@ -151,14 +155,15 @@ impl Node {
                     return;
                 };
                 let (client, log) = (c.clone(), l.clone());
+                let Some(to) = streamfleet_bus_client::reply_inbox(&msg) else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let _permit = permit;
                     let body =
                         read_api::answer(&log, &msg.payload, client.server_info().max_payload)
                             .await;
-                    if let Some(to) = msg.reply
-                        && let Err(e) = client.publish(to, body).await
-                    {
+                    if let Err(e) = client.publish(to, body).await {
                         tracing::warn!(error = %e, "read reply not sent");
                     }
                 });

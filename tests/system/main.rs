@@ -1,5 +1,6 @@
 //! System tests: real nats-server processes from nats.conf, real node processes, real redb files.
 
+mod attacks;
 mod audit;
 mod cloud;
 mod commands;

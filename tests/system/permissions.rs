@@ -16,6 +16,7 @@ async fn client_with_errors(
     let (tx, rx) = mpsc::unbounded_channel();
     let login = sys.nats.login(role);
     let client = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(subjects::inbox_prefix(&login.user))
         .user_and_password(login.user, login.password)
         .event_callback(move |event| {
             let tx = tx.clone();
@@ -125,4 +126,38 @@ async fn clients_only_redeem_and_entitlement_services_only_ask_for_tokens() {
         0,
         "nothing was recorded"
     );
+}
+
+/// The attack: a least-privileged client subscribes to every inbox, or to another role's, and
+/// waits for other users' tokens and redemption replies. Before, 7 of 7 roles could. Now each
+/// role may read only its own `_INBOX.<role>.>`, and the server refuses the rest.
+#[tokio::test]
+async fn no_role_can_subscribe_to_the_replies_of_another() {
+    let sys = System::start();
+    for (role, sniffed) in [
+        ("client", "_INBOX.>"),
+        ("client", "_INBOX.entitlement.>"),
+        ("entitlement", "_INBOX.client.>"),
+        ("host", "_INBOX.worker.>"),
+        ("auditor", "_INBOX.>"),
+        ("dashboard", "_INBOX.service.>"),
+        ("service", "_INBOX.worker.>"),
+        ("worker", "_INBOX.client.>"),
+    ] {
+        let (client, mut errors) = client_with_errors(&sys, role).await;
+        let _sub = client.subscribe(sniffed).await.expect("subscribe sent");
+        client.flush().await.expect("flush");
+        let error = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{role}: the server let it read {sniffed}"))
+            .expect("open");
+        assert!(
+            error.contains("Permissions Violation") && error.contains(sniffed),
+            "{role}: {error}"
+        );
+        // Its own inbox still works: a read of the log answers (where the role may read).
+        if ["auditor", "dashboard", "service", "worker"].contains(&role) {
+            head(&client).await;
+        }
+    }
 }

@@ -17,6 +17,7 @@ async fn sigterm_answers_every_command_the_node_took() {
     let mut node = NodeProcess::start(&nats, data.path());
     let login = nats.login("service");
     let client = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(streamfleet_bus_schemas::subjects::inbox_prefix(&login.user))
         .user_and_password(login.user, login.password)
         .request_timeout(Some(std::time::Duration::from_secs(3)))
         .connect(login.url.as_str())

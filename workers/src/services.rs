@@ -77,7 +77,7 @@ where
     tokio::spawn(async move {
         let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         while let Some(msg) = sub.next().await {
-            let Some(reply_to) = msg.reply.clone() else {
+            let Some(reply_to) = streamfleet_bus_client::reply_inbox(&msg) else {
                 continue;
             };
             let Ok(permit) = permits.clone().acquire_owned().await else {
