@@ -113,6 +113,10 @@ struct NodeArgs {
     /// exercise the flush).
     #[arg(long, default_value_t = streamfleet_eventlog::Config::default().index_flush_events)]
     index_flush_events: usize,
+    /// Events between two signed checkpoints of the chain head (`checkpoints.jsonl` beside the
+    /// log; one is signed on stop too).
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -286,6 +290,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     );
     config.max_command_bytes = args.max_command_bytes;
     config.log.index_flush_events = args.index_flush_events;
+    config.checkpoint_every = args.checkpoint_every;
     let node = Node::start(config).await?;
     // Tests and scripts wait for this line.
     println!("ready head={}", node.log().head());

@@ -43,6 +43,11 @@ pub fn is_inbox(subject: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty() && !rest.contains(['*', '>', ' ', '\t']))
 }
 
+/// Published by the node every few thousand events and when it stops: a signed checkpoint of
+/// the chain hash at its head (JSON: `position`, `chain`, `signature`, hex), for auditors to
+/// keep; `replay verify --public-key` checks a log against them.
+pub const LOG_CHECKPOINT: &str = "sf.log.checkpoint";
+
 /// Header carrying an event's global position on its event subject.
 pub const HEADER_POSITION: &str = "Sf-Position";
 /// Header carrying an event's stream version on its event subject.

@@ -52,6 +52,7 @@
 //! ```
 
 mod append;
+pub mod checkpoint;
 mod error;
 mod file;
 mod log;

@@ -6,10 +6,13 @@
 //!   when another writer won), reply accepted or rejected;
 //! - publishes every event after its commit ([`publisher`]) on `sf.evt.<category>.<type>` with
 //!   its position in the `Sf-Position` header, and announces the head on `sf.log.head`;
-//! - serves reads of the log ([`read_api`]) on `sf.log.read`.
+//! - serves reads of the log ([`read_api`]) on `sf.log.read`;
+//! - signs checkpoints of the chain head (`checkpoints.rs`): every `checkpoint_every` events and
+//!   on stop, into `checkpoints.jsonl` beside the log and on `sf.log.checkpoint`.
 //!
 //! Every other process talks to it through `streamfleet-bus-client`, never through this crate.
 
+mod checkpoints;
 pub mod commands;
 mod node;
 pub mod publisher;

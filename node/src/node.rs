@@ -1,5 +1,6 @@
 //! The node process: the log plus its three NATS services.
 
+use crate::checkpoints::Checkpointer;
 use crate::commands::CommandHandler;
 use crate::{publisher, read_api};
 use futures::StreamExt;
@@ -32,6 +33,8 @@ pub struct NodeConfig {
     pub conflict_retries: u32,
     /// The log's limits.
     pub log: LogConfig,
+    /// Events between two signed checkpoints of the chain head (one is signed on stop too).
+    pub checkpoint_every: u64,
 }
 
 impl NodeConfig {
@@ -43,6 +46,7 @@ impl NodeConfig {
             max_command_bytes: 64 * 1024,
             conflict_retries: 8,
             log: LogConfig::default(),
+            checkpoint_every: 1000,
         }
     }
 }
@@ -64,6 +68,9 @@ pub enum NodeError {
     /// NATS refused the connection.
     #[error("NATS: {0}")]
     Connect(#[from] async_nats::ConnectError),
+    /// The checkpoint key or file cannot be used.
+    #[error("checkpoints: {0}")]
+    Checkpoint(#[from] streamfleet_eventlog::checkpoint::CheckpointError),
     /// NATS refused a subscription.
     #[error("NATS: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
@@ -77,6 +84,8 @@ pub struct Node {
     stopping: Arc<tokio::sync::Notify>,
     in_flight: Arc<Semaphore>,
     client: async_nats::Client,
+    checkpoints: tokio::task::JoinHandle<()>,
+    stop_checkpoints: tokio::sync::watch::Sender<bool>,
 }
 
 impl Node {
@@ -87,6 +96,8 @@ impl Node {
             source,
         })?;
         let log = EventLog::open(config.data_dir.join("events.redb"), config.log.clone())?;
+        let checkpointer =
+            Checkpointer::open(&config.data_dir, log.clone(), config.checkpoint_every)?;
         let client = connect(&config.nats).await?;
         let mut tasks = JoinSet::new();
 
@@ -175,6 +186,8 @@ impl Node {
         let events_client = connect(&config.nats).await?;
         tasks.spawn(publisher::publish_events(events_client, log.clone()));
         tasks.spawn(publisher::announce_head(client.clone(), log.clone()));
+        let (stop_checkpoints, checkpoints_stop) = tokio::sync::watch::channel(false);
+        let checkpoints = tokio::spawn(checkpointer.run(client.clone(), checkpoints_stop));
         client.flush().await.ok();
         tracing::info!(head = log.head(), data_dir = %config.data_dir.display(), "node serving");
         Ok(Node {
@@ -184,6 +197,8 @@ impl Node {
             stopping,
             in_flight,
             client,
+            checkpoints,
+            stop_checkpoints,
         })
     }
 
@@ -205,6 +220,9 @@ impl Node {
             .await;
         // Their replies are queued on the connection: send them before going.
         let _ = self.client.flush().await;
+        // Everything is recorded: sign where the log ends.
+        let _ = self.stop_checkpoints.send(true);
+        let _ = self.checkpoints.await;
         self.tasks.shutdown().await;
         tracing::info!(head = self.log.head(), "node stopped");
     }

@@ -126,6 +126,13 @@ pub enum ReplayCmd {
         /// Last position (default: the last in the file).
         #[arg(long)]
         to: Option<u64>,
+        /// Check the log against the node's signed checkpoints too: the node's public key, as
+        /// hex or the path of its `checkpoint.pub`.
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+        /// The signed checkpoints (default: `checkpoints.jsonl` beside the log file).
+        #[arg(long, value_name = "FILE", requires = "public_key")]
+        checkpoints: Option<PathBuf>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -295,6 +302,8 @@ pub async fn run(cmd: ReplayCmd) -> Result<bool, ReplayError> {
             file,
             from,
             to,
+            public_key,
+            checkpoints,
             json,
             progress,
         } => {
@@ -302,7 +311,31 @@ pub async fn run(cmd: ReplayCmd) -> Result<bool, ReplayError> {
             let log = source
                 .log_file()
                 .ok_or_else(|| ReplayError::Request("verify reads a log file".into()))?;
-            let summary = verify_file(log, from, to, progress.mode())?;
+            let mut summary = verify_file(log, from, to, progress.mode())?;
+            if let Some(key) = public_key
+                && summary.ok
+            {
+                let bad = |e: streamfleet_eventlog::checkpoint::CheckpointError| {
+                    ReplayError::Request(e.to_string())
+                };
+                let key = match std::fs::read_to_string(&key) {
+                    Ok(text) => text,
+                    Err(_) => key,
+                };
+                let public =
+                    streamfleet_eventlog::checkpoint::public_key_from_hex(&key).map_err(bad)?;
+                let path = checkpoints.unwrap_or_else(|| file.with_file_name("checkpoints.jsonl"));
+                let signed = streamfleet_eventlog::checkpoint::CheckpointFile::new(path)
+                    .read()
+                    .map_err(bad)?;
+                match crate::check_checkpoints(log, &signed, &public)? {
+                    Ok(check) => summary.checkpoints = Some(check),
+                    Err(failure) => {
+                        summary.ok = false;
+                        summary.failure = Some(failure);
+                    }
+                }
+            }
             if json {
                 json_line(&summary)?;
             } else {

@@ -40,4 +40,6 @@ pub use progress::{Progress, ProgressMode};
 pub use read::{Filter, Format, Printer};
 pub use rebuild::{LiveDiff, diff_live, rebuild_into};
 pub use source::{Audited, Flow, Source};
-pub use verify::{Failure, VerifySummary, corruption_kind, verify_file};
+pub use verify::{
+    CheckpointCheck, Failure, VerifySummary, check_checkpoints, corruption_kind, verify_file,
+};

@@ -35,6 +35,8 @@ pub struct VerifySummary {
     pub recovered: bool,
     /// The first problem, when not ok.
     pub failure: Option<Failure>,
+    /// What the signed checkpoints vouch for, when checked (`--public-key`).
+    pub checkpoints: Option<CheckpointCheck>,
     /// Wall time, seconds.
     pub seconds: f64,
 }
@@ -120,6 +122,7 @@ pub fn verify_file(
         last_time: None,
         recovered: file.was_recovered(),
         failure: None,
+        checkpoints: None,
         seconds: 0.0,
     };
     match result {
@@ -160,6 +163,19 @@ impl std::fmt::Display for VerifySummary {
             );
         }
         let time = |t: &Option<DateTime<Utc>>| t.map_or("-".to_string(), |t| t.to_rfc3339());
+        if let Some(c) = &self.checkpoints {
+            writeln!(
+                f,
+                "signed: {} checkpoints; the node's key vouches for positions 1..={}{}",
+                c.checkpoints,
+                c.signed_through,
+                if c.signed_through < self.last {
+                    format!(" ({}..={} not yet signed)", c.signed_through + 1, self.last)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
         write!(
             f,
             "ok {}: positions {}..={}: {} events, {} bytes, checksums and hash chain intact{}\n  \
@@ -184,4 +200,88 @@ impl std::fmt::Display for VerifySummary {
             self.events as f64 / self.seconds.max(1e-9)
         )
     }
+}
+
+/// What checking a log against signed checkpoints found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointCheck {
+    /// Checkpoints read.
+    pub checkpoints: usize,
+    /// The last position a valid signature vouches for, with the log matching it (0: none).
+    pub signed_through: u64,
+}
+
+/// Checks `file` against `checkpoints` signed by `public`, in position order: each signature
+/// must be the key's, and the record at each checkpoint's position must carry its chain hash.
+/// The first that fails is a [`Failure`]: `checkpoint_forged` (a signature that is not the
+/// key's) or `checkpoint_mismatch` (the log was changed at or before that position, even if
+/// its chain was recomputed after the change). Checkpoints past the log's end are
+/// `checkpoint_past_end`: the log lost what was signed.
+pub fn check_checkpoints(
+    file: &LogFile,
+    checkpoints: &[streamfleet_eventlog::checkpoint::Checkpoint],
+    public: &streamfleet_eventlog::checkpoint::VerifyingKey,
+) -> Result<Result<CheckpointCheck, Failure>, ReplayError> {
+    let name = file.path().display().to_string();
+    let head = file.head().map_err(|error| ReplayError::Read {
+        source_name: name.clone(),
+        error,
+    })?;
+    let mut sorted: Vec<_> = checkpoints.iter().collect();
+    sorted.sort_by_key(|c| c.position);
+    let mut signed_through = 0;
+    for cp in sorted {
+        let after = |what: &str| {
+            format!("{what}; the last position a valid checkpoint vouches for is {signed_through}")
+        };
+        if !cp.is_signed_by(public) {
+            return Ok(Err(Failure {
+                position: cp.position,
+                kind: "checkpoint_forged",
+                problem: after("the checkpoint's signature is not the node key's"),
+            }));
+        }
+        if cp.position > head {
+            return Ok(Err(Failure {
+                position: cp.position,
+                kind: "checkpoint_past_end",
+                problem: after(&format!(
+                    "a checkpoint was signed at {} but the log ends at {head}",
+                    cp.position
+                )),
+            }));
+        }
+        let record = file
+            .records(cp.position, Some(cp.position))
+            .map_err(|error| ReplayError::Read {
+                source_name: name.clone(),
+                error,
+            })?
+            .next()
+            .transpose()
+            .map_err(|error| ReplayError::Read {
+                source_name: name.clone(),
+                error,
+            })?;
+        let matches = match (record, cp.chain_hash()) {
+            (Some(r), Ok(chain)) => r.chain == chain,
+            _ => false,
+        };
+        if !matches {
+            return Ok(Err(Failure {
+                position: cp.position,
+                kind: "checkpoint_mismatch",
+                problem: after(&format!(
+                    "the log no longer matches the checkpoint signed at position {}: history at \
+                     or before it was rewritten",
+                    cp.position
+                )),
+            }));
+        }
+        signed_through = cp.position;
+    }
+    Ok(Ok(CheckpointCheck {
+        checkpoints: checkpoints.len(),
+        signed_through,
+    }))
 }

@@ -185,3 +185,91 @@ async fn the_bench_role_sees_nothing_of_the_system_even_through_jetstream() {
         "bench's stream captured the system's commands"
     );
 }
+
+/// `streamfleet replay …` on a stopped node's files: exit code and JSON.
+fn replay_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+        .arg("replay")
+        .args(args)
+        .output()
+        .expect("run replay");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"));
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// Someone with write access to the node's disk rewrites one event and recomputes every
+/// checksum and chain hash after it, so the chain alone still verifies. Before, nothing could
+/// tell; now the checkpoints the node signed say the log no longer matches them.
+#[tokio::test]
+async fn a_rewritten_log_rechained_by_hand_is_caught_by_the_signed_checkpoints() {
+    use redb::ReadableTable as _;
+    use streamfleet_eventlog::record::{StoredEvent, encode};
+    let nats = crate::harness::Nats::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut node =
+        crate::harness::NodeProcess::start_with(&nats, data.path(), &["--checkpoint-every", "4"]);
+    let commands = nats.commands("service").await;
+    for i in 0..10 {
+        commands
+            .send(Uuid::now_v7(), &token(&format!("t-{i}")))
+            .await
+            .expect("reply");
+    }
+    assert!(node.terminate().success());
+    let log = data.path().join("events.redb");
+    let (log_arg, key_arg) = (
+        log.display().to_string(),
+        data.path().join("checkpoint.pub").display().to_string(),
+    );
+    let verify = ["verify", "--file", &log_arg, "--json", "--quiet"];
+    let signed = [&verify[..], &["--public-key", &key_arg]].concat();
+    let (code, clean) = replay_json(&signed);
+    assert_eq!(code, 0, "{clean}");
+    assert_eq!(
+        clean["checkpoints"]["signed_through"], 10,
+        "the node signed its head on stop: {clean}"
+    );
+
+    // The rewrite: position 3's body says another token hash; 3..=10 are re-chained.
+    let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+    {
+        let db = redb::Database::create(&log).expect("open the stopped node's log");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut table = txn.open_table(events).expect("events");
+            let read = |table: &redb::Table<u64, &[u8]>, p: u64| {
+                let bytes = table.get(p).expect("get").expect("record").value().to_vec();
+                StoredEvent::decode(p, &bytes).expect("decode")
+            };
+            let mut prev = read(&table, 2).chain;
+            for p in 3..=10 {
+                let mut e = read(&table, p);
+                if p == 3 {
+                    let text = String::from_utf8(e.body.clone()).expect("json");
+                    let hash = text
+                        .split("\"token_hash\":\"")
+                        .nth(1)
+                        .and_then(|rest| rest.get(..64))
+                        .expect("a token hash");
+                    e.body = text.replace(hash, &"0".repeat(64)).into_bytes();
+                }
+                let (bytes, chain) =
+                    encode(&prev, p, e.stream_version, e.command_id, &e.stream, &e.body);
+                table.insert(p, bytes.as_slice()).expect("rewrite");
+                prev = chain;
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let (code, chain_only) = replay_json(&verify);
+    assert_eq!(code, 0, "the chain alone cannot tell: {chain_only}");
+    let (code, caught) = replay_json(&signed);
+    assert_eq!(code, 1, "{caught}");
+    assert_eq!(caught["failure"]["kind"], "checkpoint_mismatch", "{caught}");
+    let at = caught["failure"]["position"].as_u64().expect("a position");
+    assert!(
+        (3..=10).contains(&at),
+        "the first checkpoint at or after the rewrite: {caught}"
+    );
+}
