@@ -2,7 +2,11 @@
 //! session's credentials looks at its session, watches it (WHEP) and ends it, and where a browser
 //! gets the player page.
 //!
-//! Invariant: only the session's own credentials open it (`401` without, `403` with others'); a
+//! Invariant: only the session's own credentials open it (`401` without, `403` with others',
+//! and the same `403` for a session this host does not run, so that the answer does not tell
+//! which session ids exist); a slow or idle client is cut off (headers within
+//! [`HEADER_TIMEOUT`], a whole request within [`REQUEST_TIMEOUT`]) and at most
+//! [`MAX_CONNECTIONS`] are served at once; a
 //! request the server cannot use is answered with a 4xx and a JSON `{"error": …}` naming why,
 //! without touching any session; one session has at most one live stream (`409` for a second).
 //!
@@ -21,6 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
+use std::time::Duration;
 use streamfleet_bus_schemas::ids::{AppId, HostId, SessionId, UserId};
 use streamfleet_bus_schemas::payloads::SessionEndReason;
 use streamfleet_media::stream::{OfferError, Stream};
@@ -49,6 +54,14 @@ pub struct SessionView {
 /// The player page.
 const PLAYER: &str = include_str!("player.html");
 
+/// A request's headers must have arrived this long after its first byte (or after the
+/// connection's previous request): a client sending them slowly is cut off (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole request, body and answer included, must be done within this (`408` after).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections served at once; more wait in the listen backlog until one closes.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// Serves the control port until the host stops.
 pub(crate) async fn serve(
     host: Arc<Host>,
@@ -74,17 +87,55 @@ pub(crate) async fn serve(
         .layer(axum::extract::DefaultBodyLimit::max(
             streamfleet_media::stream::MAX_OFFER_BYTES,
         ))
+        .layer(axum::middleware::from_fn(deadline))
         .with_state(host.clone());
-    let shutdown = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::warn!(host = %host.id, %error, "control port stopped");
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(error) => {
+                    tracing::warn!(host = %host.id, %error, "control port accept failed");
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stopped.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            tokio::pin!(connection);
+            let host_stopped = tokio::select! {
+                _ = connection.as_mut() => false,
+                stopped = stop.wait_for(|s| *s) => stopped.is_ok(),
+            };
+            if host_stopped {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        });
     }
     host.close_streams();
+}
+
+/// Answers `408` when a request (its body included) is not done within [`REQUEST_TIMEOUT`].
+async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(StatusCode::REQUEST_TIMEOUT, "the request took too long"),
+    }
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -130,19 +181,23 @@ fn admit(
     session: Option<RunningSession>,
     credentials: &str,
 ) -> Result<RunningSession, Refusal> {
-    let Some(session) = session else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            format!("host {host_id} runs no session `{session_id}`"),
-        ));
-    };
-    if !streamfleet_bus_schemas::matches_hash(credentials.trim(), &session.credential_hash) {
-        return Err((
+    let refused = || {
+        (
             StatusCode::FORBIDDEN,
-            "these credentials do not open this session".into(),
-        ));
+            format!("these credentials do not open session `{session_id}` on host {host_id}"),
+        )
+    };
+    match session {
+        Some(session)
+            if streamfleet_bus_schemas::matches_hash(
+                credentials.trim(),
+                &session.credential_hash,
+            ) =>
+        {
+            Ok(session)
+        }
+        _ => Err(refused()),
     }
-    Ok(session)
 }
 
 async fn look(
@@ -346,13 +401,15 @@ mod tests {
     }
 
     #[test]
-    fn a_stray_session_opens_for_nobody_and_an_unknown_one_is_404() {
+    fn a_stray_session_opens_for_nobody_and_an_unknown_one_reads_as_not_yours() {
         // A stray session (reported by the host, unknown to the log) has no credential hash.
         let (status, _) = admit("h1", "s9", Some(running("")), "").expect_err("stray");
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let (status, why) = admit("h1", "s9", None, "c1").expect_err("unknown");
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        assert!(why.contains("h1") && why.contains("s9"), "{why}");
+        // Unknown and not-yours are the same answer: it does not tell which ids exist.
+        let unknown = admit("h1", "s9", None, "c1").expect_err("unknown");
+        let not_yours = admit("h1", "s9", Some(running("c2")), "c1").expect_err("others'");
+        assert_eq!(unknown, not_yours);
+        assert_eq!(unknown.0, StatusCode::FORBIDDEN);
     }
 
     #[test]

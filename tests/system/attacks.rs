@@ -273,3 +273,65 @@ async fn a_rewritten_log_rechained_by_hand_is_caught_by_the_signed_checkpoints()
         "the first checkpoint at or after the rewrite: {caught}"
     );
 }
+
+/// Slowloris on a host's control port: connections that send half a request and wait. Before,
+/// each was held open with no header timeout (500 of them for 20 s and more); now the host cuts
+/// each off once its headers are late. And probing for session ids: an unknown id used to be
+/// `404` and someone else's `403`, which told which ids exist; both are the same `403` now.
+#[tokio::test]
+async fn the_control_port_cuts_off_slow_requests_and_does_not_tell_which_sessions_exist() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2)]);
+    let session = cloud.session("ada", "198.51.100.7", None).await;
+    let (address, port) = (session.address.clone(), session.control_port);
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut socket = tokio::net::TcpStream::connect((address.as_str(), port))
+            .await
+            .expect("connect");
+        socket
+            .write_all(b"GET /sessions/x HTTP/1.1\r\nHost: h\r\n")
+            .await
+            .expect("half a request");
+        slow.push(socket);
+    }
+    let limit = streamfleet_host_agent::control::HEADER_TIMEOUT * 3;
+    for mut socket in slow {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(limit, socket.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "a half-sent request was still open after {limit:?}"
+        );
+    }
+    // Meanwhile and after, real requests are served.
+    let me = bearer(&session.credentials);
+    let mine = format!("/sessions/{}", session.session_id);
+    let (status, _) = http(&address, port, "GET", &mine, &[("authorization", &me)]).await;
+    assert_eq!(status, 200);
+    let unknown = http(
+        &address,
+        port,
+        "GET",
+        "/sessions/nobody",
+        &[("authorization", &me)],
+    )
+    .await;
+    let other = cloud.session("bob", "198.51.100.8", None).await;
+    let theirs = format!("/sessions/{}", other.session_id);
+    let not_mine = http(&address, port, "GET", &theirs, &[("authorization", &me)]).await;
+    assert_eq!(unknown.0, 403);
+    assert_eq!(not_mine.0, 403);
+    let reason = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body).expect("json")["error"]
+            .as_str()
+            .expect("an error")
+            .replace("nobody", "<id>")
+            .replace(other.session_id.as_str(), "<id>")
+    };
+    assert_eq!(
+        reason(&unknown.1),
+        reason(&not_mine.1),
+        "the same refusal either way"
+    );
+}
