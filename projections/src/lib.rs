@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod codec;
 pub mod error;
 pub mod grpc;
 pub mod rows;

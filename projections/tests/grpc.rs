@@ -245,3 +245,90 @@ async fn queries_and_watches_answer_the_stored_rows() {
     feeding.await.expect("fed");
     assert_eq!(diff(dir.path(), rebuilt.path()).expect("diff"), vec![]);
 }
+
+/// Sends bytes as they are (a request that is not the message it claims to be).
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct IgnoreDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for IgnoreDecoder {
+    type Item = ();
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        use bytes::Buf as _;
+        buf.advance(buf.remaining());
+        Ok(Some(()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = IgnoreDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> IgnoreDecoder {
+        IgnoreDecoder
+    }
+}
+
+/// A dashboard (or a fuzzer) sends bytes that are not protobuf. Before, the answer was
+/// `INTERNAL` — the server's fault, to be retried; it is the caller's, `INVALID_ARGUMENT`, and
+/// the service goes on answering.
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument_and_the_service_keeps_answering() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = ProjectionsConfig {
+        nats: NatsLogin::new("nats://unused", "dashboard", "unused"),
+        data_dir: dir.path().to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        heartbeat_interval: Duration::from_secs(5),
+    };
+    let (_sender, events) = EventFeed::channel(64);
+    let running = start_with_source(config, events).await.expect("started");
+    let url = format!("http://{}", running.grpc_addr());
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connected");
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.expect("ready");
+    // Field 1 as a length-delimited value that claims 100 bytes and carries 2.
+    let garbage = vec![0x0a, 0x64, 0x01, 0x02];
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/streamfleet.views.v1.Views/GetSessions",
+    );
+    let status = raw
+        .unary(tonic::Request::new(garbage), path, RawCodec)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("malformed request"), "{status:?}");
+    let mut client = ViewsClient::connect(url).await.expect("connected");
+    client
+        .get_status(pb::StatusRequest {})
+        .await
+        .expect("still answering");
+}
