@@ -308,6 +308,17 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
     .into()
 }
 
+/// What the client is told of a refused `RedeemToken`: the rule's code, and the node's message
+/// except where it would help a thief — the IP a token is bound to is not named (whoever holds
+/// a stolen token would learn which address to claim).
+fn refusal(rule: &str, message: String) -> ServiceError {
+    let code = redemption_code(rule);
+    match code {
+        "ip_mismatch" => ServiceError::new(code, "this token is bound to another client address"),
+        _ => ServiceError::new(code, message),
+    }
+}
+
 /// The client-facing code of a refused `RedeemToken`'s rule.
 fn redemption_code(rule: &str) -> &'static str {
     match rule {
@@ -340,7 +351,7 @@ async fn redeem(
     let recorded = match shared.send(redeem).await {
         Ok(recorded) => recorded,
         Err(Refused::Rejected { rule, message }) => {
-            return Err(ServiceError::new(redemption_code(&rule), message));
+            return Err(refusal(&rule, message));
         }
         Err(Refused::Undelivered(e)) => return Err(ServiceError::new("unavailable", e)),
     };
@@ -555,7 +566,22 @@ pub(crate) async fn launch(
 
 #[cfg(test)]
 mod tests {
-    use super::redemption_code;
+    use super::{redemption_code, refusal};
+
+    #[test]
+    fn an_ip_mismatch_does_not_name_the_bound_address() {
+        let told = refusal(
+            "client_ip_mismatch",
+            "token is bound to client IP 198.51.100.7, not 203.0.113.9".into(),
+        );
+        assert_eq!(told.code, "ip_mismatch");
+        assert!(!told.message.contains("198.51.100.7"), "{}", told.message);
+        let other = refusal("token_expired", "token `t1` expired at …".into());
+        assert!(
+            other.message.contains("t1"),
+            "other refusals keep the node's words"
+        );
+    }
 
     #[test]
     fn each_refused_redemption_rule_has_the_code_the_client_is_told() {
