@@ -197,7 +197,7 @@ async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
         ttl_seconds: None,
     };
     match streamfleet_bus_client::ask(&client, subjects::TOKEN_REQUEST, &req, None).await? {
-        TokenReply::Issued(grant) => Ok(grant.token),
+        TokenReply::Issued(grant) => Ok(grant.token.expose().to_string()),
         TokenReply::Error(e) => anyhow::bail!("token refused: {} ({})", e.message, e.code),
     }
 }
@@ -215,7 +215,7 @@ async fn redeem(
     let login = streamfleet_bus_client::NatsLogin::new(args.nats_url.clone(), "client", password);
     let client = streamfleet_bus_client::connect(&login).await?;
     let req = Redemption {
-        token: token.to_string(),
+        token: token.to_string().into(),
         client_ip: args.client_ip.clone(),
         latencies_ms: vec![],
     };
@@ -226,7 +226,7 @@ async fn redeem(
                     "http://{}:{}/sessions/{}/whep",
                     s.address, s.control_port, s.session_id
                 ),
-                s.credentials,
+                s.credentials.expose().to_string(),
             )),
             RedemptionReply::Error(e) => Err(format!("{} ({})", e.message, e.code)),
         },

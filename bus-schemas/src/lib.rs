@@ -40,7 +40,7 @@ pub use envelope::{
 pub use messages::{Command, Event, PayloadError};
 pub use read::{ReadDirection, ReadReply, ReadRequest};
 pub use reply::{CommandReply, RecordedEvent, RejectionReason};
-pub use secret::{matches_hash, secret_hash};
+pub use secret::{Secret, matches_hash, secret_hash};
 
 /// The category of a stream id: the part before the first `-` (`session-42` → `session`).
 ///

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::Secret;
 use crate::ids::{AppId, GroupId, HostId, RegionId, SessionId, TokenId, UserId};
 
 /// A failed service request. `code` is stable; `message` says it in words.
@@ -51,7 +52,7 @@ pub struct TokenRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenGrant {
     /// The token to hand to the client (secret; only its hash is recorded).
-    pub token: String,
+    pub token: Secret,
     /// Its id.
     pub token_id: TokenId,
     /// When it expires.
@@ -73,7 +74,7 @@ pub enum TokenReply {
 #[serde(deny_unknown_fields)]
 pub struct Redemption {
     /// The token.
-    pub token: String,
+    pub token: Secret,
     /// The client's IP.
     pub client_ip: String,
     /// Latencies the client measured to regions, ms (optional; preferred over location).
@@ -130,7 +131,7 @@ pub struct SessionGrant {
     /// The host's control (signalling) port.
     pub control_port: u16,
     /// Session credentials: present them as a bearer token to the host. Never logged.
-    pub credentials: String,
+    pub credentials: Secret,
     /// Why the redemption went to the region it went to.
     pub route_reason: String,
     /// Why this host.
@@ -173,7 +174,7 @@ pub struct StartSession {
     /// The user.
     pub user_id: UserId,
     /// The credentials the client will present.
-    pub credentials: String,
+    pub credentials: Secret,
     /// State saved by the user's previous session of this app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state: Option<String>,

@@ -257,7 +257,7 @@ impl Host {
                 sessions.insert(
                     req.session_id,
                     RunningSession {
-                        credential_hash: streamfleet_bus_schemas::secret_hash(&req.credentials),
+                        credential_hash: req.credentials.hash(),
                         user_id: req.user_id,
                         restored_state: req.saved_state,
                         started_at: chrono::Utc::now(),

@@ -74,7 +74,7 @@ async fn one_session(entitlement: async_nats::Client, client: async_nats::Client
             tokio::time::sleep(Duration::from_millis(rand::random_range(2_000..15_000))).await;
             let path = format!("/sessions/{}", s.session_id);
             let saved = format!("level={}", rand::random_range(1..20u8));
-            let bearer = format!("Bearer {}", s.credentials);
+            let bearer = format!("Bearer {}", s.credentials.expose());
             let headers = [
                 ("authorization", bearer.as_str()),
                 ("sf-saved-state", saved.as_str()),

@@ -305,7 +305,7 @@ async fn the_control_port_cuts_off_slow_requests_and_does_not_tell_which_session
         );
     }
     // Meanwhile and after, real requests are served.
-    let me = bearer(&session.credentials);
+    let me = bearer(session.credentials.expose());
     let mine = format!("/sessions/{}", session.session_id);
     let (status, _) = http(&address, port, "GET", &mine, &[("authorization", &me)]).await;
     assert_eq!(status, 200);

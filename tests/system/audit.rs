@@ -77,7 +77,7 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
 
     // The script: a token, its session, a heartbeat that reports it, the user ending it.
     let grant = cloud.issue("ada", Some(PARIS), None, None).await;
-    let session = match cloud.redeem(&grant.token, PARIS).await {
+    let session = match cloud.redeem(grant.token.expose(), PARIS).await {
         RedemptionReply::Provisioned(s) => s,
         RedemptionReply::Error(e) => panic!("refused: {e:?}"),
     };
@@ -92,7 +92,7 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
         session.control_port,
         "DELETE",
         &format!("/sessions/{sid}"),
-        &[("authorization", &bearer(&session.credentials))],
+        &[("authorization", &bearer(session.credentials.expose()))],
     )
     .await;
     assert_eq!(status, 200);

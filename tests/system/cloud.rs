@@ -224,7 +224,7 @@ impl Cloud {
     /// Issues and redeems; the session must be provisioned.
     pub async fn session(&self, user: &str, ip: &str, group: Option<&str>) -> SessionGrant {
         let grant = self.issue(user, Some(ip), group, None).await;
-        match self.redeem(&grant.token, ip).await {
+        match self.redeem(grant.token.expose(), ip).await {
             RedemptionReply::Provisioned(s) => s,
             RedemptionReply::Error(e) => panic!("redemption refused: {e:?}"),
         }

@@ -115,7 +115,7 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
             "--nats-url",
             &cloud.sys.nats.url,
             "--token",
-            &grant.token,
+            grant.token.expose(),
             "--client-ip",
             PARIS,
             "--frames",
@@ -184,7 +184,7 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     // Two more sessions: each one's credentials open only that one.
     let ada = cloud.session("ada", PARIS, None).await;
     let bob = cloud.session("bob", PARIS, None).await;
-    assert_refused(&ada, &bob.credentials, "403").await;
+    assert_refused(&ada, bob.credentials.expose(), "403").await;
 
     // Bad offers get a typed answer; the sessions keep running.
     let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
@@ -200,20 +200,37 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
             .status,
         403
     );
-    let r = post_offer(&ada, Some(&ada.credentials), "application/sdp", "hello").await;
+    let r = post_offer(
+        &ada,
+        Some(ada.credentials.expose()),
+        "application/sdp",
+        "hello",
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("malformed SDP"), "{}", r.body);
-    let r = post_offer(&ada, Some(&ada.credentials), "text/plain", offer).await;
+    let r = post_offer(&ada, Some(ada.credentials.expose()), "text/plain", offer).await;
     assert_eq!(r.status, 415, "{}", r.body);
     let huge = format!("{offer}{}", "a=x\r\n".repeat(20_000));
     assert_eq!(
-        post_offer(&ada, Some(&ada.credentials), "application/sdp", &huge)
-            .await
-            .status,
+        post_offer(
+            &ada,
+            Some(ada.credentials.expose()),
+            "application/sdp",
+            &huge
+        )
+        .await
+        .status,
         413
     );
     let vp8_only = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 AA:BB\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\n";
-    let r = post_offer(&ada, Some(&ada.credentials), "application/sdp", vp8_only).await;
+    let r = post_offer(
+        &ada,
+        Some(ada.credentials.expose()),
+        "application/sdp",
+        vp8_only,
+    )
+    .await;
     assert_eq!(r.status, 406, "{}", r.body);
     assert!(r.body.contains("H.264"), "{}", r.body);
 
@@ -222,13 +239,13 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
         "--url",
         &whep(&ada),
         "--credentials",
-        &ada.credentials,
+        ada.credentials.expose(),
         "--seconds",
         "30",
         "--keep-session",
     ])
     .await;
-    assert_refused(&ada, &ada.credentials, "409").await;
+    assert_refused(&ada, ada.credentials.expose(), "409").await;
     let next = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(line) = lines.next_line().await.expect("read") {
             if line.starts_with("frame ") {
@@ -257,7 +274,7 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
         "--url",
         &whep(&s),
         "--credentials",
-        &s.credentials,
+        s.credentials.expose(),
         "--seconds",
         "120",
         "--keep-session",
@@ -329,7 +346,7 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
             "--url",
             &whep(&next),
             "--credentials",
-            &next.credentials,
+            next.credentials.expose(),
             "--frames",
             "30",
             "--json",
@@ -576,7 +593,7 @@ async fn under_loss_and_a_bandwidth_cap_the_stream_keeps_decoding_and_the_bitrat
             "--url",
             &whep(&s),
             "--credentials",
-            &s.credentials,
+            s.credentials.expose(),
             "--bind",
             &link.client_ip,
             "--seconds",

@@ -20,7 +20,7 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
         AgentSpec::new("ap-south", "ap", 1, 2),
     ]);
     let grant = cloud.issue("ada", Some(PARIS), None, None).await;
-    let RedemptionReply::Provisioned(s) = cloud.redeem(&grant.token, PARIS).await else {
+    let RedemptionReply::Provisioned(s) = cloud.redeem(grant.token.expose(), PARIS).await else {
         panic!("provisioned")
     };
     assert_eq!(s.region, "eu-west", "Paris is nearest to eu-west");
@@ -39,7 +39,7 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
         s.control_port,
         "GET",
         &path,
-        &[("authorization", &bearer(&s.credentials))],
+        &[("authorization", &bearer(s.credentials.expose()))],
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -66,7 +66,7 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
     );
 
     // One-time: a second redemption names the session the token was used for.
-    let again = cloud.redeem(&grant.token, PARIS).await;
+    let again = cloud.redeem(grant.token.expose(), PARIS).await;
     assert_eq!(code(&again), "already_used");
     let RedemptionReply::Error(e) = &again else {
         unreachable!()
@@ -75,7 +75,7 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
 
     // Each bad redemption gets the reason a client can show.
     let bound = cloud.issue("bob", Some(PARIS), None, None).await;
-    let stolen = cloud.redeem(&bound.token, "198.51.100.8").await;
+    let stolen = cloud.redeem(bound.token.expose(), "198.51.100.8").await;
     assert_eq!(code(&stolen), "ip_mismatch");
     let RedemptionReply::Error(e) = &stolen else {
         unreachable!()
@@ -85,7 +85,7 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
         "the refusal tells a thief which address to claim: {}",
         e.message
     );
-    let mut forged = bound.token.clone();
+    let mut forged = bound.token.expose().to_string();
     let last = forged.pop().expect("char");
     forged.push(if last == '0' { '1' } else { '0' });
     assert_eq!(code(&cloud.redeem(&forged, PARIS).await), "forged");
@@ -97,10 +97,13 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
     while chrono::Utc::now() <= short.expires_at + chrono::Duration::milliseconds(50) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await; // the clock must pass expiry
     }
-    assert_eq!(code(&cloud.redeem(&short.token, PARIS).await), "expired");
+    assert_eq!(
+        code(&cloud.redeem(short.token.expose(), PARIS).await),
+        "expired"
+    );
     // The refused ones did not consume the token: it still redeems from its own IP.
     assert_eq!(
-        code(&cloud.redeem(&bound.token, PARIS).await),
+        code(&cloud.redeem(bound.token.expose(), PARIS).await),
         "provisioned"
     );
 
@@ -123,8 +126,8 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
             .collect::<Vec<_>>(),
     )
     .expect("json");
-    assert!(!log_text.contains(&grant.token) && !log_text.contains(&s.credentials));
-    assert!(log_text.contains(&streamfleet_workers::token::hash(&s.credentials)));
+    assert!(!log_text.contains(grant.token.expose()) && !log_text.contains(s.credentials.expose()));
+    assert!(log_text.contains(&streamfleet_workers::token::hash(s.credentials.expose())));
 }
 
 #[tokio::test]
@@ -230,7 +233,11 @@ async fn groups_stay_together_and_a_full_region_spills_to_the_next_nearest() {
     // Measured latency beats location: a Paris client that measured ap-south fastest goes there.
     let grant = cloud.issue("ed", Some(PARIS), None, None).await;
     let RedemptionReply::Provisioned(fifth) = cloud
-        .redeem_measured(&grant.token, PARIS, &[("ap-south", 9), ("eu-west", 40)])
+        .redeem_measured(
+            grant.token.expose(),
+            PARIS,
+            &[("ap-south", 9), ("eu-west", 40)],
+        )
         .await
     else {
         panic!("provisioned")
@@ -465,7 +472,7 @@ async fn a_rollout_drains_old_hosts_and_an_urgent_one_terminates_them_after_noti
         busy.control_port,
         "DELETE",
         &format!("/sessions/{}", busy.session_id),
-        &[("authorization", &bearer(&busy.credentials))],
+        &[("authorization", &bearer(busy.credentials.expose()))],
     )
     .await;
     assert_eq!(status, 200);
@@ -515,7 +522,7 @@ async fn a_rollout_drains_old_hosts_and_an_urgent_one_terminates_them_after_noti
         back.control_port,
         "GET",
         &format!("/sessions/{}", back.session_id),
-        &[("authorization", &bearer(&back.credentials))],
+        &[("authorization", &bearer(back.credentials.expose()))],
     )
     .await;
     assert_eq!(status, 200);

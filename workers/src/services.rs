@@ -130,7 +130,7 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
     };
     match expires_at {
         Some(expires_at) => TokenReply::Issued(TokenGrant {
-            token,
+            token: token.into(),
             token_id: token_id.into(),
             expires_at,
         }),
@@ -144,7 +144,7 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
 /// The redemption node: check the signature, rank regions, hand over to the nearest region
 /// that answers.
 async fn redeem_at_node(shared: Arc<Shared>, req: Redemption) -> RedemptionReply {
-    let token_id = match shared.config.token_key.verify(&req.token) {
+    let token_id = match shared.config.token_key.verify(req.token.expose()) {
         Ok(id) => id,
         Err(TokenError::Malformed) => {
             return ServiceError::new("malformed", TokenError::Malformed.to_string()).into();
@@ -182,7 +182,7 @@ async fn redeem_at_node(shared: Arc<Shared>, req: Redemption) -> RedemptionReply
         let region = ranked[0].region.clone();
         let mut handed = RegionRedemption {
             token_id: token_id.clone().into(),
-            token_hash: token::hash(&req.token),
+            token_hash: req.token.hash(),
             client_ip: req.client_ip.clone(),
             regions: ranked.clone(),
         };
@@ -295,7 +295,7 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             host_id,
             address,
             control_port,
-            credentials,
+            credentials: credentials.into(),
             route_reason: route.reason,
             placement_reason,
             restored_from: saved.map(|(session, _)| session),
@@ -435,7 +435,7 @@ async fn assign_and_start(
         session_id: session_id.into(),
         app_id: redeemed.app_id.clone(),
         user_id: redeemed.user_id.clone(),
-        credentials: credentials.clone(),
+        credentials: credentials.clone().into(),
         saved_state: saved.as_ref().map(|(_, state)| state.clone()),
     };
     let body = serde_json::to_vec(&start).unwrap_or_default();
