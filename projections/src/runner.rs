@@ -39,7 +39,7 @@ const REBUILD_STORE_EVERY: u64 = 20_000;
 /// What the projections need to run.
 #[derive(Debug, Clone)]
 pub struct ProjectionsConfig {
-    /// NATS server and user (the `dashboard` role: publish `sf.log.read`; subscribe `_INBOX.>`,
+    /// NATS server and user (the `dashboard` role: publish `sf.log.read`; subscribe `_INBOX.dashboard.>`,
     /// `sf.evt.>`, `sf.log.head`).
     pub nats: NatsLogin,
     /// Where the view files live (`<data_dir>/<view>.redb`).
