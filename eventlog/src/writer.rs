@@ -216,15 +216,13 @@ impl Writer {
                         Some(found) => Some(*found),
                         None => commands.get(id).map_err(storage)?.map(|v| v.value()),
                     };
-                    // Written in this same transaction for a command earlier in the batch.
-                    let stored = match (&req.command_digest, known) {
-                        (Some(_), Some(_)) => digests
+                    // A digest written for a command earlier in this batch is read back from
+                    // this same transaction.
+                    if let (Some(given), Some(_)) = (&req.command_digest, known)
+                        && let Some(stored) = digests
                             .get(id)
                             .map_err(storage)?
-                            .and_then(|v| CommandDigest::decode(v.value())),
-                        _ => None,
-                    };
-                    if let (Some(given), Some(stored)) = (&req.command_digest, stored)
+                            .and_then(|v| CommandDigest::decode(v.value()))
                         && given.digest != stored.digest
                     {
                         written.results.push(Err(AppendError::CommandIdReused {

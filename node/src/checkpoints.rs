@@ -46,7 +46,7 @@ impl Checkpointer {
 
     /// Signs the head if anything was recorded since the last checkpoint; returns the checkpoint
     /// as JSON to publish.
-    pub(crate) fn sign_head(&mut self) -> Option<Vec<u8>> {
+    fn sign_head(&mut self) -> Option<Vec<u8>> {
         let head = self.log.head();
         if head <= self.last {
             return None;

@@ -15,6 +15,16 @@ use tonic_health::pb::health_client::HealthClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Projections into `dir`, fed in-process (no NATS), gRPC on a free port.
+fn config_in(dir: &tempfile::TempDir) -> ProjectionsConfig {
+    ProjectionsConfig {
+        nats: NatsLogin::new("nats://unused", "dashboard", "unused"),
+        data_dir: dir.path().to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        heartbeat_interval: Duration::from_secs(5),
+    }
+}
+
 async fn feed(sender: &FeedSender, from: usize, to: usize) {
     for (i, (time, event)) in history().into_iter().enumerate() {
         if (from..=to).contains(&(i + 1)) {
@@ -34,12 +44,7 @@ async fn next<T>(stream: &mut tonic::Streaming<T>) -> T {
 #[tokio::test]
 async fn queries_and_watches_answer_the_stored_rows() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = ProjectionsConfig {
-        nats: NatsLogin::new("nats://unused", "dashboard", "unused"),
-        data_dir: dir.path().to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        heartbeat_interval: Duration::from_secs(5),
-    };
+    let config = config_in(&dir);
     let (sender, events) = EventFeed::channel(64);
     let running = start_with_source(config, events).await.expect("started");
     assert_ne!(running.grpc_addr().port(), 0);
@@ -299,12 +304,7 @@ impl tonic::codec::Codec for RawCodec {
 #[tokio::test]
 async fn malformed_protobuf_is_invalid_argument_and_the_service_keeps_answering() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = ProjectionsConfig {
-        nats: NatsLogin::new("nats://unused", "dashboard", "unused"),
-        data_dir: dir.path().to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        heartbeat_interval: Duration::from_secs(5),
-    };
+    let config = config_in(&dir);
     let (_sender, events) = EventFeed::channel(64);
     let running = start_with_source(config, events).await.expect("started");
     let url = format!("http://{}", running.grpc_addr());

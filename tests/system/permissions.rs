@@ -32,6 +32,18 @@ async fn client_with_errors(
     (client, rx)
 }
 
+/// Waits for the server's permission violation naming `subject`.
+async fn expect_violation(errors: &mut mpsc::UnboundedReceiver<String>, role: &str, subject: &str) {
+    let error = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{role}: the server never refused {subject}"))
+        .expect("error channel open");
+    assert!(
+        error.contains("Permissions Violation") && error.contains(subject),
+        "{role}: {error}"
+    );
+}
+
 async fn head(client: &async_nats::Client) -> u64 {
     streamfleet_bus_client::log_head(client)
         .await
@@ -48,14 +60,7 @@ async fn expect_refused(
     let commands = CommandClient::new(client.clone(), role);
     let subject = command.subject();
     let send = tokio::spawn(async move { commands.send(Uuid::now_v7(), &command).await });
-    let error = tokio::time::timeout(Duration::from_secs(10), errors.recv())
-        .await
-        .unwrap_or_else(|_| panic!("{role}: the server never refused {subject}"))
-        .expect("error channel open");
-    assert!(
-        error.contains("Permissions Violation") && error.contains(subject),
-        "{role}: {error}"
-    );
+    expect_violation(errors, role, subject).await;
     send.abort();
     if let Ok(Ok(Ok(reply))) = send.await.map(Ok::<_, ()>) {
         panic!("{role} got a reply to a refused command: {reply:?}");
@@ -103,14 +108,7 @@ async fn clients_only_redeem_and_entitlement_services_only_ask_for_tokens() {
         let (client, mut errors) = client_with_errors(&sys, role).await;
         client.publish(subject, "{}".into()).await.expect("publish");
         client.flush().await.expect("flush");
-        let error = tokio::time::timeout(Duration::from_secs(10), errors.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{role}: the server never refused {subject}"))
-            .expect("open");
-        assert!(
-            error.contains("Permissions Violation") && error.contains(subject),
-            "{role}: {error}"
-        );
+        expect_violation(&mut errors, role, subject).await;
     }
     // A host agent cannot mint tokens or provision sessions itself.
     let (host, mut errors) = client_with_errors(&sys, "host").await;
@@ -147,14 +145,7 @@ async fn no_role_can_subscribe_to_the_replies_of_another() {
         let (client, mut errors) = client_with_errors(&sys, role).await;
         let _sub = client.subscribe(sniffed).await.expect("subscribe sent");
         client.flush().await.expect("flush");
-        let error = tokio::time::timeout(Duration::from_secs(10), errors.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{role}: the server let it read {sniffed}"))
-            .expect("open");
-        assert!(
-            error.contains("Permissions Violation") && error.contains(sniffed),
-            "{role}: {error}"
-        );
+        expect_violation(&mut errors, role, sniffed).await;
         // Its own inbox still works: a read of the log answers (where the role may read).
         if ["auditor", "dashboard", "service", "worker"].contains(&role) {
             head(&client).await;

@@ -218,7 +218,7 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
     let Some(route) = req.regions.first().cloned() else {
         return ServiceError::new("invalid", "no region to place in").into();
     };
-    let session_id = uuid::Uuid::now_v7().simple().to_string();
+    let session_id = SessionId::from(uuid::Uuid::now_v7().simple().to_string());
     let redeemed = match redeem(&shared, &req, &route, &session_id).await {
         Ok(r) => r,
         Err(refusal) => return refusal.into(),
@@ -271,7 +271,7 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             endpoint.unwrap_or_default()
         };
         let provision = Command::ProvisionSession(ProvisionSession {
-            session_id: session_id.clone().into(),
+            session_id: session_id.clone(),
             token_id: req.token_id.clone(),
             app_id: redeemed.app_id.clone(),
             user_id: redeemed.user_id.clone(),
@@ -290,7 +290,7 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
         }
         tracing::info!(session = %session_id, host = %host_id, %region, "session provisioned");
         return RedemptionReply::Provisioned(SessionGrant {
-            session_id: session_id.into(),
+            session_id,
             region,
             host_id,
             address,
@@ -337,14 +337,14 @@ async fn redeem(
     shared: &Shared,
     req: &RegionRedemption,
     route: &streamfleet_bus_schemas::services::RankedRegion,
-    session_id: &str,
+    session_id: &SessionId,
 ) -> Result<Redeemed, ServiceError> {
     let known = shared.fleet().tokens.get(&req.token_id).cloned();
     let redeem = Command::RedeemToken(RedeemToken {
         token_id: req.token_id.clone(),
         token_hash: req.token_hash.clone(),
         client_ip: req.client_ip.clone(),
-        session_id: session_id.into(),
+        session_id: session_id.clone(),
         region: route.region.clone(),
         route_reason: route.reason.clone(),
     });
@@ -365,7 +365,7 @@ async fn redeem(
     recorded
         .iter()
         .find_map(|r| match r.event() {
-            Some(Event::TokenRedeemed(r)) if r.session_id == session_id => Some(Redeemed {
+            Some(Event::TokenRedeemed(r)) if r.session_id == *session_id => Some(Redeemed {
                 app_id: r.app_id,
                 user_id: r.user_id,
                 group_id: r.group_id,
@@ -417,13 +417,13 @@ fn choose(
 async fn assign_and_start(
     shared: &Shared,
     host_id: &str,
-    session_id: &str,
+    session_id: &SessionId,
     redeemed: &Redeemed,
     saved: &Option<(SessionId, String)>,
 ) -> Option<String> {
     let assign = Command::AssignSession(AssignSession {
         host_id: host_id.into(),
-        session_id: session_id.into(),
+        session_id: session_id.clone(),
         app_id: redeemed.app_id.clone(),
     });
     if let Err(refused) = shared.send(assign).await {
@@ -432,7 +432,7 @@ async fn assign_and_start(
     }
     let credentials = token::new_secret();
     let start = StartSession {
-        session_id: session_id.into(),
+        session_id: session_id.clone(),
         app_id: redeemed.app_id.clone(),
         user_id: redeemed.user_id.clone(),
         credentials: credentials.clone().into(),
@@ -448,7 +448,7 @@ async fn assign_and_start(
             tracing::warn!(host = %host_id, answer = ?other, "host did not start the session; placing again");
             let release = Command::ReleaseSession(ReleaseSession {
                 host_id: host_id.into(),
-                session_id: session_id.into(),
+                session_id: session_id.clone(),
             });
             let _ = shared
                 .send_once(&format!("release/{session_id}/{host_id}"), release)

@@ -36,7 +36,7 @@ impl View for SessionsView {
                 s.token_id = e.token_id.to_string();
                 s.user_id = e.user_id.to_string();
                 s.app_id = e.app_id.to_string();
-                s.group_id = e.group_id.clone().unwrap_or_default().to_string();
+                s.group_id = e.group_id.as_deref().unwrap_or_default().to_string();
                 s.region = e.region.to_string();
                 s.route_reason.clone_from(&e.route_reason);
                 s.redeemed_at = at;
@@ -49,7 +49,7 @@ impl View for SessionsView {
                 s.token_id = e.token_id.to_string();
                 s.user_id = e.user_id.to_string();
                 s.app_id = e.app_id.to_string();
-                s.group_id = e.group_id.clone().unwrap_or_default().to_string();
+                s.group_id = e.group_id.as_deref().unwrap_or_default().to_string();
                 s.region = e.region.to_string();
                 s.host_id = e.host_id.to_string();
                 s.connect_to = host_port(&e.address, e.control_port);
