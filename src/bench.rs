@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use streamfleet_bus_client::{CommandClient, Follower};
 use streamfleet_bus_schemas::payloads::{RecordHeartbeats, RegisterHost};
+use streamfleet_bus_schemas::principal::Role;
 use streamfleet_bus_schemas::{Command as Cmd, CommandReply, ExpectedVersion};
 use streamfleet_eventlog::{AppendRequest, Config, EventLog, NewEvent, WriterSnapshot};
 use streamfleet_node::{Node, NodeConfig};
@@ -124,7 +125,7 @@ async fn log(catch_up_events: usize, quick: bool, parts: &[Part]) -> anyhow::Res
     if parts.contains(&Part::Appends) {
         bench_appends(dir.path(), scale).await?;
     }
-    let nats = NatsServer::start(std::path::Path::new("nats.conf"))?;
+    let nats = NatsServer::start()?;
     if parts.contains(&Part::Commands) {
         bench_commands(dir.path(), &nats, scale).await?;
     }
@@ -183,14 +184,12 @@ async fn bench_appends(dir: &Path, scale: usize) -> anyhow::Result<()> {
 async fn bench_commands(dir: &Path, nats: &NatsServer, scale: usize) -> anyhow::Result<()> {
     println!("\n[commands over NATS: request → decide → durable append → reply; RecordHeartbeats]");
     let node = Node::start(NodeConfig::new(dir.join("node"), nats.login("node"))).await?;
-    let payload_len = serde_json::to_vec(
-        &CommandClient::new(nats.try_client("service").await?, "bench").envelope(
-            Uuid::now_v7(),
-            &heartbeat("s-0"),
-            None,
-        ),
-    )?
-    .len();
+    let payload_len =
+        serde_json::to_vec(
+            &CommandClient::new(nats.try_client("service").await?, Role::Service, "bench")
+                .envelope(Uuid::now_v7(), &heartbeat("s-0"), None),
+        )?
+        .len();
     let echo = nats.try_client("bench").await?;
     let mut echo_sub = echo.subscribe("bench.echo").await?;
     let echo_reply = echo.clone();
@@ -527,10 +526,15 @@ async fn commands(
     clients: usize,
     total: usize,
 ) -> anyhow::Result<Figures> {
-    let setup = CommandClient::new(nats.try_client("service").await?, "bench");
+    // Each client is a host of its own (admitted, registered, reporting under its own key), as
+    // heartbeats come in production.
+    let mut hosts = Vec::with_capacity(clients);
     for c in 0..clients {
+        let id = format!("b{clients}-{c}");
+        nats.admit_host(&id, "r").await?;
+        let host = nats.host_commands(&id).await;
         let cmd = Cmd::RegisterHost(RegisterHost {
-            host_id: format!("b{clients}-{c}").into(),
+            host_id: id.as_str().into(),
             region: "r".into(),
             app_id: "a".into(),
             version: "1.0.0".into(),
@@ -539,26 +543,33 @@ async fn commands(
             address: "127.0.0.1".into(),
             control_port: 1,
         });
-        setup.send(Uuid::now_v7(), &cmd).await?;
+        host.submit(Uuid::now_v7(), &cmd).await?;
+        hosts.push((id, host));
     }
     let before = log.writer_counters().snapshot();
-    let (elapsed, lat) = concurrent(
-        nats,
-        "service",
-        clients,
-        total,
-        move |client, c, _| async move {
-            let reply = CommandClient::new(client, "bench")
-                .send(Uuid::now_v7(), &heartbeat(&format!("b{clients}-{c}")))
-                .await?;
-            anyhow::ensure!(
-                matches!(reply, CommandReply::Accepted { .. }),
-                "rejected: {reply:?}"
-            );
-            Ok(())
-        },
-    )
-    .await?;
+    let per = total / clients;
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for (id, host) in hosts {
+        set.spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let s = Instant::now();
+                let reply = host.send(Uuid::now_v7(), &heartbeat(&id)).await?;
+                anyhow::ensure!(
+                    matches!(reply, CommandReply::Accepted { .. }),
+                    "rejected: {reply:?}"
+                );
+                lat.push(s.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        });
+    }
+    let mut lat = Vec::new();
+    while let Some(r) = set.join_next().await {
+        lat.extend(r??);
+    }
+    let elapsed = t.elapsed();
     Ok(figures(
         total / clients * clients,
         elapsed,

@@ -111,9 +111,13 @@ pub struct AgentArgs {
     /// NATS server URL.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
-    /// The agents' NATS password (user `host`).
-    #[arg(long, env = "SF_HOST_PASSWORD", hide_env_values = true)]
-    pub nats_password: String,
+    /// The folder of its hosts' keys (`<host id>.nk`, written by `streamfleet host admit`):
+    /// each host logs in to NATS with its own.
+    #[arg(long, env = "SF_HOST_KEYS")]
+    pub host_keys: std::path::PathBuf,
+    /// The launchers' NATS password (user `launcher`); needed unless `--no-launcher`.
+    #[arg(long, env = "SF_LAUNCHER_PASSWORD", hide_env_values = true)]
+    pub launcher_password: Option<String>,
     /// The region of its hosts.
     #[arg(long)]
     pub region: String,
@@ -138,7 +142,8 @@ pub struct AgentArgs {
     /// Heartbeat interval, ms.
     #[arg(long, default_value_t = 60_000)]
     pub heartbeat_interval_ms: u64,
-    /// Prefix of its first hosts' ids (default: `<region>-<random>`).
+    /// Prefix of its first hosts' ids, `<prefix>-1`, `<prefix>-2`, … (default: the region);
+    /// each must have been admitted, its key in `--host-keys`.
     #[arg(long)]
     pub id_prefix: Option<String>,
     /// Do not launch hosts the control plane requests.
@@ -163,20 +168,26 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     /// The agent's configuration.
-    pub fn config(&self) -> streamfleet_host_agent::AgentConfig {
-        let prefix = self.id_prefix.clone().unwrap_or_else(|| {
-            format!(
-                "{}-{}",
-                self.region,
-                &uuid::Uuid::now_v7().simple().to_string()[24..]
-            )
-        });
-        streamfleet_host_agent::AgentConfig {
-            login: streamfleet_bus_client::NatsLogin::new(
+    pub fn config(&self) -> anyhow::Result<streamfleet_host_agent::AgentConfig> {
+        let prefix = self
+            .id_prefix
+            .clone()
+            .unwrap_or_else(|| self.region.clone());
+        let launcher = match (self.no_launcher, &self.launcher_password) {
+            (true, _) => None,
+            (false, Some(password)) => Some(streamfleet_bus_client::NatsLogin::new(
                 self.nats_url.clone(),
-                "host",
-                self.nats_password.clone(),
+                "launcher",
+                password.clone(),
+            )),
+            (false, None) => anyhow::bail!(
+                "a launcher needs SF_LAUNCHER_PASSWORD (or --launcher-password); or pass --no-launcher"
             ),
+        };
+        Ok(streamfleet_host_agent::AgentConfig {
+            nats_url: self.nats_url.clone(),
+            host_keys: self.host_keys.clone(),
+            launcher,
             region: self.region.clone().into(),
             app_id: self.app.clone().into(),
             version: self.version.clone(),
@@ -186,7 +197,6 @@ impl AgentArgs {
             address: self.address.clone(),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
             id_prefix: prefix,
-            launcher: !self.no_launcher,
             stream_policy: {
                 let mut p = streamfleet_media::adapt::Policy::for_resolution(
                     self.stream_resolution,
@@ -202,6 +212,6 @@ impl AgentArgs {
                 p
             },
             client_timeout: Duration::from_millis(self.client_timeout_ms.max(1000)),
-        }
+        })
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod fleet_args;
+mod host;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -23,14 +24,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Bring the whole system up on this machine: nats-server with nats.conf, then the node.
+    /// Bring the whole system up on this machine: nats-server, the node, workers, projections,
+    /// host agents.
     Up(up::UpArgs),
     /// Run the node: the only process that opens the event log.
     Node(NodeArgs),
     /// Run the workers: token service, redemption node, host-management services, keepers.
     Workers(fleet_args::WorkersArgs),
-    /// Run a host agent: simulated hosts of one region.
+    /// Run a host agent: simulated hosts of one region, each with its own admitted key.
     HostAgent(fleet_args::AgentArgs),
+    /// Hosts: admit them (each its own NATS identity) before they can register.
+    Host {
+        #[command(subcommand)]
+        which: host::HostCmd,
+    },
+    /// Print the nats-server configuration Streamfleet renders (no hosts admitted).
+    NatsConf,
     /// The projections: serve the views over gRPC, rebuild them, compare two stores.
     Projections {
         #[command(subcommand)]
@@ -103,7 +112,7 @@ struct NodeArgs {
     /// NATS server URL.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
-    /// The node's NATS password (user `node` in nats.conf).
+    /// The node's NATS password (user `node`).
     #[arg(long, env = "SF_NODE_PASSWORD", hide_env_values = true)]
     nats_password: String,
     /// Largest command request accepted, bytes.
@@ -190,7 +199,7 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Projections { which } => projections(which).await,
             Cmd::HostAgent(args) => {
-                let config = args.config();
+                let config = args.config()?;
                 let hosts = config.hosts;
                 let ready = move || println!("ready hosts={hosts}");
                 streamfleet_host_agent::run(config, ready, async {
@@ -207,6 +216,11 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Cmd::Bench { which } => bench::run(which).await,
+            Cmd::Host { which } => host::run(which).await,
+            Cmd::NatsConf => {
+                print!("{}", streamfleet_bus_schemas::nats_conf::render(&[]));
+                Ok(())
+            }
             Cmd::Client(args) => {
                 let code = client::run(args).await?;
                 if code != 0 {

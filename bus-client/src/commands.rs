@@ -7,6 +7,7 @@
 use async_nats::Client;
 use bytes::Bytes;
 use std::time::Duration;
+use streamfleet_bus_schemas::principal::Principal;
 use streamfleet_bus_schemas::{
     Command, CommandEnvelope, CommandReply, ExpectedVersion, RecordedEvent, RejectionReason,
     SCHEMA_VERSION,
@@ -65,7 +66,8 @@ impl Refused {
 /// ```no_run
 /// # async fn demo(client: async_nats::Client) -> Result<(), streamfleet_bus_client::Refused> {
 /// use streamfleet_bus_schemas::{Command, payloads::ReportNodeFailure};
-/// let commands = streamfleet_bus_client::CommandClient::new(client, "scheduler");
+/// use streamfleet_bus_schemas::principal::Role;
+/// let commands = streamfleet_bus_client::CommandClient::new(client, Role::Service, "scheduler");
 /// let cmd = Command::ReportNodeFailure(ReportNodeFailure { node_id: "n1".into(), reason: "silent".into() });
 /// let recorded = commands.submit(uuid::Uuid::now_v7(), &cmd).await?;
 /// println!("recorded {} events", recorded.len());
@@ -74,16 +76,24 @@ impl Refused {
 #[derive(Clone)]
 pub struct CommandClient {
     client: Client,
+    principal: Principal,
     source: String,
 }
 
 impl CommandClient {
-    /// A client that signs its commands' `source` with `source`.
-    pub fn new(client: Client, source: impl Into<String>) -> Self {
+    /// A client that sends as `principal` (the identity `client` logged in as: NATS lets it
+    /// publish under that name only) and names its commands' `source` `source`.
+    pub fn new(client: Client, principal: impl Into<Principal>, source: impl Into<String>) -> Self {
         CommandClient {
             client,
+            principal: principal.into(),
             source: source.into(),
         }
+    }
+
+    /// Who this client sends as.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
     /// The envelope this client would send for `command`.
@@ -142,7 +152,8 @@ impl CommandClient {
         expected: Option<ExpectedVersion>,
     ) -> Result<CommandReply, SendError> {
         let body = serde_json::to_vec(&self.envelope(id, command, expected))?;
-        self.send_raw(command.subject(), body.into()).await
+        self.send_raw(&command.subject_as(&self.principal), body.into())
+            .await
     }
 
     /// Sends any bytes on any subject and reads the reply: for other languages' view of the wire,

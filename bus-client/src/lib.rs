@@ -2,8 +2,9 @@
 //!
 //! It depends on the wire contract (`streamfleet-bus-schemas`) only — no log, no domain — so
 //! a worker, a host agent, a dashboard or a bench compiles none of the server. It holds:
-//! - [`NatsLogin`] and [`connect`]: one of `nats.conf`'s roles, its password from the
-//!   environment ([`NatsLogin::from_env`]); `Debug` never prints the password;
+//! - [`NatsLogin`] and [`connect`]: a role, its password from the environment
+//!   ([`NatsLogin::from_env`]), or an admitted host with its [`HostKey`]; `Debug` never prints
+//!   the password or seed;
 //! - [`CommandClient`]: commands in the envelope, [`CommandClient::submit`] retrying under the
 //!   same id with a typed outcome ([`Refused`]), or the reply as it came;
 //! - [`ask`]: service requests (token, redemption, host agents) with typed answers;
@@ -21,16 +22,20 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod commands;
 mod follower;
+mod host_key;
 mod login;
 mod reader;
 mod request;
 mod responder;
 
+pub use admission::{AdmissionError, NatsConfig, admit, admit_all, reload};
 pub use commands::{CommandClient, Refused, SUBMIT_ATTEMPTS, SendError};
 pub use follower::{FollowError, FollowedEvent, Follower, log_head};
-pub use login::{MissingPassword, NatsLogin, ROLES, connect, password_variable};
+pub use host_key::{HostKey, HostKeyError};
+pub use login::{MissingPassword, NatsLogin, connect, password_variable};
 pub use reader::{LogReader, Page, ReadError};
 pub use request::{RequestError, ask, ask_raw};
 pub use responder::reply_inbox;

@@ -1,30 +1,29 @@
-//! Connecting to NATS as one of the roles in `nats.conf`.
+//! Connecting to NATS as one of the roles of the principal table (a password from the
+//! environment) or as one admitted host (its own nkey seed).
 //!
-//! Invariant: a password never leaves this module in text meant for people: [`NatsLogin`]'s
-//! `Debug` prints the URL and user only.
+//! Invariant: a password or seed never leaves this module in text meant for people:
+//! [`NatsLogin`]'s `Debug` prints the URL and user only.
 
-/// The users `nats.conf` defines; each gets its password from `SF_<ROLE>_PASSWORD`.
-pub const ROLES: [&str; 9] = [
-    "node",
-    "service",
-    "worker",
-    "entitlement",
-    "client",
-    "host",
-    "auditor",
-    "dashboard",
-    "bench",
-];
+use streamfleet_bus_schemas::Secret;
+use streamfleet_bus_schemas::ids::HostId;
+use streamfleet_bus_schemas::principal::{Principal, Role};
+
+pub use streamfleet_bus_schemas::nats_conf::password_variable;
 
 /// Where and as whom to connect.
 #[derive(Clone)]
 pub struct NatsLogin {
     /// e.g. `nats://127.0.0.1:4222`.
     pub url: String,
-    /// A user from `nats.conf`.
+    /// Who connects: a role's user, or a host (`host.<id>`).
     pub user: String,
-    /// Its password.
-    pub password: String,
+    secret: LoginSecret,
+}
+
+#[derive(Clone)]
+enum LoginSecret {
+    Password(Secret),
+    Seed(Secret),
 }
 
 impl std::fmt::Debug for NatsLogin {
@@ -32,7 +31,7 @@ impl std::fmt::Debug for NatsLogin {
         f.debug_struct("NatsLogin")
             .field("url", &self.url)
             .field("user", &self.user)
-            .field("password", &"<redacted>")
+            .field("secret", &"<redacted>")
             .finish()
     }
 }
@@ -48,7 +47,7 @@ pub struct MissingPassword {
 }
 
 impl NatsLogin {
-    /// A login.
+    /// A role's login with its password.
     pub fn new(
         url: impl Into<String>,
         user: impl Into<String>,
@@ -57,38 +56,56 @@ impl NatsLogin {
         NatsLogin {
             url: url.into(),
             user: user.into(),
-            password: password.into(),
+            secret: LoginSecret::Password(Secret::from(password.into())),
+        }
+    }
+
+    /// An admitted host's login with its nkey seed (`SU…`).
+    pub fn host(url: impl Into<String>, host_id: &HostId, seed: Secret) -> Self {
+        NatsLogin {
+            url: url.into(),
+            user: Principal::Host(host_id.clone()).to_string(),
+            secret: LoginSecret::Seed(seed),
         }
     }
 
     /// The login of `role`, its password taken from `SF_<ROLE>_PASSWORD`.
-    pub fn from_env(url: impl Into<String>, role: &str) -> Result<Self, MissingPassword> {
+    pub fn from_env(url: impl Into<String>, role: Role) -> Result<Self, MissingPassword> {
         let variable = password_variable(role);
         match std::env::var(&variable) {
-            Ok(password) if !password.is_empty() => Ok(NatsLogin::new(url, role, password)),
+            Ok(password) if !password.is_empty() => Ok(NatsLogin::new(url, role.name(), password)),
             _ => Err(MissingPassword {
                 variable,
-                user: role.to_string(),
+                user: role.name().to_string(),
             }),
         }
     }
-}
 
-/// The environment variable holding `role`'s password: `SF_<ROLE>_PASSWORD`.
-pub fn password_variable(role: &str) -> String {
-    format!("SF_{}_PASSWORD", role.to_ascii_uppercase())
+    /// Who this login speaks as, when its user is a role or a host.
+    pub fn principal(&self) -> Option<Principal> {
+        Principal::parse(&self.user)
+    }
+
+    /// The connect options of this login: its credential, its name, its inbox prefix (replies
+    /// come back under the principal's own prefix, the only one NATS lets it read).
+    pub fn options(&self) -> async_nats::ConnectOptions {
+        let options = match &self.secret {
+            LoginSecret::Password(p) => async_nats::ConnectOptions::new()
+                .user_and_password(self.user.clone(), p.expose().to_string()),
+            LoginSecret::Seed(seed) => {
+                async_nats::ConnectOptions::with_nkey(seed.expose().to_string())
+            }
+        };
+        options
+            .name(format!("streamfleet-{}", self.user))
+            .custom_inbox_prefix(streamfleet_bus_schemas::subjects::inbox_prefix(&self.user))
+    }
 }
 
 /// Connects; fails at once when the server is not there or refuses the login (so a wrong
 /// password is an error, not a hang), and reconnects by itself once connected.
 pub async fn connect(login: &NatsLogin) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
-        .user_and_password(login.user.clone(), login.password.clone())
-        .name(format!("streamfleet-{}", login.user))
-        // Replies come back under the role's own prefix, the only one nats.conf lets it read.
-        .custom_inbox_prefix(streamfleet_bus_schemas::subjects::inbox_prefix(&login.user))
-        .connect(login.url.as_str())
-        .await
+    login.options().connect(login.url.as_str()).await
 }
 
 #[cfg(test)]
@@ -108,6 +125,13 @@ mod tests {
 
     #[test]
     fn password_variable_names_the_role() {
-        assert_eq!(password_variable("dashboard"), "SF_DASHBOARD_PASSWORD");
+        assert_eq!(password_variable(Role::Dashboard), "SF_DASHBOARD_PASSWORD");
+    }
+
+    #[test]
+    fn a_host_login_speaks_as_its_host() {
+        let login = NatsLogin::host("nats://x", &"h1".into(), Secret::from("SUSEED"));
+        assert_eq!(login.principal(), Some(Principal::host("h1")));
+        assert!(!format!("{login:?}").contains("SUSEED"));
     }
 }

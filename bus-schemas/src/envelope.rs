@@ -3,7 +3,7 @@
 //! Attribute names follow CloudEvents 1.0 (`specversion`, `id`, `source`, `type`, `subject`,
 //! `time`, `datacontenttype`, `data`); Streamfleet's own attributes are CloudEvents extensions,
 //! so they are lower-case alphanumerics: `schemaversion`, `streamversion`, `position`,
-//! `correlationid`, `causationid`, `expectedversion`.
+//! `correlationid`, `causationid`, `actor`, `expectedversion`.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -97,6 +97,10 @@ pub struct EventBody<D = serde_json::Value> {
     pub correlationid: Uuid,
     /// The id of the command that caused it.
     pub causationid: Uuid,
+    /// Who sent that command, as NATS authenticated it: a role (`worker`, `operator`) or a host
+    /// (`host.h1`). Absent in events recorded before senders were named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     /// The typed payload.
     pub data: D,
 }

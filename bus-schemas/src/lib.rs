@@ -25,7 +25,9 @@
 mod envelope;
 pub mod ids;
 mod messages;
+pub mod nats_conf;
 pub mod payloads;
+pub mod principal;
 mod read;
 mod reply;
 pub mod schema_documents;

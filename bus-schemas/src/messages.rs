@@ -105,6 +105,7 @@ message_set! {
     Command in CommandEnvelope {
         IssueToken => "sf.cmd.token.issue",
         RedeemToken => "sf.cmd.token.redeem",
+        AdmitHost => "sf.cmd.host.admit",
         RegisterHost => "sf.cmd.host.register",
         RequestHost => "sf.cmd.host.request",
         AssignSession => "sf.cmd.host.assign",
@@ -129,6 +130,7 @@ message_set! {
     Event in EventEnvelope {
         TokenIssued => "token",
         TokenRedeemed => "token",
+        HostAdmitted => "host",
         HostRequested => "host",
         HostRegistered => "host",
         SessionAssigned => "host",
@@ -149,9 +151,15 @@ message_set! {
 }
 
 impl Command {
-    /// The NATS subject this command is sent on.
+    /// The command's subject, `sf.cmd.<aggregate>.<verb>`; each principal sends it on
+    /// [`Command::subject_as`].
     pub fn subject(&self) -> &'static str {
         Command::subject_of(self.type_name()).expect("every command type has a subject")
+    }
+
+    /// The subject `principal` sends this command on: `<subject>.<principal>`.
+    pub fn subject_as(&self, principal: &crate::principal::Principal) -> String {
+        crate::subjects::command_as(self.subject(), principal)
     }
 }
 

@@ -66,6 +66,20 @@ pub struct RedeemToken {
     pub route_reason: String,
 }
 
+/// An operator admits a host to the fleet: its id, its region and the public key of its own NATS
+/// identity. Only an admitted host may register, and only in its region; the cloud is asked
+/// only for admitted hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdmitHost {
+    /// Host id (letters, digits, `-`, `_`): the stream is `host-<host_id>`.
+    pub host_id: HostId,
+    /// Its region.
+    pub region: RegionId,
+    /// The public nkey (`U…`) it connects to NATS with; its seed never leaves the host.
+    pub public_key: String,
+}
+
 /// A host announces itself (instance start): region, app, version, capacity and hardware.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -427,6 +441,17 @@ pub struct TokenRedeemed {
     pub region: RegionId,
     /// Why that region.
     pub route_reason: String,
+}
+
+/// A host was admitted: from now on it may register in `region` under its own NATS identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HostAdmitted {
+    /// The host.
+    pub host_id: HostId,
+    /// Its region.
+    pub region: RegionId,
+    /// Its public nkey.
+    pub public_key: String,
 }
 
 /// A new host was asked of the cloud.

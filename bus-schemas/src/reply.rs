@@ -124,6 +124,15 @@ pub enum RejectionReason {
         /// Where it belongs.
         expected: String,
     },
+    /// The sender may not send this command, or not about this host: the principal named on the
+    /// subject (which NATS vouches for) is not allowed it. Nothing was recorded.
+    #[error("forbidden: {detail}")]
+    Forbidden {
+        /// The sender, as named on the subject (`worker`, `host.h1`).
+        principal: String,
+        /// What it may not do.
+        detail: String,
+    },
     /// The stream was not at the version the sender expected.
     #[error("stream `{stream}` is at version {actual}, not {expected:?}")]
     WrongExpectedVersion {

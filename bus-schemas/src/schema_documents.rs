@@ -76,9 +76,28 @@ pub fn all() -> Vec<Document> {
         let file = format!("commands/{type_name}.json");
         docs.push(doc(file.clone(), &pinned));
         let msg = message(type_name, &file, "A command, sent as a NATS request", None);
+        let senders: Vec<String> = crate::principal::Role::ALL
+            .iter()
+            .filter(|r| r.may_send(type_name))
+            .map(|r| r.name().to_string())
+            .chain(
+                crate::principal::Principal::host("h")
+                    .may_send(type_name)
+                    .then(|| "host.{host_id} (the host the command is about)".to_string()),
+            )
+            .collect();
         channels.insert(
             type_name.into(),
-            json!({ "address": subject, "messages": { type_name: msg } }),
+            json!({
+                "address": format!("{subject}.{{principal}}"),
+                "messages": { type_name: msg },
+                "parameters": { "principal": {
+                    "description": format!(
+                        "Who sends it, as NATS authenticated the connection: {}. NATS lets each principal publish under its own name only.",
+                        senders.join(", ")
+                    )
+                } }
+            }),
         );
         operations.insert(
             format!("receive{type_name}"),

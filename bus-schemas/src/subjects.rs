@@ -1,8 +1,22 @@
-//! NATS subjects. Commands: `sf.cmd.<aggregate>.<verb>`; events: `sf.evt.<category>.<EventType>`;
+//! NATS subjects. Commands: `sf.cmd.<aggregate>.<verb>.<principal>`; events: `sf.evt.<category>.<EventType>`;
 //! the log's read API: `sf.log.read`; the node's head announcements: `sf.log.head`.
 
 /// Prefix of every command subject; the node subscribes to `sf.cmd.>`.
 pub const COMMANDS: &str = "sf.cmd.>";
+/// The subject `principal` sends a command of subject `command_subject` on:
+/// `<command_subject>.<principal>`. NATS lets each principal publish under its own name only,
+/// so the node knows who sent what.
+///
+/// ```
+/// use streamfleet_bus_schemas::principal::{Principal, Role};
+/// use streamfleet_bus_schemas::subjects::command_as;
+/// assert_eq!(command_as("sf.cmd.token.issue", &Principal::Role(Role::Worker)), "sf.cmd.token.issue.worker");
+/// assert_eq!(command_as("sf.cmd.heartbeat.record", &Principal::host("h1")), "sf.cmd.heartbeat.record.host.h1");
+/// ```
+pub fn command_as(command_subject: &str, principal: &crate::principal::Principal) -> String {
+    format!("{command_subject}.{principal}")
+}
+
 /// Prefix of every event subject; a follower of everything subscribes to `sf.evt.>`.
 pub const EVENTS: &str = "sf.evt.>";
 /// Request/reply: read a range of the log ([`crate::ReadRequest`] → [`crate::ReadReply`]).

@@ -1,5 +1,7 @@
-//! Hosts: requested, registered, given sessions up to their capacity while active, drained when
-//! their version is outdated, removed once. A removed host takes nothing more.
+//! Hosts: admitted by an operator (with their own NATS identity), requested of the cloud,
+//! registered, given sessions up to their capacity while active, drained when their version is
+//! outdated, removed once. Only an admitted host registers, in the region it was admitted to; a
+//! removed host takes nothing more.
 //!
 //! The host stream is where placement commits: `decide_assign` refuses a full, draining or
 //! removed host, so two placements racing for the last slot cannot both win.
@@ -8,7 +10,7 @@ use crate::{Rejection, non_empty};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use streamfleet_bus_schemas::Event;
-use streamfleet_bus_schemas::ids::{AppId, RegionId, SessionId};
+use streamfleet_bus_schemas::ids::{AppId, HostId, RegionId, SessionId};
 use streamfleet_bus_schemas::payloads::*;
 
 /// Most sessions one host may run.
@@ -19,6 +21,8 @@ pub const MAX_SESSIONS_PER_REPORT: usize = 4096;
 /// Where a host is in its life.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum HostStatus {
+    /// Admitted by an operator; neither asked of the cloud nor registered yet.
+    Admitted,
     /// Asked of the cloud; not registered yet.
     Requested,
     /// Takes sessions.
@@ -35,9 +39,10 @@ pub enum HostStatus {
 }
 
 impl HostStatus {
-    /// A short name: `requested`, `active`, `draining`, `removed`.
+    /// A short name: `admitted`, `requested`, `active`, `draining`, `removed`.
     pub fn name(&self) -> &'static str {
         match self {
+            HostStatus::Admitted => "admitted",
             HostStatus::Requested => "requested",
             HostStatus::Active => "active",
             HostStatus::Draining { .. } => "draining",
@@ -63,14 +68,63 @@ pub struct HostState {
     pub sessions: BTreeSet<SessionId>,
 }
 
-pub(crate) fn decide_request(
-    c: &RequestHost,
+pub(crate) fn decide_admit(
+    c: &AdmitHost,
     state: Option<&HostState>,
 ) -> Result<Vec<Event>, Rejection> {
     if state.is_some() {
         return Err(Rejection::HostAlreadyExists {
             host_id: c.host_id.clone(),
         });
+    }
+    if !streamfleet_bus_schemas::principal::is_subject_token(&c.host_id) {
+        return Err(Rejection::InvalidField {
+            field: "host_id",
+            detail: "letters, digits, `-` and `_` only (it sits inside NATS subjects)".into(),
+        });
+    }
+    non_empty("region", &c.region)?;
+    if !(c.public_key.len() == 56 && c.public_key.starts_with('U')) {
+        return Err(Rejection::InvalidField {
+            field: "public_key",
+            detail: "must be a public user nkey (56 characters, starting with `U`)".into(),
+        });
+    }
+    Ok(vec![Event::HostAdmitted(HostAdmitted {
+        host_id: c.host_id.clone(),
+        region: c.region.clone(),
+        public_key: c.public_key.clone(),
+    })])
+}
+
+/// The host is admitted and the region is the one it was admitted to.
+fn admitted_in(host_id: &HostId, region: &RegionId, host: &HostState) -> Result<(), Rejection> {
+    if &host.region != region {
+        return Err(Rejection::HostRegionMismatch {
+            host_id: host_id.clone(),
+            admitted: host.region.clone(),
+            claimed: region.clone(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn decide_request(
+    c: &RequestHost,
+    state: Option<&HostState>,
+) -> Result<Vec<Event>, Rejection> {
+    match state {
+        None => {
+            return Err(Rejection::HostNotAdmitted {
+                host_id: c.host_id.clone(),
+            });
+        }
+        Some(host) if host.status != HostStatus::Admitted => {
+            return Err(Rejection::HostAlreadyExists {
+                host_id: c.host_id.clone(),
+            });
+        }
+        Some(host) => admitted_in(&c.host_id, &c.region, host)?,
     }
     for (field, value) in [
         ("host_id", c.host_id.as_str()),
@@ -94,12 +148,18 @@ pub(crate) fn decide_register(
     c: &RegisterHost,
     state: Option<&HostState>,
 ) -> Result<Vec<Event>, Rejection> {
-    if let Some(host) = state
-        && host.status != HostStatus::Requested
-    {
-        return Err(Rejection::HostAlreadyExists {
-            host_id: c.host_id.clone(),
-        });
+    match state {
+        None => {
+            return Err(Rejection::HostNotAdmitted {
+                host_id: c.host_id.clone(),
+            });
+        }
+        Some(host) if !matches!(host.status, HostStatus::Admitted | HostStatus::Requested) => {
+            return Err(Rejection::HostAlreadyExists {
+                host_id: c.host_id.clone(),
+            });
+        }
+        Some(host) => admitted_in(&c.host_id, &c.region, host)?,
     }
     for (field, value) in [
         ("host_id", c.host_id.as_str()),
@@ -140,7 +200,7 @@ fn live<'a>(host_id: &str, state: Option<&'a HostState>) -> Result<&'a HostState
     match state {
         None
         | Some(HostState {
-            status: HostStatus::Requested,
+            status: HostStatus::Admitted | HostStatus::Requested,
             ..
         }) => Err(Rejection::HostNotRegistered {
             host_id: host_id.into(),
@@ -298,7 +358,15 @@ pub(crate) fn decide_remove(
 
 pub(crate) fn evolve(state: Option<HostState>, event: &Event) -> Option<HostState> {
     match (state, event) {
-        (None, Event::HostRequested(e)) => Some(HostState {
+        (None, Event::HostAdmitted(e)) => Some(HostState {
+            region: e.region.clone(),
+            app_id: AppId::default(),
+            version: String::new(),
+            capacity: 0,
+            status: HostStatus::Admitted,
+            sessions: BTreeSet::new(),
+        }),
+        (_, Event::HostRequested(e)) => Some(HostState {
             region: e.region.clone(),
             app_id: e.app_id.clone(),
             version: e.version.clone(),

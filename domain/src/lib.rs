@@ -31,7 +31,9 @@ pub mod session;
 pub mod token;
 
 use chrono::{DateTime, Utc};
-use streamfleet_bus_schemas::ids::{AppId, HostId, MigrationId, NodeId, SessionId, TokenId};
+use streamfleet_bus_schemas::ids::{
+    AppId, HostId, MigrationId, NodeId, RegionId, SessionId, TokenId,
+};
 use streamfleet_bus_schemas::{Command, Event};
 
 pub use cipher::select_ciphers;
@@ -169,6 +171,22 @@ pub enum Rejection {
     HostAlreadyExists {
         /// The host.
         host_id: HostId,
+    },
+    /// No operator admitted the host: it may not register, and the cloud is not asked for it.
+    #[error("host `{host_id}` was not admitted")]
+    HostNotAdmitted {
+        /// The host.
+        host_id: HostId,
+    },
+    /// The host registered in another region than it was admitted to.
+    #[error("host `{host_id}` was admitted to region `{admitted}`, not `{claimed}`")]
+    HostRegionMismatch {
+        /// The host.
+        host_id: HostId,
+        /// Where it was admitted.
+        admitted: RegionId,
+        /// Where it says it is.
+        claimed: RegionId,
     },
     /// The host never registered.
     #[error("host `{host_id}` is not registered")]
@@ -322,6 +340,8 @@ impl Rejection {
             Rejection::ClientIpMismatch { .. } => "client_ip_mismatch",
             Rejection::HostAlreadyExists { .. } => "host_already_exists",
             Rejection::HostNotRegistered { .. } => "host_not_registered",
+            Rejection::HostNotAdmitted { .. } => "host_not_admitted",
+            Rejection::HostRegionMismatch { .. } => "host_region_mismatch",
             Rejection::HostRemoved { .. } => "host_removed",
             Rejection::HostNotAccepting { .. } => "host_not_accepting",
             Rejection::HostRunsOtherApp { .. } => "host_runs_other_app",
@@ -376,6 +396,7 @@ pub fn stream_of(command: &Command) -> String {
     match command {
         Command::IssueToken(c) => format!("token-{}", c.token_id),
         Command::RedeemToken(c) => format!("token-{}", c.token_id),
+        Command::AdmitHost(c) => format!("host-{}", c.host_id),
         Command::RegisterHost(c) => format!("host-{}", c.host_id),
         Command::RequestHost(c) => format!("host-{}", c.host_id),
         Command::AssignSession(c) => format!("host-{}", c.host_id),
@@ -400,6 +421,7 @@ pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Eve
     match command {
         Command::IssueToken(c) => token::decide_issue(c, state.expect_token()?, ctx),
         Command::RedeemToken(c) => token::decide_redeem(c, state.expect_token()?, ctx),
+        Command::AdmitHost(c) => host::decide_admit(c, state.expect_host()?),
         Command::RegisterHost(c) => host::decide_register(c, state.expect_host()?),
         Command::RequestHost(c) => host::decide_request(c, state.expect_host()?),
         Command::AssignSession(c) => host::decide_assign(c, state.expect_host()?),
@@ -432,12 +454,13 @@ pub fn evolve(state: State, event: &Event) -> State {
     match (state, event) {
         (_, Event::TokenIssued(e)) => State::Token(token::evolve_issued(e)),
         (State::Token(t), Event::TokenRedeemed(e)) => State::Token(token::evolve_redeemed(t, e)),
-        (State::Empty, e @ Event::HostRequested(_)) => {
+        (State::Empty, e @ Event::HostAdmitted(_)) => {
             host::evolve(None, e).map_or(State::Empty, State::Host)
         }
         (
             state,
-            e @ (Event::HostRegistered(_)
+            e @ (Event::HostRequested(_)
+            | Event::HostRegistered(_)
             | Event::SessionAssigned(_)
             | Event::SessionReleased(_)
             | Event::HeartbeatReceived(_)

@@ -3,7 +3,10 @@
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{assign, beats, ctx, now, one, register, register_cmd, rejected, remove, run};
+use common::{
+    HOST_KEY, admit, admitted, assign, beats, ctx, now, one, register, register_cmd, rejected,
+    remove, run,
+};
 use std::collections::BTreeSet;
 use streamfleet_bus_schemas::payloads::*;
 use streamfleet_bus_schemas::{Command, Event};
@@ -45,6 +48,7 @@ fn host_state(state: &State) -> &streamfleet_domain::host::HostState {
 #[test]
 fn every_host_command_targets_the_host_stream() {
     for cmd in [
+        admit("h1"),
         request_host("h1"),
         register("h1", 1),
         assign("h1", "s1"),
@@ -59,7 +63,7 @@ fn every_host_command_targets_the_host_stream() {
 
 #[test]
 fn a_requested_host_registers_and_becomes_active() {
-    let requested = run(&[request_host("h1")]);
+    let requested = run(&[admit("h1"), request_host("h1")]);
     let h = host_state(&requested);
     assert_eq!(h.status, HostStatus::Requested);
     assert_eq!(h.capacity, 0);
@@ -91,8 +95,64 @@ fn a_requested_host_registers_and_becomes_active() {
 }
 
 #[test]
+fn only_an_admitted_host_registers_or_is_asked_of_the_cloud_and_only_in_its_region() {
+    let unknown = Rejection::HostNotAdmitted {
+        host_id: "h1".into(),
+    };
+    assert_eq!(rejected(&register("h1", 2), &State::Empty), unknown);
+    assert_eq!(rejected(&request_host("h1"), &State::Empty), unknown);
+    let admitted = admitted();
+    assert_eq!(host_state(&admitted).status, HostStatus::Admitted);
+    let mut elsewhere = register_cmd("h1", 2);
+    elsewhere.region = "us-east".into();
+    assert_eq!(
+        rejected(&Command::RegisterHost(elsewhere), &admitted),
+        Rejection::HostRegionMismatch {
+            host_id: "h1".into(),
+            admitted: "eu-west".into(),
+            claimed: "us-east".into(),
+        }
+    );
+    // An admitted host is not registered: it takes no sessions, reports nothing yet.
+    assert_eq!(
+        rejected(&assign("h1", "s1"), &admitted).rule(),
+        "host_not_registered"
+    );
+    assert_eq!(
+        rejected(&admit("h1"), &admitted).rule(),
+        "host_already_exists"
+    );
+}
+
+#[test]
+fn admission_takes_a_subject_safe_id_and_a_public_user_key() {
+    for (id, key, field) in [
+        ("h.1", HOST_KEY, "host_id"),
+        ("h>", HOST_KEY, "host_id"),
+        ("", HOST_KEY, "host_id"),
+        (
+            "h1",
+            "SUAIISJAYRBQXNHS52D4CCHL2NESFDJ4ALCC4GNKTMLQILPWXNYFOFZZ",
+            "public_key",
+        ),
+        ("h1", "U123", "public_key"),
+    ] {
+        let cmd = Command::AdmitHost(AdmitHost {
+            host_id: id.into(),
+            region: "eu-west".into(),
+            public_key: key.into(),
+        });
+        let r = rejected(&cmd, &State::Empty);
+        assert!(
+            matches!(r, Rejection::InvalidField { field: f, .. } if f == field),
+            "{id} {key}: {r:?}"
+        );
+    }
+}
+
+#[test]
 fn a_host_registers_without_a_request_but_only_once() {
-    let state = run(&[register("h1", 2)]);
+    let state = run(&[admit("h1"), register("h1", 2)]);
     assert_eq!(host_state(&state).status, HostStatus::Active);
     assert_eq!(
         rejected(&register("h1", 2), &state),
@@ -109,7 +169,7 @@ fn a_host_registers_without_a_request_but_only_once() {
 #[test]
 fn registration_checks_capacity_port_and_version() {
     for capacity in [0, 1025] {
-        let r = rejected(&register("h1", capacity), &State::Empty);
+        let r = rejected(&register("h1", capacity), &admitted());
         assert!(
             matches!(
                 r,
@@ -121,10 +181,10 @@ fn registration_checks_capacity_port_and_version() {
             "{capacity}: {r:?}"
         );
     }
-    assert!(decide(&register("h1", 1024), &State::Empty, &ctx()).is_ok());
+    assert!(decide(&register("h1", 1024), &admitted(), &ctx()).is_ok());
     let mut c = register_cmd("h1", 1);
     c.control_port = 0;
-    let r = rejected(&Command::RegisterHost(c), &State::Empty);
+    let r = rejected(&Command::RegisterHost(c), &admitted());
     assert!(
         matches!(
             r,
@@ -137,7 +197,7 @@ fn registration_checks_capacity_port_and_version() {
     );
     let mut c = register_cmd("h1", 1);
     c.version = "latest".into();
-    let r = rejected(&Command::RegisterHost(c), &State::Empty);
+    let r = rejected(&Command::RegisterHost(c), &admitted());
     assert!(
         matches!(
             r,
@@ -159,7 +219,10 @@ fn assigning_needs_a_registered_host() {
         }
     );
     assert_eq!(
-        rejected(&assign("h1", "s1"), &run(&[request_host("h1")])),
+        rejected(
+            &assign("h1", "s1"),
+            &run(&[admit("h1"), request_host("h1")])
+        ),
         Rejection::HostNotRegistered {
             host_id: "h1".into()
         }
@@ -168,7 +231,7 @@ fn assigning_needs_a_registered_host() {
 
 #[test]
 fn assigning_fills_the_host_up_to_its_capacity() {
-    let mut state = run(&[register("h1", 2)]);
+    let mut state = run(&[admit("h1"), register("h1", 2)]);
     for s in ["s1", "s2"] {
         let event = one(decide(&assign("h1", s), &state, &ctx()).expect("slot free"));
         assert_eq!(
@@ -202,7 +265,7 @@ fn assigning_fills_the_host_up_to_its_capacity() {
 
 #[test]
 fn a_draining_host_takes_no_new_session() {
-    let state = run(&[register("h1", 2), drain("h1", None)]);
+    let state = run(&[admit("h1"), register("h1", 2), drain("h1", None)]);
     assert!(matches!(
         host_state(&state).status,
         HostStatus::Draining { deadline: None, .. }
@@ -218,7 +281,7 @@ fn a_draining_host_takes_no_new_session() {
 
 #[test]
 fn a_host_takes_only_sessions_of_its_app() {
-    let state = run(&[register("h1", 2)]);
+    let state = run(&[admit("h1"), register("h1", 2)]);
     let cmd = Command::AssignSession(AssignSession {
         host_id: "h1".into(),
         session_id: "s1".into(),
@@ -235,7 +298,7 @@ fn a_host_takes_only_sessions_of_its_app() {
 
 #[test]
 fn releasing_frees_a_slot() {
-    let full = run(&[register("h1", 1), assign("h1", "s1")]);
+    let full = run(&[admit("h1"), register("h1", 1), assign("h1", "s1")]);
     assert_eq!(rejected(&assign("h1", "s2"), &full).rule(), "host_full");
     let event = one(decide(&release("h1", "s1"), &full, &ctx()).expect("released"));
     assert_eq!(
@@ -252,7 +315,7 @@ fn releasing_frees_a_slot() {
 
 #[test]
 fn releasing_a_session_not_on_the_host_is_refused() {
-    let state = run(&[register("h1", 2), assign("h1", "s1")]);
+    let state = run(&[admit("h1"), register("h1", 2), assign("h1", "s1")]);
     assert_eq!(
         rejected(&release("h1", "s9"), &state),
         Rejection::SessionNotOnHost {
@@ -268,7 +331,12 @@ fn releasing_a_session_not_on_the_host_is_refused() {
 
 #[test]
 fn a_draining_host_still_releases_sessions() {
-    let state = run(&[register("h1", 2), assign("h1", "s1"), drain("h1", None)]);
+    let state = run(&[
+        admit("h1"),
+        register("h1", 2),
+        assign("h1", "s1"),
+        drain("h1", None),
+    ]);
     assert!(decide(&release("h1", "s1"), &state, &ctx()).is_ok());
 }
 
@@ -281,14 +349,14 @@ fn heartbeats_need_a_registered_host() {
         }
     );
     assert_eq!(
-        rejected(&beats("h1", &[]), &run(&[request_host("h1")])).rule(),
+        rejected(&beats("h1", &[]), &run(&[admit("h1"), request_host("h1")])).rule(),
         "host_not_registered"
     );
 }
 
 #[test]
 fn heartbeats_are_recorded_as_reported_unknown_sessions_included() {
-    let state = run(&[register("h1", 2), assign("h1", "s1")]);
+    let state = run(&[admit("h1"), register("h1", 2), assign("h1", "s1")]);
     let cmd = Command::RecordHeartbeats(RecordHeartbeats {
         host_id: "h1".into(),
         sent_at: now() - Duration::seconds(1),
@@ -330,7 +398,7 @@ fn heartbeats_are_recorded_as_reported_unknown_sessions_included() {
 
 #[test]
 fn a_session_reported_twice_in_one_report_is_refused() {
-    let state = run(&[register("h1", 2)]);
+    let state = run(&[admit("h1"), register("h1", 2)]);
     let r = rejected(&beats("h1", &["s1", "s2", "s1"]), &state);
     assert!(
         matches!(&r, Rejection::InvalidField { field: "sessions", detail } if detail.contains("s1")),
@@ -340,7 +408,7 @@ fn a_session_reported_twice_in_one_report_is_refused() {
 
 #[test]
 fn a_report_with_too_many_sessions_is_refused() {
-    let state = run(&[register("h1", 2)]);
+    let state = run(&[admit("h1"), register("h1", 2)]);
     let names: Vec<String> = (0..=MAX_SESSIONS_PER_REPORT)
         .map(|i| format!("s{i}"))
         .collect();
@@ -369,7 +437,7 @@ fn a_report_with_too_many_sessions_is_refused() {
 #[test]
 fn a_draining_host_may_be_made_urgent_once() {
     let deadline = now() + Duration::hours(1);
-    let draining = run(&[register("h1", 2), drain("h1", None)]);
+    let draining = run(&[admit("h1"), register("h1", 2), drain("h1", None)]);
     assert_eq!(
         rejected(&drain("h1", None), &draining),
         Rejection::HostNotAccepting {
@@ -407,7 +475,7 @@ fn a_draining_host_may_be_made_urgent_once() {
 #[test]
 fn an_active_host_may_be_drained_urgently_at_once() {
     let deadline = now() + Duration::minutes(5);
-    let state = run(&[register("h1", 2), drain("h1", Some(deadline))]);
+    let state = run(&[admit("h1"), register("h1", 2), drain("h1", Some(deadline))]);
     assert!(matches!(
         host_state(&state).status,
         HostStatus::Draining { deadline: Some(d), .. } if d == deadline
@@ -425,7 +493,7 @@ fn draining_needs_a_registered_host_and_a_version() {
         new_version: "1.x".into(),
         deadline: None,
     });
-    let r = rejected(&cmd, &run(&[register("h1", 1)]));
+    let r = rejected(&cmd, &run(&[admit("h1"), register("h1", 1)]));
     assert!(
         matches!(
             r,
@@ -446,7 +514,12 @@ fn an_idle_host_is_removed() {
         HostRemovalReason::Terminated,
         HostRemovalReason::Lost,
     ] {
-        let state = run(&[register("h1", 2), assign("h1", "s1"), release("h1", "s1")]);
+        let state = run(&[
+            admit("h1"),
+            register("h1", 2),
+            assign("h1", "s1"),
+            release("h1", "s1"),
+        ]);
         let event = one(decide(&remove("h1", reason), &state, &ctx()).expect("removed"));
         assert_eq!(
             event,
@@ -466,6 +539,7 @@ fn an_idle_host_is_removed() {
 #[test]
 fn a_busy_host_is_not_removed_as_idle_or_outdated() {
     let state = run(&[
+        admit("h1"),
         register("h1", 3),
         assign("h1", "s1"),
         assign("h1", "s2"),
@@ -488,7 +562,12 @@ fn a_busy_host_is_not_removed_as_idle_or_outdated() {
 
 #[test]
 fn a_busy_host_terminated_or_lost_is_removed_with_its_sessions() {
-    let state = run(&[register("h1", 3), assign("h1", "s2"), assign("h1", "s1")]);
+    let state = run(&[
+        admit("h1"),
+        register("h1", 3),
+        assign("h1", "s2"),
+        assign("h1", "s1"),
+    ]);
     for reason in [HostRemovalReason::Terminated, HostRemovalReason::Lost] {
         let event = one(decide(&remove("h1", reason), &state, &ctx()).expect("removed"));
         assert_eq!(
@@ -519,6 +598,7 @@ fn removing_an_unknown_host_is_refused() {
 #[test]
 fn a_removed_host_takes_nothing_more() {
     let removed = run(&[
+        admit("h1"),
         register("h1", 2),
         assign("h1", "s1"),
         remove("h1", HostRemovalReason::Terminated),

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{
-    assign, beats, ctx, end, issue, now, open, provision, redeem, register, rejected,
+    admit, assign, beats, ctx, end, issue, now, open, provision, redeem, register, rejected,
     release_version, remove, resolve, run,
 };
 use std::collections::BTreeSet;
@@ -18,7 +18,7 @@ fn a_command_on_a_stream_of_another_kind_is_refused() {
         reason: "r".into(),
     })]);
     let token = run(&[issue(None)]);
-    let host = run(&[register("h1", 1)]);
+    let host = run(&[admit("h1"), register("h1", 1)]);
     let session = run(&[provision("s1", "h1")]);
     let app = run(&[release_version("1.0.0", false, 0)]);
     let discrepancy = run(&[open("d1")]);
@@ -174,6 +174,14 @@ fn one_of_each() -> Vec<Rejection> {
             expected: "host",
             found: "token",
         },
+        Rejection::HostNotAdmitted {
+            host_id: s().into(),
+        },
+        Rejection::HostRegionMismatch {
+            host_id: s().into(),
+            admitted: s().into(),
+            claimed: s().into(),
+        },
     ];
     // Exhaustiveness guard: every variant maps to its position in `all`.
     let index = |r: &Rejection| match r {
@@ -209,6 +217,8 @@ fn one_of_each() -> Vec<Rejection> {
         Rejection::NoCommonCipher { .. } => 29,
         Rejection::CipherAlreadySelected { .. } => 30,
         Rejection::WrongStreamKind { .. } => 31,
+        Rejection::HostNotAdmitted { .. } => 32,
+        Rejection::HostRegionMismatch { .. } => 33,
     };
     for (i, r) in all.iter().enumerate() {
         assert_eq!(index(r), i, "{r:?} out of place");
@@ -233,12 +243,12 @@ fn every_rule_has_a_unique_snake_case_name() {
         assert!(seen.insert(rule), "{rule} is used twice");
         assert!(!r.to_string().is_empty());
     }
-    assert_eq!(seen.len(), 32);
+    assert_eq!(seen.len(), 34);
 }
 
 #[test]
 fn decisions_depend_only_on_their_arguments() {
-    let state = run(&[register("h1", 2), assign("h1", "s1")]);
+    let state = run(&[admit("h1"), register("h1", 2), assign("h1", "s1")]);
     let a = decide(&assign("h1", "s2"), &state, &ctx());
     let b = decide(&assign("h1", "s2"), &state.clone(), &ctx());
     assert_eq!(a, b);

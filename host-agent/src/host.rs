@@ -7,11 +7,13 @@ use crate::{Agent, AgentError};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use streamfleet_bus_client::{CommandClient, HostKey, NatsLogin};
 use streamfleet_bus_schemas::ids::{AppId, HostId, SessionId, UserId};
 use streamfleet_bus_schemas::payloads::StreamStats;
 use streamfleet_bus_schemas::payloads::{
     EndSession, RecordHeartbeats, RegisterHost, SessionBeat, SessionEndReason,
 };
+use streamfleet_bus_schemas::principal::Principal;
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::{Command, CommandReply, RejectionReason, subjects};
 use streamfleet_media::stream::{Stream, StreamConfig, StreamEnd};
@@ -51,6 +53,9 @@ pub struct Host {
     streams: Mutex<BTreeMap<SessionId, StreamSlot>>,
     stopped: watch::Sender<bool>,
     agent: std::sync::Weak<Agent>,
+    /// Its own NATS connection, logged in with its own key: it speaks only for itself.
+    client: async_nats::Client,
+    commands: CommandClient,
 }
 
 impl Host {
@@ -80,6 +85,11 @@ impl Host {
     pub fn stop(&self) {
         let _ = self.stopped.send(true);
         self.close_streams();
+    }
+
+    /// Waits until what the host published has left for the server.
+    pub(crate) async fn flush(&self) {
+        let _ = self.client.flush().await;
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, BTreeMap<SessionId, StreamSlot>> {
@@ -221,16 +231,13 @@ impl Host {
             ));
         }
         self.close_stream(session_id);
-        let Some(agent) = self.agent.upgrade() else {
-            return Err("agent stopped".into());
-        };
         let end = Command::EndSession(EndSession {
             session_id: session_id.into(),
             host_id: self.id.clone(),
             reason,
             saved_state,
         });
-        match agent.commands.send(uuid::Uuid::now_v7(), &end).await {
+        match self.commands.send(uuid::Uuid::now_v7(), &end).await {
             Ok(CommandReply::Accepted { .. }) => Ok(()),
             Ok(CommandReply::Rejected { message, .. }) => Err(message),
             Err(e) => Err(e.to_string()),
@@ -325,8 +332,19 @@ pub(crate) async fn launch(
         .local_addr()
         .map_err(|e| err(e.to_string()))?
         .port();
-    let requests = agent
-        .client
+    // The host's own identity: without an admitted key there is nothing to launch.
+    let key = HostKey::read(&agent.config.host_keys, &id)
+        .map_err(|e| err(format!("not admitted here: {e}")))?;
+    let login = NatsLogin::host(agent.config.nats_url.clone(), &id, key.seed().clone());
+    let client = streamfleet_bus_client::connect(&login)
+        .await
+        .map_err(|e| err(format!("NATS refused its identity: {e}")))?;
+    let commands = CommandClient::new(
+        client.clone(),
+        Principal::Host(id.clone()),
+        format!("streamfleet/host-agent/{}", agent.config.region),
+    );
+    let requests = client
         .subscribe(subjects::host(&id, ">"))
         .await
         .map_err(|e| err(e.to_string()))?;
@@ -341,6 +359,8 @@ pub(crate) async fn launch(
         streams: Mutex::new(BTreeMap::new()),
         stopped,
         agent: Arc::downgrade(agent),
+        client,
+        commands,
     });
     let register = Command::RegisterHost(RegisterHost {
         host_id: id.clone(),
@@ -352,7 +372,7 @@ pub(crate) async fn launch(
         address: agent.config.address.clone(),
         control_port: port,
     });
-    match agent.commands.send(uuid::Uuid::now_v7(), &register).await {
+    match host.commands.send(uuid::Uuid::now_v7(), &register).await {
         Ok(CommandReply::Accepted { .. }) => {}
         Ok(CommandReply::Rejected { message, .. }) => {
             return Err(err(format!("registration refused: {message}")));
@@ -430,7 +450,7 @@ async fn answer(agent: Arc<Agent>, host: Arc<Host>, mut requests: async_nats::Su
         };
         if let Some(reply_to) = streamfleet_bus_client::reply_inbox(&msg) {
             let body = serde_json::to_vec(&reply).unwrap_or_default();
-            let _ = agent.client.publish(reply_to, body.into()).await;
+            let _ = host.client.publish(reply_to, body.into()).await;
         }
     }
     agent
@@ -466,7 +486,7 @@ async fn heartbeats(agent: Arc<Agent>, host: Arc<Host>) {
             sent_at: chrono::Utc::now(),
             sessions,
         });
-        match agent.commands.send(uuid::Uuid::now_v7(), &report).await {
+        match host.commands.send(uuid::Uuid::now_v7(), &report).await {
             Ok(CommandReply::Accepted { .. }) => {}
             Ok(CommandReply::Rejected {
                 reason: RejectionReason::Domain { rule, .. },

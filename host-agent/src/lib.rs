@@ -23,7 +23,7 @@ use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use streamfleet_bus_client::{CommandClient, NatsLogin};
+use streamfleet_bus_client::NatsLogin;
 use streamfleet_bus_schemas::ids::{AppId, HostId, RegionId};
 use streamfleet_bus_schemas::services::{AgentReply, LaunchHost, ServiceError};
 use streamfleet_bus_schemas::subjects;
@@ -33,8 +33,14 @@ pub use host::Host;
 /// What an agent runs.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// NATS login (the `host` user).
-    pub login: NatsLogin,
+    /// The NATS server.
+    pub nats_url: String,
+    /// The folder of its hosts' keys (`<host id>.nk`, written by admission): each host logs in
+    /// with its own, and a host without one is not launched.
+    pub host_keys: std::path::PathBuf,
+    /// The `launcher` login, when it launches the admitted hosts the control plane requests
+    /// for its region.
+    pub launcher: Option<NatsLogin>,
     /// The region its hosts are in.
     pub region: RegionId,
     /// The app its first hosts run.
@@ -53,8 +59,6 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// Prefix of the ids of the hosts it starts with (`<prefix>-1`, `<prefix>-2`, …).
     pub id_prefix: String,
-    /// Whether it launches hosts the control plane requests for its region.
-    pub launcher: bool,
     /// How its hosts stream: resolution, frame rate and bitrate bounds.
     pub stream_policy: streamfleet_media::adapt::Policy,
     /// How long a stream's client may be silent before the host counts it gone and ends the
@@ -78,10 +82,8 @@ pub enum AgentError {
     },
 }
 
-/// The agent: its connection and its hosts.
+/// The agent: its hosts (each with its own connection).
 pub(crate) struct Agent {
-    pub client: async_nats::Client,
-    pub commands: CommandClient,
     pub config: AgentConfig,
     pub hosts: Mutex<BTreeMap<HostId, Arc<Host>>>,
 }
@@ -94,15 +96,7 @@ pub async fn run(
     ready: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let client = streamfleet_bus_client::connect(&config.login)
-        .await
-        .map_err(|e| AgentError::Nats(e.to_string()))?;
     let agent = Arc::new(Agent {
-        commands: CommandClient::new(
-            client.clone(),
-            format!("streamfleet/host-agent/{}", config.region),
-        ),
-        client: client.clone(),
         hosts: Mutex::new(BTreeMap::new()),
         config: config.clone(),
     });
@@ -116,19 +110,23 @@ pub async fn run(
         )
         .await?;
     }
-    let launches = if config.launcher {
-        let sub = client
-            .queue_subscribe(
-                subjects::launch(&config.region),
-                format!("launch-{}", config.region),
-            )
-            .await
-            .map_err(|e| AgentError::Nats(e.to_string()))?;
-        Some(tokio::spawn(serve_launches(agent.clone(), sub)))
-    } else {
-        None
+    let launches = match &config.launcher {
+        Some(login) => {
+            let client = streamfleet_bus_client::connect(login)
+                .await
+                .map_err(|e| AgentError::Nats(e.to_string()))?;
+            let sub = client
+                .queue_subscribe(
+                    subjects::launch(&config.region),
+                    format!("launch-{}", config.region),
+                )
+                .await
+                .map_err(|e| AgentError::Nats(e.to_string()))?;
+            let _ = client.flush().await;
+            Some(tokio::spawn(serve_launches(agent.clone(), client, sub)))
+        }
+        None => None,
     };
-    let _ = client.flush().await;
     tracing::info!(region = %config.region, hosts = config.hosts, "host agent running");
     ready();
     shutdown.await;
@@ -144,13 +142,17 @@ pub async fn run(
         .collect();
     for h in hosts {
         h.stop();
+        h.flush().await;
     }
-    let _ = client.flush().await;
     Ok(())
 }
 
 /// Launches the hosts the control plane asks for (one agent of the region answers each).
-async fn serve_launches(agent: Arc<Agent>, mut sub: async_nats::Subscriber) {
+async fn serve_launches(
+    agent: Arc<Agent>,
+    client: async_nats::Client,
+    mut sub: async_nats::Subscriber,
+) {
     while let Some(msg) = sub.next().await {
         let Some(reply_to) = streamfleet_bus_client::reply_inbox(&msg) else {
             continue;
@@ -187,7 +189,7 @@ async fn serve_launches(agent: Arc<Agent>, mut sub: async_nats::Subscriber) {
             }
         };
         let body = serde_json::to_vec(&reply).unwrap_or_default();
-        let _ = agent.client.publish(reply_to, body.into()).await;
+        let _ = client.publish(reply_to, body.into()).await;
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::error::Category;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use streamfleet_bus_schemas::principal::{Principal, authorize};
 use streamfleet_bus_schemas::{
     CLOUDEVENTS_SPEC_VERSION, Command, CommandEnvelope, CommandReply, Event, EventBody,
     ExpectedVersion, MIN_SCHEMA_VERSION, PayloadError, ReadDirection, RejectionReason,
@@ -46,7 +47,7 @@ impl CommandHandler {
 
     /// Handles one request received on `subject`; always returns a reply.
     pub async fn handle(&self, subject: &str, payload: &Bytes) -> CommandReply {
-        let (envelope, command) = match parse(subject, payload, self.max_command_bytes) {
+        let (envelope, command, principal) = match parse(subject, payload, self.max_command_bytes) {
             Ok(parsed) => parsed,
             Err((id, reason)) => {
                 tracing::debug!(subject, code = ?reason, "command rejected at the envelope");
@@ -54,7 +55,17 @@ impl CommandHandler {
             }
         };
         let id = envelope.id;
-        match self.execute(&envelope, &command).await {
+        if let Err(detail) = authorize(&principal, &command) {
+            tracing::warn!(command_id = %id, %principal, command = command.type_name(), %detail, "command forbidden");
+            return CommandReply::rejected(
+                Some(id),
+                RejectionReason::Forbidden {
+                    principal: principal.to_string(),
+                    detail,
+                },
+            );
+        }
+        match self.execute(&envelope, &command, &principal).await {
             Ok(reply) => reply,
             Err(reason) => {
                 tracing::debug!(command_id = %id, command = command.type_name(), reason = %reason, "command rejected");
@@ -67,9 +78,10 @@ impl CommandHandler {
         &self,
         envelope: &RawEnvelope,
         command: &Command,
+        principal: &Principal,
     ) -> Result<CommandReply, RejectionReason> {
         let stream = stream_of(command);
-        let digest = digest_of(command);
+        let digest = digest_of(command, principal);
         let lock = self
             .in_flight
             .lock()
@@ -79,7 +91,7 @@ impl CommandHandler {
             .clone();
         let result = {
             let _turn = lock.lock().await;
-            self.decide_and_append(envelope, command, &digest, stream.clone())
+            self.decide_and_append(envelope, command, principal, &digest, stream.clone())
                 .await
         };
         {
@@ -124,6 +136,7 @@ impl CommandHandler {
         &self,
         envelope: &RawEnvelope,
         command: &Command,
+        principal: &Principal,
         digest: &CommandDigest,
         stream: String,
     ) -> Result<CommandReply, RejectionReason> {
@@ -148,7 +161,7 @@ impl CommandHandler {
                 })?;
             let new_events = events
                 .iter()
-                .map(|e| new_event(envelope, &stream, e, now))
+                .map(|e| new_event(envelope, principal, &stream, e, now))
                 .collect::<Result<Vec<_>, _>>()?;
             let expected = if version == 0 {
                 ExpectedVersion::NoStream
@@ -284,13 +297,15 @@ fn recorded_data(
     Ok(outcome)
 }
 
-/// What a command says, for binding its id to it: its type and its payload as the typed
-/// command serialises it (field order and absent options fixed by the type, so the same command
-/// sent with its fields in another order, or an optional field spelled `null`, is the same).
-/// The subject follows from the type. `expectedversion` is not part of it: a retry may carry it
-/// or not.
-fn digest_of(command: &Command) -> CommandDigest {
-    let content = serde_json::to_vec(&command.to_data()).unwrap_or_default();
+/// What a command says, for binding its id to it: who sent it, its type and its payload as the
+/// typed command serialises it (field order and absent options fixed by the type, so the same
+/// command sent with its fields in another order, or an optional field spelled `null`, is the
+/// same). The subject follows from the type and the sender. `expectedversion` is not part of
+/// it: a retry may carry it or not.
+fn digest_of(command: &Command, principal: &Principal) -> CommandDigest {
+    let mut content = principal.to_string().into_bytes();
+    content.push(b'\n');
+    content.extend(serde_json::to_vec(&command.to_data()).unwrap_or_default());
     CommandDigest::of(command.type_name(), &content)
 }
 
@@ -311,6 +326,7 @@ fn unavailable(e: impl std::fmt::Display) -> RejectionReason {
 
 fn new_event(
     envelope: &RawEnvelope,
+    principal: &Principal,
     stream: &str,
     event: &Event,
     now: chrono::DateTime<chrono::Utc>,
@@ -327,6 +343,7 @@ fn new_event(
         schemaversion: SCHEMA_VERSION,
         correlationid: envelope.correlationid.unwrap_or(envelope.id),
         causationid: envelope.id,
+        actor: Some(principal.to_string()),
         data: event,
     };
     let body = serde_json::to_vec(&body).map_err(unavailable)?;
@@ -342,11 +359,12 @@ pub type RawEnvelope = CommandEnvelope<Box<RawValue>>;
 
 /// Reads a request into an envelope and its typed command, or says precisely what is wrong
 /// (with the command id when it could be read).
+/// The subject names the sender: `<command subject>.<principal>`.
 pub fn parse(
     subject: &str,
     payload: &[u8],
     max_bytes: usize,
-) -> Result<(RawEnvelope, Command), (Option<Uuid>, RejectionReason)> {
+) -> Result<(RawEnvelope, Command, Principal), (Option<Uuid>, RejectionReason)> {
     if payload.len() > max_bytes {
         return Err((
             None,
@@ -395,17 +413,21 @@ pub fn parse(
             },
         )
     })?;
-    if command.subject() != subject {
+    let principal = subject
+        .strip_prefix(command.subject())
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(Principal::parse);
+    let Some(principal) = principal else {
         return Err((
             id,
             RejectionReason::SubjectMismatch {
                 type_name: command.type_name().into(),
                 subject: subject.into(),
-                expected: command.subject().into(),
+                expected: format!("{}.<principal>", command.subject()),
             },
         ));
-    }
-    Ok((envelope, command))
+    };
+    Ok((envelope, command, principal))
 }
 
 /// The command id of a request that is JSON but not a valid envelope, when it has a readable one.
@@ -421,7 +443,7 @@ fn id_of(payload: &[u8]) -> Option<Uuid> {
 mod tests {
     use super::*;
 
-    const SUBJECT: &str = "sf.cmd.node.report-failure";
+    const SUBJECT: &str = "sf.cmd.node.report-failure.worker";
 
     fn envelope(schemaversion: u32, data: &str) -> String {
         format!(
@@ -436,13 +458,14 @@ mod tests {
     #[test]
     fn a_well_formed_command_of_either_schema_version_is_read() {
         for version in [MIN_SCHEMA_VERSION, SCHEMA_VERSION] {
-            let (env, command) = parse(
+            let (env, command, principal) = parse(
                 SUBJECT,
                 envelope(version, r#"{"node_id":"n1","reason":"silent"}"#).as_bytes(),
                 4096,
             )
             .expect("parsed");
             assert_eq!(env.schemaversion, version);
+            assert_eq!(principal.to_string(), "worker");
             assert!(matches!(command, Command::ReportNodeFailure(c) if c.node_id == "n1"));
         }
     }
@@ -468,10 +491,21 @@ mod tests {
             refusal(SUBJECT, &envelope(SCHEMA_VERSION, r#"{"node_id":5}"#)).1,
             RejectionReason::InvalidPayload { .. }
         ));
-        assert!(matches!(
-            refusal("sf.cmd.session.provision", &envelope(SCHEMA_VERSION, data)).1,
-            RejectionReason::SubjectMismatch { .. }
-        ));
+        for wrong in [
+            "sf.cmd.session.provision.worker",
+            "sf.cmd.node.report-failure",
+            "sf.cmd.node.report-failure.root",
+            "sf.cmd.node.report-failure.host.",
+            "sf.cmd.node.report-failurex.worker",
+        ] {
+            assert!(
+                matches!(
+                    refusal(wrong, &envelope(SCHEMA_VERSION, data)).1,
+                    RejectionReason::SubjectMismatch { .. }
+                ),
+                "{wrong}"
+            );
+        }
         let big = "x".repeat(5000);
         assert!(matches!(
             refusal(SUBJECT, &big).1,

@@ -103,7 +103,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     drop(source);
 
     println!("\n[live, over NATS as the auditor]");
-    let nats = NatsServer::start(std::path::Path::new("nats.conf"))?;
+    let nats = NatsServer::start()?;
     let node = Node::start(NodeConfig::new(&data, nats.login("node"))).await?;
     let live = Source::live(&nats.login("auditor")).await?;
     let t = Instant::now();

@@ -5,7 +5,6 @@
 use super::{NatsServer, pct, row};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamfleet_bus_client::CommandClient;
 use streamfleet_bus_schemas::payloads::{RecordHeartbeats, RegisterHost, SessionBeat};
 use streamfleet_bus_schemas::services::*;
 use streamfleet_bus_schemas::{Command, CommandReply, subjects};
@@ -42,7 +41,7 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
     );
     let dir = tempfile::tempdir()?;
-    let nats = NatsServer::start(std::path::Path::new("nats.conf"))?;
+    let nats = NatsServer::start()?;
     redemptions(&args, &nats, dir.path()).await?;
     heartbeats(&args, &nats, dir.path()).await?;
     Ok(())
@@ -145,18 +144,26 @@ async fn redemptions(
     ));
     ready_rx.await?;
     let capacity = 256;
+    let hosts = (n as u32).div_ceil(capacity) + 1;
+    let ids: Vec<String> = (1..=hosts).map(|h| format!("bench-{h}")).collect();
+    nats.admit_hosts(
+        &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "eu-west",
+    )
+    .await?;
     let agent_config = streamfleet_host_agent::AgentConfig {
-        login: nats.login("host"),
+        nats_url: nats.url.clone(),
+        host_keys: nats.host_keys(),
+        launcher: None,
         region: "eu-west".into(),
         app_id: "chess".into(),
         version: "1.0.0".into(),
-        hosts: (n as u32).div_ceil(capacity) + 1,
+        hosts,
         capacity,
         hardware: "bench".into(),
         address: "127.0.0.1".into(),
         heartbeat_interval: Duration::from_secs(60),
         id_prefix: "bench".into(),
-        launcher: false,
         stream_policy: streamfleet_media::adapt::Policy::for_resolution(
             streamfleet_media::Resolution::HD,
             30.0,
@@ -264,10 +271,19 @@ async fn heartbeats(
         nats.login("node"),
     ))
     .await?;
-    let commands = CommandClient::new(nats.try_client("service").await?, "bench");
-    for h in 0..args.hosts {
+    // Every host reports under its own identity, as in production: admitted, registered, and
+    // one connection each.
+    let ids: Vec<String> = (0..args.hosts).map(|h| format!("hb-{h}")).collect();
+    nats.admit_hosts(
+        &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "eu-west",
+    )
+    .await?;
+    let mut conns = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let commands = nats.host_commands(id).await;
         let register = Command::RegisterHost(RegisterHost {
-            host_id: format!("hb-{h}").into(),
+            host_id: id.as_str().into(),
             region: "eu-west".into(),
             app_id: "chess".into(),
             version: "1.0.0".into(),
@@ -276,7 +292,8 @@ async fn heartbeats(
             address: "127.0.0.1".into(),
             control_port: 1,
         });
-        commands.send(Uuid::now_v7(), &register).await?;
+        commands.submit(Uuid::now_v7(), &register).await?;
+        conns.push(commands);
     }
     let projections = streamfleet_projections::start(streamfleet_projections::ProjectionsConfig {
         nats: nats.login("dashboard"),
@@ -286,7 +303,10 @@ async fn heartbeats(
     })
     .await?;
     let projections = Arc::new(projections);
-    projections.wait_for_position(u64::from(args.hosts)).await;
+    // Each host: admitted, registered.
+    projections
+        .wait_for_position(2 * u64::from(args.hosts))
+        .await;
 
     let report = |h: u32, sessions: usize| {
         Command::RecordHeartbeats(RecordHeartbeats {
@@ -300,10 +320,6 @@ async fn heartbeats(
                 .collect(),
         })
     };
-    let mut conns = Vec::new();
-    for _ in 0..8 {
-        conns.push(CommandClient::new(nats.try_client("host").await?, "bench"));
-    }
     // Each host reports every `pace` in the paced run (every host's report once = a round).
     let round = f64::from(args.hosts) * per as f64;
     let pace = Duration::from_secs_f64(round / f64::from(args.heartbeat_rate.max(1)));
@@ -319,11 +335,8 @@ async fn heartbeats(
         let mut set = tokio::task::JoinSet::new();
         let hosts = args.hosts;
         for h in 0..args.hosts {
-            let (c, projections, lags) = (
-                conns[h as usize % conns.len()].clone(),
-                projections.clone(),
-                lags.clone(),
-            );
+            let (c, projections, lags) =
+                (conns[h as usize].clone(), projections.clone(), lags.clone());
             let cmd = report(h, sessions);
             set.spawn(async move {
                 let mut sent = 0u64;

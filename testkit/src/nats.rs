@@ -1,13 +1,19 @@
-//! A real `nats-server` for one test or bench.
+//! A real `nats-server` for one test or bench, with the configuration Streamfleet renders
+//! (`streamfleet_bus_schemas::nats_conf`) and hosts admitted the way an operator admits them.
 //!
 //! Invariant: [`NatsServer::start`] returns only once the server said "Server is ready" on its
-//! own port; the process and its store live exactly as long as the value.
+//! own port; the process, its configuration, its store and its hosts' keys live exactly as
+//! long as the value.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use streamfleet_bus_client::{CommandClient, NatsLogin, ROLES, connect, password_variable};
+use streamfleet_bus_client::{
+    AdmissionError, CommandClient, HostKey, NatsConfig, NatsLogin, connect, password_variable,
+};
+use streamfleet_bus_schemas::ids::{HostId, RegionId};
+use streamfleet_bus_schemas::principal::{Principal, Role};
 
 /// Why a nats-server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,38 +40,43 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A nats-server started from a `nats.conf`, with a fresh password for each of its roles.
+/// A nats-server with Streamfleet's configuration, a fresh password for each role.
 pub struct NatsServer {
     child: Child,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
     passwords: BTreeMap<&'static str, String>,
-    _store: tempfile::TempDir,
+    config: NatsConfig,
+    store: tempfile::TempDir,
 }
 
 /// Tries with another port when another process took the one chosen first.
 const ATTEMPTS: u32 = 5;
 
 impl NatsServer {
-    /// Starts `nats-server -c <conf>` and waits until it is ready.
-    pub fn start(conf: &Path) -> Result<NatsServer, StartError> {
+    /// Writes the configuration, starts `nats-server -c` on it and waits until it is ready.
+    pub fn start() -> Result<NatsServer, StartError> {
         let store = tempfile::tempdir().map_err(StartError::Store)?;
+        let config = NatsConfig::new(store.path());
+        let conf = config
+            .write()
+            .map_err(|e| StartError::Store(std::io::Error::other(e.to_string())))?;
         // nats.conf reads `$VAR` values as config tokens: a password must start with a letter.
-        let passwords: BTreeMap<_, _> = ROLES
+        let passwords: BTreeMap<_, _> = Role::ALL
             .iter()
-            .map(|r| (*r, format!("{r}-{:032x}", rand::random::<u128>())))
+            .map(|r| (r.name(), format!("{r}-{:032x}", rand::random::<u128>())))
             .collect();
         let mut said = Vec::new();
         for _ in 0..ATTEMPTS {
             let port = free_port();
             let mut cmd = Command::new("nats-server");
             cmd.arg("-c")
-                .arg(conf)
+                .arg(&conf)
                 .arg("-p")
                 .arg(port.to_string())
                 .env("SF_JETSTREAM_DIR", store.path().join("js"));
-            for (role, pw) in &passwords {
-                cmd.env(password_variable(role), pw);
+            for role in Role::ALL {
+                cmd.env(password_variable(role), &passwords[role.name()]);
             }
             let mut child = cmd
                 .stderr(Stdio::piped())
@@ -92,7 +103,8 @@ impl NatsServer {
                     child,
                     url: format!("nats://127.0.0.1:{port}"),
                     passwords,
-                    _store: store,
+                    config,
+                    store,
                 });
             }
             let _ = child.wait();
@@ -128,7 +140,68 @@ impl NatsServer {
 
     /// A command client as `role`, for tests.
     pub async fn commands(&self, role: &str) -> CommandClient {
-        CommandClient::new(self.client(role).await, format!("test/{role}"))
+        let principal = Role::from_name(role)
+            .map(Principal::Role)
+            .unwrap_or_else(|| panic!("no role {role}"));
+        CommandClient::new(self.client(role).await, principal, format!("test/{role}"))
+    }
+
+    /// The folder of the admitted hosts' keys (`<host id>.nk`), for `host-agent --host-keys`.
+    pub fn host_keys(&self) -> PathBuf {
+        self.store.path().join("host-keys")
+    }
+
+    /// Admits `host_id` to `region` as an operator does: a key in [`NatsServer::host_keys`],
+    /// a user in the configuration, the server reloaded, `AdmitHost` recorded (a node must be
+    /// serving).
+    pub async fn admit_host(&self, host_id: &str, region: &str) -> Result<HostKey, AdmissionError> {
+        let mut keys = self.admit_hosts(&[host_id], region).await?;
+        keys.pop()
+            .ok_or_else(|| AdmissionError::Reload("no host admitted".into()))
+    }
+
+    /// [`NatsServer::admit_host`] for many hosts of one region, with one reload.
+    pub async fn admit_hosts(
+        &self,
+        host_ids: &[&str],
+        region: &str,
+    ) -> Result<Vec<HostKey>, AdmissionError> {
+        let operator = self.commands("operator").await;
+        let pid = self.child.id();
+        let ids: Vec<HostId> = host_ids.iter().map(|h| HostId::from(*h)).collect();
+        streamfleet_bus_client::admit_all(
+            &self.config,
+            &self.url,
+            &self.host_keys(),
+            &ids,
+            &RegionId::from(region),
+            &operator,
+            || streamfleet_bus_client::reload(pid),
+        )
+        .await
+    }
+
+    /// A command client speaking as admitted host `host_id` (its key from
+    /// [`NatsServer::host_keys`]), for tests.
+    pub async fn host_commands(&self, host_id: &str) -> CommandClient {
+        let client = self.host_client(host_id).await;
+        CommandClient::new(client, Principal::host(host_id), format!("test/{host_id}"))
+    }
+
+    /// Admitted host `host_id`'s login (its key from [`NatsServer::host_keys`]).
+    pub fn host_login(&self, host_id: &str) -> NatsLogin {
+        let id = HostId::from(host_id);
+        let key = HostKey::read(&self.host_keys(), &id).expect("the host was admitted");
+        NatsLogin::host(self.url.clone(), &id, key.seed().clone())
+    }
+
+    /// Connects as admitted host `host_id`, for tests.
+    pub async fn host_client(&self, host_id: &str) -> async_nats::Client {
+        let login = self.host_login(host_id);
+        match connect(&login).await {
+            Ok(c) => c,
+            Err(e) => panic!("connect as host {host_id} to {}: {e}", self.url),
+        }
     }
 }
 

@@ -1,18 +1,14 @@
-//! The kit's parts against the real things: a nats-server with nats.conf, a namespace link.
+//! The kit's parts against the real things: a nats-server with the rendered configuration, a
+//! namespace link.
 
 use std::io::Read;
-use std::path::Path;
 use streamfleet_bus_client::{NatsLogin, connect};
 use streamfleet_testkit::{Link, NatsServer};
 
-fn conf() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../nats.conf"))
-}
-
 #[tokio::test]
 async fn a_started_server_takes_each_role_with_its_own_password_and_refuses_others() {
-    let nats = NatsServer::start(conf()).expect("nats-server");
-    for role in ["service", "auditor", "host"] {
+    let nats = NatsServer::start().expect("nats-server");
+    for role in ["service", "auditor", "launcher", "operator"] {
         nats.try_client(role).await.expect("its own password");
     }
     let wrong = NatsLogin::new(nats.url.clone(), "service", nats.password("auditor"));

@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 /// Heartbeat interval of every process in these tests.
 pub const HEARTBEAT_MS: u64 = 250;
+/// Spare host identities admitted for each launcher, for the fleet to ask for.
+pub const SPARES: u32 = 4;
 /// Longest any test waits for the system to reach a state (a failure guard, not a sync).
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -98,13 +100,39 @@ impl Cloud {
     }
 
     pub fn add_agent(&mut self, spec: &AgentSpec) -> usize {
-        let host_pw = self.sys.nats.password("host");
+        // Its hosts are admitted first, each with its own key, as an operator admits them; a
+        // launcher gets spare identities the fleet may ask it to launch.
+        let mut ids: Vec<String> = (1..=spec.hosts)
+            .map(|n| format!("{}-{n}", spec.prefix))
+            .collect();
+        if spec.launcher {
+            ids.extend((1..=SPARES).map(|n| format!("{}-spare{n}", spec.prefix)));
+        }
+        if !ids.is_empty() {
+            let nats = &*self.sys.nats;
+            let region = spec.region;
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let rt = tokio::runtime::Runtime::new().expect("runtime");
+                        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                        rt.block_on(nats.admit_hosts(&ids, region))
+                            .expect("hosts admitted");
+                    })
+                    .join()
+                    .expect("admission thread");
+            });
+        }
+        let launcher_pw = self.sys.nats.password("launcher");
+        let keys = self.sys.nats.host_keys().to_string_lossy().to_string();
         let hb = HEARTBEAT_MS.to_string();
         let (hosts, capacity) = (spec.hosts.to_string(), spec.capacity.to_string());
         let mut args = vec![
             "host-agent",
             "--nats-url",
             &self.sys.nats.url,
+            "--host-keys",
+            &keys,
             "--region",
             spec.region,
             "--id-prefix",
@@ -122,8 +150,10 @@ impl Cloud {
             args.push("--no-launcher");
         }
         args.extend(spec.extra.iter().map(String::as_str));
-        self.agents
-            .push(NodeProcess::spawn(&args, &[("SF_HOST_PASSWORD", &host_pw)]));
+        self.agents.push(NodeProcess::spawn(
+            &args,
+            &[("SF_LAUNCHER_PASSWORD", &launcher_pw)],
+        ));
         self.agents.len() - 1
     }
 

@@ -49,6 +49,16 @@ pub fn register(host: &str) -> Command {
     })
 }
 
+/// The end of a session nobody provisioned.
+pub fn end_unknown() -> Command {
+    Command::EndSession(EndSession {
+        session_id: "s-none".into(),
+        host_id: "h".into(),
+        reason: SessionEndReason::Ended,
+        saved_state: None,
+    })
+}
+
 /// A host's heartbeat report listing one session.
 pub fn heartbeat(session: &str, host: &str) -> Command {
     Command::RecordHeartbeats(RecordHeartbeats {
@@ -131,14 +141,25 @@ async fn a_reused_command_id_with_other_content_is_rejected_naming_the_first_com
     let commands = sys.nats.commands("service").await;
     let id = Uuid::now_v7();
     assert_eq!(
-        code(&commands.send(id, &register("h-1")).await.expect("reply")),
+        code(&commands.send(id, &token("t-1")).await.expect("reply")),
         "accepted"
     );
+    let failure = Command::ReportNodeFailure(ReportNodeFailure {
+        node_id: "n-1".into(),
+        reason: "silent".into(),
+    });
     let reasons = [
-        commands.send(id, &register("h-2")).await.expect("reply"),
         commands.send(id, &token("t-9")).await.expect("reply"),
+        commands.send(id, &failure).await.expect("reply"),
         commands
             .send(id, &provision("s-1", "h-1"))
+            .await
+            .expect("reply"),
+        // The same command from another sender is another command.
+        sys.nats
+            .commands("worker")
+            .await
+            .send(id, &token("t-1"))
             .await
             .expect("reply"),
     ];
@@ -149,7 +170,7 @@ async fn a_reused_command_id_with_other_content_is_rejected_naming_the_first_com
         assert_eq!(
             reason,
             &RejectionReason::IdReused {
-                original_type: "RegisterHost".into()
+                original_type: "IssueToken".into()
             }
         );
     }
@@ -160,13 +181,13 @@ async fn a_reused_command_id_with_other_content_is_rejected_naming_the_first_com
         1,
         "only the first command was recorded"
     );
-    for stream in ["host-h-2", "token-t-9", "session-s-1"] {
+    for stream in ["token-t-9", "node-n-1", "session-s-1"] {
         assert!(
             reader.stream(stream).await.expect("read").is_empty(),
             "{stream}"
         );
     }
-    let again = commands.send(id, &register("h-1")).await.expect("reply");
+    let again = commands.send(id, &token("t-1")).await.expect("reply");
     assert!(
         matches!(
             again,
@@ -197,73 +218,73 @@ async fn bad_input_gets_a_typed_rejection_and_the_node_keeps_serving() {
     });
     let cases: Vec<(&str, Bytes, &str)> = vec![
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             Bytes::from_static(b"{\"id\": nope"),
             "malformed_json",
         ),
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             Bytes::from_static(b""),
             "malformed_json",
         ),
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             with(base.clone(), &|v| v["type"] = "LaunchRocket".into()),
             "unknown_command_type",
         ),
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             with(base.clone(), &|v| v["schemaversion"] = 99.into()),
             "unsupported_schema_version",
         ),
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             with(base.clone(), &|v| {
                 v.as_object_mut().expect("object").remove("source");
             }),
             "invalid_envelope",
         ),
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             with(base.clone(), &|v| v["id"] = 42.into()),
             "invalid_envelope",
         ),
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             with(base.clone(), &|v| v["data"]["ttl_seconds"] = "sixty".into()),
             "invalid_payload",
         ),
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             with(base.clone(), &|v| {
                 v["data"].as_object_mut().expect("object").remove("user_id");
             }),
             "invalid_payload",
         ),
         (
-            "sf.cmd.session.provision",
+            "sf.cmd.session.provision.service",
             with(base.clone(), &|_| {}),
             "subject_mismatch",
         ),
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             with(base.clone(), &|v| {
                 v["data"]["token_id"] = "has space".into()
             }),
             "invalid_payload",
         ),
         (
-            "sf.cmd.node.report-failure",
+            "sf.cmd.node.report-failure.service",
             Bytes::from(serde_json::to_vec(&good(&node_failure)).expect("json")),
             "too_large",
         ),
         (
-            "sf.cmd.heartbeat.record",
-            with(good(&heartbeat("s-none", "h1")), &|_| {}),
+            "sf.cmd.session.end.service",
+            with(good(&end_unknown()), &|_| {}),
             "domain",
         ),
         (
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             with(base.clone(), &|v| {
                 v["expectedversion"] = serde_json::json!({ "exact": 3 })
             }),
@@ -289,7 +310,7 @@ async fn bad_input_gets_a_typed_rejection_and_the_node_keeps_serving() {
     // The rejection names the problem.
     let reply = commands
         .send_raw(
-            "sf.cmd.token.issue",
+            "sf.cmd.token.issue.service",
             with(base.clone(), &|v| v["data"]["ttl_seconds"] = "sixty".into()),
         )
         .await
@@ -323,7 +344,7 @@ async fn bad_input_gets_a_typed_rejection_and_the_node_keeps_serving() {
     let expected_ok = commands
         .send_expecting(
             Uuid::now_v7(),
-            &heartbeat("s-none", "h"),
+            &end_unknown(),
             Some(ExpectedVersion::NoStream),
         )
         .await
@@ -364,14 +385,19 @@ async fn concurrent_commands_on_one_stream_get_exactly_one_winner_per_version() 
     );
 
     let owner = "h-race".to_string();
-    let registered = commands
+    sys.nats
+        .admit_host(&owner, "eu-west")
+        .await
+        .expect("admitted");
+    let host = sys.nats.host_commands(&owner).await;
+    let registered = host
         .send(Uuid::now_v7(), &register(&owner))
         .await
         .expect("reply");
     assert_eq!(code(&registered), "accepted");
     let beats: Vec<_> = (0..64)
         .map(|_| {
-            let (c, owner) = (commands.clone(), owner.clone());
+            let (c, owner) = (host.clone(), owner.clone());
             tokio::spawn(async move { c.send(Uuid::now_v7(), &heartbeat("s-race", &owner)).await })
         })
         .collect();
@@ -386,8 +412,8 @@ async fn concurrent_commands_on_one_stream_get_exactly_one_winner_per_version() 
     versions.sort();
     assert_eq!(
         versions,
-        (2..=65).collect::<Vec<_>>(),
-        "every heartbeat got its own version"
+        (3..=66).collect::<Vec<_>>(),
+        "every heartbeat got its own version (after admission and registration)"
     );
 }
 
@@ -435,7 +461,10 @@ async fn a_hand_written_json_command_is_accepted_and_its_event_is_plain_cloudeve
     client.flush().await.expect("flush");
     let request = br#"{"id":"0192f0c4-7b1a-7cc0-8000-000000000001","source":"me","type":"ReportNodeFailure","schemaversion":1,"data":{"node_id":"n1","reason":"silent"}}"#;
     let reply = client
-        .request("sf.cmd.node.report-failure", Bytes::from_static(request))
+        .request(
+            "sf.cmd.node.report-failure.service",
+            Bytes::from_static(request),
+        )
         .await
         .expect("reply");
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).expect("JSON reply");
@@ -446,7 +475,10 @@ async fn a_hand_written_json_command_is_accepted_and_its_event_is_plain_cloudeve
     let recorded = serde_json::json!({ "node_id": "n1", "reason": "silent" });
     assert_eq!(reply["events"][0]["data"], recorded, "{reply}");
     let again = client
-        .request("sf.cmd.node.report-failure", Bytes::from_static(request))
+        .request(
+            "sf.cmd.node.report-failure.service",
+            Bytes::from_static(request),
+        )
         .await
         .expect("reply");
     let again: serde_json::Value = serde_json::from_slice(&again.payload).expect("JSON reply");
@@ -455,6 +487,10 @@ async fn a_hand_written_json_command_is_accepted_and_its_event_is_plain_cloudeve
 
     let msg = events.next().await.expect("event");
     let event: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON event");
+    assert_eq!(
+        event["actor"], "service",
+        "the sender NATS vouched for: {event}"
+    );
     for attribute in [
         "specversion",
         "id",

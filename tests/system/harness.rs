@@ -1,12 +1,12 @@
 //! Starting real nats-server and node processes for a test, each on its own port and folder.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 pub use streamfleet_testkit::free_port;
 
-/// A nats-server started from the repository's nats.conf (the test kit's).
+/// A nats-server with the rendered configuration (the test kit's).
 pub struct Nats(streamfleet_testkit::NatsServer);
 
 impl std::ops::Deref for Nats {
@@ -18,8 +18,7 @@ impl std::ops::Deref for Nats {
 
 impl Nats {
     pub fn start() -> Nats {
-        let conf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("nats.conf");
-        Nats(streamfleet_testkit::NatsServer::start(&conf).expect("nats-server"))
+        Nats(streamfleet_testkit::NatsServer::start().expect("nats-server"))
     }
 }
 

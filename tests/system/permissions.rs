@@ -1,23 +1,34 @@
-//! nats.conf permissions, enforced by the real server.
+//! The rendered NATS permissions, enforced by the real server: each role and each admitted host
+//! sends only what it may, under its own name, and reads only its own replies.
 
 use crate::commands::{heartbeat, token};
 use crate::harness::System;
 use std::time::Duration;
-use streamfleet_bus_client::CommandClient;
+use streamfleet_bus_client::{CommandClient, NatsLogin};
+use streamfleet_bus_schemas::principal::Principal;
 use streamfleet_bus_schemas::{Command, CommandReply, subjects};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// A client of `role` and the server errors it receives.
-async fn client_with_errors(
+/// A client of `role` (or `host.<id>`, an admitted host) and the server errors it receives.
+pub async fn client_with_errors(
     sys: &System,
     role: &str,
 ) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let login = match role.strip_prefix("host.") {
+        Some(host) => sys.nats.host_login(host),
+        None => sys.nats.login(role),
+    };
+    login_with_errors(login).await
+}
+
+/// A client of `login` and the server errors it receives.
+pub async fn login_with_errors(
+    login: NatsLogin,
+) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let login = sys.nats.login(role);
-    let client = async_nats::ConnectOptions::new()
-        .custom_inbox_prefix(subjects::inbox_prefix(&login.user))
-        .user_and_password(login.user, login.password)
+    let client = login
+        .options()
         .event_callback(move |event| {
             let tx = tx.clone();
             async move {
@@ -33,7 +44,11 @@ async fn client_with_errors(
 }
 
 /// Waits for the server's permission violation naming `subject`.
-async fn expect_violation(errors: &mut mpsc::UnboundedReceiver<String>, role: &str, subject: &str) {
+pub async fn expect_violation(
+    errors: &mut mpsc::UnboundedReceiver<String>,
+    role: &str,
+    subject: &str,
+) {
     let error = tokio::time::timeout(Duration::from_secs(10), errors.recv())
         .await
         .unwrap_or_else(|_| panic!("{role}: the server never refused {subject}"))
@@ -57,10 +72,11 @@ async fn expect_refused(
     role: &str,
     command: Command,
 ) {
-    let commands = CommandClient::new(client.clone(), role);
-    let subject = command.subject();
+    let principal = Principal::parse(role).expect("a principal");
+    let subject = command.subject_as(&principal);
+    let commands = CommandClient::new(client.clone(), principal, "test");
     let send = tokio::spawn(async move { commands.send(Uuid::now_v7(), &command).await });
-    expect_violation(errors, role, subject).await;
+    expect_violation(errors, role, &subject).await;
     send.abort();
     if let Ok(Ok(Ok(reply))) = send.await.map(Ok::<_, ()>) {
         panic!("{role} got a reply to a refused command: {reply:?}");
@@ -79,16 +95,34 @@ async fn readers_cannot_send_commands_and_hosts_only_heartbeats() {
             "{role}: nothing was recorded, and reading is allowed"
         );
     }
-    let (host, mut errors) = client_with_errors(&sys, "host").await;
-    let reply = CommandClient::new(host.clone(), "host")
+    sys.nats
+        .admit_host("h-1", "eu-west")
+        .await
+        .expect("admitted");
+    let (host, mut errors) = client_with_errors(&sys, "host.h-1").await;
+    let reply = CommandClient::new(host.clone(), Principal::host("h-1"), "host")
         .send(Uuid::now_v7(), &heartbeat("s-1", "h-1"))
         .await
         .expect("a host may report heartbeats");
     assert!(
         matches!(reply, CommandReply::Rejected { .. }),
-        "the node answered (no such session yet): {reply:?}"
+        "the node answered (the host is not registered yet): {reply:?}"
     );
-    expect_refused(&host, &mut errors, "host", token("t-h")).await;
+    expect_refused(&host, &mut errors, "host.h-1", token("t-h")).await;
+    // Nor may it speak as a role, or as another host.
+    let as_worker = CommandClient::new(
+        host.clone(),
+        Principal::Role(streamfleet_bus_schemas::principal::Role::Worker),
+        "host",
+    );
+    let subject = heartbeat("s-1", "h-1").subject_as(as_worker.principal());
+    let send = tokio::spawn(async move {
+        as_worker
+            .send(Uuid::now_v7(), &heartbeat("s-1", "h-1"))
+            .await
+    });
+    expect_violation(&mut errors, "host.h-1", &subject).await;
+    send.abort();
 }
 
 #[tokio::test]
@@ -110,19 +144,23 @@ async fn clients_only_redeem_and_entitlement_services_only_ask_for_tokens() {
         client.flush().await.expect("flush");
         expect_violation(&mut errors, role, subject).await;
     }
-    // A host agent cannot mint tokens or provision sessions itself.
-    let (host, mut errors) = client_with_errors(&sys, "host").await;
+    // A host cannot mint tokens or provision sessions itself.
+    sys.nats
+        .admit_host("h-1", "eu-west")
+        .await
+        .expect("admitted");
+    let (host, mut errors) = client_with_errors(&sys, "host.h-1").await;
     expect_refused(
         &host,
         &mut errors,
-        "host",
+        "host.h-1",
         crate::commands::provision("s-1", "h-1"),
     )
     .await;
     assert_eq!(
         head(&sys.nats.client("auditor").await).await,
-        0,
-        "nothing was recorded"
+        1,
+        "nothing was recorded but the admission"
     );
 }
 
@@ -132,11 +170,17 @@ async fn clients_only_redeem_and_entitlement_services_only_ask_for_tokens() {
 #[tokio::test]
 async fn no_role_can_subscribe_to_the_replies_of_another() {
     let sys = System::start();
+    sys.nats
+        .admit_host("h-1", "eu-west")
+        .await
+        .expect("admitted");
     for (role, sniffed) in [
         ("client", "_INBOX.>"),
         ("client", "_INBOX.entitlement.>"),
         ("entitlement", "_INBOX.client.>"),
-        ("host", "_INBOX.worker.>"),
+        ("host.h-1", "_INBOX.worker.>"),
+        ("host.h-1", "_INBOX.host.h-2.>"),
+        ("host.h-1", "_INBOX.host.>"),
         ("auditor", "_INBOX.>"),
         ("dashboard", "_INBOX.service.>"),
         ("service", "_INBOX.worker.>"),

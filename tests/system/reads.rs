@@ -31,24 +31,25 @@ fn ok(reply: ReadReply) -> (u64, Option<u64>, Vec<(u64, u64, String)>) {
 async fn streams_categories_and_pages_read_back_over_nats() {
     let sys = System::start();
     let commands = sys.nats.commands("service").await;
-    // positions: 1 token-a, 2 host-s (registered), 3 token-b, 4..=6 host-s heartbeats
+    // positions: 1 token-a, 2 host-s (admitted), 3 token-b, 4 host-s registered, 5..=6 host-s
+    // heartbeats (the host reporting under its own identity)
     commands
         .send(Uuid::now_v7(), &token("a"))
         .await
         .expect("reply");
-    commands
-        .send(Uuid::now_v7(), &register("s"))
-        .await
-        .expect("reply");
+    sys.nats.admit_host("s", "eu-west").await.expect("admitted");
     commands
         .send(Uuid::now_v7(), &token("b"))
         .await
         .expect("reply");
-    for _ in 0..3 {
-        commands
-            .send(Uuid::now_v7(), &heartbeat("x", "s"))
+    let host = sys.nats.host_commands("s").await;
+    host.submit(Uuid::now_v7(), &register("s"))
+        .await
+        .expect("registered");
+    for _ in 0..2 {
+        host.submit(Uuid::now_v7(), &heartbeat("x", "s"))
             .await
-            .expect("reply");
+            .expect("recorded");
     }
     let client = sys.nats.client("auditor").await;
     let req = |r: ReadRequest| serde_json::to_vec(&r).expect("json");

@@ -16,14 +16,17 @@ async fn sigterm_answers_every_command_the_node_took() {
     let data = tempfile::tempdir().expect("tempdir");
     let mut node = NodeProcess::start(&nats, data.path());
     let login = nats.login("service");
-    let client = async_nats::ConnectOptions::new()
-        .custom_inbox_prefix(streamfleet_bus_schemas::subjects::inbox_prefix(&login.user))
-        .user_and_password(login.user, login.password)
+    let client = login
+        .options()
         .request_timeout(Some(std::time::Duration::from_secs(3)))
         .connect(login.url.as_str())
         .await
         .expect("connect");
-    let commands = streamfleet_bus_client::CommandClient::new(client, "test/shutdown");
+    let commands = streamfleet_bus_client::CommandClient::new(
+        client,
+        streamfleet_bus_schemas::principal::Role::Service,
+        "test/shutdown",
+    );
     let timed_out = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(Mutex::new(HashSet::new()));
     let (first_ack, mut acked) = tokio::sync::mpsc::channel::<()>(1);

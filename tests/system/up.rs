@@ -18,8 +18,6 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         .arg(".streamfleet")
         .arg("--port")
         .arg(port.to_string())
-        .arg("--nats-conf")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/nats.conf"))
         .args([
             "--grpc",
             "127.0.0.1:0",
@@ -133,10 +131,14 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
     ))
     .await
     .expect("login");
-    let reply = CommandClient::new(client.clone(), "test")
-        .send(Uuid::now_v7(), &crate::commands::token("up-1"))
-        .await
-        .expect("reply");
+    let reply = CommandClient::new(
+        client.clone(),
+        streamfleet_bus_schemas::principal::Role::Service,
+        "test",
+    )
+    .send(Uuid::now_v7(), &crate::commands::token("up-1"))
+    .await
+    .expect("reply");
     assert!(matches!(reply, CommandReply::Accepted { .. }), "{reply:?}");
     assert!(
         connect(&NatsLogin::new(

@@ -137,8 +137,11 @@ pub struct DiscrepancyRecord {
 pub struct Fleet {
     /// The last position applied.
     pub position: u64,
-    /// Hosts by id.
+    /// Hosts by id (requested or registered).
     pub hosts: BTreeMap<HostId, HostRecord>,
+    /// Hosts admitted and neither requested nor registered yet, with their regions: the
+    /// identities the cloud may be asked to launch.
+    pub admitted: BTreeMap<HostId, RegionId>,
     /// Sessions by id.
     pub sessions: BTreeMap<SessionId, SessionRecord>,
     /// (user, app) → (session, state) saved by the user's last session of the app.
@@ -167,11 +170,23 @@ pub struct OutstandingToken {
 }
 
 impl Fleet {
+    /// An admitted host identity of `region` not yet asked of the cloud, when one is left.
+    pub fn spare_identity(&self, region: &str) -> Option<&HostId> {
+        self.admitted
+            .iter()
+            .find(|(_, r)| r.as_str() == region)
+            .map(|(id, _)| id)
+    }
+
     /// Folds one event recorded at `position` and `time`.
     pub fn apply(&mut self, position: u64, time: DateTime<Utc>, event: &Event) {
         self.position = position;
         match event {
+            Event::HostAdmitted(e) => {
+                self.admitted.insert(e.host_id.clone(), e.region.clone());
+            }
             Event::HostRequested(e) => {
+                self.admitted.remove(&e.host_id);
                 let host = HostRecord::new(
                     &e.region,
                     &e.app_id,
@@ -182,6 +197,7 @@ impl Fleet {
                 self.hosts.insert(e.host_id.clone(), host);
             }
             Event::HostRegistered(e) => {
+                self.admitted.remove(&e.host_id);
                 let host = HostRecord {
                     capacity: e.capacity,
                     address: e.address.clone(),
@@ -237,6 +253,7 @@ impl Fleet {
                 }
             }
             Event::HostRemoved(e) => {
+                self.admitted.remove(&e.host_id);
                 if let Some(h) = self.hosts.get_mut(&e.host_id) {
                     h.status = HostStatus::Removed(e.reason);
                     h.sessions.clear();

@@ -34,6 +34,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use streamfleet_bus_client::{CommandClient, FollowError, Follower, NatsLogin};
 use streamfleet_bus_schemas::ids::HostId;
+use streamfleet_bus_schemas::principal::Role;
 use streamfleet_bus_schemas::{Command, Event};
 use streamfleet_domain::placement::{IpLocation, Region};
 use tokio::sync::Notify;
@@ -175,7 +176,7 @@ pub async fn run(
         .await
         .map_err(|e| WorkersError::Nats(e.to_string()))?;
     let shared = Arc::new(Shared {
-        commands: CommandClient::new(client.clone(), "streamfleet/workers"),
+        commands: CommandClient::new(client.clone(), Role::Worker, "streamfleet/workers"),
         client: client.clone(),
         fleet: RwLock::new(Fleet::default()),
         changed: Notify::new(),

@@ -522,12 +522,19 @@ pub(crate) async fn request_host(
                 .max_by_key(|v| streamfleet_domain::app::parse_version(v).unwrap_or_default())
         })
         .unwrap_or_else(|| "1.0.0".into());
-    let host_id = format!(
-        "{region}-{}",
-        &uuid::Uuid::now_v7().simple().to_string()[20..]
-    );
+    // Only an admitted identity can be launched: the operator admits hosts ahead (their keys
+    // go to the region's launchers), the fleet asks for one of them. Two requests racing for
+    // the same identity: the log records one, the other is refused as `host_already_exists`.
+    let Some(host_id) = shared.fleet().spare_identity(region).cloned() else {
+        tracing::warn!(
+            %region,
+            %reason,
+            "no admitted host identity left to launch in the region; admit more (`streamfleet host admit`)"
+        );
+        return;
+    };
     let request = Command::RequestHost(RequestHost {
-        host_id: host_id.clone().into(),
+        host_id: host_id.clone(),
         region: region.into(),
         app_id: app_id.into(),
         version: version.clone(),

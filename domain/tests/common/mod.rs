@@ -86,6 +86,22 @@ pub fn redeem(token_hash: &str, ip: &str, session: &str) -> Command {
 
 // ---- hosts ----
 
+/// A public nkey of the right shape (the decider checks shape, not possession).
+pub const HOST_KEY: &str = "UAIISJAYRBQXNHS52D4CCHL2NESFDJ4ALCC4GNKTMLQILPWXNYFOFZZL";
+
+pub fn admit(id: &str) -> Command {
+    Command::AdmitHost(AdmitHost {
+        host_id: id.into(),
+        region: "eu-west".into(),
+        public_key: HOST_KEY.into(),
+    })
+}
+
+/// The state of host `h1` once admitted.
+pub fn admitted() -> State {
+    run(&[admit("h1")])
+}
+
 pub fn register_cmd(id: &str, capacity: u32) -> RegisterHost {
     RegisterHost {
         host_id: id.into(),

@@ -122,7 +122,9 @@ pub(crate) fn liveness(fleet: &Fleet, now: DateTime<Utc>, limits: Limits) -> Vec
                 older_than(h.last_report.unwrap_or(h.since), now, limits.lost_after)
             }
             HostStatus::Requested => older_than(h.since, now, limits.launch_timeout),
-            HostStatus::Removed(_) => false,
+            // Admitted hosts are identities waiting to be launched (the fleet keeps them in
+            // `admitted`, never in `hosts`): nothing to lose.
+            HostStatus::Admitted | HostStatus::Removed(_) => false,
         };
         if lost {
             out.push(Reaction::Send {
