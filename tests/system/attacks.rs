@@ -4,9 +4,10 @@ use crate::cloud::*;
 use crate::commands::token;
 use crate::harness::System;
 use futures::{FutureExt as _, StreamExt as _};
-use streamfleet_bus_client::Follower;
+use streamfleet_bus_client::{CommandClient, Follower};
+use streamfleet_bus_schemas::principal::Principal;
 use streamfleet_bus_schemas::services::{AgentReply, Redemption};
-use streamfleet_bus_schemas::{ReadRequest, subjects};
+use streamfleet_bus_schemas::{Command, CommandReply, ReadRequest, RejectionReason, subjects};
 use uuid::Uuid;
 
 /// A client sends a redemption whose reply subject is a host's terminate subject. Before, the
@@ -333,5 +334,165 @@ async fn the_control_port_cuts_off_slow_requests_and_does_not_tell_which_session
         reason(&unknown.1),
         reason(&not_mine.1),
         "the same refusal either way"
+    );
+}
+
+/// The attack: one host reads the requests addressed to another (which carry its sessions'
+/// credentials), or all of them. Before, every host agent shared one user subscribed to
+/// `sf.host.>`. Now each host has its own identity whose rights name its own id only.
+#[tokio::test]
+async fn a_host_cannot_read_the_requests_addressed_to_another_host() {
+    let sys = System::start();
+    sys.nats
+        .admit_hosts(&["h-1", "h-2"], "eu-west")
+        .await
+        .expect("admitted");
+    let (host, mut errors) = crate::permissions::client_with_errors(&sys, "host.h-1").await;
+    for sniffed in ["sf.host.h-2.start", "sf.host.>", "sf.launch.>", "sf.cmd.>"] {
+        let _sub = host.subscribe(sniffed).await.expect("subscribe sent");
+        host.flush().await.expect("flush");
+        crate::permissions::expect_violation(&mut errors, "host.h-1", sniffed).await;
+    }
+    // Its own requests reach it.
+    let mut own = host.subscribe("sf.host.h-1.state").await.expect("own");
+    host.flush().await.expect("flush");
+    let worker = sys.nats.client("worker").await;
+    worker
+        .publish("sf.host.h-1.state", "".into())
+        .await
+        .expect("publish");
+    worker.flush().await.expect("flush");
+    assert!(
+        own.next().await.is_some(),
+        "a host receives its own requests"
+    );
+}
+
+/// The attack: a host reports heartbeats for another host, or ends another host's session, or
+/// publishes under another host's name. Before, each was accepted (the host id was a payload
+/// field nothing bound to the sender). Now the node takes the sender from the subject and
+/// refuses a command about another host as `forbidden`; NATS refuses the other's subject.
+#[tokio::test]
+async fn a_host_cannot_speak_for_another_host() {
+    let sys = System::start();
+    sys.nats
+        .admit_hosts(&["h-1", "h-2"], "eu-west")
+        .await
+        .expect("admitted");
+    for id in ["h-1", "h-2"] {
+        sys.nats
+            .host_commands(id)
+            .await
+            .submit(Uuid::now_v7(), &crate::commands::register(id))
+            .await
+            .expect("registered");
+    }
+    let h1 = sys.nats.host_commands("h-1").await;
+    let forged = [
+        crate::commands::heartbeat("s-1", "h-2"),
+        Command::EndSession(streamfleet_bus_schemas::payloads::EndSession {
+            session_id: "s-1".into(),
+            host_id: "h-2".into(),
+            reason: streamfleet_bus_schemas::payloads::SessionEndReason::Ended,
+            saved_state: Some("forged".into()),
+        }),
+        Command::RegisterHost(match crate::commands::register("h-2") {
+            Command::RegisterHost(mut r) => {
+                r.address = "203.0.113.66".into();
+                r
+            }
+            _ => unreachable!(),
+        }),
+    ];
+    for command in &forged {
+        let reply = h1.send(Uuid::now_v7(), command).await.expect("answered");
+        let CommandReply::Rejected { reason, .. } = &reply else {
+            panic!("{} accepted: {reply:?}", command.type_name())
+        };
+        assert!(
+            matches!(reason, RejectionReason::Forbidden { principal, .. } if principal == "host.h-1"),
+            "{reply:?}"
+        );
+    }
+    // Under h-2's name on the wire, NATS refuses it outright.
+    let (raw, mut errors) = crate::permissions::client_with_errors(&sys, "host.h-1").await;
+    let as_h2 = CommandClient::new(raw, Principal::host("h-2"), "forger");
+    let subject = crate::commands::heartbeat("s-1", "h-2").subject_as(as_h2.principal());
+    let send = tokio::spawn(async move {
+        as_h2
+            .send(Uuid::now_v7(), &crate::commands::heartbeat("s-1", "h-2"))
+            .await
+    });
+    crate::permissions::expect_violation(&mut errors, "host.h-1", &subject).await;
+    send.abort();
+    // Nothing of it was recorded: h-2's stream holds its admission and registration only.
+    let reader = streamfleet_bus_client::LogReader::new(sys.nats.client("auditor").await);
+    let h2 = reader.stream("host-h-2").await.expect("read");
+    assert_eq!(h2.len(), 2, "{h2:?}");
+}
+
+/// The attack: a rogue host joins the fleet to receive sessions and their credentials. Before,
+/// anyone with the shared host password registered any host id. Now there is no shared host
+/// user, an unadmitted key is refused at the door, and an admitted host registers only as
+/// itself and only in its region.
+#[tokio::test]
+async fn a_rogue_host_gets_nothing() {
+    let sys = System::start();
+    let rogue = streamfleet_bus_client::HostKey::generate().expect("key");
+    let login = streamfleet_bus_client::NatsLogin::host(
+        sys.nats.url.clone(),
+        &"h-9".into(),
+        rogue.seed().clone(),
+    );
+    assert!(
+        streamfleet_bus_client::connect(&login).await.is_err(),
+        "an unadmitted key is refused"
+    );
+    for password in ["", "host", &sys.nats.password("service")] {
+        let shared = streamfleet_bus_client::NatsLogin::new(sys.nats.url.clone(), "host", password);
+        assert!(
+            streamfleet_bus_client::connect(&shared).await.is_err(),
+            "there is no shared host user"
+        );
+    }
+    // An admitted host claiming another region is refused by the domain.
+    sys.nats
+        .admit_host("h-1", "eu-west")
+        .await
+        .expect("admitted");
+    let h1 = sys.nats.host_commands("h-1").await;
+    let mut elsewhere = match crate::commands::register("h-1") {
+        Command::RegisterHost(r) => r,
+        _ => unreachable!(),
+    };
+    elsewhere.region = "us-east".into();
+    let reply = h1
+        .send(Uuid::now_v7(), &Command::RegisterHost(elsewhere))
+        .await
+        .expect("answered");
+    assert!(
+        matches!(&reply, CommandReply::Rejected { reason: RejectionReason::Domain { rule, .. }, .. } if rule == "host_region_mismatch"),
+        "{reply:?}"
+    );
+    // And a host nobody admitted cannot even be asked of the cloud.
+    let reply = sys
+        .nats
+        .commands("worker")
+        .await
+        .send(
+            Uuid::now_v7(),
+            &Command::RequestHost(streamfleet_bus_schemas::payloads::RequestHost {
+                host_id: "h-9".into(),
+                region: "eu-west".into(),
+                app_id: "chess".into(),
+                version: "1.0.0".into(),
+                reason: "rogue".into(),
+            }),
+        )
+        .await
+        .expect("answered");
+    assert!(
+        matches!(&reply, CommandReply::Rejected { reason: RejectionReason::Domain { rule, .. }, .. } if rule == "host_not_admitted"),
+        "{reply:?}"
     );
 }
