@@ -105,6 +105,10 @@ pub enum ReplayCmd {
         /// Only events of this correlation id.
         #[arg(long)]
         correlation: Option<Uuid>,
+        /// Only events caused by this sender (repeatable): a role (`operator`), a host
+        /// (`host.h1`), or `host.*` for every host.
+        #[arg(long = "actor")]
+        actors: Vec<String>,
         /// Output.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -253,6 +257,7 @@ pub async fn run(cmd: ReplayCmd) -> Result<bool, ReplayError> {
             from,
             to,
             correlation,
+            actors,
             format,
             follow,
             limit,
@@ -265,6 +270,7 @@ pub async fn run(cmd: ReplayCmd) -> Result<bool, ReplayError> {
                 since,
                 until,
                 correlation,
+                actors,
             };
             let stdout = std::io::stdout().lock();
             let mut printer = Printer::new(format, std::io::BufWriter::new(stdout));

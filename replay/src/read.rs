@@ -32,6 +32,9 @@ pub struct Filter {
     pub until: Option<DateTime<Utc>>,
     /// Only events of this correlation (one user action and everything it caused).
     pub correlation: Option<Uuid>,
+    /// Only events caused by these senders: a role (`operator`), a host (`host.h1`), or
+    /// `host.*` for every host.
+    pub actors: Vec<String>,
 }
 
 impl Filter {
@@ -55,6 +58,18 @@ impl Filter {
             && self
                 .correlation
                 .is_none_or(|c| meta.correlationid == Some(c))
+            && (self.actors.is_empty() || self.actors.iter().any(|a| actor_matches(a, meta)))
+    }
+}
+
+/// Whether `pattern` (`worker`, `host.h1`, `host.*`) names the event's actor.
+fn actor_matches(pattern: &str, meta: &Meta<'_>) -> bool {
+    let Some(actor) = meta.actor.as_deref() else {
+        return false;
+    };
+    match pattern.strip_suffix('*') {
+        Some(prefix) => actor.starts_with(prefix),
+        None => actor == pattern,
     }
 }
 
@@ -109,8 +124,8 @@ impl<W: Write> Printer<W> {
         if self.rows == 0 {
             writeln!(
                 self.out,
-                "{:>9}  {:<24}  {:<44}  {:>5}  {:<20}  {:<8}  DATA",
-                "POSITION", "TIME", "STREAM", "VER", "TYPE", "CORREL"
+                "{:>9}  {:<24}  {:<44}  {:>5}  {:<20}  {:<8}  {:<16}  DATA",
+                "POSITION", "TIME", "STREAM", "VER", "TYPE", "CORREL", "ACTOR"
             )?;
         }
         let data = serde_json::from_slice::<DataOnly<'_>>(&event.json)
@@ -128,13 +143,14 @@ impl<W: Write> Printer<W> {
             .unwrap_or_default();
         writeln!(
             self.out,
-            "{:>9}  {:<24}  {:<44}  {:>5}  {:<20}  {:<8}  {}",
+            "{:>9}  {:<24}  {:<44}  {:>5}  {:<20}  {:<8}  {:<16}  {}",
             event.position,
             meta.time.to_rfc3339_opts(SecondsFormat::Millis, true),
             meta.subject,
             meta.streamversion,
             meta.event_type,
             correlation,
+            meta.actor.as_deref().unwrap_or("-"),
             data
         )?;
         self.rows += 1;

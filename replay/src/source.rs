@@ -68,6 +68,10 @@ pub struct Meta<'a> {
     /// The correlation id of the command that caused it.
     #[serde(default)]
     pub correlationid: Option<Uuid>,
+    /// Who sent that command, as NATS authenticated it (`worker`, `host.h1`); absent in
+    /// events recorded before senders were named.
+    #[serde(default, borrow)]
+    pub actor: Option<Cow<'a, str>>,
 }
 
 /// Whether a scan goes on.

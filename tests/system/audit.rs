@@ -163,6 +163,31 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
         read.iter()
             .all(|e| e["specversion"] == "1.0" && e["subject"] == stream.as_str())
     );
+    assert_eq!(
+        read[0]["actor"], "worker",
+        "the redemption node provisioned it"
+    );
+    // Who caused what: every host's reports, and nothing else, by the hosts' own identities.
+    let (_, by_hosts) = replay(&cloud, &["read", "--actor", "host.*", "--format", "json"]).await;
+    let by_hosts: Vec<Value> = by_hosts
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a CloudEvents line"))
+        .collect();
+    assert!(
+        by_hosts.iter().any(|e| e["type"] == "HostRegistered"),
+        "{by_hosts:?}"
+    );
+    for e in &by_hosts {
+        let actor = e["actor"].as_str().expect("actor");
+        assert!(actor.starts_with("host."), "{e}");
+        if let Some(host) = e["data"]["host_id"].as_str() {
+            assert_eq!(
+                actor,
+                format!("host.{host}"),
+                "a host speaks for itself: {e}"
+            );
+        }
+    }
     let provisioned_time = read[0]["time"].as_str().expect("time").to_string();
     let (_, table) = replay(
         &cloud,
@@ -170,6 +195,10 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
     )
     .await;
     assert!(table.starts_with(" POSITION"), "{table}");
+    assert!(
+        table.contains("ACTOR") && table.contains(" worker "),
+        "{table}"
+    );
     assert!(
         table.contains(&format!("token-{}", grant.token_id)),
         "{table}"
