@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Brings the whole system up on this machine: installs what is missing, builds, starts
-# nats-server (nats.conf), the node, the workers, the projections (gRPC on 127.0.0.1:50051),
+# nats-server (its configuration rendered into .streamfleet/nats.conf), the node, the workers, the projections (gRPC on 127.0.0.1:50051),
 # host agents for three regions and a demo load. Ctrl-C stops everything. Extra arguments go to
 # `streamfleet up` (see `--help`).
 set -euo pipefail

@@ -163,6 +163,21 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
     };
     assert_eq!(mode(".streamfleet"), 0o700);
     assert_eq!(mode(".streamfleet/credentials.env"), 0o600);
+    // Each host has its own key, its seed its owner's alone; the configuration holds public
+    // keys only.
+    assert_eq!(mode(".streamfleet/host-keys"), 0o700);
+    assert_eq!(mode(".streamfleet/host-keys/eu-west-1.nk"), 0o600);
+    let seed = std::fs::read_to_string(state.path().join(".streamfleet/host-keys/eu-west-1.nk"))
+        .expect("seed");
+    let conf = std::fs::read_to_string(state.path().join(".streamfleet/nats.conf")).expect("conf");
+    assert!(
+        seed.starts_with("SU") && !conf.contains(seed.trim()),
+        "no seed in nats.conf"
+    );
+    assert!(
+        conf.contains("sf.host.eu-west-1.>") && !conf.contains("user: host,"),
+        "{conf}"
+    );
     let children = children_of(up.id());
     let nats_server = children
         .iter()
