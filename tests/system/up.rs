@@ -140,6 +140,70 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
     .await
     .expect("reply");
     assert!(matches!(reply, CommandReply::Accepted { .. }), "{reply:?}");
+    // An operator admits one more host to the running system: its key lets it in (the server
+    // reloaded, not restarted), it registers as itself, and the log says who admitted it.
+    let operator_pw = creds
+        .lines()
+        .find_map(|l| l.strip_prefix("SF_OPERATOR_PASSWORD="))
+        .expect("an operator password");
+    let admitted = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+        .current_dir(state.path())
+        .args(["host", "admit", "--region", "eu-west", "eu-west-20"])
+        .args(["--nats-url", &format!("nats://127.0.0.1:{port}")])
+        .env("SF_OPERATOR_PASSWORD", operator_pw)
+        .output()
+        .expect("streamfleet host admit");
+    let said = String::from_utf8_lossy(&admitted.stdout);
+    assert!(
+        admitted.status.success() && said.starts_with("admitted eu-west-20 region=eu-west key=U"),
+        "{said}{}",
+        String::from_utf8_lossy(&admitted.stderr)
+    );
+    let key = streamfleet_bus_client::HostKey::read(
+        &state.path().join(".streamfleet/host-keys"),
+        &"eu-west-20".into(),
+    )
+    .expect("its key");
+    let host = connect(&NatsLogin::host(
+        format!("nats://127.0.0.1:{port}"),
+        &"eu-west-20".into(),
+        key.seed().clone(),
+    ))
+    .await
+    .expect("the admitted host is let in");
+    let registered = CommandClient::new(
+        host,
+        streamfleet_bus_schemas::principal::Principal::host("eu-west-20"),
+        "test",
+    )
+    .send(Uuid::now_v7(), &crate::commands::register("eu-west-20"))
+    .await
+    .expect("reply");
+    assert!(
+        matches!(registered, CommandReply::Accepted { .. }),
+        "{registered:?}"
+    );
+    let history = streamfleet_bus_client::LogReader::new(client.clone())
+        .stream("host-eu-west-20")
+        .await
+        .expect("read");
+    let types: Vec<String> = history
+        .iter()
+        .map(|e| {
+            format!(
+                "{} by {}",
+                e.body.event_type,
+                e.body.actor.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "HostAdmitted by operator",
+            "HostRegistered by host.eu-west-20"
+        ]
+    );
     assert!(
         connect(&NatsLogin::new(
             format!("nats://127.0.0.1:{port}"),
