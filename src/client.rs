@@ -35,6 +35,9 @@ pub struct ClientArgs {
     /// NATS server URL.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
+    #[arg(long, env = "SF_NATS_CA")]
+    pub nats_ca: Option<std::path::PathBuf>,
     /// The clients' NATS password (user `client`).
     #[arg(long, env = "SF_CLIENT_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<String>,
@@ -187,7 +190,8 @@ async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
         )
     })?;
     let login =
-        streamfleet_bus_client::NatsLogin::new(args.nats_url.clone(), "entitlement", password);
+        streamfleet_bus_client::NatsLogin::new(args.nats_url.clone(), "entitlement", password)
+            .with_ca(args.nats_ca.clone());
     let client = streamfleet_bus_client::connect(&login).await?;
     let req = TokenRequest {
         app_id: args.app.clone().into(),
@@ -212,7 +216,8 @@ async fn redeem(
             "redeeming needs the clients' NATS password (--nats-password or SF_CLIENT_PASSWORD)"
         )
     })?;
-    let login = streamfleet_bus_client::NatsLogin::new(args.nats_url.clone(), "client", password);
+    let login = streamfleet_bus_client::NatsLogin::new(args.nats_url.clone(), "client", password)
+        .with_ca(args.nats_ca.clone());
     let client = streamfleet_bus_client::connect(&login).await?;
     let req = Redemption {
         token: token.to_string().into(),

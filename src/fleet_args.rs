@@ -63,6 +63,9 @@ pub struct WorkersArgs {
     /// NATS server URL.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
+    #[arg(long, env = "SF_NATS_CA")]
+    pub nats_ca: Option<std::path::PathBuf>,
     /// The workers' NATS password (user `worker`).
     #[arg(long, env = "SF_WORKER_PASSWORD", hide_env_values = true)]
     pub nats_password: String,
@@ -94,7 +97,8 @@ impl WorkersArgs {
                 self.nats_url.clone(),
                 "worker",
                 self.nats_password.clone(),
-            ),
+            )
+            .with_ca(self.nats_ca.clone()),
             token_key: streamfleet_workers::TokenKey::from_hex(&self.token_key)?,
             regions: parse_regions(&self.regions)?,
             locations: parse_locations(&self.ip_locations)?,
@@ -111,6 +115,9 @@ pub struct AgentArgs {
     /// NATS server URL.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
+    #[arg(long, env = "SF_NATS_CA")]
+    pub nats_ca: Option<std::path::PathBuf>,
     /// The folder of its hosts' keys (`<host id>.nk`, written by `streamfleet host admit`):
     /// each host logs in to NATS with its own.
     #[arg(long, env = "SF_HOST_KEYS")]
@@ -175,17 +182,21 @@ impl AgentArgs {
             .unwrap_or_else(|| self.region.clone());
         let launcher = match (self.no_launcher, &self.launcher_password) {
             (true, _) => None,
-            (false, Some(password)) => Some(streamfleet_bus_client::NatsLogin::new(
-                self.nats_url.clone(),
-                "launcher",
-                password.clone(),
-            )),
+            (false, Some(password)) => Some(
+                streamfleet_bus_client::NatsLogin::new(
+                    self.nats_url.clone(),
+                    "launcher",
+                    password.clone(),
+                )
+                .with_ca(self.nats_ca.clone()),
+            ),
             (false, None) => anyhow::bail!(
                 "a launcher needs SF_LAUNCHER_PASSWORD (or --launcher-password); or pass --no-launcher"
             ),
         };
         Ok(streamfleet_host_agent::AgentConfig {
             nats_url: self.nats_url.clone(),
+            nats_ca: self.nats_ca.clone(),
             host_keys: self.host_keys.clone(),
             launcher,
             region: self.region.clone().into(),

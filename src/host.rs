@@ -33,6 +33,9 @@ pub struct AdmitArgs {
     /// NATS server URL.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
+    #[arg(long, env = "SF_NATS_CA")]
+    nats_ca: Option<std::path::PathBuf>,
     /// The operator's NATS password.
     #[arg(long, env = "SF_OPERATOR_PASSWORD", hide_env_values = true)]
     nats_password: String,
@@ -55,7 +58,8 @@ pub async fn run(cmd: HostCmd) -> anyhow::Result<()> {
         args.nats_url.clone(),
         "operator",
         args.nats_password.clone(),
-    );
+    )
+    .with_ca(args.nats_ca.clone());
     let operator = CommandClient::new(
         streamfleet_bus_client::connect(&login).await?,
         Role::Operator,
@@ -64,15 +68,14 @@ pub async fn run(cmd: HostCmd) -> anyhow::Result<()> {
     let region = RegionId::from(args.region.as_str());
     for host in &args.hosts {
         let id = HostId::from(host.as_str());
-        let key = streamfleet_bus_client::admit(
-            &config,
-            &args.nats_url,
-            &keys,
-            &id,
-            &region,
-            &operator,
-            || streamfleet_bus_client::reload(pid),
-        )
+        let key = streamfleet_bus_client::Admitter {
+            config: &config,
+            nats_url: &args.nats_url,
+            ca: args.nats_ca.as_deref(),
+            keys: &keys,
+            operator: &operator,
+        }
+        .admit(&id, &region, || streamfleet_bus_client::reload(pid))
         .await
         .with_context(|| format!("admitting host {id}"))?;
         println!("admitted {id} region={region} key={}", key.public_key);

@@ -72,6 +72,9 @@ enum ProjectionsCmd {
         /// NATS server URL.
         #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
+        /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
+        #[arg(long, env = "SF_NATS_CA")]
+        nats_ca: Option<std::path::PathBuf>,
         /// The dashboard user's NATS password.
         #[arg(long, env = "SF_DASHBOARD_PASSWORD", hide_env_values = true)]
         nats_password: String,
@@ -91,6 +94,9 @@ enum ProjectionsCmd {
         /// NATS server URL.
         #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
+        /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
+        #[arg(long, env = "SF_NATS_CA")]
+        nats_ca: Option<std::path::PathBuf>,
         /// The dashboard user's NATS password.
         #[arg(long, env = "SF_DASHBOARD_PASSWORD", hide_env_values = true)]
         nats_password: String,
@@ -112,6 +118,9 @@ struct NodeArgs {
     /// NATS server URL.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
+    #[arg(long, env = "SF_NATS_CA")]
+    nats_ca: Option<std::path::PathBuf>,
     /// The node's NATS password (user `node`).
     #[arg(long, env = "SF_NODE_PASSWORD", hide_env_values = true)]
     nats_password: String,
@@ -218,7 +227,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Bench { which } => bench::run(which).await,
             Cmd::Host { which } => host::run(which).await,
             Cmd::NatsConf => {
-                print!("{}", streamfleet_bus_schemas::nats_conf::render(&[]));
+                print!("{}", streamfleet_bus_schemas::nats_conf::render(&[], None));
                 Ok(())
             }
             Cmd::Client(args) => {
@@ -238,12 +247,13 @@ async fn projections(which: ProjectionsCmd) -> anyhow::Result<()> {
             data_dir,
             grpc,
             nats_url,
+            nats_ca,
             nats_password,
             heartbeat_interval_ms,
         } => {
             let running =
                 streamfleet_projections::start(streamfleet_projections::ProjectionsConfig {
-                    nats: NatsLogin::new(nats_url, "dashboard", nats_password),
+                    nats: NatsLogin::new(nats_url, "dashboard", nats_password).with_ca(nats_ca),
                     data_dir,
                     grpc_addr: grpc,
                     heartbeat_interval: std::time::Duration::from_millis(
@@ -260,6 +270,7 @@ async fn projections(which: ProjectionsCmd) -> anyhow::Result<()> {
             out,
             until,
             nats_url,
+            nats_ca,
             nats_password,
         } => {
             if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
@@ -268,11 +279,9 @@ async fn projections(which: ProjectionsCmd) -> anyhow::Result<()> {
                     out.display()
                 );
             }
-            let client = streamfleet_bus_client::connect(&NatsLogin::new(
-                nats_url,
-                "dashboard",
-                nats_password,
-            ))
+            let client = streamfleet_bus_client::connect(
+                &NatsLogin::new(nats_url, "dashboard", nats_password).with_ca(nats_ca),
+            )
             .await?;
             let until = match until {
                 Some(u) => u,
@@ -300,7 +309,7 @@ async fn projections(which: ProjectionsCmd) -> anyhow::Result<()> {
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(
         args.data_dir,
-        NatsLogin::new(args.nats_url, "node", args.nats_password),
+        NatsLogin::new(args.nats_url, "node", args.nats_password).with_ca(args.nats_ca),
     );
     config.max_command_bytes = args.max_command_bytes;
     config.log.index_flush_events = args.index_flush_events;

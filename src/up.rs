@@ -35,6 +35,10 @@ pub struct UpArgs {
     /// NATS client port.
     #[arg(long, default_value_t = 4222)]
     port: u16,
+    /// Plaintext NATS. By default NATS speaks TLS only: `up` makes a certificate authority and
+    /// a server certificate in `<state-dir>/tls/` and every client verifies against `ca.pem`.
+    #[arg(long)]
+    no_tls: bool,
     /// Where the projections' gRPC API listens.
     #[arg(long, default_value = "127.0.0.1:50051")]
     grpc: std::net::SocketAddr,
@@ -110,6 +114,27 @@ fn credentials(state_dir: &std::path::Path) -> anyhow::Result<Vec<(String, Strin
         .collect())
 }
 
+/// Keeps `SF_NATS_CA` in `credentials.env` in step with this run, so that a shell that sources
+/// the file (`streamfleet client`, `replay`, `host admit`) trusts the installation's authority
+/// when NATS speaks TLS, and tries no TLS when it does not.
+fn record_ca(state_dir: &std::path::Path, ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let path = state_dir.join("credentials.env");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("SF_NATS_CA="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if let Some(ca) = ca {
+        kept.push_str(&format!("SF_NATS_CA={}\n", ca.display()));
+    }
+    if kept != text {
+        write_private(&path, &kept)?;
+    }
+    Ok(())
+}
+
 /// Makes the state folder readable by its owner only (0700), from its creation on.
 fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -151,8 +176,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let creds = credentials(&args.state_dir)?;
     // Absolute: nats.conf expands $SF_JETSTREAM_DIR as a token, and `.streamfleet/…` would read
     // as a malformed number.
-    let js_dir = std::fs::canonicalize(&args.state_dir)?.join("jetstream");
-    let nats_config = NatsConfig::new(&args.state_dir);
+    let state = std::fs::canonicalize(&args.state_dir)?;
+    let js_dir = state.join("jetstream");
+    let mut tls = None;
+    let mut ca = None;
+    if !args.no_tls {
+        let files =
+            streamfleet_tls::TlsFiles::ensure(&state.join("tls"), &["127.0.0.1", "localhost"])?;
+        tls = Some(streamfleet_bus_schemas::nats_conf::ServerTls {
+            cert: files.cert,
+            key: files.key,
+        });
+        ca = Some(files.ca);
+    }
+    let nats_config = NatsConfig::new(&args.state_dir).with_tls(tls);
+    record_ca(&args.state_dir, ca.as_deref())?;
     let nats_conf = nats_config.write()?;
     let mut nats = tokio::process::Command::new("nats-server")
         .arg("-c")
@@ -203,13 +241,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let url = format!("nats://127.0.0.1:{}", args.port);
     let node = Node::start(NodeConfig::new(
         args.state_dir.join("data"),
-        NatsLogin::new(url.clone(), "node", secret(&password_var(Role::Node))?),
+        NatsLogin::new(url.clone(), "node", secret(&password_var(Role::Node))?).with_ca(ca.clone()),
     ))
     .await?;
 
     let heartbeat = Duration::from_millis(args.heartbeat_interval_ms.max(100));
     let workers_config = WorkersConfig {
-        login: NatsLogin::new(url.clone(), "worker", secret(&password_var(Role::Worker))?),
+        login: NatsLogin::new(url.clone(), "worker", secret(&password_var(Role::Worker))?)
+            .with_ca(ca.clone()),
         token_key: TokenKey::from_hex(&secret("SF_TOKEN_KEY")?)?,
         regions: fleet_args::parse_regions(fleet_args::DEFAULT_REGIONS)?,
         locations: fleet_args::parse_locations(fleet_args::DEFAULT_LOCATIONS)?,
@@ -240,11 +279,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // Operator set-up, recorded once: a buffer of one idle host per region, and version 1.0.0.
     let service = CommandClient::new(
-        streamfleet_bus_client::connect(&NatsLogin::new(
-            url.clone(),
-            "service",
-            secret(&password_var(Role::Service))?,
-        ))
+        streamfleet_bus_client::connect(
+            &NatsLogin::new(
+                url.clone(),
+                "service",
+                secret(&password_var(Role::Service))?,
+            )
+            .with_ca(ca.clone()),
+        )
         .await?,
         Role::Service,
         "streamfleet/up",
@@ -252,11 +294,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Every host runs under its own identity, admitted first: the agents' first hosts and
     // spares the fleet may ask the launchers for (buffer refills, replacements).
     let operator = CommandClient::new(
-        streamfleet_bus_client::connect(&NatsLogin::new(
-            url.clone(),
-            "operator",
-            secret(&password_var(Role::Operator))?,
-        ))
+        streamfleet_bus_client::connect(
+            &NatsLogin::new(
+                url.clone(),
+                "operator",
+                secret(&password_var(Role::Operator))?,
+            )
+            .with_ca(ca.clone()),
+        )
         .await?,
         Role::Operator,
         "streamfleet/up",
@@ -275,15 +320,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         if new.is_empty() {
             continue;
         }
-        streamfleet_bus_client::admit_all(
-            &nats_config,
-            &url,
-            &host_keys,
-            &new,
-            region,
-            &operator,
-            || streamfleet_bus_client::reload(nats_pid),
-        )
+        streamfleet_bus_client::Admitter {
+            config: &nats_config,
+            nats_url: &url,
+            ca: ca.as_deref(),
+            keys: &host_keys,
+            operator: &operator,
+        }
+        .admit_all(&new, region, || streamfleet_bus_client::reload(nats_pid))
         .await
         .with_context(|| format!("admitting the hosts of {region}"))?;
     }
@@ -343,6 +387,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 "SF_LAUNCHER_PASSWORD",
                 secret(&password_var(Role::Launcher))?,
             )
+            .envs(ca.iter().map(|ca| ("SF_NATS_CA", ca.clone())))
             .env("RUST_LOG", log_filter(&args.log_level))
             .stdout(Stdio::piped())
             // The agents' own logs go to the log file, not the terminal.
@@ -365,7 +410,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             url.clone(),
             "dashboard",
             secret(&password_var(Role::Dashboard))?,
-        ),
+        )
+        .with_ca(ca.clone()),
         data_dir: args.state_dir.join("projections"),
         grpc_addr: args.grpc,
         heartbeat_interval: heartbeat,
@@ -379,8 +425,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 url.clone(),
                 "entitlement",
                 secret(&password_var(Role::Entitlement))?,
-            ),
-            client: NatsLogin::new(url.clone(), "client", secret(&password_var(Role::Client))?),
+            )
+            .with_ca(ca.clone()),
+            client: NatsLogin::new(url.clone(), "client", secret(&password_var(Role::Client))?)
+                .with_ca(ca.clone()),
             app_id: APP.into(),
         };
         tokio::spawn(demo.run(stopped(stop_rx.clone())));
@@ -390,14 +438,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             url.clone(),
             "dashboard",
             secret(&password_var(Role::Dashboard))?,
-        ),
+        )
+        .with_ca(ca.clone()),
         Duration::from_secs(args.summary_every.max(1)),
     ));
 
     println!("Streamfleet is up.");
     println!(
-        "  NATS:        {url}  (users and passwords: {})",
-        args.state_dir.join("credentials.env").display()
+        "  NATS:        {url}  (users and passwords: {}; {})",
+        args.state_dir.join("credentials.env").display(),
+        match &ca {
+            Some(ca) => format!("TLS only, verify with SF_NATS_CA={}", ca.display()),
+            None => "plaintext (--no-tls)".into(),
+        }
     );
     println!(
         "  commands:    NATS requests on sf.cmd.<aggregate>.<verb>.<principal>  (schemas/asyncapi.json)"

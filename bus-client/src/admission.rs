@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use streamfleet_bus_schemas::Command;
 use streamfleet_bus_schemas::ids::{HostId, RegionId};
-use streamfleet_bus_schemas::nats_conf::{HostUser, render};
+use streamfleet_bus_schemas::nats_conf::{HostUser, ServerTls, render};
 use streamfleet_bus_schemas::payloads::AdmitHost;
 use streamfleet_bus_schemas::principal::is_subject_token;
 
@@ -49,12 +49,32 @@ pub enum AdmissionError {
 #[derive(Debug, Clone)]
 pub struct NatsConfig {
     dir: PathBuf,
+    tls: Option<ServerTls>,
 }
 
 impl NatsConfig {
-    /// The configuration kept in `dir`.
+    /// The configuration kept in `dir`, with the TLS it was last written with (`nats.tls`:
+    /// the certificate's and key's paths), so that an admission from another process keeps
+    /// the server encrypted.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        NatsConfig { dir: dir.into() }
+        let dir = dir.into();
+        let tls = std::fs::read_to_string(dir.join("nats.tls"))
+            .ok()
+            .and_then(|text| {
+                let mut lines = text.lines();
+                Some(ServerTls {
+                    cert: lines.next()?.into(),
+                    key: lines.next()?.into(),
+                })
+            });
+        NatsConfig { dir, tls }
+    }
+
+    /// The same, requiring TLS of every client with this certificate and key (`None`:
+    /// plaintext).
+    pub fn with_tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// `nats.conf`, for `nats-server -c`.
@@ -94,7 +114,21 @@ impl NatsConfig {
     /// Writes `nats.conf` for the hosts admitted so far.
     pub fn write(&self) -> Result<PathBuf, AdmissionError> {
         let conf = self.conf_path();
-        let text = render(&self.hosts()?);
+        let text = render(&self.hosts()?, self.tls.as_ref());
+        let tls_path = self.dir.join("nats.tls");
+        match &self.tls {
+            Some(tls) => std::fs::write(
+                &tls_path,
+                format!("{}\n{}\n", tls.cert.display(), tls.key.display()),
+            )
+            .map_err(Self::io(&tls_path))?,
+            None => match std::fs::remove_file(&tls_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Self::io(&tls_path)(e));
+                }
+                _ => {}
+            },
+        }
         let tmp = self.dir.join("nats.conf.tmp");
         std::fs::write(&tmp, text).map_err(Self::io(&tmp))?;
         std::fs::rename(&tmp, &conf).map_err(Self::io(&conf))?;
@@ -147,80 +181,87 @@ pub fn reload(pid: u32) -> Result<(), AdmissionError> {
     }
 }
 
-/// Admits host `host_id` to `region`: a new key pair, its seed into `keys` (0600), its public
-/// key into the configuration, nats-server reloaded (`reload`, then waited for until it lets the
-/// host in), and `AdmitHost` recorded through `operator`. Returns the key.
-pub async fn admit(
-    config: &NatsConfig,
-    nats_url: &str,
-    keys: &Path,
-    host_id: &HostId,
-    region: &RegionId,
-    operator: &CommandClient,
-    reload: impl FnOnce() -> Result<(), AdmissionError>,
-) -> Result<HostKey, AdmissionError> {
-    let mut admitted = admit_all(
-        config,
-        nats_url,
-        keys,
-        std::slice::from_ref(host_id),
-        region,
-        operator,
-        reload,
-    )
-    .await?;
-    admitted
-        .pop()
-        .ok_or_else(|| AdmissionError::Reload("no host admitted".into()))
+/// What admitting a host touches: the server's configuration, the server itself (at `nats_url`,
+/// trusted through `ca` when it speaks TLS), the folder the hosts' seeds go to, and the
+/// operator's connection the log hears `AdmitHost` from.
+pub struct Admitter<'a> {
+    /// The server's configuration.
+    pub config: &'a NatsConfig,
+    /// The server.
+    pub nats_url: &'a str,
+    /// Its certificate authority, when it speaks TLS.
+    pub ca: Option<&'a Path>,
+    /// Where the seeds go (0600 each).
+    pub keys: &'a Path,
+    /// The operator sending `AdmitHost`.
+    pub operator: &'a CommandClient,
 }
 
-/// [`admit`] for many hosts of one region, with one reload.
-pub async fn admit_all(
-    config: &NatsConfig,
-    nats_url: &str,
-    keys: &Path,
-    host_ids: &[HostId],
-    region: &RegionId,
-    operator: &CommandClient,
-    reload: impl FnOnce() -> Result<(), AdmissionError>,
-) -> Result<Vec<HostKey>, AdmissionError> {
-    let mut users = Vec::with_capacity(host_ids.len());
-    let mut admitted = Vec::with_capacity(host_ids.len());
-    for host_id in host_ids {
-        let key = HostKey::generate()?;
-        users.push(HostUser {
-            host_id: host_id.clone(),
-            public_key: key.public_key.clone(),
-        });
-        admitted.push(key);
+impl Admitter<'_> {
+    /// Admits host `host_id` to `region`: a new key pair, its seed into the key folder, its
+    /// public key into the configuration, nats-server reloaded (`reload`, then waited for until
+    /// it lets the host in), and `AdmitHost` recorded. Returns the key.
+    pub async fn admit(
+        &self,
+        host_id: &HostId,
+        region: &RegionId,
+        reload: impl FnOnce() -> Result<(), AdmissionError>,
+    ) -> Result<HostKey, AdmissionError> {
+        let mut admitted = self
+            .admit_all(std::slice::from_ref(host_id), region, reload)
+            .await?;
+        admitted
+            .pop()
+            .ok_or_else(|| AdmissionError::Reload("no host admitted".into()))
     }
-    // Refused as a whole when any id is taken, before any seed is written over.
-    config.add_hosts(&users)?;
-    for (host_id, key) in host_ids.iter().zip(&admitted) {
-        key.write(keys, host_id)?;
+
+    /// [`Admitter::admit`] for many hosts of one region, with one reload.
+    pub async fn admit_all(
+        &self,
+        host_ids: &[HostId],
+        region: &RegionId,
+        reload: impl FnOnce() -> Result<(), AdmissionError>,
+    ) -> Result<Vec<HostKey>, AdmissionError> {
+        let mut users = Vec::with_capacity(host_ids.len());
+        let mut admitted = Vec::with_capacity(host_ids.len());
+        for host_id in host_ids {
+            let key = HostKey::generate()?;
+            users.push(HostUser {
+                host_id: host_id.clone(),
+                public_key: key.public_key.clone(),
+            });
+            admitted.push(key);
+        }
+        // Refused as a whole when any id is taken, before any seed is written over.
+        self.config.add_hosts(&users)?;
+        for (host_id, key) in host_ids.iter().zip(&admitted) {
+            key.write(self.keys, host_id)?;
+        }
+        reload()?;
+        for (host_id, key) in host_ids.iter().zip(&admitted) {
+            wait_until_admitted(self.nats_url, self.ca, host_id, key).await?;
+            let command = Command::AdmitHost(AdmitHost {
+                host_id: host_id.clone(),
+                region: region.clone(),
+                public_key: key.public_key.clone(),
+            });
+            let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.public_key.as_bytes());
+            self.operator.submit(id, &command).await?;
+        }
+        Ok(admitted)
     }
-    reload()?;
-    for (host_id, key) in host_ids.iter().zip(&admitted) {
-        wait_until_admitted(nats_url, host_id, key).await?;
-        let command = Command::AdmitHost(AdmitHost {
-            host_id: host_id.clone(),
-            region: region.clone(),
-            public_key: key.public_key.clone(),
-        });
-        let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.public_key.as_bytes());
-        operator.submit(id, &command).await?;
-    }
-    Ok(admitted)
 }
 
 /// Connects with the host's key until nats-server, reloading, lets it in (the server answers
 /// each attempt at once: this waits on the server, not on a clock).
 async fn wait_until_admitted(
     nats_url: &str,
+    ca: Option<&Path>,
     host_id: &HostId,
     key: &HostKey,
 ) -> Result<(), AdmissionError> {
-    let login = crate::NatsLogin::host(nats_url, host_id, key.seed().clone());
+    let login = crate::NatsLogin::host(nats_url, host_id, key.seed().clone())
+        .with_ca(ca.map(Path::to_path_buf));
     let mut last = String::new();
     for _ in 0..100 {
         match crate::connect(&login).await {

@@ -31,7 +31,7 @@ mod reader;
 mod request;
 mod responder;
 
-pub use admission::{AdmissionError, NatsConfig, admit, admit_all, reload};
+pub use admission::{AdmissionError, Admitter, NatsConfig, reload};
 pub use commands::{CommandClient, Refused, SUBMIT_ATTEMPTS, SendError};
 pub use follower::{FollowError, FollowedEvent, Follower, log_head};
 pub use host_key::{HostKey, HostKeyError};

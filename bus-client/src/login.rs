@@ -18,6 +18,9 @@ pub struct NatsLogin {
     /// Who connects: a role's user, or a host (`host.<id>`).
     pub user: String,
     secret: LoginSecret,
+    /// The certificate authority to verify the server against; with it the connection must be
+    /// TLS (the server's certificate issued by this authority), without it plaintext.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -31,6 +34,7 @@ impl std::fmt::Debug for NatsLogin {
         f.debug_struct("NatsLogin")
             .field("url", &self.url)
             .field("user", &self.user)
+            .field("ca", &self.ca)
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -57,7 +61,14 @@ impl NatsLogin {
             url: url.into(),
             user: user.into(),
             secret: LoginSecret::Password(Secret::from(password.into())),
+            ca: None,
         }
+    }
+
+    /// The same login over TLS, trusting the authority in `ca` (none: plaintext).
+    pub fn with_ca(mut self, ca: Option<std::path::PathBuf>) -> Self {
+        self.ca = ca;
+        self
     }
 
     /// An admitted host's login with its nkey seed (`SU…`).
@@ -66,6 +77,7 @@ impl NatsLogin {
             url: url.into(),
             user: Principal::Host(host_id.clone()).to_string(),
             secret: LoginSecret::Seed(seed),
+            ca: None,
         }
     }
 
@@ -95,6 +107,10 @@ impl NatsLogin {
             LoginSecret::Seed(seed) => {
                 async_nats::ConnectOptions::with_nkey(seed.expose().to_string())
             }
+        };
+        let options = match &self.ca {
+            Some(ca) => options.require_tls(true).add_root_certificates(ca.clone()),
+            None => options,
         };
         options
             .name(format!("streamfleet-{}", self.user))

@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use streamfleet_bus_schemas::nats_conf::{HostUser, render};
-//! let conf = render(&[HostUser { host_id: "h1".into(), public_key: "UABC".into() }]);
+//! let conf = render(&[HostUser { host_id: "h1".into(), public_key: "UABC".into() }], None);
 //! assert!(conf.contains(r#"nkey: "UABC""#));
 //! assert!(conf.contains(r#""sf.cmd.heartbeat.record.host.h1""#));
 //! assert!(!conf.contains(r#""_INBOX.>""#));
@@ -182,15 +182,37 @@ fn role_doc(role: Role) -> &'static str {
     }
 }
 
-/// The whole configuration with `hosts` admitted.
-pub fn render(hosts: &[HostUser]) -> String {
+/// Where nats-server finds its TLS certificate and key (absolute paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The certificate chain (PEM).
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key: std::path::PathBuf,
+}
+
+/// The whole configuration with `hosts` admitted; with `tls`, every client connection must be
+/// TLS (a plaintext client is refused before it can log in).
+pub fn render(hosts: &[HostUser], tls: Option<&ServerTls>) -> String {
     let mut out = String::new();
     out.push_str(
         "# Streamfleet's nats-server configuration, rendered by streamfleet (bus-schemas/src/nats_conf.rs):\n\
          # edit the principal table there, not this file. Passwords: $SF_<ROLE>_PASSWORD; hosts: nkeys.\n\n\
          listen: 127.0.0.1:4222\n\
          max_payload: 1MB\n\
-         jetstream {\n  store_dir: $SF_JETSTREAM_DIR\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}\n\n\
+         jetstream {\n  store_dir: $SF_JETSTREAM_DIR\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}\n\n",
+    );
+    if let Some(tls) = tls {
+        let _ = writeln!(
+            out,
+            "# Encrypted links: clients verify this certificate against the installation's CA.\n\
+             tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  timeout: 2\n}}\n",
+            tls.cert.display().to_string(),
+            tls.key.display().to_string()
+        );
+    }
+    out.push_str(
+        "\
          # Two accounts, whose subjects never meet: STREAMFLEET holds every role and host of the\n\
          # system, BENCH only the benchmarks' baselines. JetStream is enabled in BENCH alone.\n\
          accounts {\n  STREAMFLEET {\n   users = [\n",

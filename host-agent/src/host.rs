@@ -335,7 +335,8 @@ pub(crate) async fn launch(
     // The host's own identity: without an admitted key there is nothing to launch.
     let key = HostKey::read(&agent.config.host_keys, &id)
         .map_err(|e| err(format!("not admitted here: {e}")))?;
-    let login = NatsLogin::host(agent.config.nats_url.clone(), &id, key.seed().clone());
+    let login = NatsLogin::host(agent.config.nats_url.clone(), &id, key.seed().clone())
+        .with_ca(agent.config.nats_ca.clone());
     let client = streamfleet_bus_client::connect(&login)
         .await
         .map_err(|e| err(format!("NATS refused its identity: {e}")))?;

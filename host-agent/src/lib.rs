@@ -35,6 +35,8 @@ pub use host::Host;
 pub struct AgentConfig {
     /// The NATS server.
     pub nats_url: String,
+    /// The certificate authority its TLS certificate is issued by (none: plaintext).
+    pub nats_ca: Option<std::path::PathBuf>,
     /// The folder of its hosts' keys (`<host id>.nk`, written by admission): each host logs in
     /// with its own, and a host without one is not launched.
     pub host_keys: std::path::PathBuf,

@@ -28,6 +28,9 @@ pub struct SourceArgs {
     /// NATS server of the live node.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
+    #[arg(long, env = "SF_NATS_CA")]
+    pub nats_ca: Option<std::path::PathBuf>,
     /// The auditor's NATS password (user `auditor` in nats.conf; `up` writes it to
     /// .streamfleet/credentials.env).
     #[arg(long, env = "SF_AUDITOR_PASSWORD", hide_env_values = true)]
@@ -47,7 +50,11 @@ impl SourceArgs {
                             .into(),
                     )
                 })?;
-                Source::live(&NatsLogin::new(&self.nats_url, "auditor", password)).await
+                Source::live(
+                    &NatsLogin::new(&self.nats_url, "auditor", password)
+                        .with_ca(self.nats_ca.clone()),
+                )
+                .await
             }
         }
     }

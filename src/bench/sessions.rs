@@ -153,6 +153,7 @@ async fn redemptions(
     .await?;
     let agent_config = streamfleet_host_agent::AgentConfig {
         nats_url: nats.url.clone(),
+        nats_ca: nats.ca(),
         host_keys: nats.host_keys(),
         launcher: None,
         region: "eu-west".into(),

@@ -10,7 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use streamfleet_bus_client::{
-    AdmissionError, CommandClient, HostKey, NatsConfig, NatsLogin, connect, password_variable,
+    AdmissionError, Admitter, CommandClient, HostKey, NatsConfig, NatsLogin, connect,
+    password_variable,
 };
 use streamfleet_bus_schemas::ids::{HostId, RegionId};
 use streamfleet_bus_schemas::principal::{Principal, Role};
@@ -47,6 +48,7 @@ pub struct NatsServer {
     pub url: String,
     passwords: BTreeMap<&'static str, String>,
     config: NatsConfig,
+    ca: Option<PathBuf>,
     store: tempfile::TempDir,
 }
 
@@ -56,8 +58,31 @@ const ATTEMPTS: u32 = 5;
 impl NatsServer {
     /// Writes the configuration, starts `nats-server -c` on it and waits until it is ready.
     pub fn start() -> Result<NatsServer, StartError> {
+        Self::start_with(false)
+    }
+
+    /// [`NatsServer::start`] with TLS required of every client: a certificate authority and a
+    /// server certificate for 127.0.0.1 made in its folder; its logins trust that authority.
+    pub fn start_tls() -> Result<NatsServer, StartError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<NatsServer, StartError> {
         let store = tempfile::tempdir().map_err(StartError::Store)?;
-        let config = NatsConfig::new(store.path());
+        let mut config = NatsConfig::new(store.path());
+        let mut ca = None;
+        if tls {
+            let files = streamfleet_tls::TlsFiles::ensure(
+                &store.path().join("tls"),
+                &["127.0.0.1", "localhost"],
+            )
+            .map_err(|e| StartError::Store(std::io::Error::other(e.to_string())))?;
+            config = config.with_tls(Some(streamfleet_bus_schemas::nats_conf::ServerTls {
+                cert: files.cert,
+                key: files.key,
+            }));
+            ca = Some(files.ca);
+        }
         let conf = config
             .write()
             .map_err(|e| StartError::Store(std::io::Error::other(e.to_string())))?;
@@ -104,6 +129,7 @@ impl NatsServer {
                     url: format!("nats://127.0.0.1:{port}"),
                     passwords,
                     config,
+                    ca,
                     store,
                 });
             }
@@ -117,9 +143,14 @@ impl NatsServer {
         self.passwords[role].clone()
     }
 
-    /// A role's login.
+    /// A role's login (trusting the server's authority when it speaks TLS).
     pub fn login(&self, role: &str) -> NatsLogin {
-        NatsLogin::new(self.url.clone(), role, self.password(role))
+        NatsLogin::new(self.url.clone(), role, self.password(role)).with_ca(self.ca.clone())
+    }
+
+    /// The certificate authority clients trust, when the server speaks TLS.
+    pub fn ca(&self) -> Option<PathBuf> {
+        self.ca.clone()
     }
 
     /// Connects as `role`.
@@ -169,15 +200,17 @@ impl NatsServer {
         let operator = self.commands("operator").await;
         let pid = self.child.id();
         let ids: Vec<HostId> = host_ids.iter().map(|h| HostId::from(*h)).collect();
-        streamfleet_bus_client::admit_all(
-            &self.config,
-            &self.url,
-            &self.host_keys(),
-            &ids,
-            &RegionId::from(region),
-            &operator,
-            || streamfleet_bus_client::reload(pid),
-        )
+        let keys = self.host_keys();
+        Admitter {
+            config: &self.config,
+            nats_url: &self.url,
+            ca: self.ca.as_deref(),
+            keys: &keys,
+            operator: &operator,
+        }
+        .admit_all(&ids, &RegionId::from(region), || {
+            streamfleet_bus_client::reload(pid)
+        })
         .await
     }
 
@@ -192,7 +225,7 @@ impl NatsServer {
     pub fn host_login(&self, host_id: &str) -> NatsLogin {
         let id = HostId::from(host_id);
         let key = HostKey::read(&self.host_keys(), &id).expect("the host was admitted");
-        NatsLogin::host(self.url.clone(), &id, key.seed().clone())
+        NatsLogin::host(self.url.clone(), &id, key.seed().clone()).with_ca(self.ca.clone())
     }
 
     /// Connects as admitted host `host_id`, for tests.

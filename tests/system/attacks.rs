@@ -496,3 +496,41 @@ async fn a_rogue_host_gets_nothing() {
         "{reply:?}"
     );
 }
+
+/// The attack: an eavesdropper on the wire between a process and NATS, or a man in the middle
+/// with a certificate of its own. Before, every link was plaintext. Now the server takes TLS
+/// only (a plaintext client is refused even with the right password) and clients trust the
+/// installation's own authority, not another's.
+#[tokio::test]
+async fn a_plaintext_connection_is_refused_and_a_foreign_authority_is_not_trusted() {
+    let sys = System::start();
+    let login = sys.nats.login("service");
+    assert!(login.ca.is_some(), "the system speaks TLS");
+    assert!(
+        streamfleet_bus_client::connect(&login.clone().with_ca(None))
+            .await
+            .is_err(),
+        "plaintext refused"
+    );
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let foreign = streamfleet_tls::TlsFiles::ensure(elsewhere.path(), &["127.0.0.1"])
+        .expect("another authority");
+    assert!(
+        streamfleet_bus_client::connect(&login.clone().with_ca(Some(foreign.ca)))
+            .await
+            .is_err(),
+        "a server certificate of another authority is not trusted"
+    );
+    let client = streamfleet_bus_client::connect(&login)
+        .await
+        .expect("TLS with the installation's authority");
+    let reply = CommandClient::new(
+        client,
+        Principal::Role(streamfleet_bus_schemas::principal::Role::Service),
+        "test",
+    )
+    .send(Uuid::now_v7(), &token("t-tls"))
+    .await
+    .expect("answered over TLS");
+    assert!(matches!(reply, CommandReply::Accepted { .. }), "{reply:?}");
+}

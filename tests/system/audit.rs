@@ -21,6 +21,7 @@ async fn replay(cloud: &Cloud, args: &[&str]) -> (i32, String) {
         .args(args)
         .env("SF_NATS_URL", &cloud.sys.nats.url)
         .env("SF_AUDITOR_PASSWORD", cloud.sys.nats.password("auditor"))
+        .envs(cloud.sys.nats.ca_env())
         .env("RUST_LOG", "warn")
         .output()
         .await
@@ -68,6 +69,7 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
         ])
         .env("SF_NATS_URL", &cloud.sys.nats.url)
         .env("SF_AUDITOR_PASSWORD", cloud.sys.nats.password("auditor"))
+        .envs(cloud.sys.nats.ca_env())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -64,12 +64,21 @@ impl<'a> AgentSpec<'a> {
     }
 }
 
+/// The test server's certificate authority, as a child's `SF_NATS_CA`.
+pub fn nats_ca(sys: &System) -> String {
+    sys.nats
+        .ca()
+        .map(|ca| ca.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
 impl Cloud {
     pub fn start(agents: &[AgentSpec]) -> Cloud {
         let sys = System::start();
         let token_key = streamfleet_workers::TokenKey::generate_hex();
         let worker_pw = sys.nats.password("worker");
         let hb = HEARTBEAT_MS.to_string();
+        let ca = nats_ca(&sys);
         let workers = NodeProcess::spawn(
             &[
                 "workers",
@@ -85,6 +94,7 @@ impl Cloud {
             &[
                 ("SF_WORKER_PASSWORD", &worker_pw),
                 ("SF_TOKEN_KEY", &token_key),
+                ("SF_NATS_CA", &ca),
             ],
         );
         let mut cloud = Cloud {
@@ -152,7 +162,10 @@ impl Cloud {
         args.extend(spec.extra.iter().map(String::as_str));
         self.agents.push(NodeProcess::spawn(
             &args,
-            &[("SF_LAUNCHER_PASSWORD", &launcher_pw)],
+            &[
+                ("SF_LAUNCHER_PASSWORD", &launcher_pw),
+                ("SF_NATS_CA", &nats_ca(&self.sys)),
+            ],
         ));
         self.agents.len() - 1
     }
@@ -178,7 +191,8 @@ impl Cloud {
                 &self.sys.nats.url,
             ])
             .args(["--data-dir", &dir, "--heartbeat-interval-ms", &hb])
-            .env("SF_DASHBOARD_PASSWORD", pw);
+            .env("SF_DASHBOARD_PASSWORD", pw)
+            .envs(self.sys.nats.ca_env());
         let (process, line) = NodeProcess::spawn_command(child);
         let addr = line
             .strip_prefix("ready grpc=")

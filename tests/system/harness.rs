@@ -6,7 +6,9 @@ use std::process::{Child, Command, Stdio};
 
 pub use streamfleet_testkit::free_port;
 
-/// A nats-server with the rendered configuration (the test kit's).
+/// A nats-server with the rendered configuration (the test kit's), speaking TLS only, as
+/// `streamfleet up` runs it: every process of a test verifies it against the test's own
+/// certificate authority (`SF_NATS_CA`).
 pub struct Nats(streamfleet_testkit::NatsServer);
 
 impl std::ops::Deref for Nats {
@@ -18,7 +20,12 @@ impl std::ops::Deref for Nats {
 
 impl Nats {
     pub fn start() -> Nats {
-        Nats(streamfleet_testkit::NatsServer::start().expect("nats-server"))
+        Nats(streamfleet_testkit::NatsServer::start_tls().expect("nats-server"))
+    }
+
+    /// The environment a `streamfleet` child needs to trust this server: `SF_NATS_CA`.
+    pub fn ca_env(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        self.ca().into_iter().map(|ca| ("SF_NATS_CA", ca)).collect()
     }
 }
 
@@ -72,6 +79,7 @@ impl NodeProcess {
             .arg("--nats-url")
             .arg(&nats.url)
             .env("SF_NODE_PASSWORD", nats.password("node"))
+            .envs(nats.ca_env())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

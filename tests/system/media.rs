@@ -124,7 +124,10 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
             "--input-every",
             "10",
         ],
-        &[("SF_CLIENT_PASSWORD", &client_pw)],
+        &[
+            ("SF_CLIENT_PASSWORD", &client_pw),
+            ("SF_NATS_CA", &crate::cloud::nats_ca(&cloud.sys)),
+        ],
     )
     .output()
     .await
@@ -472,6 +475,7 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
                 &cloud.sys.nats.password("entitlement"),
             ),
             ("SF_CLIENT_PASSWORD", &cloud.sys.nats.password("client")),
+            ("SF_NATS_CA", &crate::cloud::nats_ca(&cloud.sys)),
         ],
     )
     .output()

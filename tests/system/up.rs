@@ -124,13 +124,25 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         .lines()
         .find_map(|l| l.strip_prefix("SF_SERVICE_PASSWORD="))
         .expect("a service password");
-    let client = connect(&NatsLogin::new(
-        format!("nats://127.0.0.1:{port}"),
-        "service",
-        service_pw,
-    ))
-    .await
-    .expect("login");
+    // NATS speaks TLS only, with a certificate of the installation's own authority: plaintext
+    // is refused even with the right password, and the authority's certificate is the one
+    // `credentials.env` names for clients.
+    let ca = state.path().join(".streamfleet/tls/ca.pem");
+    assert!(
+        creds.contains(&format!(
+            "SF_NATS_CA={}",
+            ca.canonicalize().expect("ca").display()
+        )),
+        "{creds}"
+    );
+    let service = NatsLogin::new(format!("nats://127.0.0.1:{port}"), "service", service_pw);
+    assert!(
+        connect(&service).await.is_err(),
+        "a plaintext connection is refused"
+    );
+    let client = connect(&service.clone().with_ca(Some(ca.clone())))
+        .await
+        .expect("login over TLS");
     let reply = CommandClient::new(
         client.clone(),
         streamfleet_bus_schemas::principal::Role::Service,
@@ -151,6 +163,7 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         .args(["host", "admit", "--region", "eu-west", "eu-west-20"])
         .args(["--nats-url", &format!("nats://127.0.0.1:{port}")])
         .env("SF_OPERATOR_PASSWORD", operator_pw)
+        .env("SF_NATS_CA", &ca)
         .output()
         .expect("streamfleet host admit");
     let said = String::from_utf8_lossy(&admitted.stdout);
@@ -164,11 +177,14 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         &"eu-west-20".into(),
     )
     .expect("its key");
-    let host = connect(&NatsLogin::host(
-        format!("nats://127.0.0.1:{port}"),
-        &"eu-west-20".into(),
-        key.seed().clone(),
-    ))
+    let host = connect(
+        &NatsLogin::host(
+            format!("nats://127.0.0.1:{port}"),
+            &"eu-west-20".into(),
+            key.seed().clone(),
+        )
+        .with_ca(Some(ca.clone())),
+    )
     .await
     .expect("the admitted host is let in");
     let registered = CommandClient::new(
@@ -205,11 +221,10 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         ]
     );
     assert!(
-        connect(&NatsLogin::new(
-            format!("nats://127.0.0.1:{port}"),
-            "service",
-            "wrong"
-        ))
+        connect(
+            &NatsLogin::new(format!("nats://127.0.0.1:{port}"), "service", "wrong")
+                .with_ca(Some(ca.clone()))
+        )
         .await
         .is_err()
     );
