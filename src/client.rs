@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
-use streamfleet_bus_schemas::services::{Redemption, RedemptionReply};
+use streamfleet_bus_schemas::services::{DoorRedemption, RedemptionReply};
 use streamfleet_bus_schemas::subjects;
 use streamfleet_media::client::{WatchConfig, WatchError, WatchReport};
 
@@ -29,18 +29,27 @@ pub struct ClientArgs {
     /// (credentials included, in the URL fragment) and leave the session to a browser.
     #[arg(long)]
     pub play_url: bool,
-    /// The client's IP as the redemption node should see it (picks the nearest region).
+    /// The IP a `--user` token is bound to (the entitlement service names it). The redemption
+    /// node checks it against the address this client connects from.
     #[arg(long, default_value = "127.0.0.1")]
     pub client_ip: String,
+    /// The redemption front door (`up` writes it to credentials.env).
+    #[arg(
+        long,
+        env = "SF_REDEEM_URL",
+        default_value = "https://127.0.0.1:8443/redeem"
+    )]
+    pub redeem_url: String,
+    /// Send `X-Forwarded-For: IP` with the redemption: as a proxy speaking for a client at IP
+    /// (believed only where the front door trusts this machine as a proxy).
+    #[arg(long)]
+    pub forwarded_for: Option<IpAddr>,
     /// NATS server URL.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
     #[arg(long, env = "SF_NATS_CA")]
     pub nats_ca: Option<std::path::PathBuf>,
-    /// The clients' NATS password (user `client`).
-    #[arg(long, env = "SF_CLIENT_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
     /// Instead of a token: the provisioned session's WHEP endpoint
     /// (`http://ADDRESS:PORT/sessions/ID/whep`).
     #[arg(long, conflicts_with = "token", requires = "credentials")]
@@ -206,34 +215,58 @@ async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Redeems the token: `Ok(Err(reason))` when the redemption node refuses it.
+/// Redeems the token at the front door (over HTTPS, trusting the installation's authority, from
+/// `--bind` when given): `Ok(Err(reason))` when the redemption node refuses it.
 async fn redeem(
     args: &ClientArgs,
     token: &str,
 ) -> anyhow::Result<Result<(String, String), String>> {
-    let password = args.nats_password.clone().ok_or_else(|| {
+    use streamfleet_media::signal;
+    let (host, port, path) = signal::split_url(&args.redeem_url)?;
+    let via = signal::Via {
+        tls: match (args.redeem_url.starts_with("https://"), &args.nats_ca) {
+            (true, Some(ca)) => Some(streamfleet_tls::client_config(ca)?),
+            (true, None) => anyhow::bail!(
+                "{} is HTTPS: pass the installation's authority (--nats-ca or SF_NATS_CA)",
+                args.redeem_url
+            ),
+            (false, _) => None,
+        },
+        local: args.bind,
+    };
+    let body = serde_json::to_vec(&DoorRedemption {
+        token: token.to_string().into(),
+        latencies_ms: vec![],
+    })?;
+    let forwarded = args.forwarded_for.map(|ip| ip.to_string());
+    let mut headers = Vec::new();
+    if let Some(ip) = &forwarded {
+        headers.push(("x-forwarded-for", ip.as_str()));
+    }
+    let reply = signal::request_via(
+        &via,
+        &host,
+        port,
+        "POST",
+        &path,
+        &headers,
+        Some(("application/json", &body)),
+    )
+    .await?;
+    let answer: RedemptionReply = serde_json::from_str(&reply.body).map_err(|e| {
         anyhow::anyhow!(
-            "redeeming needs the clients' NATS password (--nats-password or SF_CLIENT_PASSWORD)"
+            "the front door answered {} and no redemption: {e}",
+            reply.status
         )
     })?;
-    let login = streamfleet_bus_client::NatsLogin::new(args.nats_url.clone(), "client", password)
-        .with_ca(args.nats_ca.clone());
-    let client = streamfleet_bus_client::connect(&login).await?;
-    let req = Redemption {
-        token: token.to_string().into(),
-        client_ip: args.client_ip.clone(),
-        latencies_ms: vec![],
-    };
-    Ok(
-        match streamfleet_bus_client::ask(&client, subjects::REDEEM, &req, None).await? {
-            RedemptionReply::Provisioned(s) => Ok((
-                format!(
-                    "http://{}:{}/sessions/{}/whep",
-                    s.address, s.control_port, s.session_id
-                ),
-                s.credentials.expose().to_string(),
-            )),
-            RedemptionReply::Error(e) => Err(format!("{} ({})", e.message, e.code)),
-        },
-    )
+    Ok(match answer {
+        RedemptionReply::Provisioned(s) => Ok((
+            format!(
+                "http://{}:{}/sessions/{}/whep",
+                s.address, s.control_port, s.session_id
+            ),
+            s.credentials.expose().to_string(),
+        )),
+        RedemptionReply::Error(e) => Err(format!("{} ({})", e.message, e.code)),
+    })
 }

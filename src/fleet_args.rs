@@ -87,6 +87,18 @@ pub struct WorkersArgs {
     /// How long a requested host may take to register, ms.
     #[arg(long, default_value_t = 120_000)]
     pub launch_timeout_ms: u64,
+    /// Where the redemption front door (`POST /redeem`) listens; none: no front door.
+    #[arg(long)]
+    pub front_door: Option<std::net::SocketAddr>,
+    /// The front door's certificate (PEM); with `--tls-key` it speaks HTTPS, else plain HTTP.
+    #[arg(long, env = "SF_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The front door's private key (PEM).
+    #[arg(long, env = "SF_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// A proxy whose `X-Forwarded-For` the front door believes (repeatable).
+    #[arg(long)]
+    pub trusted_proxy: Vec<std::net::IpAddr>,
 }
 
 impl WorkersArgs {
@@ -105,6 +117,17 @@ impl WorkersArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
             lost_after_intervals: self.lost_after_intervals,
             launch_timeout: Duration::from_millis(self.launch_timeout_ms),
+            front_door: match self.front_door {
+                None => None,
+                Some(listen) => Some(streamfleet_workers::FrontDoorConfig {
+                    listen,
+                    tls: match (&self.tls_cert, &self.tls_key) {
+                        (Some(cert), Some(key)) => Some(streamfleet_tls::server_config(cert, key)?),
+                        _ => None,
+                    },
+                    trusted_proxies: self.trusted_proxy.clone(),
+                }),
+            },
         })
     }
 }

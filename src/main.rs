@@ -200,7 +200,15 @@ fn main() -> anyhow::Result<()> {
             Cmd::Node(args) => run_node(args).await,
             Cmd::Workers(args) => {
                 let config = args.config()?;
-                streamfleet_workers::run(config, || println!("ready"), async {
+                let scheme = match &config.front_door {
+                    Some(door) if door.tls.is_some() => "https",
+                    _ => "http",
+                };
+                let ready = move |door: Option<std::net::SocketAddr>| match door {
+                    Some(addr) => println!("ready front-door={scheme}://{addr}"),
+                    None => println!("ready"),
+                };
+                streamfleet_workers::run(config, ready, async {
                     let _ = shutdown_signal().await;
                 })
                 .await?;

@@ -35,6 +35,13 @@ pub struct UpArgs {
     /// NATS client port.
     #[arg(long, default_value_t = 4222)]
     port: u16,
+    /// Where the redemption front door (HTTPS `POST /redeem`) listens.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    front_door: std::net::SocketAddr,
+    /// A proxy whose `X-Forwarded-For` the front door believes (repeatable; none by default:
+    /// the connection's own address is the client's).
+    #[arg(long)]
+    trusted_proxy: Vec<std::net::IpAddr>,
     /// Plaintext NATS. By default NATS speaks TLS only: `up` makes a certificate authority and
     /// a server certificate in `<state-dir>/tls/` and every client verifies against `ca.pem`.
     #[arg(long)]
@@ -114,20 +121,25 @@ fn credentials(state_dir: &std::path::Path) -> anyhow::Result<Vec<(String, Strin
         .collect())
 }
 
-/// Keeps `SF_NATS_CA` in `credentials.env` in step with this run, so that a shell that sources
-/// the file (`streamfleet client`, `replay`, `host admit`) trusts the installation's authority
-/// when NATS speaks TLS, and tries no TLS when it does not.
-fn record_ca(state_dir: &std::path::Path, ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+/// Keeps a setting of this run in `credentials.env` (`SF_NATS_CA`: the installation's authority
+/// when NATS speaks TLS; `SF_REDEEM_URL`: the front door), so that a shell that sources the file
+/// (`streamfleet client`, `replay`, `host admit`) finds them; `None` removes it.
+fn record_credential(
+    state_dir: &std::path::Path,
+    name: &str,
+    value: Option<&str>,
+) -> anyhow::Result<()> {
     let path = state_dir.join("credentials.env");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let prefix = format!("{name}=");
     let mut kept: String = text
         .lines()
-        .filter(|l| !l.starts_with("SF_NATS_CA="))
+        .filter(|l| !l.starts_with(&prefix))
         .map(|l| format!("{l}\n"))
         .collect();
-    if let Some(ca) = ca {
-        kept.push_str(&format!("SF_NATS_CA={}\n", ca.display()));
+    if let Some(value) = value {
+        kept.push_str(&format!("{prefix}{value}\n"));
     }
     if kept != text {
         write_private(&path, &kept)?;
@@ -189,8 +201,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         });
         ca = Some(files.ca);
     }
-    let nats_config = NatsConfig::new(&args.state_dir).with_tls(tls);
-    record_ca(&args.state_dir, ca.as_deref())?;
+    let nats_config = NatsConfig::new(&args.state_dir).with_tls(tls.clone());
+    record_credential(
+        &args.state_dir,
+        "SF_NATS_CA",
+        ca.as_ref().map(|ca| ca.display().to_string()).as_deref(),
+    )?;
     let nats_conf = nats_config.write()?;
     let mut nats = tokio::process::Command::new("nats-server")
         .arg("-c")
@@ -255,6 +271,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         heartbeat_interval: heartbeat,
         lost_after_intervals: 3,
         launch_timeout: Duration::from_secs(30),
+        // Clients redeem here, over HTTPS: the binding is checked against their real address.
+        front_door: Some(streamfleet_workers::FrontDoorConfig {
+            listen: args.front_door,
+            tls: match &tls {
+                Some(tls) => Some(streamfleet_tls::server_config(&tls.cert, &tls.key)?),
+                None => None,
+            },
+            trusted_proxies: args.trusted_proxy.clone(),
+        }),
     };
     let regions: Vec<RegionId> = workers_config
         .regions
@@ -268,14 +293,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let workers = tokio::spawn(streamfleet_workers::run(
         workers_config,
-        move || {
-            let _ = ready_tx.send(());
+        move |door| {
+            let _ = ready_tx.send(door);
         },
         stopped(stop_rx.clone()),
     ));
-    ready_rx
+    let front_door = ready_rx
         .await
-        .context("the workers stopped before they were ready")?;
+        .context("the workers stopped before they were ready")?
+        .context("the front door did not open")?;
+    let redeem_url = format!(
+        "{}://{front_door}/redeem",
+        if ca.is_some() { "https" } else { "http" }
+    );
+    record_credential(&args.state_dir, "SF_REDEEM_URL", Some(&redeem_url))?;
 
     // Operator set-up, recorded once: a buffer of one idle host per region, and version 1.0.0.
     let service = CommandClient::new(
@@ -427,8 +458,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 secret(&password_var(Role::Entitlement))?,
             )
             .with_ca(ca.clone()),
-            client: NatsLogin::new(url.clone(), "client", secret(&password_var(Role::Client))?)
-                .with_ca(ca.clone()),
+            // The demo's clients are redeemed for by a trusted internal caller naming their
+            // (documentation-range) addresses: a demo of geography on one machine.
+            client: NatsLogin::new(
+                url.clone(),
+                "service",
+                secret(&password_var(Role::Service))?,
+            )
+            .with_ca(ca.clone()),
             app_id: APP.into(),
         };
         tokio::spawn(demo.run(stopped(stop_rx.clone())));
@@ -460,7 +497,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         host_keys.display()
     );
     println!("  events:      sf.evt.<category>.<type>; reads: sf.log.read");
-    println!("  sessions:    tokens on sf.svc.token.request, redemption on sf.svc.redeem");
+    println!(
+        "  sessions:    tokens on sf.svc.token.request; clients redeem at {redeem_url} (POST {{\"token\":…}}; sf.svc.redeem for trusted services)"
+    );
     println!(
         "  views:       gRPC {}  (reflection on: grpcurl -plaintext {} list)",
         projections.grpc_addr(),

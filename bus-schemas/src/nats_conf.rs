@@ -88,8 +88,10 @@ pub fn role_permissions(role: Role) -> Permissions {
             subscribe: list(&["sf.cmd.>", "sf.log.read"]),
             allow_responses: true,
         },
+        // Services are the trusted internal callers of `sf.svc.redeem` (naming the client's
+        // address themselves); clients redeem at the front door, which sees theirs.
         Role::Service => Permissions {
-            publish: commands_and(&["sf.log.read"]),
+            publish: commands_and(&["sf.log.read", crate::subjects::REDEEM]),
             subscribe: with_inbox(&follow),
             allow_responses: false,
         },
@@ -100,11 +102,6 @@ pub fn role_permissions(role: Role) -> Permissions {
         },
         Role::Entitlement => Permissions {
             publish: list(&[crate::subjects::TOKEN_REQUEST]),
-            subscribe: with_inbox(&[]),
-            allow_responses: false,
-        },
-        Role::Client => Permissions {
-            publish: list(&[crate::subjects::REDEEM]),
             subscribe: with_inbox(&[]),
             allow_responses: false,
         },
@@ -173,7 +170,6 @@ fn role_doc(role: Role) -> &'static str {
             "sends commands under its name, asks hosts and launchers, answers the service subjects"
         }
         Role::Entitlement => "asks for session tokens, nothing else",
-        Role::Client => "redeems tokens, nothing else",
         Role::Launcher => "launches the admitted hosts the control plane asks for",
         Role::Operator => "admits hosts and may send what a service may",
         Role::Auditor => "reads and follows history; no commands",

@@ -33,8 +33,6 @@ pub enum Role {
     Worker,
     /// Entitlement services: ask for session tokens, nothing else.
     Entitlement,
-    /// Clients: redeem tokens, nothing else.
-    Client,
     /// Launchers (the compute layer): launch admitted hosts the control plane asks for.
     Launcher,
     /// Operators: admit hosts, and whatever a service may do.
@@ -49,12 +47,11 @@ pub enum Role {
 
 impl Role {
     /// Every role, in the order `nats.conf` lists them.
-    pub const ALL: [Role; 10] = [
+    pub const ALL: [Role; 9] = [
         Role::Node,
         Role::Service,
         Role::Worker,
         Role::Entitlement,
-        Role::Client,
         Role::Launcher,
         Role::Operator,
         Role::Auditor,
@@ -69,7 +66,6 @@ impl Role {
             Role::Service => "service",
             Role::Worker => "worker",
             Role::Entitlement => "entitlement",
-            Role::Client => "client",
             Role::Launcher => "launcher",
             Role::Operator => "operator",
             Role::Auditor => "auditor",
@@ -243,6 +239,6 @@ mod tests {
         assert!(host.may_send("EndSession") && host.may_send("RegisterHost"));
         assert!(!host.may_send("IssueToken") && !host.may_send("AdmitHost"));
         assert!(Principal::Role(Role::Worker).may_send("EndSession"));
-        assert!(!Principal::Role(Role::Client).may_send("IssueToken"));
+        assert!(!Principal::Role(Role::Entitlement).may_send("IssueToken"));
     }
 }

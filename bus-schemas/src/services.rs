@@ -82,6 +82,19 @@ pub struct Redemption {
     pub latencies_ms: Vec<RegionLatency>,
 }
 
+/// A redemption at the front door (`POST /redeem` over HTTPS on the redemption node): the
+/// client's address is the connection's own (or a trusted proxy's `X-Forwarded-For`), never a
+/// field the client fills in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DoorRedemption {
+    /// The token.
+    pub token: Secret,
+    /// Latencies the client measured to regions, ms (optional; preferred over location).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latencies_ms: Vec<RegionLatency>,
+}
+
 /// A measured latency to a region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -82,8 +82,10 @@ pub fn event(stream: &str, event_type: &str) -> String {
 /// Request/reply: an entitlement service asks for a session token
 /// ([`crate::services::TokenRequest`] → [`crate::services::TokenReply`]).
 pub const TOKEN_REQUEST: &str = "sf.svc.token.request";
-/// Request/reply: a client redeems a token at the redemption node
-/// ([`crate::services::Redemption`] → [`crate::services::RedemptionReply`]).
+/// Request/reply: a trusted internal caller (the `service` role) redeems a token at the
+/// redemption node for a client whose address it names ([`crate::services::Redemption`] →
+/// [`crate::services::RedemptionReply`]). Clients themselves redeem at the node's HTTPS front
+/// door, which takes their address from the connection.
 pub const REDEEM: &str = "sf.svc.redeem";
 
 /// Request/reply: the redemption node hands a checked redemption to a region's host-management

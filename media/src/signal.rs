@@ -1,8 +1,9 @@
-//! WHEP-style signalling over plain HTTP/1.1, client side: POST an SDP offer with the session's
-//! credentials as a bearer token, get the answer and the resource to DELETE at the end.
+//! WHEP-style signalling over HTTP/1.1 (plain, or over TLS verified against a given authority),
+//! client side: POST an SDP offer with the session's credentials as a bearer token, get the
+//! answer and the resource to DELETE at the end. The redemption front door is asked the same way.
 //!
-//! The HTTP is hyper's (through hyper-util's client); this module only shapes the request and
-//! collects the reply.
+//! The HTTP is hyper's (one connection per request, optionally from a chosen local address);
+//! this module only shapes the request and collects the reply.
 //!
 //! Invariant: a reply's body is read to its end (as its `content-length`, chunked framing or the
 //! connection's close says) and at most [`MAX_REPLY`] bytes; anything else is an error naming
@@ -11,10 +12,10 @@
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use std::io::{Error, ErrorKind};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Largest reply read, bytes.
 pub const MAX_REPLY: usize = 1024 * 1024;
@@ -40,20 +41,35 @@ impl Reply {
     }
 }
 
-/// `http://host:port/path` split into its parts.
+/// How a request travels: over TLS verified with `tls` (else plaintext), from the local address
+/// `local` (else any).
+#[derive(Clone, Default)]
+pub struct Via {
+    /// The client configuration (its trusted authorities) for `https://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The local address to connect from.
+    pub local: Option<IpAddr>,
+}
+
+/// `http://host:port/path` or `https://host:port/path` split into its parts.
 ///
 /// ```
 /// let (host, port, path) = streamfleet_media::signal::split_url("http://10.0.0.2:7000/sessions/s/whep").unwrap();
 /// assert_eq!((host.as_str(), port, path.as_str()), ("10.0.0.2", 7000, "/sessions/s/whep"));
+/// assert!(streamfleet_media::signal::split_url("https://10.0.0.2:8443/redeem").is_ok());
+/// assert!(streamfleet_media::signal::split_url("ftp://10.0.0.2:21/").is_err());
 /// ```
 pub fn split_url(url: &str) -> Result<(String, u16, String), std::io::Error> {
     let bad = || {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("`{url}` is not http://host:port/path"),
+            format!("`{url}` is not http(s)://host:port/path"),
         )
     };
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(bad)?;
     let (authority, path) = rest
         .split_once('/')
         .map(|(a, p)| (a, format!("/{p}")))
@@ -85,13 +101,28 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<(&str, &[u8])>,
 ) -> std::io::Result<Reply> {
+    request_via(&Via::default(), host, port, method, path, headers, body).await
+}
+
+/// [`request`] the way `via` says: over TLS (the server's certificate checked against its
+/// authorities and `host`), from a chosen local address.
+pub async fn request_via(
+    via: &Via,
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> std::io::Result<Reply> {
     let invalid_input = |what: String| Error::new(ErrorKind::InvalidInput, what);
     let authority = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     };
-    let uri: hyper::Uri = format!("http://{authority}{path}")
+    // Origin form (`/path`) on a connection of our own; the authority goes in `host`.
+    let uri: hyper::Uri = path
         .parse()
         .map_err(|e| invalid_input(format!("`{path}` on {authority} is not a valid URL: {e}")))?;
     let method = hyper::Method::from_bytes(method.as_bytes())
@@ -129,13 +160,19 @@ pub async fn request(
         .body(Full::new(payload))
         .map_err(|e| invalid_input(format!("not a valid HTTP request: {e}")))?;
     // One connection per request (`connection: close`): nothing is pooled between calls.
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(HttpConnector::new());
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| sending_failed(&authority, &e))?;
+    let response = match &via.tls {
+        None => send(connect(via, host, port).await?, request, &authority).await?,
+        Some(tls) => {
+            let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| invalid_input(format!("`{host}` is not a server name: {e}")))?;
+            let tcp = connect(via, host, port).await?;
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Error::new(e.kind(), format!("{authority}: TLS: {e}")))?;
+            send(stream, request, &authority).await?
+        }
+    };
     let (parts, incoming) = response.into_parts();
     let body = Limited::new(incoming, MAX_REPLY)
         .collect()
@@ -167,23 +204,54 @@ pub async fn request(
     })
 }
 
-/// The client's error as an I/O error: the connection's own kind when it failed to connect (or
-/// broke), [`ErrorKind::InvalidData`] when what came back was not HTTP.
-fn sending_failed(authority: &str, e: &hyper_util::client::legacy::Error) -> Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<Error>() {
-            return Error::new(io.kind(), format!("{authority}: {io}"));
-        }
-        source = s.source();
-    }
-    let detail = chain(e);
-    let kind = if e.is_connect() {
-        ErrorKind::ConnectionRefused
+/// A TCP connection to `host:port`, from `via.local` when set.
+async fn connect(via: &Via, host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{host}: no address")))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
     } else {
-        ErrorKind::InvalidData
+        tokio::net::TcpSocket::new_v6()?
     };
-    Error::new(kind, format!("{authority}: {detail}"))
+    if let Some(local) = via.local {
+        socket.bind((local, 0).into())?;
+    }
+    socket
+        .connect(addr)
+        .await
+        .map_err(|e| Error::new(e.kind(), format!("{host}:{port}: {e}")))
+}
+
+/// Sends `request` on `stream` and returns the response's head and body stream.
+async fn send<S>(
+    stream: S,
+    request: hyper::Request<Full<Bytes>>,
+    authority: &str,
+) -> std::io::Result<hyper::Response<hyper::body::Incoming>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("{authority}: {}", chain(&e)),
+            )
+        })?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    sender.send_request(request).await.map_err(|e| {
+        let kind = if e.is_incomplete_message() || e.is_closed() {
+            ErrorKind::UnexpectedEof
+        } else {
+            ErrorKind::InvalidData
+        };
+        Error::new(kind, format!("{authority}: {}", chain(&e)))
+    })
 }
 
 /// An error and its sources, `: `-separated.

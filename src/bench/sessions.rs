@@ -130,12 +130,13 @@ async fn redemptions(
         heartbeat_interval: Duration::from_secs(60),
         lost_after_intervals: 3,
         launch_timeout: Duration::from_secs(600),
+        front_door: None,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(streamfleet_workers::run(
         workers_config,
-        move || {
+        move |_| {
             let _ = ready_tx.send(());
         },
         async move {
@@ -226,7 +227,7 @@ async fn redemptions(
     latency_row("baseline: bare NATS request/reply", &lat, failed, elapsed);
 
     let tokens = Arc::new(tokens);
-    let client = nats.try_client("client").await?;
+    let client = nats.try_client("service").await?;
     let (lat, failed, elapsed) = open_loop(args.rate, n, |i| {
         let (c, tokens) = (client.clone(), tokens.clone());
         async move {

@@ -49,6 +49,7 @@ pub struct NatsServer {
     passwords: BTreeMap<&'static str, String>,
     config: NatsConfig,
     ca: Option<PathBuf>,
+    tls: Option<streamfleet_tls::TlsFiles>,
     store: tempfile::TempDir,
 }
 
@@ -71,6 +72,7 @@ impl NatsServer {
         let store = tempfile::tempdir().map_err(StartError::Store)?;
         let mut config = NatsConfig::new(store.path());
         let mut ca = None;
+        let mut tls_files = None;
         if tls {
             let files = streamfleet_tls::TlsFiles::ensure(
                 &store.path().join("tls"),
@@ -78,10 +80,11 @@ impl NatsServer {
             )
             .map_err(|e| StartError::Store(std::io::Error::other(e.to_string())))?;
             config = config.with_tls(Some(streamfleet_bus_schemas::nats_conf::ServerTls {
-                cert: files.cert,
-                key: files.key,
+                cert: files.cert.clone(),
+                key: files.key.clone(),
             }));
-            ca = Some(files.ca);
+            ca = Some(files.ca.clone());
+            tls_files = Some(files);
         }
         let conf = config
             .write()
@@ -130,6 +133,7 @@ impl NatsServer {
                     passwords,
                     config,
                     ca,
+                    tls: tls_files,
                     store,
                 });
             }
@@ -146,6 +150,12 @@ impl NatsServer {
     /// A role's login (trusting the server's authority when it speaks TLS).
     pub fn login(&self, role: &str) -> NatsLogin {
         NatsLogin::new(self.url.clone(), role, self.password(role)).with_ca(self.ca.clone())
+    }
+
+    /// The certificates (authority, and a server certificate for 127.0.0.1 other servers of the
+    /// test may present too), when the server speaks TLS.
+    pub fn tls_files(&self) -> Option<streamfleet_tls::TlsFiles> {
+        self.tls.clone()
     }
 
     /// The certificate authority clients trust, when the server speaks TLS.

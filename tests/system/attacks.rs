@@ -22,7 +22,7 @@ async fn a_redemption_naming_a_hosts_terminate_subject_as_its_reply_leaves_the_h
             fleet.hosts.contains_key("eu-1")
         })
         .await;
-    let client = cloud.sys.nats.client("client").await;
+    let client = cloud.sys.nats.client("service").await;
     let forged = serde_json::to_vec(&Redemption {
         token: "not-a-token".into(),
         client_ip: "203.0.113.9".into(),
@@ -533,4 +533,89 @@ async fn a_plaintext_connection_is_refused_and_a_foreign_authority_is_not_truste
     .await
     .expect("answered over TLS");
     assert!(matches!(reply, CommandReply::Accepted { .. }), "{reply:?}");
+}
+
+/// The attack: a token stolen from a user bound to their address is redeemed from another,
+/// the thief claiming the user's address. Before, the binding was checked against the IP the
+/// client wrote in its own JSON. Now clients redeem at the front door over HTTPS, which checks
+/// the connection's own address: a claimed address in the body is refused as malformed, an
+/// `X-Forwarded-For` from a peer that is not a trusted proxy is ignored, and the refusal names
+/// no bound address. From the bound address, the same token is provisioned.
+#[tokio::test]
+async fn a_stolen_token_redeemed_from_another_address_is_refused_at_the_front_door() {
+    use streamfleet_media::signal::{Via, request_via, split_url};
+    let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2)]);
+    let victim = "127.0.0.2";
+    let grant = cloud.issue("ada", Some(victim), None, None).await;
+    let (host, port, path) = split_url(&cloud.redeem_url).expect("url");
+    let ca = cloud.sys.nats.ca().expect("the system speaks TLS");
+    let tls = streamfleet_tls::client_config(&ca).expect("client config");
+    let post = async |from: &str, headers: &[(&str, &str)], body: serde_json::Value| {
+        let via = Via {
+            tls: Some(tls.clone()),
+            local: Some(from.parse().expect("ip")),
+        };
+        let body = serde_json::to_vec(&body).expect("json");
+        request_via(
+            &via,
+            &host,
+            port,
+            "POST",
+            &path,
+            headers,
+            Some(("application/json", &body)),
+        )
+        .await
+        .expect("the front door answers")
+    };
+    let token = grant.token.expose();
+    // The thief, from 127.0.0.1, says it is the victim every way it can.
+    let claimed = post(
+        "127.0.0.1",
+        &[],
+        serde_json::json!({ "token": token, "client_ip": victim }),
+    )
+    .await;
+    assert_eq!(claimed.status, 400, "{}", claimed.body);
+    let forwarded = post(
+        "127.0.0.1",
+        &[("x-forwarded-for", victim)],
+        serde_json::json!({ "token": token }),
+    )
+    .await;
+    assert_eq!(forwarded.status, 403, "{}", forwarded.body);
+    let refusal: streamfleet_bus_schemas::services::RedemptionReply =
+        serde_json::from_str(&forwarded.body).expect("reply");
+    assert!(
+        matches!(&refusal, streamfleet_bus_schemas::services::RedemptionReply::Error(e) if e.code == "ip_mismatch"),
+        "{}",
+        forwarded.body
+    );
+    assert!(
+        !forwarded.body.contains(victim),
+        "the refusal names no bound address: {}",
+        forwarded.body
+    );
+    // Plain HTTP at an HTTPS door gets nothing.
+    let plain = request_via(
+        &Via {
+            tls: None,
+            local: None,
+        },
+        &host,
+        port,
+        "POST",
+        &path,
+        &[],
+        Some(("application/json", b"{}")),
+    )
+    .await;
+    assert!(
+        plain.map(|r| r.status).unwrap_or(0) != 200,
+        "no plaintext redemption"
+    );
+    // The user, from the bound address, gets the session the token was for.
+    let own = post(victim, &[], serde_json::json!({ "token": token })).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert!(own.body.contains("\"session_id\""), "{}", own.body);
 }

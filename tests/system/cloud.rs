@@ -23,6 +23,8 @@ pub const NEW_YORK: &str = "192.0.2.5";
 
 pub struct Cloud {
     pub sys: System,
+    /// The redemption front door, `https://127.0.0.1:<port>/redeem`.
+    pub redeem_url: String,
     pub token_key: String,
     workers: NodeProcess,
     pub agents: Vec<NodeProcess>,
@@ -79,8 +81,10 @@ impl Cloud {
         let worker_pw = sys.nats.password("worker");
         let hb = HEARTBEAT_MS.to_string();
         let ca = nats_ca(&sys);
-        let workers = NodeProcess::spawn(
-            &[
+        let tls = sys.nats.tls_files().expect("the test system speaks TLS");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_streamfleet"));
+        command
+            .args([
                 "workers",
                 "--nats-url",
                 &sys.nats.url,
@@ -90,15 +94,24 @@ impl Cloud {
                 "12",
                 "--launch-timeout-ms",
                 "10000",
-            ],
-            &[
-                ("SF_WORKER_PASSWORD", &worker_pw),
-                ("SF_TOKEN_KEY", &token_key),
-                ("SF_NATS_CA", &ca),
-            ],
-        );
+                "--front-door",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(&tls.cert)
+            .arg("--tls-key")
+            .arg(&tls.key)
+            .env("SF_WORKER_PASSWORD", &worker_pw)
+            .env("SF_TOKEN_KEY", &token_key)
+            .env("SF_NATS_CA", &ca);
+        let (workers, ready) = NodeProcess::spawn_command(command);
+        let redeem_url = ready
+            .strip_prefix("ready front-door=")
+            .map(|url| format!("{url}/redeem"))
+            .unwrap_or_else(|| panic!("the workers' front door: {ready}"));
         let mut cloud = Cloud {
             sys,
+            redeem_url,
             token_key,
             workers,
             agents: Vec::new(),
@@ -242,7 +255,9 @@ impl Cloud {
         client_ip: &str,
         latencies: &[(&str, u32)],
     ) -> RedemptionReply {
-        let client = self.sys.nats.client("client").await;
+        // As a trusted internal caller naming the client's address (clients themselves go
+        // through the front door, which sees theirs).
+        let client = self.sys.nats.client("service").await;
         let latencies_ms = latencies
             .iter()
             .map(|(r, ms)| RegionLatency {

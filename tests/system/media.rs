@@ -107,8 +107,9 @@ async fn post_offer(
 async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_credentials_open_the_stream()
  {
     let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 3)]);
-    let grant = cloud.issue("ada", Some(PARIS), None, None).await;
-    let client_pw = cloud.sys.nats.password("client");
+    // Bound to the address the client really connects from: the front door checks it against
+    // the connection, not against anything the client says.
+    let grant = cloud.issue("ada", Some("127.0.0.1"), None, None).await;
 
     let out = client(
         &[
@@ -116,18 +117,15 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
             &cloud.sys.nats.url,
             "--token",
             grant.token.expose(),
-            "--client-ip",
-            PARIS,
+            "--redeem-url",
+            &cloud.redeem_url,
             "--frames",
             "300",
             "--json",
             "--input-every",
             "10",
         ],
-        &[
-            ("SF_CLIENT_PASSWORD", &client_pw),
-            ("SF_NATS_CA", &crate::cloud::nats_ca(&cloud.sys)),
-        ],
+        &[("SF_NATS_CA", &crate::cloud::nats_ca(&cloud.sys))],
     )
     .output()
     .await
@@ -466,7 +464,9 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
             "--user",
             "ada",
             "--client-ip",
-            PARIS,
+            "127.0.0.1",
+            "--redeem-url",
+            &cloud.redeem_url,
             "--play-url",
         ],
         &[
@@ -474,7 +474,6 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
                 "SF_ENTITLEMENT_PASSWORD",
                 &cloud.sys.nats.password("entitlement"),
             ),
-            ("SF_CLIENT_PASSWORD", &cloud.sys.nats.password("client")),
             ("SF_NATS_CA", &crate::cloud::nats_ca(&cloud.sys)),
         ],
     )

@@ -126,18 +126,21 @@ async fn readers_cannot_send_commands_and_hosts_only_heartbeats() {
 }
 
 #[tokio::test]
-async fn clients_only_redeem_and_entitlement_services_only_ask_for_tokens() {
+async fn entitlement_services_only_ask_for_tokens_and_launchers_only_answer_launches() {
     let sys = System::start();
-    for role in ["client", "entitlement"] {
+    for role in ["launcher", "entitlement"] {
         let (client, mut errors) = client_with_errors(&sys, role).await;
         expect_refused(&client, &mut errors, role, token("t-x")).await;
         expect_refused(&client, &mut errors, role, heartbeat("s-1", "h-1")).await;
     }
-    // Neither may take the other's service, nor read the log.
+    // Neither may redeem on the bus (clients redeem at the front door, which sees their
+    // address; the bus subject is for trusted services naming it), nor read the log.
     for (role, subject) in [
-        ("client", subjects::TOKEN_REQUEST),
+        ("launcher", subjects::TOKEN_REQUEST),
         ("entitlement", subjects::REDEEM),
-        ("client", subjects::LOG_READ),
+        ("launcher", subjects::REDEEM),
+        ("launcher", subjects::LOG_READ),
+        ("entitlement", subjects::LOG_READ),
     ] {
         let (client, mut errors) = client_with_errors(&sys, role).await;
         client.publish(subject, "{}".into()).await.expect("publish");
@@ -175,16 +178,16 @@ async fn no_role_can_subscribe_to_the_replies_of_another() {
         .await
         .expect("admitted");
     for (role, sniffed) in [
-        ("client", "_INBOX.>"),
-        ("client", "_INBOX.entitlement.>"),
-        ("entitlement", "_INBOX.client.>"),
+        ("launcher", "_INBOX.>"),
+        ("launcher", "_INBOX.entitlement.>"),
+        ("entitlement", "_INBOX.launcher.>"),
         ("host.h-1", "_INBOX.worker.>"),
         ("host.h-1", "_INBOX.host.h-2.>"),
         ("host.h-1", "_INBOX.host.>"),
         ("auditor", "_INBOX.>"),
         ("dashboard", "_INBOX.service.>"),
         ("service", "_INBOX.worker.>"),
-        ("worker", "_INBOX.client.>"),
+        ("worker", "_INBOX.operator.>"),
     ] {
         let (client, mut errors) = client_with_errors(&sys, role).await;
         let _sub = client.subscribe(sniffed).await.expect("subscribe sent");

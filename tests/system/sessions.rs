@@ -138,7 +138,7 @@ async fn two_concurrent_redemptions_of_one_token_provision_exactly_one_session()
         .map(|_| {
             let token = grant.token.clone();
             let client_ip = PARIS.to_string();
-            let url = cloud.sys.nats.login("client");
+            let url = cloud.sys.nats.login("service");
             tokio::spawn(async move {
                 let client = streamfleet_bus_client::connect(&url)
                     .await

@@ -21,6 +21,8 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         .args([
             "--grpc",
             "127.0.0.1:0",
+            "--front-door",
+            "127.0.0.1:0",
             "--heartbeat-interval-ms",
             "300",
             "--summary-every",
@@ -128,6 +130,10 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
     // is refused even with the right password, and the authority's certificate is the one
     // `credentials.env` names for clients.
     let ca = state.path().join(".streamfleet/tls/ca.pem");
+    assert!(
+        creds.contains("SF_REDEEM_URL=https://127.0.0.1:"),
+        "clients find the HTTPS front door: {creds}"
+    );
     assert!(
         creds.contains(&format!(
             "SF_NATS_CA={}",

@@ -19,12 +19,13 @@
 //!
 //! ```no_run
 //! # async fn demo(config: streamfleet_workers::WorkersConfig) -> Result<(), streamfleet_workers::WorkersError> {
-//! streamfleet_workers::run(config, || println!("ready"), async { let _ = tokio::signal::ctrl_c().await; }).await
+//! streamfleet_workers::run(config, |_front_door| println!("ready"), async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
 
 mod consistency;
 pub mod fleet;
+pub mod front_door;
 mod keepers;
 mod services;
 pub mod token;
@@ -40,6 +41,7 @@ use streamfleet_domain::placement::{IpLocation, Region};
 use tokio::sync::Notify;
 
 pub use fleet::Fleet;
+pub use front_door::FrontDoorConfig;
 pub use token::TokenKey;
 
 /// What the workers need to know.
@@ -59,6 +61,8 @@ pub struct WorkersConfig {
     pub lost_after_intervals: u32,
     /// How long a requested host may take to register before it is given up.
     pub launch_timeout: Duration,
+    /// The redemption node's HTTPS front door, when it has one.
+    pub front_door: Option<FrontDoorConfig>,
 }
 
 impl WorkersConfig {
@@ -77,6 +81,9 @@ pub enum WorkersError {
     /// Following the log failed for good.
     #[error("following the log: {0}")]
     Follow(#[from] FollowError),
+    /// The front door could not listen.
+    #[error("front door: {0}")]
+    FrontDoor(std::io::Error),
 }
 
 pub(crate) use streamfleet_bus_client::Refused;
@@ -169,7 +176,7 @@ async fn log_head(client: &async_nats::Client) -> Result<u64, WorkersError> {
 /// (and calls `ready`).
 pub async fn run(
     config: WorkersConfig,
-    ready: impl FnOnce(),
+    ready: impl FnOnce(Option<std::net::SocketAddr>),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkersError> {
     let client = streamfleet_bus_client::connect(&config.login)
@@ -191,7 +198,18 @@ pub async fn run(
     tracing::info!(position = head, "workers caught up; serving");
     let mut tasks = services::start(shared.clone()).await?;
     tasks.push(tokio::spawn(keepers::run(shared.clone())));
-    ready();
+    let door = match shared.config.front_door.clone() {
+        Some(door) => {
+            let (addr, task) = front_door::start(shared.clone(), door)
+                .await
+                .map_err(WorkersError::FrontDoor)?;
+            tracing::info!(%addr, "redemption front door listening");
+            tasks.push(task);
+            Some(addr)
+        }
+        None => None,
+    };
+    ready(door);
     let following = async {
         loop {
             apply_next(&shared, &mut follower, true).await?;

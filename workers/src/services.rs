@@ -143,7 +143,7 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
 
 /// The redemption node: check the signature, rank regions, hand over to the nearest region
 /// that answers.
-async fn redeem_at_node(shared: Arc<Shared>, req: Redemption) -> RedemptionReply {
+pub(crate) async fn redeem_at_node(shared: Arc<Shared>, req: Redemption) -> RedemptionReply {
     let token_id = match shared.config.token_key.verify(req.token.expose()) {
         Ok(id) => id,
         Err(TokenError::Malformed) => {
