@@ -542,6 +542,7 @@ async fn commands(
             hardware: "bench".into(),
             address: "127.0.0.1".into(),
             control_port: 1,
+            control_tls: false,
         });
         host.submit(Uuid::now_v7(), &cmd).await?;
         hosts.push((id, host));

@@ -99,8 +99,10 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
     let session = path
         .trim_start_matches("/sessions/")
         .trim_end_matches("/whep");
+    let https = url.starts_with("https://");
     if args.play_url {
-        println!("http://{host}:{port}/play#session={session}&credentials={credentials}");
+        let scheme = if https { "https" } else { "http" };
+        println!("{scheme}://{host}:{port}/play#session={session}&credentials={credentials}");
         return Ok(0);
     }
     let host_ip: Option<IpAddr> = host.parse().ok();
@@ -109,6 +111,10 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
         _ => IpAddr::from([0, 0, 0, 0]),
     });
     let config = WatchConfig {
+        via: streamfleet_media::signal::Via {
+            tls: if https { Some(authority(&args)?) } else { None },
+            local: None,
+        },
         url,
         credentials,
         bind_ip: bind,
@@ -215,6 +221,19 @@ async fn issue(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
     }
 }
 
+/// The installation's authority, which the front door's and the hosts' certificates are issued
+/// by (the same `ca.pem` NATS's is).
+fn authority(
+    args: &ClientArgs,
+) -> anyhow::Result<std::sync::Arc<streamfleet_tls::rustls::ClientConfig>> {
+    match &args.nats_ca {
+        Some(ca) => Ok(streamfleet_tls::client_config(ca)?),
+        None => anyhow::bail!(
+            "an HTTPS endpoint needs the installation's authority (--nats-ca or SF_NATS_CA)"
+        ),
+    }
+}
+
 /// Redeems the token at the front door (over HTTPS, trusting the installation's authority, from
 /// `--bind` when given): `Ok(Err(reason))` when the redemption node refuses it.
 async fn redeem(
@@ -224,13 +243,10 @@ async fn redeem(
     use streamfleet_media::signal;
     let (host, port, path) = signal::split_url(&args.redeem_url)?;
     let via = signal::Via {
-        tls: match (args.redeem_url.starts_with("https://"), &args.nats_ca) {
-            (true, Some(ca)) => Some(streamfleet_tls::client_config(ca)?),
-            (true, None) => anyhow::bail!(
-                "{} is HTTPS: pass the installation's authority (--nats-ca or SF_NATS_CA)",
-                args.redeem_url
-            ),
-            (false, _) => None,
+        tls: if args.redeem_url.starts_with("https://") {
+            Some(authority(args)?)
+        } else {
+            None
         },
         local: args.bind,
     };
@@ -262,8 +278,11 @@ async fn redeem(
     Ok(match answer {
         RedemptionReply::Provisioned(s) => Ok((
             format!(
-                "http://{}:{}/sessions/{}/whep",
-                s.address, s.control_port, s.session_id
+                "{}://{}:{}/sessions/{}/whep",
+                if s.control_tls { "https" } else { "http" },
+                s.address,
+                s.control_port,
+                s.session_id
             ),
             s.credentials.expose().to_string(),
         )),

@@ -145,6 +145,12 @@ pub struct AgentArgs {
     /// each host logs in to NATS with its own.
     #[arg(long, env = "SF_HOST_KEYS")]
     pub host_keys: std::path::PathBuf,
+    /// The hosts' control-port certificate (PEM); with `--tls-key` they speak HTTPS only.
+    #[arg(long, env = "SF_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "SF_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// The launchers' NATS password (user `launcher`); needed unless `--no-launcher`.
     #[arg(long, env = "SF_LAUNCHER_PASSWORD", hide_env_values = true)]
     pub launcher_password: Option<String>,
@@ -222,6 +228,10 @@ impl AgentArgs {
             nats_ca: self.nats_ca.clone(),
             host_keys: self.host_keys.clone(),
             launcher,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(streamfleet_tls::server_config(cert, key)?),
+                _ => None,
+            },
             region: self.region.clone().into(),
             app_id: self.app.clone().into(),
             version: self.version.clone(),

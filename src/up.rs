@@ -419,6 +419,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 secret(&password_var(Role::Launcher))?,
             )
             .envs(ca.iter().map(|ca| ("SF_NATS_CA", ca.clone())))
+            // The control ports speak HTTPS with the installation's server certificate.
+            .envs(tls.iter().flat_map(|tls| {
+                [
+                    ("SF_TLS_CERT", tls.cert.clone()),
+                    ("SF_TLS_KEY", tls.key.clone()),
+                ]
+            }))
             .env("RUST_LOG", log_filter(&args.log_level))
             .stdout(Stdio::piped())
             // The agents' own logs go to the log file, not the terminal.
@@ -467,6 +474,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             )
             .with_ca(ca.clone()),
             app_id: APP.into(),
+            hosts: streamfleet_media::signal::Via {
+                tls: match &ca {
+                    Some(ca) => Some(streamfleet_tls::client_config(ca)?),
+                    None => None,
+                },
+                local: None,
+            },
         };
         tokio::spawn(demo.run(stopped(stop_rx.clone())));
     }

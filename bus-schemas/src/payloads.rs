@@ -100,6 +100,10 @@ pub struct RegisterHost {
     pub address: String,
     /// Its control (signalling) port.
     pub control_port: u16,
+    /// Whether the control port speaks HTTPS (its certificate issued by the installation's
+    /// authority); absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub control_tls: bool,
 }
 
 /// Ask the cloud for a new host (buffer refill, replacement).
@@ -488,6 +492,9 @@ pub struct HostRegistered {
     pub address: String,
     /// Control port.
     pub control_port: u16,
+    /// Whether the control port speaks HTTPS; absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub control_tls: bool,
 }
 
 /// A slot of a host was reserved for a session.

@@ -90,6 +90,7 @@ mod tests {
             host_id: "h1".into(),
             address: "127.0.0.1".into(),
             control_port: 7000,
+            control_tls: true,
             credentials: "cred-SECRET".into(),
             route_reason: String::new(),
             placement_reason: String::new(),

@@ -143,6 +143,10 @@ pub struct SessionGrant {
     pub address: String,
     /// The host's control (signalling) port.
     pub control_port: u16,
+    /// Whether the control port speaks HTTPS (verify it against the installation's authority):
+    /// the WHEP endpoint is `https://address:control_port/sessions/<id>/whep`, else `http://`.
+    #[serde(default)]
+    pub control_tls: bool,
     /// Session credentials: present them as a bearer token to the host. Never logged.
     pub credentials: Secret,
     /// Why the redemption went to the region it went to.

@@ -192,6 +192,7 @@ pub(crate) fn decide_register(
         hardware: c.hardware.clone(),
         address: c.address.clone(),
         control_port: c.control_port,
+        control_tls: c.control_tls,
     })])
 }
 

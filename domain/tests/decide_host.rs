@@ -85,6 +85,7 @@ fn a_requested_host_registers_and_becomes_active() {
             hardware: "8 vCPU, 1 GPU".into(),
             address: "10.0.0.1".into(),
             control_port: 7000,
+            control_tls: false,
         })
     );
     let state = evolve(requested, &event);

@@ -66,8 +66,10 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub(crate) async fn serve(
     host: Arc<Host>,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let app = Router::new()
         .route("/sessions/{id}", get(look).delete(end))
         .route(
@@ -110,12 +112,24 @@ pub(crate) async fn serve(
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let mut stop = stopped.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            // HTTPS when the host has a certificate: the handshake, like the headers, must be
+            // done within HEADER_TIMEOUT.
+            let io: Box<dyn Io> = match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(socket)).await {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        _ => return,
+                    }
+                }
+                None => Box::new(socket),
+            };
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service);
             tokio::pin!(connection);
             let host_stopped = tokio::select! {
                 _ = connection.as_mut() => false,
@@ -129,6 +143,10 @@ pub(crate) async fn serve(
     }
     host.close_streams();
 }
+
+/// A connection's byte stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// Answers `408` when a request (its body included) is not done within [`REQUEST_TIMEOUT`].
 async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
@@ -335,11 +353,12 @@ async fn end_stream(
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
 /// let (status, body) = streamfleet_host_agent::control::request(
-///     "127.0.0.1", 7000, "GET", "/sessions/s1", &[("authorization", "Bearer 00")],
+///     &Default::default(), "127.0.0.1", 7000, "GET", "/sessions/s1", &[("authorization", "Bearer 00")],
 /// ).await?;
 /// # Ok(()) }
 /// ```
 pub async fn request(
+    via: &streamfleet_media::signal::Via,
     address: &str,
     port: u16,
     method: &str,
@@ -347,7 +366,8 @@ pub async fn request(
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String)> {
     let reply =
-        streamfleet_media::signal::request(address, port, method, path, headers, None).await?;
+        streamfleet_media::signal::request_via(via, address, port, method, path, headers, None)
+            .await?;
     Ok((reply.status, reply.body))
 }
 

@@ -372,6 +372,7 @@ pub(crate) async fn launch(
         hardware: agent.config.hardware.clone(),
         address: agent.config.address.clone(),
         control_port: port,
+        control_tls: agent.config.tls.is_some(),
     });
     match host.commands.send(uuid::Uuid::now_v7(), &register).await {
         Ok(CommandReply::Accepted { .. }) => {}

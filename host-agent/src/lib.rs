@@ -31,7 +31,7 @@ use streamfleet_bus_schemas::subjects;
 pub use host::Host;
 
 /// What an agent runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// The NATS server.
     pub nats_url: String,
@@ -57,6 +57,9 @@ pub struct AgentConfig {
     pub hardware: String,
     /// The IP its control ports listen on and clients connect to.
     pub address: String,
+    /// The control ports' certificate and key: with it they speak HTTPS only (the sessions'
+    /// credentials and SDP never travel in the clear), without it plain HTTP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// How often each host reports heartbeats.
     pub heartbeat_interval: Duration,
     /// Prefix of the ids of the hosts it starts with (`<prefix>-1`, `<prefix>-2`, …).
@@ -66,6 +69,18 @@ pub struct AgentConfig {
     /// How long a stream's client may be silent before the host counts it gone and ends the
     /// session (reason `disconnected`).
     pub client_timeout: Duration,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("nats_url", &self.nats_url)
+            .field("region", &self.region)
+            .field("hosts", &self.hosts)
+            .field("address", &self.address)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the agent stopped.
@@ -203,6 +218,11 @@ async fn launch_host(
     version: String,
 ) -> Result<Arc<Host>, AgentError> {
     let (host, listener) = host::launch(agent, id, app_id, version).await?;
-    tokio::spawn(control::serve(host.clone(), listener, host.stopped()));
+    tokio::spawn(control::serve(
+        host.clone(),
+        listener,
+        agent.config.tls.clone(),
+        host.stopped(),
+    ));
     Ok(host)
 }

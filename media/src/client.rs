@@ -33,8 +33,11 @@ use webrtc::peer_connection::{
 /// What to watch and for how long.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
-    /// The host's WHEP endpoint, `http://host:port/sessions/<id>/whep`.
+    /// The host's WHEP endpoint, `http(s)://host:port/sessions/<id>/whep`.
     pub url: String,
+    /// How the endpoint is reached (for `https://`: the authorities its certificate is checked
+    /// against).
+    pub via: signal::Via,
     /// The session's credentials.
     pub credentials: String,
     /// The local address to receive on.
@@ -268,7 +271,8 @@ async fn connect(config: &WatchConfig) -> Result<Connected, WatchError> {
         .await
         .ok_or_else(|| WatchError::Webrtc("no local offer".into()))?;
     let bearer = format!("Bearer {}", config.credentials);
-    let reply = signal::request(
+    let reply = signal::request_via(
+        &config.via,
         &host,
         port,
         "POST",
@@ -381,7 +385,8 @@ async fn run(
         && let Some(resource) = &c.resource
     {
         let bearer = format!("Bearer {}", config.credentials);
-        let _ = signal::request(
+        let _ = signal::request_via(
+            &config.via,
             &c.host,
             c.port,
             "DELETE",

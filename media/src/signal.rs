@@ -51,6 +51,15 @@ pub struct Via {
     pub local: Option<IpAddr>,
 }
 
+impl std::fmt::Debug for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Via")
+            .field("tls", &self.tls.is_some())
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
 /// `http://host:port/path` or `https://host:port/path` split into its parts.
 ///
 /// ```
@@ -355,6 +364,7 @@ mod tests {
         let (port, _server) = serve_once(reply_401).await;
         let config = crate::client::WatchConfig {
             url: format!("http://127.0.0.1:{port}/sessions/s1/whep"),
+            via: Via::default(),
             credentials: "wrong".into(),
             bind_ip: "127.0.0.1".parse().unwrap(),
             frames: Some(1),

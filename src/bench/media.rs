@@ -180,6 +180,7 @@ async fn whep_server(
 fn watch_config(ip: IpAddr, port: u16, seconds: u64, decode: bool) -> WatchConfig {
     WatchConfig {
         url: format!("http://{ip}:{port}/sessions/bench/whep"),
+        via: Default::default(),
         credentials: "bench".into(),
         bind_ip: ip,
         frames: None,

@@ -157,6 +157,7 @@ async fn redemptions(
         nats_ca: nats.ca(),
         host_keys: nats.host_keys(),
         launcher: None,
+        tls: None,
         region: "eu-west".into(),
         app_id: "chess".into(),
         version: "1.0.0".into(),
@@ -293,6 +294,7 @@ async fn heartbeats(
             hardware: "bench".into(),
             address: "127.0.0.1".into(),
             control_port: 1,
+            control_tls: false,
         });
         commands.submit(Uuid::now_v7(), &register).await?;
         conns.push(commands);

@@ -11,6 +11,8 @@ pub struct Demo {
     pub entitlement: NatsLogin,
     pub client: NatsLogin,
     pub app_id: String,
+    /// How the hosts' control ports are reached (HTTPS with the installation's authority).
+    pub hosts: streamfleet_media::signal::Via,
 }
 
 const PLACES: [&str; 3] = ["198.51.100", "192.0.2", "203.0.113"];
@@ -32,6 +34,7 @@ impl Demo {
                     entitlement.clone(),
                     client.clone(),
                     self.app_id.clone(),
+                    self.hosts.clone(),
                 ));
             }
         };
@@ -43,7 +46,12 @@ impl Demo {
 }
 
 /// One user: a token, a redemption, a look at the session on its host, a while playing, an end.
-async fn one_session(entitlement: async_nats::Client, client: async_nats::Client, app_id: String) {
+async fn one_session(
+    entitlement: async_nats::Client,
+    client: async_nats::Client,
+    app_id: String,
+    hosts: streamfleet_media::signal::Via,
+) {
     let user = rand::random_range(0..40u32);
     let ip = format!(
         "{}.{}",
@@ -79,7 +87,15 @@ async fn one_session(entitlement: async_nats::Client, client: async_nats::Client
                 ("authorization", bearer.as_str()),
                 ("sf-saved-state", saved.as_str()),
             ];
-            let _ = control::request(&s.address, s.control_port, "DELETE", &path, &headers).await;
+            let _ = control::request(
+                &hosts,
+                &s.address,
+                s.control_port,
+                "DELETE",
+                &path,
+                &headers,
+            )
+            .await;
         }
         Ok(RedemptionReply::Error(e)) => {
             tracing::info!(code = %e.code, message = %e.message, "demo redemption refused")

@@ -308,19 +308,24 @@ async fn the_control_port_cuts_off_slow_requests_and_does_not_tell_which_session
     // Meanwhile and after, real requests are served.
     let me = bearer(session.credentials.expose());
     let mine = format!("/sessions/{}", session.session_id);
-    let (status, _) = http(&address, port, "GET", &mine, &[("authorization", &me)]).await;
+    let (status, _) = cloud
+        .http(&address, port, "GET", &mine, &[("authorization", &me)])
+        .await;
     assert_eq!(status, 200);
-    let unknown = http(
-        &address,
-        port,
-        "GET",
-        "/sessions/nobody",
-        &[("authorization", &me)],
-    )
-    .await;
+    let unknown = cloud
+        .http(
+            &address,
+            port,
+            "GET",
+            "/sessions/nobody",
+            &[("authorization", &me)],
+        )
+        .await;
     let other = cloud.session("bob", "198.51.100.8", None).await;
     let theirs = format!("/sessions/{}", other.session_id);
-    let not_mine = http(&address, port, "GET", &theirs, &[("authorization", &me)]).await;
+    let not_mine = cloud
+        .http(&address, port, "GET", &theirs, &[("authorization", &me)])
+        .await;
     assert_eq!(unknown.0, 403);
     assert_eq!(not_mine.0, 403);
     let reason = |body: &str| {
@@ -617,5 +622,26 @@ async fn a_stolen_token_redeemed_from_another_address_is_refused_at_the_front_do
     // The user, from the bound address, gets the session the token was for.
     let own = post(victim, &[], serde_json::json!({ "token": token })).await;
     assert_eq!(own.status, 200, "{}", own.body);
-    assert!(own.body.contains("\"session_id\""), "{}", own.body);
+    let session: streamfleet_bus_schemas::services::RedemptionReply =
+        serde_json::from_str(&own.body).expect("reply");
+    let streamfleet_bus_schemas::services::RedemptionReply::Provisioned(s) = session else {
+        panic!("provisioned: {}", own.body)
+    };
+    // Its credentials then go to the host over HTTPS only: the control port answers no
+    // plaintext request.
+    assert!(s.control_tls, "{s:?}");
+    let plain = request_via(
+        &Via::default(),
+        &s.address,
+        s.control_port,
+        "GET",
+        &format!("/sessions/{}", s.session_id),
+        &[],
+        None,
+    )
+    .await;
+    assert!(
+        plain.map(|r| r.status).unwrap_or(0) == 0,
+        "the control port speaks no plaintext"
+    );
 }

@@ -89,14 +89,15 @@ async fn an_auditor_reads_replays_diffs_and_verifies_a_session_flow() {
             events.iter().any(|(_, e)| matches!(e, Event::HeartbeatReceived(h) if h.sessions.iter().any(|b| b.session_id == sid)))
         })
         .await;
-    let (status, _) = http(
-        &session.address,
-        session.control_port,
-        "DELETE",
-        &format!("/sessions/{sid}"),
-        &[("authorization", &bearer(session.credentials.expose()))],
-    )
-    .await;
+    let (status, _) = cloud
+        .http(
+            &session.address,
+            session.control_port,
+            "DELETE",
+            &format!("/sessions/{sid}"),
+            &[("authorization", &bearer(session.credentials.expose()))],
+        )
+        .await;
     assert_eq!(status, 200);
     watch
         .until("the session ended", |events, _| {

@@ -25,6 +25,8 @@ pub struct Cloud {
     pub sys: System,
     /// The redemption front door, `https://127.0.0.1:<port>/redeem`.
     pub redeem_url: String,
+    /// How the hosts' control ports are reached: HTTPS, verified against the test's authority.
+    pub host_via: streamfleet_media::signal::Via,
     pub token_key: String,
     workers: NodeProcess,
     pub agents: Vec<NodeProcess>,
@@ -109,9 +111,14 @@ impl Cloud {
             .strip_prefix("ready front-door=")
             .map(|url| format!("{url}/redeem"))
             .unwrap_or_else(|| panic!("the workers' front door: {ready}"));
+        let host_via = streamfleet_media::signal::Via {
+            tls: Some(streamfleet_tls::client_config(&tls.ca).expect("client config")),
+            local: None,
+        };
         let mut cloud = Cloud {
             sys,
             redeem_url,
+            host_via,
             token_key,
             workers,
             agents: Vec::new(),
@@ -148,6 +155,26 @@ impl Cloud {
         }
         let launcher_pw = self.sys.nats.password("launcher");
         let keys = self.sys.nats.host_keys().to_string_lossy().to_string();
+        // Its control ports speak HTTPS, with a certificate of the test's authority for the
+        // address they listen on.
+        let tls = self
+            .sys
+            .nats
+            .tls_files()
+            .expect("the test system speaks TLS");
+        let address = spec
+            .extra
+            .iter()
+            .position(|a| a == "--address")
+            .and_then(|i| spec.extra.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let (cert, key) = if address == "127.0.0.1" {
+            (tls.cert.clone(), tls.key.clone())
+        } else {
+            tls.issue(&[&address], &format!("host-{address}"))
+                .expect("a certificate for the agent's address")
+        };
         let hb = HEARTBEAT_MS.to_string();
         let (hosts, capacity) = (spec.hosts.to_string(), spec.capacity.to_string());
         let mut args = vec![
@@ -178,6 +205,8 @@ impl Cloud {
             &[
                 ("SF_LAUNCHER_PASSWORD", &launcher_pw),
                 ("SF_NATS_CA", &nats_ca(&self.sys)),
+                ("SF_TLS_CERT", &cert.to_string_lossy()),
+                ("SF_TLS_KEY", &key.to_string_lossy()),
             ],
         ));
         self.agents.len() - 1
@@ -349,17 +378,27 @@ impl Watch {
     }
 }
 
-/// A request to a host's control port: (status, body).
-pub async fn http(
-    address: &str,
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    streamfleet_host_agent::control::request(address, port, method, path, headers)
+impl Cloud {
+    /// A request to a host's control port over HTTPS: (status, body).
+    pub async fn http(
+        &self,
+        address: &str,
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        streamfleet_host_agent::control::request(
+            &self.host_via,
+            address,
+            port,
+            method,
+            path,
+            headers,
+        )
         .await
         .expect("the host's control port answers")
+    }
 }
 
 pub fn bearer(credentials: &str) -> String {

@@ -46,6 +46,7 @@ pub fn register(host: &str) -> Command {
         hardware: "test".into(),
         address: "127.0.0.1".into(),
         control_port: 7000,
+        control_tls: false,
     })
 }
 

@@ -15,17 +15,22 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// A provisioned session's WHEP endpoint.
 pub fn whep(s: &SessionGrant) -> String {
     format!(
-        "http://{}:{}/sessions/{}/whep",
-        s.address, s.control_port, s.session_id
+        "{}://{}:{}/sessions/{}/whep",
+        if s.control_tls { "https" } else { "http" },
+        s.address,
+        s.control_port,
+        s.session_id
     )
 }
 
 /// `streamfleet client …` as a child process.
-pub fn client(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+pub fn client(cloud: &Cloud, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_streamfleet"));
     c.arg("client")
         .args(args)
         .envs(env.iter().copied())
+        // The installation's authority: NATS, the front door and the hosts are HTTPS/TLS.
+        .env("SF_NATS_CA", crate::cloud::nats_ca(&cloud.sys))
         .env(
             "RUST_LOG",
             std::env::var("SF_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -38,12 +43,13 @@ pub fn client(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
 
 /// A `streamfleet client` child that has decoded its first frame, and the rest of its stderr.
 async fn watching(
+    cloud: &Cloud,
     args: &[&str],
 ) -> (
     tokio::process::Child,
     tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
 ) {
-    let mut child = client(args, &[]).spawn().expect("spawn the client");
+    let mut child = client(cloud, args, &[]).spawn().expect("spawn the client");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     while let Some(line) = lines.next_line().await.expect("read") {
         if line.starts_with("frame ") {
@@ -58,8 +64,9 @@ async fn watching(
 
 /// `streamfleet client` watching `s` with `credentials` is refused: exit 2, the host's status
 /// named on stderr.
-async fn assert_refused(s: &SessionGrant, credentials: &str, status: &str) {
+async fn assert_refused(cloud: &Cloud, s: &SessionGrant, credentials: &str, status: &str) {
     let out = client(
+        cloud,
         &[
             "--url",
             &whep(s),
@@ -81,6 +88,7 @@ async fn assert_refused(s: &SessionGrant, credentials: &str, status: &str) {
 }
 
 async fn post_offer(
+    cloud: &Cloud,
     s: &SessionGrant,
     credentials: Option<&str>,
     content_type: &str,
@@ -91,7 +99,8 @@ async fn post_offer(
     if let Some(b) = &bearer {
         headers.push(("authorization", b.as_str()));
     }
-    signal::request(
+    signal::request_via(
+        &cloud.host_via,
         &s.address,
         s.control_port,
         "POST",
@@ -112,6 +121,7 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     let grant = cloud.issue("ada", Some("127.0.0.1"), None, None).await;
 
     let out = client(
+        &cloud,
         &[
             "--nats-url",
             &cloud.sys.nats.url,
@@ -125,7 +135,7 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
             "--input-every",
             "10",
         ],
-        &[("SF_NATS_CA", &crate::cloud::nats_ca(&cloud.sys))],
+        &[],
     )
     .output()
     .await
@@ -185,23 +195,24 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     // Two more sessions: each one's credentials open only that one.
     let ada = cloud.session("ada", PARIS, None).await;
     let bob = cloud.session("bob", PARIS, None).await;
-    assert_refused(&ada, bob.credentials.expose(), "403").await;
+    assert_refused(&cloud, &ada, bob.credentials.expose(), "403").await;
 
     // Bad offers get a typed answer; the sessions keep running.
     let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
     assert_eq!(
-        post_offer(&ada, None, "application/sdp", offer)
+        post_offer(&cloud, &ada, None, "application/sdp", offer)
             .await
             .status,
         401
     );
     assert_eq!(
-        post_offer(&ada, Some("00"), "application/sdp", offer)
+        post_offer(&cloud, &ada, Some("00"), "application/sdp", offer)
             .await
             .status,
         403
     );
     let r = post_offer(
+        &cloud,
         &ada,
         Some(ada.credentials.expose()),
         "application/sdp",
@@ -210,11 +221,19 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("malformed SDP"), "{}", r.body);
-    let r = post_offer(&ada, Some(ada.credentials.expose()), "text/plain", offer).await;
+    let r = post_offer(
+        &cloud,
+        &ada,
+        Some(ada.credentials.expose()),
+        "text/plain",
+        offer,
+    )
+    .await;
     assert_eq!(r.status, 415, "{}", r.body);
     let huge = format!("{offer}{}", "a=x\r\n".repeat(20_000));
     assert_eq!(
         post_offer(
+            &cloud,
             &ada,
             Some(ada.credentials.expose()),
             "application/sdp",
@@ -226,6 +245,7 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     );
     let vp8_only = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 AA:BB\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\n";
     let r = post_offer(
+        &cloud,
         &ada,
         Some(ada.credentials.expose()),
         "application/sdp",
@@ -236,17 +256,20 @@ async fn the_client_decodes_300_stamped_frames_from_a_token_and_only_its_own_cre
     assert!(r.body.contains("H.264"), "{}", r.body);
 
     // A second offer while a client watches is refused; the first keeps decoding.
-    let (mut first, mut lines) = watching(&[
-        "--url",
-        &whep(&ada),
-        "--credentials",
-        ada.credentials.expose(),
-        "--seconds",
-        "30",
-        "--keep-session",
-    ])
+    let (mut first, mut lines) = watching(
+        &cloud,
+        &[
+            "--url",
+            &whep(&ada),
+            "--credentials",
+            ada.credentials.expose(),
+            "--seconds",
+            "30",
+            "--keep-session",
+        ],
+    )
     .await;
-    assert_refused(&ada, ada.credentials.expose(), "409").await;
+    assert_refused(&cloud, &ada, ada.credentials.expose(), "409").await;
     let next = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(line) = lines.next_line().await.expect("read") {
             if line.starts_with("frame ") {
@@ -271,17 +294,20 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
         .await
         .expect("gRPC");
     let s = cloud.session("ada", PARIS, None).await;
-    let (mut watcher, _lines) = watching(&[
-        "--url",
-        &whep(&s),
-        "--credentials",
-        s.credentials.expose(),
-        "--seconds",
-        "120",
-        "--keep-session",
-        "--input-every",
-        "15",
-    ])
+    let (mut watcher, _lines) = watching(
+        &cloud,
+        &[
+            "--url",
+            &whep(&s),
+            "--credentials",
+            s.credentials.expose(),
+            "--seconds",
+            "120",
+            "--keep-session",
+            "--input-every",
+            "15",
+        ],
+    )
     .await;
 
     // The host's heartbeats for the session carry what it streams.
@@ -343,6 +369,7 @@ async fn heartbeats_carry_stream_stats_into_the_view_and_a_vanished_client_ends_
     // The host serves on: a new session on it streams.
     let next = cloud.session("bob", PARIS, None).await;
     let out = client(
+        &cloud,
         &[
             "--url",
             &whep(&next),
@@ -372,7 +399,9 @@ struct Browser {
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    /// Starts Chromium trusting the server key whose SPKI hash is `trusted` (the test's hosts'
+    /// certificate: the test cannot install its authority in the browser's store).
+    async fn start(trusted: &str) -> Browser {
         let port = crate::harness::free_port();
         // Its own process group, so the Chromium it starts goes with it on drop.
         let mut driver = std::process::Command::new("chromedriver")
@@ -407,7 +436,10 @@ impl Browser {
         ]
         .iter()
         .map(|a| a.to_string())
-        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .chain([
+            format!("--user-data-dir={}", profile.path().display()),
+            format!("--ignore-certificate-errors-spki-list={trusted}"),
+        ])
         .collect::<Vec<_>>();
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
@@ -458,6 +490,7 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
     // The whole session from one command: a token as the entitlement service, the redemption,
     // and the player page's address for a browser.
     let out = client(
+        &cloud,
         &[
             "--nats-url",
             &cloud.sys.nats.url,
@@ -469,13 +502,10 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
             &cloud.redeem_url,
             "--play-url",
         ],
-        &[
-            (
-                "SF_ENTITLEMENT_PASSWORD",
-                &cloud.sys.nats.password("entitlement"),
-            ),
-            ("SF_NATS_CA", &crate::cloud::nats_ca(&cloud.sys)),
-        ],
+        &[(
+            "SF_ENTITLEMENT_PASSWORD",
+            &cloud.sys.nats.password("entitlement"),
+        )],
     )
     .output()
     .await
@@ -492,7 +522,13 @@ async fn headless_chromium_plays_a_provisioned_session_from_the_hosts_page() {
         .and_then(|rest| rest.split('&').next())
         .unwrap_or_else(|| panic!("a player URL: {play}"))
         .to_string();
-    let browser = Browser::start().await;
+    assert!(
+        play.starts_with("https://"),
+        "the player page is served over HTTPS: {play}"
+    );
+    let hosts_key = cloud.sys.nats.tls_files().expect("TLS").key;
+    let browser =
+        Browser::start(&streamfleet_tls::spki_sha256_base64(&hosts_key).expect("spki")).await;
     browser.open(&play).await;
     let stats = "return window.streamfleet ? window.streamfleet.stats().then(s => ({ s, error: window.streamfleet.error })) : null";
     let decoded = |v: &serde_json::Value| v["s"]["framesDecoded"].as_u64().unwrap_or(0);
@@ -585,6 +621,7 @@ async fn under_loss_and_a_bandwidth_cap_the_stream_keeps_decoding_and_the_bitrat
     assert_eq!(s.address, link.host_ip);
     let mut watcher = tokio::process::Command::new("ip");
     watcher
+        .env("SF_NATS_CA", crate::cloud::nats_ca(&cloud.sys))
         .args([
             "netns",
             "exec",

@@ -34,14 +34,15 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
 
     // The client reaches the host at the address it was given; only its credentials open it.
     let path = format!("/sessions/{}", s.session_id);
-    let (status, body) = http(
-        &s.address,
-        s.control_port,
-        "GET",
-        &path,
-        &[("authorization", &bearer(s.credentials.expose()))],
-    )
-    .await;
+    let (status, body) = cloud
+        .http(
+            &s.address,
+            s.control_port,
+            "GET",
+            &path,
+            &[("authorization", &bearer(s.credentials.expose()))],
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(
@@ -49,19 +50,23 @@ async fn a_token_is_redeemed_once_on_a_buffer_host_of_the_nearest_region_and_the
         (Some("ada"), Some(s.host_id.as_str()))
     );
     assert_eq!(
-        http(&s.address, s.control_port, "GET", &path, &[]).await.0,
+        cloud
+            .http(&s.address, s.control_port, "GET", &path, &[])
+            .await
+            .0,
         401
     );
     assert_eq!(
-        http(
-            &s.address,
-            s.control_port,
-            "GET",
-            &path,
-            &[("authorization", "Bearer 00")]
-        )
-        .await
-        .0,
+        cloud
+            .http(
+                &s.address,
+                s.control_port,
+                "GET",
+                &path,
+                &[("authorization", "Bearer 00")]
+            )
+            .await
+            .0,
         403
     );
 
@@ -467,14 +472,15 @@ async fn a_rollout_drains_old_hosts_and_an_urgent_one_terminates_them_after_noti
         "new sessions go to new hosts: {}",
         next.host_id
     );
-    let (status, _) = http(
-        &busy.address,
-        busy.control_port,
-        "DELETE",
-        &format!("/sessions/{}", busy.session_id),
-        &[("authorization", &bearer(busy.credentials.expose()))],
-    )
-    .await;
+    let (status, _) = cloud
+        .http(
+            &busy.address,
+            busy.control_port,
+            "DELETE",
+            &format!("/sessions/{}", busy.session_id),
+            &[("authorization", &bearer(busy.credentials.expose()))],
+        )
+        .await;
     assert_eq!(status, 200);
     watch
         .until("the drained host removed once empty", |_, fleet| {
@@ -517,14 +523,15 @@ async fn a_rollout_drains_old_hosts_and_an_urgent_one_terminates_them_after_noti
         back.restored_from.as_deref(),
         Some(next.session_id.as_str())
     );
-    let (status, body) = http(
-        &back.address,
-        back.control_port,
-        "GET",
-        &format!("/sessions/{}", back.session_id),
-        &[("authorization", &bearer(back.credentials.expose()))],
-    )
-    .await;
+    let (status, body) = cloud
+        .http(
+            &back.address,
+            back.control_port,
+            "GET",
+            &format!("/sessions/{}", back.session_id),
+            &[("authorization", &bearer(back.credentials.expose()))],
+        )
+        .await;
     assert_eq!(status, 200);
     assert!(body.contains("saved before 3.0.0"), "{body}");
 

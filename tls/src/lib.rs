@@ -16,6 +16,8 @@
 //! # let _ = (server, client);
 //! ```
 
+pub use rustls;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -101,22 +103,53 @@ impl TlsFiles {
         let ca_cert = authority_params()?
             .self_signed(&ca_key)
             .map_err(cert_error)?;
-        let issuer = Issuer::new(authority_params()?, &ca_key);
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .map_err(cert_error)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Streamfleet server");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().map_err(cert_error)?;
-        let cert = params.signed_by(&key, &issuer).map_err(cert_error)?;
         write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
-        write_private(&files.key, &key.serialize_pem())?;
-        std::fs::write(&files.cert, cert.pem()).map_err(io(&files.cert))?;
         std::fs::write(&files.ca, ca_cert.pem()).map_err(io(&files.ca))?;
+        issue_into(&ca_key, names, &files.cert, &files.key)?;
         Ok(files)
     }
+
+    /// Another server certificate from the same authority, for `names` (a host at another
+    /// address): `<dir>/<file>.pem` and `<dir>/<file>.key` (0600). Returns (certificate, key).
+    pub fn issue(&self, names: &[&str], file: &str) -> Result<(PathBuf, PathBuf), TlsError> {
+        let dir = self.ca.parent().unwrap_or(Path::new("."));
+        let ca_key_path = dir.join("ca.key");
+        let text = std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
+        let ca_key = KeyPair::from_pem(&text).map_err(cert_error)?;
+        let (cert, key) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        issue_into(&ca_key, names, &cert, &key)?;
+        Ok((cert, key))
+    }
+}
+
+/// Issues a server certificate for `names` signed by the authority's key into `cert` and `key`.
+fn issue_into(ca_key: &KeyPair, names: &[&str], cert: &Path, key: &Path) -> Result<(), TlsError> {
+    let issuer = Issuer::new(authority_params()?, ca_key);
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .map_err(cert_error)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Streamfleet server");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_key = KeyPair::generate().map_err(cert_error)?;
+    let issued = params.signed_by(&server_key, &issuer).map_err(cert_error)?;
+    write_private(key, &server_key.serialize_pem())?;
+    std::fs::write(cert, issued.pem()).map_err(io(cert))
+}
+
+/// The base64 SHA-256 of a key's public half (its SubjectPublicKeyInfo): what a browser is told
+/// to trust with `--ignore-certificate-errors-spki-list` when it cannot be given the authority.
+pub fn spki_sha256_base64(key: &Path) -> Result<String, TlsError> {
+    use base64::Engine;
+    use rcgen::PublicKeyData;
+    let text = std::fs::read_to_string(key).map_err(io(key))?;
+    let pair = KeyPair::from_pem(&text).map_err(cert_error)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &pair.subject_public_key_info());
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
 }
 
 fn private_dir(dir: &Path) -> Result<(), TlsError> {

@@ -28,6 +28,8 @@ pub struct HostRecord {
     pub address: String,
     /// Its control port.
     pub control_port: u16,
+    /// Whether its control port speaks HTTPS.
+    pub control_tls: bool,
     /// Life stage.
     pub status: HostStatus,
     /// Sessions holding a slot.
@@ -56,6 +58,7 @@ impl HostRecord {
             capacity: 0,
             address: String::new(),
             control_port: 0,
+            control_tls: false,
             status,
             sessions: BTreeSet::new(),
             groups: BTreeMap::new(),
@@ -202,6 +205,7 @@ impl Fleet {
                     capacity: e.capacity,
                     address: e.address.clone(),
                     control_port: e.control_port,
+                    control_tls: e.control_tls,
                     ..HostRecord::new(&e.region, &e.app_id, &e.version, HostStatus::Active, time)
                 };
                 self.hosts.insert(e.host_id.clone(), host);

@@ -262,12 +262,12 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             exclude.insert(host_id);
             continue;
         };
-        let (address, control_port) = {
+        let (address, control_port, control_tls) = {
             let fleet = shared.fleet();
             let endpoint = fleet
                 .hosts
                 .get(&host_id)
-                .map(|h| (h.address.clone(), h.control_port));
+                .map(|h| (h.address.clone(), h.control_port, h.control_tls));
             endpoint.unwrap_or_default()
         };
         let provision = Command::ProvisionSession(ProvisionSession {
@@ -295,6 +295,7 @@ async fn redeem_in_region(shared: Arc<Shared>, req: RegionRedemption) -> Redempt
             host_id,
             address,
             control_port,
+            control_tls,
             credentials: credentials.into(),
             route_reason: route.reason,
             placement_reason,

@@ -112,6 +112,7 @@ pub fn register_cmd(id: &str, capacity: u32) -> RegisterHost {
         hardware: "8 vCPU, 1 GPU".into(),
         address: "10.0.0.1".into(),
         control_port: 7000,
+        control_tls: false,
     }
 }
 

@@ -28,6 +28,7 @@ fn registered(host: &str, version: &str, capacity: u32) -> Event {
         hardware: "8 vCPU, 1 GPU".into(),
         address: "10.0.0.1".into(),
         control_port: 7000,
+        control_tls: false,
     })
 }
 

@@ -324,6 +324,7 @@ mod tests {
             hardware: "4 vCPU".into(),
             address: "10.0.0.1".into(),
             control_port: 7000,
+            control_tls: false,
         })
     }
 
