@@ -215,6 +215,10 @@ pub enum ReplayCmd {
         /// Compression of the data file.
         #[arg(long, value_enum, default_value_t = Compression::None)]
         compression: Compression,
+        /// The node's signed checkpoints to carry in the manifest (default:
+        /// `checkpoints.jsonl` beside the log file, when there is one).
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
         #[command(flatten)]
         progress: ProgressArgs,
     },
@@ -223,6 +227,10 @@ pub enum ReplayCmd {
     VerifyExport {
         /// The export's data file (its manifest is beside it).
         data: PathBuf,
+        /// Check the export against the node's signed checkpoints its manifest carries: the
+        /// node's public key, as hex (`checkpoint.pub` in its data folder).
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -481,13 +489,18 @@ pub async fn run(cmd: ReplayCmd) -> Result<bool, ReplayError> {
             from,
             to,
             compression,
+            checkpoints,
             progress,
         } => {
             let source = Source::file(&file)?;
             let log = source
                 .log_file()
                 .ok_or_else(|| ReplayError::Request("export reads a log file".into()))?;
-            let manifest = export(log, &out, from, to, compression, progress.mode())?;
+            let path = checkpoints.unwrap_or_else(|| file.with_file_name("checkpoints.jsonl"));
+            let signed = streamfleet_eventlog::checkpoint::CheckpointFile::new(&path)
+                .read()
+                .map_err(|e| ReplayError::Request(format!("{}: {e}", path.display())))?;
+            let manifest = export(log, &out, from, to, compression, progress.mode(), &signed)?;
             println!(
                 "exported positions {}..={} ({} events) to {}\n  manifest {}\n  chain at {}: {}",
                 manifest.first_position,
@@ -502,10 +515,18 @@ pub async fn run(cmd: ReplayCmd) -> Result<bool, ReplayError> {
         }
         ReplayCmd::VerifyExport {
             data,
+            public_key,
             json,
             progress,
         } => {
-            let check = verify_export(&data, progress.mode())?;
+            let public = match public_key {
+                Some(key) => Some(
+                    streamfleet_eventlog::checkpoint::public_key_from_hex(&key)
+                        .map_err(|e| ReplayError::Request(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let check = verify_export(&data, progress.mode(), public.as_ref())?;
             if json {
                 json_line(&check)?;
             } else {

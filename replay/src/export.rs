@@ -71,6 +71,11 @@ pub struct Manifest {
     pub data_blake3: String,
     /// Events per type.
     pub types: BTreeMap<String, u64>,
+    /// The node's signed checkpoints within the exported range (whose chain hashes the lines
+    /// must reproduce): what lets `verify-export --public-key` catch an export rewritten and
+    /// re-chained whole, manifest and all. Absent in exports of logs without checkpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<streamfleet_eventlog::checkpoint::Checkpoint>,
 }
 
 /// The manifest's path for a data file.
@@ -97,7 +102,8 @@ struct TypeAndSubject<'a> {
 }
 
 /// Exports positions `from..=to` (`None`: the last) of `file` to `out`, checking every record's
-/// checksum and chain on the way; writes the manifest beside it and returns it.
+/// checksum and chain on the way; writes the manifest beside it, with the `checkpoints` that
+/// fall in the range and that the log matches, and returns it.
 pub fn export(
     file: &LogFile,
     out: &Path,
@@ -105,6 +111,7 @@ pub fn export(
     to: Option<u64>,
     compression: Compression,
     progress: ProgressMode,
+    checkpoints: &[streamfleet_eventlog::checkpoint::Checkpoint],
 ) -> Result<Manifest, ReplayError> {
     let name = file.path().display().to_string();
     let read_err = |error| ReplayError::Read {
@@ -148,6 +155,13 @@ pub fn export(
     let mut line = Vec::with_capacity(4096);
     let mut failure: Option<ReplayError> = None;
     let mut io_failure: Option<std::io::Error> = None;
+    // The checkpoints the export will carry, by position: each must match the record there.
+    let mut wanted: BTreeMap<u64, &streamfleet_eventlog::checkpoint::Checkpoint> = checkpoints
+        .iter()
+        .filter(|c| (from..=last).contains(&c.position))
+        .map(|c| (c.position, c))
+        .collect();
+    let mut carried = Vec::new();
     file.for_each_raw(from, Some(last), |position, bytes| {
         let bad = |problem: String| {
             ReplayError::Request(format!(
@@ -173,6 +187,17 @@ pub fn export(
             return false;
         }
         prev = record.chain;
+        if let Some(cp) = wanted.remove(&position) {
+            if cp.chain_hash().ok() != Some(record.chain) {
+                failure = Some(bad(
+                    "the log no longer matches the checkpoint signed there (history was \
+                     rewritten: run `replay verify --public-key`)"
+                        .into(),
+                ));
+                return false;
+            }
+            carried.push(cp.clone());
+        }
         match serde_json::from_slice::<TypeAndSubject<'_>>(&record.body) {
             Ok(t) if t.subject == record.stream => {
                 *types.entry(t.event_type.into_owned()).or_default() += 1;
@@ -233,6 +258,7 @@ pub fn export(
         chain_at_end: hex(&prev),
         data_blake3: hasher.finalize().to_hex().to_string(),
         types,
+        checkpoints: carried,
     };
     // The data is complete and synced before the manifest that vouches for it exists.
     std::fs::File::open(&partial)
@@ -341,6 +367,8 @@ pub struct ExportCheck {
     pub last_position: u64,
     /// The chain hash recomputed at the end (hex; empty on failure).
     pub chain_at_end: String,
+    /// The last position a checkpoint signed by the given key vouches for (0: none checked).
+    pub signed_through: u64,
     /// The first problem: line number (from 1), position when known, and what.
     pub failure: Option<ExportFailure>,
     /// Wall time, seconds.
@@ -361,8 +389,15 @@ pub struct ExportFailure {
 /// Verifies an export from its data file and manifest alone: every line's position follows
 /// the last, its chain hash follows from the previous line's (from `chain_before`) over
 /// exactly its content, and the count, last position, end chain and data hash match the
-/// manifest.
-pub fn verify_export(data: &Path, progress: ProgressMode) -> Result<ExportCheck, ReplayError> {
+/// manifest. With the node's `public` key, the manifest must carry checkpoints signed by it
+/// and the lines must reproduce the chain hash each states — so an export rewritten whole and
+/// re-chained, manifest included, still fails (`checkpoint_forged`, `checkpoint_mismatch`,
+/// `checkpoint_missing`).
+pub fn verify_export(
+    data: &Path,
+    progress: ProgressMode,
+    public: Option<&streamfleet_eventlog::checkpoint::VerifyingKey>,
+) -> Result<ExportCheck, ReplayError> {
     let started = Instant::now();
     let manifest_file = manifest_path(data);
     let text = std::fs::read(&manifest_file).map_err(|e| ReplayError::io(&manifest_file, e))?;
@@ -392,9 +427,36 @@ pub fn verify_export(data: &Path, progress: ProgressMode) -> Result<ExportCheck,
         first_position: manifest.first_position,
         last_position: manifest.last_position,
         chain_at_end: String::new(),
+        signed_through: 0,
         failure: None,
         seconds: 0.0,
     };
+    let mut signed: BTreeMap<u64, [u8; 32]> = BTreeMap::new();
+    if let Some(public) = public {
+        let problem =
+            if manifest.checkpoints.is_empty() {
+                Some("checkpoint_missing: the export carries no signed checkpoint".to_string())
+            } else {
+                manifest.checkpoints.iter().find_map(|cp| match cp.chain_hash() {
+                Ok(chain) if cp.is_signed_by(public) => {
+                    signed.insert(cp.position, chain);
+                    None
+                }
+                _ => Some(format!(
+                    "checkpoint_forged: the checkpoint at position {} is not signed by the key",
+                    cp.position
+                )),
+            })
+            };
+        if let Some(problem) = problem {
+            check.failure = Some(ExportFailure {
+                line: 0,
+                position: None,
+                problem,
+            });
+            return Ok(check);
+        }
+    }
     let mut shown = Progress::new(progress, "verify-export", manifest.events);
     let mut hasher = blake3::Hasher::new();
     let mut prev = chain_before;
@@ -481,6 +543,22 @@ pub fn verify_export(data: &Path, progress: ProgressMode) -> Result<ExportCheck,
                     .into(),
             );
             break;
+        }
+        if let Some(stated) = signed.get(&line.position) {
+            if *stated != chain {
+                fail(
+                    &mut check,
+                    line_no,
+                    Some(line.position),
+                    format!(
+                        "checkpoint_mismatch: the chain here is not the one signed at position {}: \
+                         the export was rewritten at or before it",
+                        line.position
+                    ),
+                );
+                break;
+            }
+            check.signed_through = line.position;
         }
         prev = chain;
         expected += 1;

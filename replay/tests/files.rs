@@ -245,15 +245,23 @@ async fn a_million_events_export_and_verify_alone() {
     assert!(verified.ok && verified.events == 1_000_000, "{verified}");
 
     let data = dir.path().join("all.jsonl.gz");
-    let manifest =
-        export(log, &data, 1, None, Compression::Gzip, ProgressMode::Quiet).expect("export");
+    let manifest = export(
+        log,
+        &data,
+        1,
+        None,
+        Compression::Gzip,
+        ProgressMode::Quiet,
+        &[],
+    )
+    .expect("export");
     assert_eq!(manifest.events, 1_000_000);
     assert_eq!(manifest.types.get("HeartbeatReceived"), Some(&1_000_000));
     assert_eq!(
         manifest.chain_at_end, verified.chain,
         "the export ends on the log's chain"
     );
-    let check = verify_export(&data, ProgressMode::Quiet).expect("verify-export");
+    let check = verify_export(&data, ProgressMode::Quiet, None).expect("verify-export");
     assert!(check.ok, "{check}");
     assert_eq!(check.events, 1_000_000);
     assert_eq!(check.chain_at_end, verified.chain);
@@ -267,6 +275,7 @@ async fn a_million_events_export_and_verify_alone() {
         Some(500_100),
         Compression::None,
         ProgressMode::Quiet,
+        &[],
     )
     .expect("export a range");
     let ranged = verify_file(log, 500_001, Some(500_100), ProgressMode::Quiet).expect("verify");
@@ -274,7 +283,11 @@ async fn a_million_events_export_and_verify_alone() {
         (m.chain_before.as_str(), m.chain_at_end.as_str()),
         (ranged.chain_before.as_str(), ranged.chain.as_str())
     );
-    assert!(verify_export(&part, ProgressMode::Quiet).expect("check").ok);
+    assert!(
+        verify_export(&part, ProgressMode::Quiet, None)
+            .expect("check")
+            .ok
+    );
     let text = std::fs::read_to_string(&part).expect("read");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 100);
@@ -309,7 +322,7 @@ async fn a_million_events_export_and_verify_alone() {
         let mut changed: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
         edit(&mut changed);
         std::fs::write(&part, changed.join("\n") + "\n").expect("write");
-        let check = verify_export(&part, ProgressMode::Quiet).expect("check");
+        let check = verify_export(&part, ProgressMode::Quiet, None).expect("check");
         let failure = check.failure.expect(what);
         assert_eq!(failure.line, line_no, "{what}: {failure:?}");
     }
@@ -323,7 +336,7 @@ async fn a_million_events_export_and_verify_alone() {
         streamfleet_replay::export::manifest_path(&cut),
     )
     .expect("manifest");
-    let check = verify_export(&cut, ProgressMode::Quiet).expect("check");
+    let check = verify_export(&cut, ProgressMode::Quiet, None).expect("check");
     assert!(!check.ok);
     assert!(
         check
@@ -332,4 +345,123 @@ async fn a_million_events_export_and_verify_alone() {
             .problem
             .contains("unreadable")
     );
+}
+
+/// The attack: an export rewritten whole — other events, chained anew from its first line, its
+/// manifest recomputed to match — passes every check an export can make of itself. With the
+/// node's public key it fails: the manifest carries the node's signed checkpoints, and the
+/// rewritten lines do not reproduce the chain hashes they state; a forged or stripped checkpoint
+/// fails too.
+#[tokio::test]
+async fn an_export_rewritten_whole_is_caught_by_the_checkpoints_it_carries() {
+    use streamfleet_eventlog::checkpoint::{SigningKey, sign};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let public = key.verifying_key();
+    let export_signed = |name: &str, with: Vec<streamfleet_eventlog::checkpoint::Checkpoint>| {
+        let source = Source::file(dir.path().join(format!("{name}.redb"))).expect("open");
+        let data = dir.path().join(format!("{name}.jsonl"));
+        let log = source.log_file().expect("file");
+        let signed: Vec<_> = if with.is_empty() {
+            [100, 200, 300]
+                .iter()
+                .map(|&p| {
+                    let record = log
+                        .records(p, Some(p))
+                        .expect("read")
+                        .next()
+                        .expect("a record")
+                        .expect("readable");
+                    sign(&key, p, &record.chain)
+                })
+                .collect()
+        } else {
+            with
+        };
+        let manifest = export(
+            log,
+            &data,
+            1,
+            None,
+            Compression::None,
+            ProgressMode::Quiet,
+            &signed,
+        );
+        (data, manifest)
+    };
+    write_log(&dir.path().join("true.redb"), 300).await;
+    write_log(&dir.path().join("forged.redb"), 300).await;
+
+    let (data, manifest) = export_signed("true", Vec::new());
+    let manifest = manifest.expect("exported");
+    assert_eq!(manifest.checkpoints.len(), 3);
+    let check = verify_export(&data, ProgressMode::Quiet, Some(&public)).expect("check");
+    assert!(check.ok, "{check}");
+    assert_eq!(check.signed_through, 300);
+
+    // The rewrite: other events, a consistent chain and manifest of their own...
+    let (forged, forged_manifest) = export_signed("forged", Vec::new());
+    assert!(
+        verify_export(&forged, ProgressMode::Quiet, None)
+            .expect("check")
+            .ok,
+        "consistent in itself"
+    );
+    // ...carrying the true export's checkpoints, which the forger cannot re-sign.
+    let mut grafted = forged_manifest.expect("exported");
+    grafted.checkpoints = manifest.checkpoints.clone();
+    let write = |m: &streamfleet_replay::export::Manifest| {
+        std::fs::write(
+            streamfleet_replay::export::manifest_path(&forged),
+            serde_json::to_vec(m).expect("json"),
+        )
+        .expect("manifest")
+    };
+    write(&grafted);
+    let failure = verify_export(&forged, ProgressMode::Quiet, Some(&public))
+        .expect("check")
+        .failure
+        .expect("caught");
+    assert!(
+        failure.problem.starts_with("checkpoint_mismatch") && failure.position == Some(100),
+        "{failure:?}"
+    );
+    // Re-signed with another key, or stripped: caught as well.
+    let other = SigningKey::from_bytes(&[9; 32]);
+    let mut resigned = grafted.clone();
+    let chains: Vec<[u8; 32]> = resigned
+        .checkpoints
+        .iter()
+        .map(|c| c.chain_hash().expect("hex"))
+        .collect();
+    resigned.checkpoints = resigned
+        .checkpoints
+        .iter()
+        .zip(chains)
+        .map(|(c, chain)| sign(&other, c.position, &chain))
+        .collect();
+    write(&resigned);
+    let failure = verify_export(&forged, ProgressMode::Quiet, Some(&public))
+        .expect("check")
+        .failure
+        .expect("caught");
+    assert!(
+        failure.problem.starts_with("checkpoint_forged"),
+        "{failure:?}"
+    );
+    let mut stripped = grafted;
+    stripped.checkpoints.clear();
+    write(&stripped);
+    let failure = verify_export(&forged, ProgressMode::Quiet, Some(&public))
+        .expect("check")
+        .failure
+        .expect("caught");
+    assert!(
+        failure.problem.starts_with("checkpoint_missing"),
+        "{failure:?}"
+    );
+
+    // A log that no longer matches a checkpoint is not exported under it.
+    let (_, refused) = export_signed("forged", manifest.checkpoints.clone());
+    assert!(refused.is_err(), "exported a log its checkpoints disown");
 }

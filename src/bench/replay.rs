@@ -89,7 +89,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
 
     let out = dir.path().join("export.jsonl.gz");
     let t = Instant::now();
-    export(log, &out, 1, None, Compression::Gzip, ProgressMode::Quiet)?;
+    export(log, &out, 1, None, Compression::Gzip, ProgressMode::Quiet, &[])?;
     beside_raw(
         "export to gzip JSON lines, chain checked",
         n,
@@ -97,7 +97,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
         raw,
     );
     let t = Instant::now();
-    let check = verify_export(&out, ProgressMode::Quiet)?;
+    let check = verify_export(&out, ProgressMode::Quiet, None)?;
     anyhow::ensure!(check.ok, "{check}");
     beside_raw("verify-export of that file alone", n, t.elapsed(), raw);
     drop(source);
