@@ -78,6 +78,17 @@ enum ProjectionsCmd {
         /// The dashboard user's NATS password.
         #[arg(long, env = "SF_DASHBOARD_PASSWORD", hide_env_values = true)]
         nats_password: String,
+        /// The API's certificate (PEM); with `--tls-key` it speaks TLS only (required beyond
+        /// loopback).
+        #[arg(long, env = "SF_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, env = "SF_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The dashboards' token every views call must carry as `authorization: Bearer …`
+        /// (required beyond loopback).
+        #[arg(long, env = "SF_VIEWS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// Hosts' heartbeat interval, ms (a row is `late` after two).
         #[arg(long, default_value_t = 60_000)]
         heartbeat_interval_ms: u64,
@@ -257,6 +268,9 @@ async fn projections(which: ProjectionsCmd) -> anyhow::Result<()> {
             nats_url,
             nats_ca,
             nats_password,
+            tls_cert,
+            tls_key,
+            token,
             heartbeat_interval_ms,
         } => {
             let running =
@@ -267,6 +281,10 @@ async fn projections(which: ProjectionsCmd) -> anyhow::Result<()> {
                     heartbeat_interval: std::time::Duration::from_millis(
                         heartbeat_interval_ms.max(10),
                     ),
+                    tls: tls_cert
+                        .zip(tls_key)
+                        .map(|(cert, key)| streamfleet_projections::ApiTls { cert, key }),
+                    token: token.map(Into::into),
                 })
                 .await?;
             println!("ready grpc={}", running.grpc_addr());

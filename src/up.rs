@@ -102,6 +102,9 @@ fn credentials(state_dir: &std::path::Path) -> anyhow::Result<Vec<(String, Strin
             text.push_str(&format!("{var}={}\n", new_password()));
         }
     }
+    if !text.lines().any(|l| l.starts_with("SF_VIEWS_TOKEN=")) {
+        text.push_str(&format!("SF_VIEWS_TOKEN={}\n", new_password()));
+    }
     if !text.lines().any(|l| l.starts_with("SF_TOKEN_KEY=")) {
         text.push_str(&format!(
             "SF_TOKEN_KEY={}\n",
@@ -453,6 +456,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir: args.state_dir.join("projections"),
         grpc_addr: args.grpc,
         heartbeat_interval: heartbeat,
+        // On loopback the views stay plaintext and open (grpcurl -plaintext); beyond it they
+        // need TLS and the dashboards' token (SF_VIEWS_TOKEN in credentials.env).
+        tls: match (&tls, args.grpc.ip().is_loopback()) {
+            (Some(tls), false) => Some(streamfleet_projections::ApiTls {
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+            }),
+            _ => None,
+        },
+        token: (!args.grpc.ip().is_loopback())
+            .then(|| secret("SF_VIEWS_TOKEN"))
+            .transpose()?
+            .map(Into::into),
     })
     .await
     .context("starting the projections")?;

@@ -96,6 +96,24 @@ pub enum ProjectionsError {
         /// Why.
         source: std::io::Error,
     },
+    /// Asked to listen beyond loopback without TLS and the dashboards' credentials: the views
+    /// would be readable by anyone who reaches the address.
+    #[error(
+        "refusing to serve the views on {addr} without TLS and a token: beyond loopback both are \
+         required (--tls-cert/--tls-key and SF_VIEWS_TOKEN)"
+    )]
+    Exposed {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
+    /// The TLS certificate or key could not be read.
+    #[error("views API TLS: {path}: {source}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),

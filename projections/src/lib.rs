@@ -23,6 +23,8 @@
 //!     data_dir: "/var/lib/streamfleet/views".into(),
 //!     grpc_addr: "127.0.0.1:0".parse().expect("an address"),
 //!     heartbeat_interval: Duration::from_secs(5),
+//!     tls: None,   // on loopback; beyond it TLS and a token are required
+//!     token: None,
 //! };
 //! let running = start(config).await?;
 //! println!("grpc listening on {}", running.grpc_addr());
@@ -52,7 +54,7 @@ pub mod pb {
 
 pub use error::{ProjectionsError, StoreError};
 pub use runner::{
-    EventFeed, FeedSender, ProjectionsConfig, RunningProjections, SourcedEvent, rebuild,
+    ApiTls, EventFeed, FeedSender, ProjectionsConfig, RunningProjections, SourcedEvent, rebuild,
     rebuild_from, run, start, start_with_source,
 };
 pub use store::{Difference, DumpRow, diff, diff_rows, dump};

@@ -48,6 +48,21 @@ pub struct ProjectionsConfig {
     pub grpc_addr: SocketAddr,
     /// The hosts' heartbeat interval: a host or session is late after two of them.
     pub heartbeat_interval: Duration,
+    /// The API's certificate and key: with them it speaks TLS only. Required, with `token`,
+    /// when `grpc_addr` is beyond loopback.
+    pub tls: Option<ApiTls>,
+    /// The dashboards' credentials: with it every views and reflection call must carry
+    /// `authorization: Bearer <token>` (`UNAUTHENTICATED` otherwise; health stays open).
+    pub token: Option<streamfleet_bus_schemas::Secret>,
+}
+
+/// Where the views API finds its TLS certificate and key (PEM).
+#[derive(Debug, Clone)]
+pub struct ApiTls {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// One event for the views: its position, record time and payload (`None`: a type this build
@@ -338,6 +353,23 @@ async fn start_parts(
     views: ViewSet,
     feed: EventFeed,
 ) -> Result<RunningProjections, ProjectionsError> {
+    if !config.grpc_addr.ip().is_loopback() && (config.tls.is_none() || config.token.is_none()) {
+        return Err(ProjectionsError::Exposed {
+            addr: config.grpc_addr,
+        });
+    }
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ProjectionsError::Tls {
+                path: path.clone(),
+                source,
+            })
+        };
+        let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .map_err(|source| ProjectionsError::Bind {
@@ -366,12 +398,18 @@ async fn start_parts(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let api = pb::views_server::ViewsServer::new(ViewsApi::new(shared.clone()));
+    let check = BearerCheck(config.token.as_ref().map(|t| t.hash()));
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(health_service)
-            .add_service(reflection)
-            .add_service(api)
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                reflection,
+                check.clone(),
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                api, check,
+            ))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async move {
@@ -395,6 +433,32 @@ async fn start_parts(
         applier,
         server,
     })
+}
+
+/// Admits a call when no token is configured, or when it carries `authorization: Bearer <token>`
+/// (compared by hash, so the comparison takes the same time whatever the guess).
+#[derive(Clone)]
+struct BearerCheck(Option<String>);
+
+impl tonic::service::Interceptor for BearerCheck {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(expected) = &self.0 else {
+            return Ok(request);
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(streamfleet_bus_schemas::secret_hash);
+        if presented.as_ref() == Some(expected) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "the views need the dashboards' token: authorization: Bearer <token>",
+            ))
+        }
+    }
 }
 
 async fn set_health(health: &HealthReporter, serving: bool) {

@@ -22,6 +22,8 @@ fn config_in(dir: &tempfile::TempDir) -> ProjectionsConfig {
         data_dir: dir.path().to_path_buf(),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         heartbeat_interval: Duration::from_secs(5),
+        tls: None,
+        token: None,
     }
 }
 
@@ -331,4 +333,90 @@ async fn malformed_protobuf_is_invalid_argument_and_the_service_keeps_answering(
         .get_status(pb::StatusRequest {})
         .await
         .expect("still answering");
+}
+
+/// The attack: the views served on an address others reach, read by anyone. Beyond loopback
+/// the API refuses to start without TLS and the dashboards' token; with them a plaintext
+/// client gets nothing, a TLS client without the token is `UNAUTHENTICATED`, and the token's
+/// holder reads the views over TLS. (Health stays open for probes.)
+#[tokio::test]
+async fn beyond_loopback_the_views_need_tls_and_the_dashboards_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = config_in(&dir);
+    config.grpc_addr = "0.0.0.0:0".parse().expect("addr");
+    let (_sender, events) = EventFeed::channel(64);
+    let refused = start_with_source(config.clone(), events).await;
+    assert!(
+        matches!(
+            refused,
+            Err(streamfleet_projections::ProjectionsError::Exposed { .. })
+        ),
+        "started in the open: {refused:?}"
+    );
+
+    let certs = tempfile::tempdir().expect("dir");
+    let tls = streamfleet_tls::TlsFiles::ensure(certs.path(), &["127.0.0.1"]).expect("certs");
+    config.tls = Some(streamfleet_projections::ApiTls {
+        cert: tls.cert.clone(),
+        key: tls.key.clone(),
+    });
+    config.token = Some("dash-token".into());
+    let (_sender, events) = EventFeed::channel(64);
+    let running = start_with_source(config, events).await.expect("started");
+    let port = running.grpc_addr().port();
+
+    let plain = ViewsClient::connect(format!("http://127.0.0.1:{port}")).await;
+    let answered = match plain {
+        Ok(mut c) => c.get_status(pb::StatusRequest::default()).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!answered, "a plaintext client read the views");
+
+    let ca = std::fs::read(&tls.ca).expect("ca");
+    let channel = tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{port}"))
+        .expect("url")
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("127.0.0.1"),
+        )
+        .expect("tls")
+        .connect()
+        .await
+        .expect("TLS connection");
+    let mut anonymous = ViewsClient::new(channel.clone());
+    let status = anonymous
+        .get_status(pb::StatusRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let mut wrong = ViewsClient::with_interceptor(channel.clone(), |mut r: tonic::Request<()>| {
+        r.metadata_mut()
+            .insert("authorization", "Bearer guess".parse().expect("value"));
+        Ok(r)
+    });
+    assert_eq!(
+        wrong
+            .get_status(pb::StatusRequest::default())
+            .await
+            .expect_err("a wrong token")
+            .code(),
+        tonic::Code::Unauthenticated
+    );
+    let mut dashboard =
+        ViewsClient::with_interceptor(channel.clone(), |mut r: tonic::Request<()>| {
+            r.metadata_mut()
+                .insert("authorization", "Bearer dash-token".parse().expect("value"));
+            Ok(r)
+        });
+    dashboard
+        .get_status(pb::StatusRequest::default())
+        .await
+        .expect("the token's holder reads the views");
+    let mut health = HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health is open");
+    running.shutdown().await.expect("stopped");
 }

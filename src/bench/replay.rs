@@ -89,7 +89,15 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
 
     let out = dir.path().join("export.jsonl.gz");
     let t = Instant::now();
-    export(log, &out, 1, None, Compression::Gzip, ProgressMode::Quiet, &[])?;
+    export(
+        log,
+        &out,
+        1,
+        None,
+        Compression::Gzip,
+        ProgressMode::Quiet,
+        &[],
+    )?;
     beside_raw(
         "export to gzip JSON lines, chain checked",
         n,

@@ -304,6 +304,8 @@ async fn heartbeats(
         data_dir: dir.join("heartbeat-views"),
         grpc_addr: "127.0.0.1:0".parse()?,
         heartbeat_interval: Duration::from_secs(60),
+        tls: None,
+        token: None,
     })
     .await?;
     let projections = Arc::new(projections);
