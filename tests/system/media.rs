@@ -722,3 +722,72 @@ async fn under_loss_and_a_bandwidth_cap_the_stream_keeps_decoding_and_the_bitrat
     );
     drop(link);
 }
+
+/// A person with a token and a browser, nothing installed: the front door's page takes the
+/// token (checked against the browser's own address), and the browser goes on to the host's
+/// player page over HTTPS and plays the session.
+#[tokio::test]
+async fn a_browser_redeems_a_token_at_the_front_door_and_plays_the_session() {
+    let cloud = Cloud::start(&[AgentSpec::new("eu-west", "eu", 1, 2)]);
+    let grant = cloud.issue("ada", Some("127.0.0.1"), None, None).await;
+    let door = cloud
+        .redeem_url
+        .strip_suffix("/redeem")
+        .expect("a front door URL")
+        .to_string();
+    let key = cloud.sys.nats.tls_files().expect("TLS").key;
+    let browser = Browser::start(&streamfleet_tls::spki_sha256_base64(&key).expect("spki")).await;
+    browser.open(&format!("{door}/")).await;
+    let token = serde_json::to_string(grant.token.expose()).expect("json");
+    browser
+        .eval(&format!(
+            "document.getElementById('token').value = {token}; \
+             document.getElementById('redeem').requestSubmit(); return true;"
+        ))
+        .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let stats = "return window.streamfleet && window.streamfleet.stats ? window.streamfleet.stats().then(s => ({ s, error: window.streamfleet.error, at: location.href })) : { at: location.href, status: (document.getElementById('status') || {}).textContent }";
+    loop {
+        // The page navigates on its own: a script may meet the page between documents.
+        let v = browser
+            .client
+            .execute(stats, Vec::new())
+            .await
+            .unwrap_or_default();
+        if v["s"]["framesDecoded"].as_u64().unwrap_or(0) >= 10 {
+            let at = v["at"].as_str().unwrap_or("");
+            assert!(
+                at.starts_with("https://127.0.0.1:") && at.contains("/play#session="),
+                "{v}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the browser played nothing: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The token was used: the page says so when it is pasted again.
+    browser.open(&format!("{door}/")).await;
+    browser
+        .eval(&format!(
+            "document.getElementById('token').value = {token}; \
+             document.getElementById('redeem').requestSubmit(); return true;"
+        ))
+        .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let said = browser
+            .eval("return document.getElementById('status').textContent")
+            .await;
+        if said.as_str().is_some_and(|s| s.contains("already_used")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refusal shown: {said}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

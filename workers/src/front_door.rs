@@ -1,5 +1,7 @@
 //! The redemption node's front door: `POST /redeem` over HTTPS, so that the client's address
-//! the token's binding is checked against is the connection's own, not one the client claims.
+//! the token's binding is checked against is the connection's own, not one the client claims;
+//! and at `/` a page where a browser, with nothing installed, redeems a token and goes on to
+//! the host's player.
 //! (The NATS subject `sf.svc.redeem` stays for trusted internal callers, which name the
 //! client's address themselves.)
 //!
@@ -29,6 +31,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_CONNECTIONS: usize = 512;
 /// Largest request body, bytes.
 pub const MAX_BODY: usize = 16 * 1024;
+/// The page a browser redeems a token at.
+const PAGE: &str = include_str!("redeem.html");
 
 /// Where the front door listens and how.
 #[derive(Clone)]
@@ -64,7 +68,19 @@ pub(crate) async fn start(
     let addr = listener.local_addr()?;
     let app = axum::Router::new()
         .route("/redeem", axum::routing::post(redeem))
-        .fallback(|| async { refusal(StatusCode::NOT_FOUND, "not_found", "POST /redeem only") })
+        .route(
+            "/",
+            axum::routing::get(|| async {
+                ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
+            }),
+        )
+        .fallback(|| async {
+            refusal(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "POST /redeem, or the page at /",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(deadline))
         .with_state((shared, Arc::new(config.trusted_proxies.clone())));
