@@ -25,6 +25,9 @@ pub enum AdmissionError {
     /// It was admitted before.
     #[error("host `{0}` is already admitted")]
     AlreadyAdmitted(HostId),
+    /// It is not admitted (never, or revoked already).
+    #[error("host `{0}` is not admitted")]
+    NotAdmitted(HostId),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -168,6 +171,28 @@ impl NatsConfig {
     }
 }
 
+impl NatsConfig {
+    /// Removes a host's public key and rewrites `nats.conf`; on reload nats-server closes the
+    /// host's connections and lets it in no more. Whether it was there.
+    pub fn remove_host(&self, host_id: &HostId) -> Result<bool, AdmissionError> {
+        let hosts = self.hosts()?;
+        let kept: Vec<&HostUser> = hosts.iter().filter(|h| &h.host_id != host_id).collect();
+        if kept.len() == hosts.len() {
+            return Ok(false);
+        }
+        let path = self.list_path();
+        let lines: String = kept
+            .iter()
+            .map(|h| format!("{} {}\n", h.host_id, h.public_key))
+            .collect();
+        let tmp = self.dir.join("hosts.list.tmp");
+        std::fs::write(&tmp, lines).map_err(Self::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))?;
+        self.write()?;
+        Ok(true)
+    }
+}
+
 /// Tells the nats-server of process `pid` to read its configuration again (SIGHUP).
 pub fn reload(pid: u32) -> Result<(), AdmissionError> {
     let status = std::process::Command::new("kill")
@@ -213,6 +238,40 @@ impl Admitter<'_> {
         admitted
             .pop()
             .ok_or_else(|| AdmissionError::Reload("no host admitted".into()))
+    }
+
+    /// Revokes host `host_id`'s admission: its key out of the configuration (nats-server,
+    /// reloaded, closes its connections), its seed out of the key folder, and `RemoveHost`
+    /// (`revoked`) recorded, so the fleet places nothing more on it.
+    pub async fn revoke(
+        &self,
+        host_id: &HostId,
+        reload: impl FnOnce() -> Result<(), AdmissionError>,
+    ) -> Result<(), AdmissionError> {
+        if !self.config.remove_host(host_id)? {
+            return Err(AdmissionError::NotAdmitted(host_id.clone()));
+        }
+        reload()?;
+        let seed = HostKey::path(self.keys, host_id);
+        match std::fs::remove_file(&seed) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(AdmissionError::Io {
+                    path: seed,
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        let command = Command::RemoveHost(streamfleet_bus_schemas::payloads::RemoveHost {
+            host_id: host_id.clone(),
+            reason: streamfleet_bus_schemas::payloads::HostRemovalReason::Revoked,
+        });
+        let id = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("revoke/{host_id}").as_bytes(),
+        );
+        self.operator.submit(id, &command).await?;
+        Ok(())
     }
 
     /// [`Admitter::admit`] for many hosts of one region, with one reload.

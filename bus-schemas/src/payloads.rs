@@ -212,6 +212,8 @@ pub enum HostRemovalReason {
     Terminated,
     /// Stopped sending heartbeats.
     Lost,
+    /// An operator revoked its admission: its NATS identity is gone, sessions and all.
+    Revoked,
 }
 
 /// Remove a host (instance end).

@@ -224,6 +224,25 @@ impl NatsServer {
         .await
     }
 
+    /// Revokes `host_id`'s admission as an operator does: its key out of the configuration and
+    /// the key folder, the server reloaded (its connections closed), `RemoveHost` recorded.
+    pub async fn revoke_host(&self, host_id: &str) -> Result<(), AdmissionError> {
+        let operator = self.commands("operator").await;
+        let pid = self.child.id();
+        let keys = self.host_keys();
+        Admitter {
+            config: &self.config,
+            nats_url: &self.url,
+            ca: self.ca.as_deref(),
+            keys: &keys,
+            operator: &operator,
+        }
+        .revoke(&HostId::from(host_id), || {
+            streamfleet_bus_client::reload(pid)
+        })
+        .await
+    }
+
     /// A command client speaking as admitted host `host_id` (its key from
     /// [`NatsServer::host_keys`]), for tests.
     pub async fn host_commands(&self, host_id: &str) -> CommandClient {

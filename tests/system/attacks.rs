@@ -645,3 +645,64 @@ async fn a_stolen_token_redeemed_from_another_address_is_refused_at_the_front_do
         "the control port speaks no plaintext"
     );
 }
+
+/// The attack: a host's key is stolen, or the host is compromised. An operator revokes its
+/// admission: its connections are closed at once, its key opens nothing any more, and the log
+/// records it removed (`revoked`), so the fleet places nothing more on it.
+#[tokio::test]
+async fn a_revoked_host_is_cut_off_and_its_key_opens_nothing() {
+    let sys = System::start();
+    sys.nats
+        .admit_hosts(&["h-1", "h-2"], "eu-west")
+        .await
+        .expect("admitted");
+    let login = sys.nats.host_login("h-1");
+    let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
+    let connected = login
+        .options()
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(format!("{event:?}"));
+            }
+        })
+        .connect(login.url.as_str())
+        .await
+        .expect("connect");
+    let h1 = CommandClient::new(connected.clone(), Principal::host("h-1"), "test");
+    h1.submit(Uuid::now_v7(), &crate::commands::register("h-1"))
+        .await
+        .expect("registered");
+
+    sys.nats.revoke_host("h-1").await.expect("revoked");
+    // Its open connection is closed by the server...
+    let mut seen = Vec::new();
+    let cut = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(event) = errors.recv().await {
+            let closed =
+                event.contains("Disconnected") || event.to_lowercase().contains("authorization");
+            seen.push(event);
+            if closed {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        cut.is_ok(),
+        "the server did not cut the revoked host off: {seen:?}"
+    );
+    // ...and the stolen key opens nothing.
+    assert!(
+        streamfleet_bus_client::connect(&login).await.is_err(),
+        "a revoked key is refused"
+    );
+    let reader = streamfleet_bus_client::LogReader::new(sys.nats.client("auditor").await);
+    let last = reader.stream("host-h-1").await.expect("read");
+    let removed = last.last().expect("events");
+    assert_eq!(removed.body.event_type, "HostRemoved");
+    assert_eq!(removed.body.data["reason"], "revoked");
+    assert_eq!(removed.body.actor.as_deref(), Some("operator"));
+    // The other host is untouched.
+    sys.nats.host_commands("h-2").await;
+}
