@@ -19,6 +19,7 @@ use streamfleet_workers::{TokenKey, WorkersConfig};
 use uuid::Uuid;
 
 mod demo;
+mod ownership;
 mod summary;
 
 /// The app the demo streams.
@@ -188,6 +189,7 @@ fn restrict(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     private_dir(&args.state_dir)?;
+    let owner = ownership::Ownership::take(&args.state_dir)?;
     let creds = credentials(&args.state_dir)?;
     // Absolute: nats.conf expands $SF_JETSTREAM_DIR as a token, and `.streamfleet/…` would read
     // as a malformed number.
@@ -211,7 +213,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ca.as_ref().map(|ca| ca.display().to_string()).as_deref(),
     )?;
     let nats_conf = nats_config.write()?;
-    let mut nats = tokio::process::Command::new("nats-server")
+    let mut nats_command = tokio::process::Command::new("nats-server");
+    nats_command
         .arg("-c")
         .arg(&nats_conf)
         .arg("-p")
@@ -228,9 +231,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         )
         .env("SF_JETSTREAM_DIR", &js_dir)
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    ownership::dies_with_up(&mut nats_command);
+    let mut nats = nats_command
         .spawn()
         .context("starting nats-server (is it installed? ./up.sh installs it)")?;
+    owner.record_child(nats.id());
     let stderr = nats.stderr.take().context("nats-server stderr")?;
     let mut lines = BufReader::new(stderr).lines();
     loop {
@@ -397,7 +403,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("this program's path")?;
     let mut agents = Vec::new();
     for region in &regions {
-        let mut agent = tokio::process::Command::new(&exe)
+        let mut agent_command = tokio::process::Command::new(&exe);
+        agent_command
             .args([
                 "host-agent",
                 "--nats-url",
@@ -433,9 +440,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .stdout(Stdio::piped())
             // The agents' own logs go to the log file, not the terminal.
             .stderr(Stdio::from(log_file_handle(&args.log_file())?))
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting a host agent")?;
+            .kill_on_drop(true);
+        ownership::dies_with_up(&mut agent_command);
+        let mut agent = agent_command.spawn().context("starting a host agent")?;
+        owner.record_child(agent.id());
         let out = agent.stdout.take().context("agent stdout")?;
         let mut lines = BufReader::new(out).lines();
         match lines.next_line().await? {

@@ -1,7 +1,8 @@
 //! Hosts: admitted by an operator (with their own NATS identity), requested of the cloud,
 //! registered, given sessions up to their capacity while active, drained when their version is
-//! outdated, removed once. Only an admitted host registers, in the region it was admitted to; a
-//! removed host takes nothing more.
+//! outdated, removed. Only an admitted host registers, in the region it was admitted to; a
+//! removed host takes nothing more until it registers again (a restarted or returning machine,
+//! speaking with its own key), which a revoked one cannot.
 //!
 //! The host stream is where placement commits: `decide_assign` refuses a full, draining or
 //! removed host, so two placements racing for the last slot cannot both win.
@@ -154,11 +155,18 @@ pub(crate) fn decide_register(
                 host_id: c.host_id.clone(),
             });
         }
-        Some(host) if !matches!(host.status, HostStatus::Admitted | HostStatus::Requested) => {
-            return Err(Rejection::HostAlreadyExists {
+        // Revoked: its identity is gone for good.
+        Some(HostState {
+            status: HostStatus::Removed(HostRemovalReason::Revoked),
+            ..
+        }) => {
+            return Err(Rejection::HostRemoved {
                 host_id: c.host_id.clone(),
             });
         }
+        // Anything else is the host (only it can speak as itself) starting again — after a
+        // restart, or back after it was given up as lost: it registers afresh, its slots empty
+        // (the sessions it held end as lost, by their missing heartbeats).
         Some(host) => admitted_in(&c.host_id, &c.region, host)?,
     }
     for (field, value) in [

@@ -152,15 +152,14 @@ fn admission_takes_a_subject_safe_id_and_a_public_user_key() {
 }
 
 #[test]
-fn a_host_registers_without_a_request_but_only_once() {
-    let state = run(&[admit("h1"), register("h1", 2)]);
+fn a_host_registers_without_a_request_and_again_when_it_restarts_with_its_slots_empty() {
+    let state = run(&[admit("h1"), register("h1", 2), assign("h1", "s1")]);
     assert_eq!(host_state(&state).status, HostStatus::Active);
-    assert_eq!(
-        rejected(&register("h1", 2), &state),
-        Rejection::HostAlreadyExists {
-            host_id: "h1".into()
-        }
-    );
+    let again = one(decide(&register("h1", 3), &state, &ctx()).expect("a restarted host"));
+    let restarted = evolve(state.clone(), &again);
+    assert_eq!(host_state(&restarted).status, HostStatus::Active);
+    assert_eq!(host_state(&restarted).capacity, 3);
+    assert!(host_state(&restarted).sessions.is_empty(), "what it held is gone");
     assert_eq!(
         rejected(&request_host("h1"), &state).rule(),
         "host_already_exists"
@@ -619,11 +618,14 @@ fn a_removed_host_takes_nothing_more() {
     ] {
         assert_eq!(rejected(&cmd, &removed), gone, "{cmd:?}");
     }
-    // A removed host's id is never reused.
-    assert_eq!(
-        rejected(&register("h1", 2), &removed).rule(),
-        "host_already_exists"
-    );
+    // The same machine, back with its own key, registers again; a revoked one never does.
+    assert!(decide(&register("h1", 2), &removed, &ctx()).is_ok());
+    let revoked = run(&[
+        admit("h1"),
+        register("h1", 2),
+        remove("h1", HostRemovalReason::Revoked),
+    ]);
+    assert_eq!(rejected(&register("h1", 2), &revoked), gone);
     assert_eq!(
         rejected(&request_host("h1"), &removed).rule(),
         "host_already_exists"

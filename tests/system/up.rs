@@ -351,3 +351,93 @@ fn children_of(pid: u32) -> Vec<(u32, String)> {
     }
     found
 }
+
+/// `streamfleet up --no-demo` on `state` and `port`, once its banner is out; its output is
+/// drained in the background.
+fn start_up(state: &std::path::Path, port: u16) -> std::process::Child {
+    let mut up = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+        .arg("up")
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--port")
+        .arg(port.to_string())
+        .args([
+            "--grpc",
+            "127.0.0.1:0",
+            "--front-door",
+            "127.0.0.1:0",
+            "--no-demo",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn streamfleet up");
+    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("Ctrl-C stops") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("up exited before its banner: {:?}", up.wait()),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    up
+}
+
+/// The operator's bad day: `up` killed -9. Before, nats-server and the host agents ran on as
+/// orphans and the next `up` failed with "address already in use". Now its children die with
+/// it; a second `up` on the same state folder is refused while the first lives, and starts
+/// cleanly once it is gone.
+#[test]
+fn kill_9_of_up_leaves_no_orphans_and_one_up_owns_a_state_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let port = crate::harness::free_port();
+    let mut first = start_up(&state, port);
+    let second = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+        .arg("up")
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--port", &crate::harness::free_port().to_string()])
+        .output()
+        .expect("run a second up");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && said.contains("another `streamfleet up`"),
+        "{said}"
+    );
+    let children: Vec<u32> = std::fs::read_to_string(state.join("up.children"))
+        .expect("up records its children")
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert_eq!(
+        children.len(),
+        4,
+        "nats-server and three agents: {children:?}"
+    );
+
+    first.kill().expect("kill -9 up");
+    first.wait().expect("reaped");
+    let alive = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while children.iter().any(alive) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphans: {:?}",
+            children.iter().filter(|p| alive(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // The same state folder and port again: it starts (no address in use) and stops cleanly.
+    let mut again = start_up(&state, port);
+    let _ = Command::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status();
+    assert!(again.wait().expect("stopped").success());
+}
