@@ -159,7 +159,10 @@ fn a_host_registers_without_a_request_and_again_when_it_restarts_with_its_slots_
     let restarted = evolve(state.clone(), &again);
     assert_eq!(host_state(&restarted).status, HostStatus::Active);
     assert_eq!(host_state(&restarted).capacity, 3);
-    assert!(host_state(&restarted).sessions.is_empty(), "what it held is gone");
+    assert!(
+        host_state(&restarted).sessions.is_empty(),
+        "what it held is gone"
+    );
     assert_eq!(
         rejected(&request_host("h1"), &state).rule(),
         "host_already_exists"

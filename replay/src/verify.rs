@@ -98,8 +98,25 @@ pub fn verify_file(
     let (from, last) = file_range(file, from, to)?;
     let started = Instant::now();
     let mut shown = Progress::new(progress, "verify", last.saturating_sub(from) + 1);
-    let result = file.verify(from, Some(last), &mut |p| shown.set(p + 1 - from));
+    // Some page-level damage makes the storage engine panic instead of answering an error: the
+    // damage is then named at the first position the scan had not passed, never a crash.
+    let reached = std::cell::Cell::new(from.saturating_sub(1));
+    let scanned = without_panic_message(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            file.verify(from, Some(last), &mut |p| {
+                reached.set(p);
+                shown.set(p + 1 - from)
+            })
+        }))
+    });
     shown.finish();
+    let result = match scanned {
+        Ok(result) => result,
+        Err(panic) => {
+            let position = reached.get() + 1;
+            return Ok(damaged(file, from, last, position, &panic_text(&panic)));
+        }
+    };
     let time_of = |p: u64| -> Option<DateTime<Utc>> {
         let e = file.records(p, Some(p)).ok()?.next()?.ok()?;
         #[derive(serde::Deserialize)]
@@ -151,6 +168,51 @@ pub fn verify_file(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Runs `f` without the panic hook's message (a panic caught here is reported, not printed).
+fn without_panic_message<T>(f: impl FnOnce() -> T) -> T {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = f();
+    std::panic::set_hook(hook);
+    out
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The summary of a file whose storage gave up at `position`.
+fn damaged(file: &LogFile, from: u64, last: u64, position: u64, why: &str) -> VerifySummary {
+    VerifySummary {
+        file: file.path().display().to_string(),
+        ok: false,
+        first: from,
+        last,
+        events: position.saturating_sub(from),
+        bytes: 0,
+        chain_before: String::new(),
+        chain: String::new(),
+        first_time: None,
+        last_time: None,
+        recovered: file.was_recovered(),
+        failure: Some(Failure {
+            position,
+            kind: "damaged",
+            problem: format!(
+                "the file's pages are damaged at or after here (the storage engine gave up: {why}); \
+                 restore the log from a copy, or rebuild it from an export (`replay export` of a \
+                 good copy, `verify-export` to check it)"
+            ),
+        }),
+        checkpoints: None,
+        seconds: 0.0,
+    }
 }
 
 impl std::fmt::Display for VerifySummary {
