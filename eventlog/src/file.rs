@@ -67,6 +67,15 @@ impl LogFile {
     /// build reads. Fails with [`OpenError::InUse`] while a node has it open.
     pub fn open(path: impl AsRef<Path>) -> Result<LogFile, OpenError> {
         let path = path.as_ref().to_path_buf();
+        crate::damage::contained(|| Self::open_file(path.clone())).unwrap_or_else(|why| {
+            Err(OpenError::Unreadable {
+                path: path.display().to_string(),
+                detail: crate::damage::advice(&why),
+            })
+        })
+    }
+
+    fn open_file(path: PathBuf) -> Result<LogFile, OpenError> {
         let shown = path.display().to_string();
         match std::fs::metadata(&path) {
             Err(e) => {

@@ -53,6 +53,7 @@
 
 mod append;
 pub mod checkpoint;
+mod damage;
 mod error;
 mod file;
 mod log;
@@ -64,6 +65,7 @@ mod verify;
 mod writer;
 
 pub use append::{AppendOutcome, AppendRequest, CommandDigest, NewEvent};
+pub use damage::contained;
 pub use error::{AppendError, Corruption, OpenError, ReadError, VerifyError};
 pub use file::{LogFile, Records};
 pub use log::{Config, EventLog};

@@ -77,6 +77,15 @@ impl EventLog {
     /// Opens (or creates) the log at `path` and starts its writer.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<EventLog, OpenError> {
         let path = path.as_ref();
+        crate::damage::contained(|| Self::open_file(path, config)).unwrap_or_else(|why| {
+            Err(OpenError::Unreadable {
+                path: path.display().to_string(),
+                detail: crate::damage::advice(&why),
+            })
+        })
+    }
+
+    fn open_file(path: &Path, config: Config) -> Result<EventLog, OpenError> {
         let shown = path.display().to_string();
         let db_err = |e: redb::Error| OpenError::Database {
             path: shown.clone(),

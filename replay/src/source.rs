@@ -160,20 +160,7 @@ struct Parts<'a> {
 impl Source {
     /// Opens a log file read-only.
     pub fn file(path: impl AsRef<Path>) -> Result<Source, ReplayError> {
-        let path = path.as_ref();
-        // A damaged file may make the storage engine panic while opening it: say so instead.
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let opened = std::panic::catch_unwind(|| LogFile::open(path));
-        std::panic::set_hook(hook);
-        match opened {
-            Ok(opened) => Ok(Source::File(opened?)),
-            Err(_) => Err(ReplayError::Request(format!(
-                "{}: the file's pages are damaged (the storage engine gave up opening it); restore \
-                 the log from a copy, or rebuild it from an export",
-                path.display()
-            ))),
-        }
+        Ok(Source::File(LogFile::open(path)?))
     }
 
     /// Connects to a live node's NATS server.

@@ -101,20 +101,18 @@ pub fn verify_file(
     // Some page-level damage makes the storage engine panic instead of answering an error: the
     // damage is then named at the first position the scan had not passed, never a crash.
     let reached = std::cell::Cell::new(from.saturating_sub(1));
-    let scanned = without_panic_message(|| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            file.verify(from, Some(last), &mut |p| {
-                reached.set(p);
-                shown.set(p + 1 - from)
-            })
-        }))
+    let scanned = streamfleet_eventlog::contained(|| {
+        file.verify(from, Some(last), &mut |p| {
+            reached.set(p);
+            shown.set(p + 1 - from)
+        })
     });
     shown.finish();
     let result = match scanned {
         Ok(result) => result,
         Err(panic) => {
             let position = reached.get() + 1;
-            return Ok(damaged(file, from, last, position, &panic_text(&panic)));
+            return Ok(damaged(file, from, last, position, &panic));
         }
     };
     let time_of = |p: u64| -> Option<DateTime<Utc>> {
@@ -168,23 +166,6 @@ pub fn verify_file(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-/// Runs `f` without the panic hook's message (a panic caught here is reported, not printed).
-fn without_panic_message<T>(f: impl FnOnce() -> T) -> T {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let out = f();
-    std::panic::set_hook(hook);
-    out
-}
-
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The summary of a file whose storage gave up at `position`.
