@@ -35,10 +35,19 @@ impl EventLog {
     /// Checks every record from `from` to `to` (inclusive; `None`: the head): its CRC, that no
     /// position is missing, and that each chain hash follows from the previous. Returns the first
     /// bad position. Blocking.
+    /// Damaged pages that make the storage engine give up are a storage failure naming them,
+    /// not a panic.
     pub fn verify(&self, from: u64, to: Option<u64>) -> Result<VerifyReport, VerifyError> {
-        let txn = self.inner.db.begin_read().map_err(storage)?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
-        verify_table(&events, from, to, &mut |_| {})
+        crate::damage::contained(|| {
+            let txn = self.inner.db.begin_read().map_err(storage)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            verify_table(&events, from, to, &mut |_| {})
+        })
+        .unwrap_or_else(|why| {
+            Err(VerifyError::Storage(redb::Error::Corrupted(
+                crate::damage::advice(&why),
+            )))
+        })
     }
 }
 
