@@ -276,16 +276,7 @@ async fn redeem(
         )
     })?;
     Ok(match answer {
-        RedemptionReply::Provisioned(s) => Ok((
-            format!(
-                "{}://{}:{}/sessions/{}/whep",
-                if s.control_tls { "https" } else { "http" },
-                s.address,
-                s.control_port,
-                s.session_id
-            ),
-            s.credentials.expose().to_string(),
-        )),
+        RedemptionReply::Provisioned(s) => Ok((s.whep_url(), s.credentials.expose().to_string())),
         RedemptionReply::Error(e) => Err(format!("{} ({})", e.message, e.code)),
     })
 }

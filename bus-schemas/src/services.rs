@@ -158,6 +158,31 @@ pub struct SessionGrant {
     pub restored_from: Option<SessionId>,
 }
 
+impl SessionGrant {
+    /// The session's WHEP endpoint on its host: `https://address:port/sessions/<id>/whep` (or
+    /// `http://` when the host's control port is plain).
+    ///
+    /// ```
+    /// # use streamfleet_bus_schemas::services::SessionGrant;
+    /// let grant = SessionGrant {
+    ///     session_id: "s1".into(), region: "eu".into(), host_id: "h1".into(),
+    ///     address: "10.0.0.2".into(), control_port: 7000, control_tls: true,
+    ///     credentials: "c".into(), route_reason: String::new(), placement_reason: String::new(),
+    ///     restored_from: None,
+    /// };
+    /// assert_eq!(grant.whep_url(), "https://10.0.0.2:7000/sessions/s1/whep");
+    /// ```
+    pub fn whep_url(&self) -> String {
+        format!(
+            "{}://{}:{}/sessions/{}/whep",
+            if self.control_tls { "https" } else { "http" },
+            self.address,
+            self.control_port,
+            self.session_id
+        )
+    }
+}
+
 /// The answer to a redemption.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]

@@ -108,13 +108,6 @@ pub fn verify_file(
         })
     });
     shown.finish();
-    let result = match scanned {
-        Ok(result) => result,
-        Err(panic) => {
-            let position = reached.get() + 1;
-            return Ok(damaged(file, from, last, position, &panic));
-        }
-    };
     let time_of = |p: u64| -> Option<DateTime<Utc>> {
         let e = file.records(p, Some(p)).ok()?.next()?.ok()?;
         #[derive(serde::Deserialize)]
@@ -139,6 +132,25 @@ pub fn verify_file(
         failure: None,
         checkpoints: None,
         seconds: 0.0,
+    };
+    let result = match scanned {
+        Ok(result) => result,
+        Err(why) => {
+            let position = reached.get() + 1;
+            summary.ok = false;
+            summary.events = position.saturating_sub(from);
+            summary.failure = Some(Failure {
+                position,
+                kind: "damaged",
+                problem: format!(
+                    "the file's pages are damaged at or after here (the storage engine gave up: \
+                     {why}); restore the log from a copy, or rebuild it from an export \
+                     (`replay export` of a good copy, `verify-export` to check it)"
+                ),
+            });
+            summary.seconds = started.elapsed().as_secs_f64();
+            return Ok(summary);
+        }
     };
     match result {
         Ok(report) => {
@@ -166,34 +178,6 @@ pub fn verify_file(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-/// The summary of a file whose storage gave up at `position`.
-fn damaged(file: &LogFile, from: u64, last: u64, position: u64, why: &str) -> VerifySummary {
-    VerifySummary {
-        file: file.path().display().to_string(),
-        ok: false,
-        first: from,
-        last,
-        events: position.saturating_sub(from),
-        bytes: 0,
-        chain_before: String::new(),
-        chain: String::new(),
-        first_time: None,
-        last_time: None,
-        recovered: file.was_recovered(),
-        failure: Some(Failure {
-            position,
-            kind: "damaged",
-            problem: format!(
-                "the file's pages are damaged at or after here (the storage engine gave up: {why}); \
-                 restore the log from a copy, or rebuild it from an export (`replay export` of a \
-                 good copy, `verify-export` to check it)"
-            ),
-        }),
-        checkpoints: None,
-        seconds: 0.0,
-    }
 }
 
 impl std::fmt::Display for VerifySummary {

@@ -207,40 +207,40 @@ impl NatsServer {
         host_ids: &[&str],
         region: &str,
     ) -> Result<Vec<HostKey>, AdmissionError> {
-        let operator = self.commands("operator").await;
-        let pid = self.child.id();
+        let (operator, keys) = (self.commands("operator").await, self.host_keys());
         let ids: Vec<HostId> = host_ids.iter().map(|h| HostId::from(*h)).collect();
-        let keys = self.host_keys();
-        Admitter {
-            config: &self.config,
-            nats_url: &self.url,
-            ca: self.ca.as_deref(),
-            keys: &keys,
-            operator: &operator,
-        }
-        .admit_all(&ids, &RegionId::from(region), || {
-            streamfleet_bus_client::reload(pid)
-        })
-        .await
+        self.admitter(&operator, &keys)
+            .admit_all(&ids, &RegionId::from(region), || self.reload())
+            .await
     }
 
     /// Revokes `host_id`'s admission as an operator does: its key out of the configuration and
     /// the key folder, the server reloaded (its connections closed), `RemoveHost` recorded.
     pub async fn revoke_host(&self, host_id: &str) -> Result<(), AdmissionError> {
-        let operator = self.commands("operator").await;
-        let pid = self.child.id();
-        let keys = self.host_keys();
+        let (operator, keys) = (self.commands("operator").await, self.host_keys());
+        self.admitter(&operator, &keys)
+            .revoke(&HostId::from(host_id), || self.reload())
+            .await
+    }
+
+    /// Admission against this server, as `operator`, seeds into `keys`.
+    fn admitter<'a>(
+        &'a self,
+        operator: &'a CommandClient,
+        keys: &'a std::path::Path,
+    ) -> Admitter<'a> {
         Admitter {
             config: &self.config,
             nats_url: &self.url,
             ca: self.ca.as_deref(),
-            keys: &keys,
-            operator: &operator,
+            keys,
+            operator,
         }
-        .revoke(&HostId::from(host_id), || {
-            streamfleet_bus_client::reload(pid)
-        })
-        .await
+    }
+
+    /// Tells this server to read its configuration again.
+    fn reload(&self) -> Result<(), AdmissionError> {
+        streamfleet_bus_client::reload(self.child.id())
     }
 
     /// A command client speaking as admitted host `host_id` (its key from

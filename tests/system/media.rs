@@ -14,13 +14,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// A provisioned session's WHEP endpoint.
 pub fn whep(s: &SessionGrant) -> String {
-    format!(
-        "{}://{}:{}/sessions/{}/whep",
-        if s.control_tls { "https" } else { "http" },
-        s.address,
-        s.control_port,
-        s.session_id
-    )
+    s.whep_url()
 }
 
 /// `streamfleet client …` as a child process.
