@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use streamfleet_bus_client::{CommandClient, NatsConfig, NatsLogin};
-use streamfleet_bus_schemas::Command;
 use streamfleet_bus_schemas::ids::{HostId, RegionId};
-use streamfleet_bus_schemas::payloads::{ReleaseVersion, SetBufferTarget};
+use streamfleet_bus_schemas::payloads::{HostRequirements, RegisterApp, SetBufferTarget};
 use streamfleet_bus_schemas::principal::Role;
+use streamfleet_bus_schemas::{Command, CommandReply, RejectionReason};
 use streamfleet_node::{Node, NodeConfig};
 use streamfleet_workers::{TokenKey, WorkersConfig};
 use uuid::Uuid;
@@ -317,7 +317,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     record_credential(&args.state_dir, "SF_REDEEM_URL", Some(&redeem_url))?;
 
-    // Operator set-up, recorded once: a buffer of one idle host per region, and version 1.0.0.
+    // Operator set-up, recorded once: the app registered, a buffer of one idle host per region.
     let service = CommandClient::new(
         streamfleet_bus_client::connect(
             &NatsLogin::new(
@@ -371,6 +371,34 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("admitting the hosts of {region}"))?;
     }
+    // The app the demo runs, registered once (a state folder of an earlier version has it
+    // released already, which stands for a registration).
+    let register = Command::RegisterApp(RegisterApp {
+        app_id: APP.into(),
+        version: "1.0.0".into(),
+        image: "streamfleet/synthetic-chess".into(),
+        requirements: HostRequirements {
+            cpus: 1,
+            memory_mib: 512,
+            gpu: false,
+        },
+    });
+    match operator
+        .send(
+            Uuid::new_v5(&Uuid::NAMESPACE_OID, b"up/register/chess"),
+            &register,
+        )
+        .await?
+    {
+        CommandReply::Accepted { .. } => {}
+        CommandReply::Rejected {
+            reason: RejectionReason::Domain { rule, .. },
+            ..
+        } if rule == "app_already_registered" => {}
+        CommandReply::Rejected { message, .. } => {
+            anyhow::bail!("registering {APP}: {message}")
+        }
+    }
     for region in &regions {
         let target = Command::SetBufferTarget(SetBufferTarget {
             region: region.clone(),
@@ -387,18 +415,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             )
             .await?;
     }
-    let release = Command::ReleaseVersion(ReleaseVersion {
-        app_id: APP.into(),
-        version: "1.0.0".into(),
-        urgent: false,
-        notice_seconds: 0,
-    });
-    service
-        .send(
-            Uuid::new_v5(&Uuid::NAMESPACE_OID, b"up/release/1.0.0"),
-            &release,
-        )
-        .await?;
 
     let exe = std::env::current_exe().context("this program's path")?;
     let mut agents = Vec::new();

@@ -23,6 +23,7 @@
 //! ```
 
 mod envelope;
+mod health;
 pub mod ids;
 mod messages;
 pub mod nats_conf;
@@ -39,6 +40,7 @@ pub use envelope::{
     CLOUDEVENTS_SPEC_VERSION, CommandEnvelope, EventBody, EventEnvelope, ExpectedVersion,
     MIN_SCHEMA_VERSION, SCHEMA_VERSION,
 };
+pub use health::{HealthStatus, NodeHealth};
 pub use messages::{Command, Event, PayloadError};
 pub use read::{ReadDirection, ReadReply, ReadRequest};
 pub use reply::{CommandReply, RecordedEvent, RejectionReason};

@@ -85,7 +85,7 @@ pub fn role_permissions(role: Role) -> Permissions {
     match role {
         Role::Node => Permissions {
             publish: list(&["sf.evt.>", "sf.log.head", "sf.log.checkpoint"]),
-            subscribe: list(&["sf.cmd.>", "sf.log.read"]),
+            subscribe: list(&["sf.cmd.>", "sf.log.read", "sf.log.health"]),
             allow_responses: true,
         },
         // Services are the trusted internal callers of `sf.svc.redeem` (naming the client's
@@ -111,12 +111,12 @@ pub fn role_permissions(role: Role) -> Permissions {
             allow_responses: true,
         },
         Role::Operator => Permissions {
-            publish: commands_and(&["sf.log.read"]),
+            publish: commands_and(&["sf.log.read", "sf.log.health"]),
             subscribe: with_inbox(&follow),
             allow_responses: false,
         },
         Role::Auditor | Role::Dashboard => Permissions {
-            publish: list(&["sf.log.read"]),
+            publish: list(&["sf.log.read", "sf.log.health"]),
             subscribe: with_inbox(&follow),
             allow_responses: false,
         },

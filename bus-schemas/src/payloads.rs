@@ -304,6 +304,40 @@ pub struct SetBufferTarget {
     pub idle_hosts: u32,
 }
 
+/// What a host must offer to run an app.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostRequirements {
+    /// Virtual CPUs, at least (0: any).
+    #[serde(default)]
+    pub cpus: u32,
+    /// Memory, MiB, at least (0: any).
+    #[serde(default)]
+    pub memory_mib: u32,
+    /// A GPU to encode on.
+    #[serde(default)]
+    pub gpu: bool,
+}
+
+/// Register an app the fleet runs: its first version, what a host launches for it, and what a
+/// host needs. Tokens, buffers, host requests and sessions name registered apps only (others
+/// are refused `unknown_app`). Sent by an operator (or a trusted service); the stream is
+/// `app-<app_id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterApp {
+    /// The app.
+    pub app_id: AppId,
+    /// Its first version, dotted numbers (`1.0.0`); later ones come with `ReleaseVersion`.
+    pub version: String,
+    /// What a host launches: an image reference (`registry.example/chess:1.0.0`) or a launch
+    /// spec the launchers understand.
+    pub image: String,
+    /// What a host must offer.
+    #[serde(default)]
+    pub requirements: HostRequirements,
+}
+
 /// Release a new version of an app: new hosts run it, old hosts drain (or, urgent, get a notice).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -605,6 +639,19 @@ pub struct BufferTargetSet {
     pub app_id: AppId,
     /// Idle hosts to keep.
     pub idle_hosts: u32,
+}
+
+/// An app was registered: the fleet may now issue tokens for it and run hosts of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AppRegistered {
+    /// The app.
+    pub app_id: AppId,
+    /// Its first version.
+    pub version: String,
+    /// What a host launches.
+    pub image: String,
+    /// What a host must offer.
+    pub requirements: HostRequirements,
 }
 
 /// A new version of an app was released.

@@ -102,7 +102,7 @@ pub const HOST_REPORTS: [&str; 2] = ["RegisterHost", "RecordHeartbeats"];
 /// What a host may also send about its own sessions (the keepers send it too).
 pub const HOST_SESSION_COMMANDS: [&str; 1] = ["EndSession"];
 /// What only an operator may send.
-pub const OPERATOR_ONLY: [&str; 1] = ["AdmitHost"];
+pub const OPERATOR_ONLY: [&str; 2] = ["AdmitHost", "RegisterApp"];
 
 /// Who sends a command: a role, or one admitted host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

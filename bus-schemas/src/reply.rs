@@ -166,6 +166,13 @@ pub enum RejectionReason {
         /// The type of the command first recorded under this id.
         original_type: String,
     },
+    /// The node's disk is full; nothing was recorded. The node keeps serving reads, and records
+    /// again once space is freed: send the same command (same id) again later.
+    #[error("storage full: {detail}")]
+    StorageFull {
+        /// What the file system said.
+        detail: String,
+    },
     /// The log could not record it; nothing was recorded.
     #[error("log unavailable: {detail}")]
     Unavailable {

@@ -172,6 +172,35 @@ pub fn all() -> Vec<Document> {
     );
     let read_reply = message("ReadReply", "log/ReadReply.json", "Events read", None);
     let head = message("Head", "log/Head.json", "The last durable position", None);
+    docs.push(doc(
+        "log/NodeHealth.json".into(),
+        &schemars::schema_for!(crate::NodeHealth).to_value(),
+    ));
+    let health = message(
+        "NodeHealth",
+        "log/NodeHealth.json",
+        "Whether the node records commands (degraded: a full disk, failing storage)",
+        None,
+    );
+    channels.insert(
+        "logHealth".into(),
+        json!({ "address": subjects::LOG_HEALTH, "messages": { "HealthRequest": { "name": "HealthRequest", "summary": "Any payload asks for the node's health" } } }),
+    );
+    channels.insert(
+        "logHealthReply".into(),
+        json!({ "address": null, "messages": { "NodeHealth": health } }),
+    );
+    operations.insert(
+        "receiveHealthRequest".into(),
+        json!({
+            "action": "receive",
+            "channel": { "$ref": "#/channels/logHealth" },
+            "reply": {
+                "address": { "location": "$message.header#/replyTo" },
+                "channel": { "$ref": "#/channels/logHealthReply" }
+            }
+        }),
+    );
     channels.insert(
         "logRead".into(),
         json!({ "address": subjects::LOG_READ, "messages": { "ReadRequest": read_req } }),

@@ -13,7 +13,8 @@ use crate::ids::{AppId, GroupId, HostId, RegionId, SessionId, TokenId, UserId};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceError {
     /// `malformed`, `forged`, `unknown`, `expired`, `already_used`, `ip_mismatch`, `invalid`,
-    /// `no_capacity`, `unavailable`, `unauthorized`, `not_found`.
+    /// `no_capacity`, `unavailable`, `unauthorized`, `not_found`, `unknown_app` (a token for an
+    /// app that was never registered).
     pub code: String,
     /// What went wrong.
     pub message: String,

@@ -1,5 +1,6 @@
 //! NATS subjects. Commands: `sf.cmd.<aggregate>.<verb>.<principal>`; events: `sf.evt.<category>.<EventType>`;
-//! the log's read API: `sf.log.read`; the node's head announcements: `sf.log.head`.
+//! the log's read API: `sf.log.read`; the node's head announcements: `sf.log.head`; its health:
+//! `sf.log.health`.
 
 /// Prefix of every command subject; the node subscribes to `sf.cmd.>`.
 pub const COMMANDS: &str = "sf.cmd.>";
@@ -24,6 +25,8 @@ pub const LOG_READ: &str = "sf.log.read";
 /// Published by the node on start and every second: the last durable position (a decimal
 /// number as the payload), so idle followers notice events they missed.
 pub const LOG_HEAD: &str = "sf.log.head";
+/// Request/reply: the node's health ([`crate::NodeHealth`]); any payload asks.
+pub const LOG_HEALTH: &str = "sf.log.health";
 
 /// The prefix of every reply inbox (async-nats's default): the only subjects a responder
 /// answers to.

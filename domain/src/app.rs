@@ -1,20 +1,61 @@
-//! Apps: versions are released in increasing order; each release says whether it is urgent.
+//! Apps: registered once (first version, what a host launches, what it needs), then versions
+//! are released in increasing order, each saying whether it is urgent. Every command that names
+//! an app ([`crate::app_of`]) needs it registered: the node hands its registration in as
+//! [`Context::app`].
 
 use crate::{Context, Rejection, non_empty};
 use chrono::Duration;
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::ids::AppId;
 use streamfleet_bus_schemas::payloads::{
-    BufferTargetSet, ReleaseVersion, SetBufferTarget, VersionReleased,
+    AppRegistered, BufferTargetSet, HostRequirements, RegisterApp, ReleaseVersion, SetBufferTarget,
+    VersionReleased,
 };
 
 /// Longest notice of an urgent release, seconds.
 pub const MAX_NOTICE_SECONDS: u32 = 86_400;
 
-/// An app's state.
+/// An app's state: its registration and current version.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AppState {
+    /// The app.
+    pub app_id: AppId,
     /// The current version.
     pub version: String,
+    /// What a host launches (empty for an app released before apps were registered).
+    pub image: String,
+    /// What a host must offer.
+    pub requirements: HostRequirements,
+}
+
+/// The registration of `app_id` in `ctx`, or `unknown_app`.
+pub(crate) fn registered<'a>(ctx: &'a Context, app_id: &AppId) -> Result<&'a AppState, Rejection> {
+    ctx.app
+        .as_ref()
+        .filter(|app| &app.app_id == app_id)
+        .ok_or_else(|| Rejection::UnknownApp {
+            app_id: app_id.clone(),
+        })
+}
+
+pub(crate) fn decide_register(
+    c: &RegisterApp,
+    state: Option<&AppState>,
+) -> Result<Vec<Event>, Rejection> {
+    if state.is_some() {
+        return Err(Rejection::AppAlreadyRegistered {
+            app_id: c.app_id.clone(),
+        });
+    }
+    non_empty("app_id", &c.app_id)?;
+    non_empty("image", &c.image)?;
+    parse_version(&c.version)?;
+    Ok(vec![Event::AppRegistered(AppRegistered {
+        app_id: c.app_id.clone(),
+        version: c.version.clone(),
+        image: c.image.clone(),
+        requirements: c.requirements.clone(),
+    })])
 }
 
 /// A version as numbers, trailing zeros dropped: `2.10.1` → `[2, 10, 1]`, `1.2.0` → `[1, 2]`,
@@ -45,10 +86,13 @@ pub(crate) fn decide_release(
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
     non_empty("app_id", &c.app_id)?;
+    let Some(app) = state else {
+        return Err(Rejection::UnknownApp {
+            app_id: c.app_id.clone(),
+        });
+    };
     let new = parse_version(&c.version)?;
-    if let Some(app) = state
-        && new <= parse_version(&app.version)?
-    {
+    if new <= parse_version(&app.version)? {
         return Err(Rejection::VersionNotNewer {
             current: app.version.clone(),
             requested: c.version.clone(),
@@ -71,15 +115,35 @@ pub(crate) fn decide_release(
     Ok(vec![Event::VersionReleased(VersionReleased {
         app_id: c.app_id.clone(),
         version: c.version.clone(),
-        previous: state.map(|a| a.version.clone()),
+        previous: Some(app.version.clone()),
         urgent: c.urgent,
         deadline,
     })])
 }
 
-pub(crate) fn evolve(e: &VersionReleased) -> AppState {
+pub(crate) fn evolve_registered(e: &AppRegistered) -> AppState {
     AppState {
+        app_id: e.app_id.clone(),
         version: e.version.clone(),
+        image: e.image.clone(),
+        requirements: e.requirements.clone(),
+    }
+}
+
+/// A release moves the version. A release with no registration before it (a log from before
+/// apps were registered) stands for one, with no image and no requirements.
+pub(crate) fn evolve_released(state: Option<AppState>, e: &VersionReleased) -> AppState {
+    match state {
+        Some(app) => AppState {
+            version: e.version.clone(),
+            ..app
+        },
+        None => AppState {
+            app_id: e.app_id.clone(),
+            version: e.version.clone(),
+            image: String::new(),
+            requirements: HostRequirements::default(),
+        },
     }
 }
 

@@ -6,6 +6,8 @@
 //!
 //! Every command targets one stream ([`stream_of`]); the node loads that stream's state by
 //! folding its events, calls [`decide`], and appends what it returns with the version it loaded.
+//! A command that names an app ([`app_of`]) also needs the app's registration, which the node
+//! folds from the app's stream and hands in as [`Context::app`].
 //!
 //! ```
 //! use streamfleet_bus_schemas::{Command, Event, payloads::ReportNodeFailure};
@@ -13,7 +15,7 @@
 //!
 //! let cmd = Command::ReportNodeFailure(ReportNodeFailure { node_id: "n1".into(), reason: "silent".into() });
 //! assert_eq!(stream_of(&cmd), "node-n1");
-//! let ctx = Context { now: chrono::Utc::now() };
+//! let ctx = Context::at(chrono::Utc::now());
 //! let events = decide(&cmd, &State::default(), &ctx).unwrap();
 //! assert!(matches!(events[0], Event::NodeFailed(_)));
 //! let state = events.iter().fold(State::default(), evolve);
@@ -39,10 +41,21 @@ use streamfleet_bus_schemas::{Command, Event};
 pub use cipher::select_ciphers;
 
 /// What a decision may read besides the command and the state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Context {
     /// The node's clock when the command is decided.
     pub now: DateTime<Utc>,
+    /// The registration of the app the command names ([`app_of`]), folded from its `app-*`
+    /// stream; `None`: not registered (or the command names no app). Registrations are never
+    /// withdrawn, so one read before the decision cannot be outdated by it.
+    pub app: Option<app::AppState>,
+}
+
+impl Context {
+    /// A context at `now` for a command that names no app.
+    pub fn at(now: DateTime<Utc>) -> Context {
+        Context { now, app: None }
+    }
 }
 
 /// The state of one stream, folded from its events. Each category has its own shape. Serialised
@@ -248,6 +261,18 @@ pub enum Rejection {
         /// The host.
         host_id: HostId,
     },
+    /// The command names an app that was never registered (`RegisterApp`).
+    #[error("app `{app_id}` is not registered")]
+    UnknownApp {
+        /// The app.
+        app_id: AppId,
+    },
+    /// The app was registered before; later versions come with `ReleaseVersion`.
+    #[error("app `{app_id}` is already registered")]
+    AppAlreadyRegistered {
+        /// The app.
+        app_id: AppId,
+    },
     /// A release older than (or equal to) the current version.
     #[error("version {requested} is not newer than the current {current}")]
     VersionNotNewer {
@@ -349,6 +374,8 @@ impl Rejection {
             Rejection::HostBusy { .. } => "host_busy",
             Rejection::SessionAlreadyAssigned { .. } => "session_already_assigned",
             Rejection::SessionNotOnHost { .. } => "session_not_on_host",
+            Rejection::UnknownApp { .. } => "unknown_app",
+            Rejection::AppAlreadyRegistered { .. } => "app_already_registered",
             Rejection::VersionNotNewer { .. } => "version_not_newer",
             Rejection::DiscrepancyAlreadyOpened { .. } => "discrepancy_already_opened",
             Rejection::DiscrepancyNotOpen { .. } => "discrepancy_not_open",
@@ -407,6 +434,7 @@ pub fn stream_of(command: &Command) -> String {
         Command::ProvisionSession(c) => format!("session-{}", c.session_id),
         Command::EndSession(c) => format!("session-{}", c.session_id),
         Command::SetBufferTarget(c) => format!("buffer-{}.{}", c.region, c.app_id),
+        Command::RegisterApp(c) => format!("app-{}", c.app_id),
         Command::ReleaseVersion(c) => format!("app-{}", c.app_id),
         Command::OpenDiscrepancy(c) => format!("discrepancy-{}", c.discrepancy_id),
         Command::ResolveDiscrepancy(c) => format!("discrepancy-{}", c.discrepancy_id),
@@ -416,8 +444,23 @@ pub fn stream_of(command: &Command) -> String {
     }
 }
 
+/// The app a command needs registered, besides its own stream: the one it issues a token
+/// for, provisions a session of, asks a host for, or keeps a buffer of.
+pub fn app_of(command: &Command) -> Option<&AppId> {
+    match command {
+        Command::IssueToken(c) => Some(&c.app_id),
+        Command::ProvisionSession(c) => Some(&c.app_id),
+        Command::RequestHost(c) => Some(&c.app_id),
+        Command::SetBufferTarget(c) => Some(&c.app_id),
+        _ => None,
+    }
+}
+
 /// Decides what a command records, given its stream's state.
 pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+    if let Some(app_id) = app_of(command) {
+        app::registered(ctx, app_id)?;
+    }
     match command {
         Command::IssueToken(c) => token::decide_issue(c, state.expect_token()?, ctx),
         Command::RedeemToken(c) => token::decide_redeem(c, state.expect_token()?, ctx),
@@ -435,6 +478,7 @@ pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Eve
             state.expect_buffer()?;
             app::decide_buffer_target(c)
         }
+        Command::RegisterApp(c) => app::decide_register(c, state.expect_app()?),
         Command::ReleaseVersion(c) => app::decide_release(c, state.expect_app()?, ctx),
         Command::OpenDiscrepancy(c) => discrepancy::decide_open(c, state.expect_discrepancy()?),
         Command::ResolveDiscrepancy(c) => {
@@ -474,7 +518,9 @@ pub fn evolve(state: State, event: &Event) -> State {
         (_, Event::SessionProvisioned(e)) => State::Session(session::evolve_provisioned(e)),
         (State::Session(s), Event::SessionEnded(e)) => State::Session(session::evolve_ended(s, e)),
         (State::Empty | State::Buffer, Event::BufferTargetSet(_)) => State::Buffer,
-        (_, Event::VersionReleased(e)) => State::App(app::evolve(e)),
+        (_, Event::AppRegistered(e)) => State::App(app::evolve_registered(e)),
+        (State::App(a), Event::VersionReleased(e)) => State::App(app::evolve_released(Some(a), e)),
+        (State::Empty, Event::VersionReleased(e)) => State::App(app::evolve_released(None, e)),
         (_, Event::DiscrepancyOpened(e)) => State::Discrepancy(discrepancy::evolve_opened(e)),
         (State::Discrepancy(mut d), Event::DiscrepancyResolved(_)) => {
             d.resolved = true;

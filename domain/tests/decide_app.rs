@@ -1,23 +1,80 @@
-//! The app decider: releasing versions (ordering, urgency) and setting buffer targets.
+//! The app decider: registering apps, releasing versions (ordering, urgency), setting buffer
+//! targets; commands naming an unregistered app.
 
 mod common;
 
 use chrono::Duration;
-use common::{ctx, now, one, rejected, release_version, run};
+use common::{ctx, now, one, register_app, rejected, release_version, run};
 use streamfleet_bus_schemas::payloads::*;
 use streamfleet_bus_schemas::{Command, Event};
 use streamfleet_domain::{Rejection, State, decide, evolve, stream_of};
 
+/// `chess` registered at 0.1.0.
+fn registered() -> State {
+    run(&[register_app("0.1.0")])
+}
+
 #[test]
-fn the_first_version_has_no_previous() {
-    let cmd = release_version("1.0.0", false, 0);
+fn an_app_is_registered_once_with_its_first_version_image_and_requirements() {
+    let cmd = register_app("0.1.0");
     assert_eq!(stream_of(&cmd), "app-chess");
+    let event = one(decide(&cmd, &State::Empty, &ctx()).expect("registered"));
     assert_eq!(
-        one(decide(&cmd, &State::Empty, &ctx()).expect("released")),
+        event,
+        Event::AppRegistered(AppRegistered {
+            app_id: "chess".into(),
+            version: "0.1.0".into(),
+            image: "registry.example/chess".into(),
+            requirements: HostRequirements {
+                cpus: 2,
+                memory_mib: 2048,
+                gpu: false
+            },
+        })
+    );
+    let state = evolve(State::Empty, &event);
+    let State::App(app) = &state else {
+        panic!("app state expected")
+    };
+    assert_eq!((app.version.as_str(), app.requirements.cpus), ("0.1.0", 2));
+    assert_eq!(
+        rejected(&register_app("0.2.0"), &state),
+        Rejection::AppAlreadyRegistered {
+            app_id: "chess".into()
+        }
+    );
+    let Command::RegisterApp(mut bad) = register_app("0.1.0") else {
+        unreachable!()
+    };
+    bad.image = " ".into();
+    assert_eq!(
+        rejected(&Command::RegisterApp(bad), &State::Empty).rule(),
+        "invalid_field"
+    );
+}
+
+#[test]
+fn a_release_of_an_unregistered_app_is_refused_as_unknown_app() {
+    let r = rejected(&release_version("1.0.0", false, 0), &State::Empty);
+    assert_eq!(
+        r,
+        Rejection::UnknownApp {
+            app_id: "chess".into()
+        }
+    );
+    assert_eq!(r.rule(), "unknown_app");
+}
+
+#[test]
+fn the_first_release_names_the_registered_version_as_previous() {
+    let event =
+        one(decide(&release_version("1.0.0", false, 0), &registered(), &ctx()).expect("released"));
+    assert_eq!(
+        event,
         Event::VersionReleased(VersionReleased {
             app_id: "chess".into(),
             version: "1.0.0".into(),
-            previous: None,
+            previous: Some("0.1.0".into()),
             urgent: false,
             deadline: None,
         })
@@ -25,8 +82,24 @@ fn the_first_version_has_no_previous() {
 }
 
 #[test]
+fn commands_naming_an_unregistered_app_are_refused_as_unknown_app() {
+    let nowhere = streamfleet_domain::Context::at(now());
+    for cmd in [buffer(1), common::issue(None)] {
+        let r = decide(&cmd, &State::Empty, &nowhere).expect_err("unknown app");
+        assert_eq!(r.rule(), "unknown_app", "{cmd:?}");
+    }
+    // Another app's registration does not count.
+    let mut other = ctx();
+    if let Some(app) = other.app.as_mut() {
+        app.app_id = "go".into();
+    }
+    let r = decide(&buffer(1), &State::Empty, &other).expect_err("unknown app");
+    assert_eq!(r.rule(), "unknown_app");
+}
+
+#[test]
 fn a_newer_version_is_released_and_names_the_previous() {
-    let state = run(&[release_version("1.9.0", false, 0)]);
+    let state = run(&[register_app("0.1.0"), release_version("1.9.0", false, 0)]);
     // Numeric, not lexical: 1.10 is newer than 1.9.
     let event = one(decide(&release_version("1.10.0", false, 0), &state, &ctx()).expect("newer"));
     assert_eq!(
@@ -47,7 +120,7 @@ fn a_newer_version_is_released_and_names_the_previous() {
 
 #[test]
 fn an_older_or_equal_version_is_refused() {
-    let state = run(&[release_version("2.1.0", false, 0)]);
+    let state = run(&[register_app("0.1.0"), release_version("2.1.0", false, 0)]);
     for v in ["2.1.0", "2.0.9", "1.99.99", "2.0"] {
         assert_eq!(
             rejected(&release_version(v, false, 0), &state),
@@ -63,7 +136,7 @@ fn an_older_or_equal_version_is_refused() {
 #[test]
 fn a_version_is_dotted_numbers() {
     for v in ["", "v2", "2.1-beta", "2..1", "2.1.", "latest", "-1"] {
-        let r = rejected(&release_version(v, false, 0), &State::Empty);
+        let r = rejected(&release_version(v, false, 0), &registered());
         assert!(
             matches!(
                 r,
@@ -81,7 +154,7 @@ fn a_version_is_dotted_numbers() {
 #[test]
 fn an_urgent_version_needs_a_notice_and_sets_a_deadline() {
     for notice in [0, 86_401] {
-        let r = rejected(&release_version("1.0.0", true, notice), &State::Empty);
+        let r = rejected(&release_version("1.0.0", true, notice), &registered());
         assert!(
             matches!(
                 r,
@@ -96,7 +169,7 @@ fn an_urgent_version_needs_a_notice_and_sets_a_deadline() {
     for notice in [1, 900, 86_400] {
         let Event::VersionReleased(e) = one(decide(
             &release_version("1.0.0", true, notice),
-            &State::Empty,
+            &registered(),
             &ctx(),
         )
         .expect("urgent")) else {
@@ -111,7 +184,7 @@ fn an_urgent_version_needs_a_notice_and_sets_a_deadline() {
     // A notice on a non-urgent release sets no deadline.
     let Event::VersionReleased(e) =
         one(
-            decide(&release_version("1.0.0", false, 900), &State::Empty, &ctx()).expect("released"),
+            decide(&release_version("1.0.0", false, 900), &registered(), &ctx()).expect("released"),
         )
     else {
         panic!("VersionReleased expected")

@@ -20,7 +20,7 @@ fn a_command_on_a_stream_of_another_kind_is_refused() {
     let token = run(&[issue(None)]);
     let host = run(&[admit("h1"), register("h1", 1)]);
     let session = run(&[provision("s1", "h1")]);
-    let app = run(&[release_version("1.0.0", false, 0)]);
+    let app = run(&[common::register_app("1.0.0")]);
     let discrepancy = run(&[open("d1")]);
     let cases: Vec<(Command, &State, &str, &str)> = vec![
         (issue(None), &host, "token", "host"),
@@ -182,6 +182,8 @@ fn one_of_each() -> Vec<Rejection> {
             admitted: s().into(),
             claimed: s().into(),
         },
+        Rejection::UnknownApp { app_id: s().into() },
+        Rejection::AppAlreadyRegistered { app_id: s().into() },
     ];
     // Exhaustiveness guard: every variant maps to its position in `all`.
     let index = |r: &Rejection| match r {
@@ -219,6 +221,8 @@ fn one_of_each() -> Vec<Rejection> {
         Rejection::WrongStreamKind { .. } => 31,
         Rejection::HostNotAdmitted { .. } => 32,
         Rejection::HostRegionMismatch { .. } => 33,
+        Rejection::UnknownApp { .. } => 34,
+        Rejection::AppAlreadyRegistered { .. } => 35,
     };
     for (i, r) in all.iter().enumerate() {
         assert_eq!(index(r), i, "{r:?} out of place");
@@ -243,7 +247,7 @@ fn every_rule_has_a_unique_snake_case_name() {
         assert!(seen.insert(rule), "{rule} is used twice");
         assert!(!r.to_string().is_empty());
     }
-    assert_eq!(seen.len(), 34);
+    assert_eq!(seen.len(), 36);
 }
 
 #[test]

@@ -59,6 +59,13 @@ pub enum AppendError {
         /// Which event.
         index: usize,
     },
+    /// The disk is full; nothing was recorded. Reads are still served, and once space is freed
+    /// the next append is written (see [`crate::Health`]).
+    #[error("storage full, nothing recorded: {detail}")]
+    StorageFull {
+        /// What the file system said.
+        detail: String,
+    },
     /// redb failed; the whole batch was rolled back.
     #[error("storage failure, nothing recorded: {0}")]
     Storage(Arc<redb::Error>),
@@ -80,6 +87,12 @@ pub enum ReadError {
         position: u64,
         /// What.
         problem: Corruption,
+    },
+    /// The log's file is being opened again after a storage failure and could not be yet.
+    #[error("the log {path} is reopening after a storage failure; try again")]
+    Unavailable {
+        /// The file.
+        path: String,
     },
     /// The index points at a position with no record.
     #[error("index points at missing position {position}")]

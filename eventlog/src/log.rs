@@ -3,10 +3,11 @@
 use crate::append::{AppendOutcome, AppendRequest, CommandDigest, get_event, outcome_from_records};
 use crate::error::{AppendError, OpenError, ReadError, storage};
 use crate::record::{GENESIS, StoredEvent};
+use crate::store::{Health, Space, Store};
 use crate::tables::*;
 use crate::tail::{Entry, Tail};
 use crate::writer::{self, Job, Tip, Writer, WriterCounters};
-use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
+use redb::{Database, ReadableTable, TableHandle};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use streamfleet_bus_schemas::{ReadDirection, category_of};
@@ -46,7 +47,8 @@ impl Default for Config {
 }
 
 pub(crate) struct Inner {
-    pub(crate) db: Arc<Database>,
+    pub(crate) store: Arc<Store>,
+    health: watch::Receiver<Health>,
     pub(crate) config: Config,
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -121,8 +123,8 @@ impl EventLog {
                 .map_err(|e| db_err(storage(e)))?;
         }
         txn.commit().map_err(|e| db_err(storage(e)))?;
-        let db = Arc::new(db);
-        let tip = read_tip(&db).map_err(|e| match e {
+        let store = Arc::new(Store::new(path, db));
+        let tip = read_tip(&store).map_err(|e| match e {
             ReadError::Storage(s) => db_err(s),
             other => OpenError::Corrupt {
                 path: shown.clone(),
@@ -133,7 +135,7 @@ impl EventLog {
         let (tx, rx) = mpsc::channel(config.queue);
         let counters = Arc::new(WriterCounters::default());
         let (committed, _) = broadcast::channel(COMMITTED_BATCHES_KEPT);
-        let tail = rebuild_tail(&db).map_err(|e| match e {
+        let tail = rebuild_tail(&store).map_err(|e| match e {
             ReadError::Storage(s) => db_err(s),
             other => OpenError::Corrupt {
                 path: shown.clone(),
@@ -141,8 +143,12 @@ impl EventLog {
             },
         })?;
         let tail = Arc::new(RwLock::new(tail));
+        let (health_tx, health) = watch::channel(Health::Serving);
         let thread = Writer {
-            db: db.clone(),
+            store: store.clone(),
+            space: Space::of(path),
+            health: health_tx,
+            generation: store.generation(),
             tip,
             tail: tail.clone(),
             head: head_tx,
@@ -154,7 +160,8 @@ impl EventLog {
         .spawn(rx);
         Ok(EventLog {
             inner: Arc::new(Inner {
-                db,
+                store,
+                health,
                 config,
                 tx: Some(tx),
                 thread: Some(thread),
@@ -215,6 +222,17 @@ impl EventLog {
         *self.inner.head.borrow()
     }
 
+    /// Whether the log takes appends (a full disk makes it [`Health::StorageFull`] until space
+    /// is freed and an append is written again).
+    pub fn health(&self) -> Health {
+        self.inner.health.borrow().clone()
+    }
+
+    /// A receiver that changes whenever [`EventLog::health`] does.
+    pub fn watch_health(&self) -> watch::Receiver<Health> {
+        self.inner.health.clone()
+    }
+
     /// A receiver that changes whenever the head moves.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.head.clone()
@@ -222,7 +240,7 @@ impl EventLog {
 
     /// Up to `max` events of all streams from position `from` (inclusive). Blocking.
     pub fn read_all(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, ReadError> {
-        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let txn = self.inner.store.begin_read()?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let mut out = Vec::with_capacity(max.min(4096));
         for item in events.range(from.max(1)..).map_err(storage)?.take(max) {
@@ -246,7 +264,7 @@ impl EventLog {
     ) -> Result<Vec<StoredEvent>, ReadError> {
         // The tail first, then the snapshot (see crate::tail for why this order misses nothing).
         let recent: Vec<(u64, u64)> = self.tail().streams.get(stream).cloned().unwrap_or_default();
-        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let txn = self.inner.store.begin_read()?;
         let index = txn.open_table(STREAM_INDEX).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let mut found: Vec<(u64, u64)> = Vec::new();
@@ -299,7 +317,7 @@ impl EventLog {
             .get(category)
             .cloned()
             .unwrap_or_default();
-        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let txn = self.inner.store.begin_read()?;
         let index = txn.open_table(CATEGORY_INDEX).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         // The entry holding `from` may start before it.
@@ -338,7 +356,7 @@ impl EventLog {
         if let Some(v) = self.tail().last_version(stream) {
             return Ok(v);
         }
-        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let txn = self.inner.store.begin_read()?;
         let index = txn.open_table(STREAM_INDEX).map_err(storage)?;
         Ok(writer::last_version(&index, stream).map_err(storage)?)
     }
@@ -346,7 +364,7 @@ impl EventLog {
     /// The outcome recorded for a command id, if any (marked `deduplicated`). Blocking.
     pub fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, ReadError> {
         let recent = self.tail().commands.get(&command_id.as_u128()).copied();
-        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let txn = self.inner.store.begin_read()?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let found = match recent {
             Some(found) => Some(found),
@@ -367,7 +385,7 @@ impl EventLog {
     /// What the command recorded under `command_id` said, if it was recorded with a digest.
     /// Blocking.
     pub fn command_digest(&self, command_id: Uuid) -> Result<Option<CommandDigest>, ReadError> {
-        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let txn = self.inner.store.begin_read()?;
         let digests = txn.open_table(COMMAND_DIGESTS).map_err(storage)?;
         Ok(digests
             .get(command_id.as_u128())
@@ -381,8 +399,8 @@ impl EventLog {
 }
 
 /// The index entries of the records after the position the index tables cover.
-fn rebuild_tail(db: &Database) -> Result<Tail, ReadError> {
-    let txn = db.begin_read().map_err(storage)?;
+pub(crate) fn rebuild_tail(store: &Store) -> Result<Tail, ReadError> {
+    let txn = store.begin_read()?;
     let meta = txn.open_table(META).map_err(storage)?;
     let through = meta
         .get(INDEXED_THROUGH_KEY)
@@ -406,8 +424,8 @@ fn rebuild_tail(db: &Database) -> Result<Tail, ReadError> {
     Ok(tail)
 }
 
-fn read_tip(db: &Database) -> Result<Tip, ReadError> {
-    let txn = db.begin_read().map_err(storage)?;
+pub(crate) fn read_tip(store: &Store) -> Result<Tip, ReadError> {
+    let txn = store.begin_read()?;
     let events = txn.open_table(EVENTS).map_err(storage)?;
     match events.last().map_err(storage)? {
         None => Ok(Tip {

@@ -9,7 +9,7 @@ use crate::EventLog;
 use crate::error::{Corruption, VerifyError, storage};
 use crate::record::{GENESIS, StoredEvent};
 use crate::tables::EVENTS;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 /// What a clean verification covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,10 @@ impl EventLog {
     /// not a panic.
     pub fn verify(&self, from: u64, to: Option<u64>) -> Result<VerifyReport, VerifyError> {
         crate::damage::contained(|| {
-            let txn = self.inner.db.begin_read().map_err(storage)?;
+            let txn = self.inner.store.begin_read().map_err(|e| match e {
+                crate::ReadError::Storage(e) => VerifyError::Storage(e),
+                other => VerifyError::Storage(redb::Error::Corrupted(other.to_string())),
+            })?;
             let events = txn.open_table(EVENTS).map_err(storage)?;
             verify_table(&events, from, to, &mut |_| {})
         })

@@ -5,7 +5,9 @@
 //! `Durability::Immediate`; only then are the waiters answered, the tail given the batch's index
 //! entries and the head moved. If the commit fails, every waiter of the batch gets the error and
 //! the in-memory tip, tail and version cache are as before the batch, so the next batch continues
-//! from what is really on disk.
+//! from what is really on disk. A failed commit also reopens the file ([`crate::store`]): a full
+//! disk makes the log [`Health::StorageFull`], refusing appends without touching the file until
+//! it has room again, then writing the next one.
 //!
 //! A commit writes the records only; index entries go to the [`Tail`] and reach the index tables
 //! in bulk every `index_flush_events` events, inside the transaction of the batch that crosses it.
@@ -13,9 +15,10 @@
 use crate::append::{AppendOutcome, AppendRequest, CommandDigest, outcome_from_records};
 use crate::error::{AppendError, storage};
 use crate::record::{StoredEvent, encode};
+use crate::store::{Health, Space, Store, is_full};
 use crate::tables::*;
 use crate::tail::{Entry, Tail};
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
@@ -102,7 +105,12 @@ pub(crate) struct Tip {
 
 /// What the writer thread owns.
 pub(crate) struct Writer {
-    pub(crate) db: Arc<Database>,
+    pub(crate) store: Arc<Store>,
+    /// The free space of the log's file system, asked while the disk is full.
+    pub(crate) space: Space,
+    pub(crate) health: watch::Sender<Health>,
+    /// The store's generation `tip` and `tail` were read from.
+    pub(crate) generation: u64,
     pub(crate) tip: Tip,
     pub(crate) tail: Arc<RwLock<Tail>>,
     pub(crate) head: watch::Sender<u64>,
@@ -137,23 +145,118 @@ impl Writer {
                         }
                     }
                     self.counters.appends.fetch_add(jobs.len() as u64, Relaxed);
+                    if let Err(refusal) = self.ready(&jobs, &mut versions) {
+                        for job in jobs.drain(..) {
+                            let _ = job.reply.send(Err(refusal.clone()));
+                        }
+                        continue;
+                    }
                     let before = self.tip;
                     match self.write_batch(&jobs, &mut versions) {
-                        Ok(written) => self.publish(written, &mut jobs),
+                        Ok(written) => {
+                            self.publish(written, &mut jobs);
+                            if *self.health.borrow() != Health::Serving {
+                                tracing::warn!("the log takes appends again");
+                                self.health.send_replace(Health::Serving);
+                            }
+                        }
                         Err(e) => {
                             self.tip = before;
                             // It may hold versions of the rolled-back batch.
                             versions.clear();
                             tracing::error!(error = %e, appends = jobs.len(), "group commit failed; nothing recorded");
-                            let e = Arc::new(e);
+                            let refusal = self.failed(e);
                             for job in jobs.drain(..) {
-                                let _ = job.reply.send(Err(AppendError::Storage(e.clone())));
+                                let _ = job.reply.send(Err(refusal.clone()));
                             }
                         }
                     }
                 }
             })
             .expect("the OS can start the writer thread")
+    }
+
+    /// Whether a batch may be written now. While the disk is full it is refused until the file
+    /// system has room for it (trying would fail the handle again); a handle a failure closed is
+    /// opened again first; after any reopen, where the log ends is read again from the file.
+    fn ready(
+        &mut self,
+        jobs: &[Job],
+        versions: &mut HashMap<String, u64>,
+    ) -> Result<(), AppendError> {
+        if let Health::StorageFull { detail } = &*self.health.borrow() {
+            let bytes: usize = jobs
+                .iter()
+                .flat_map(|j| &j.req.events)
+                .map(|e| e.body.len())
+                .sum();
+            if !self.space.enough(bytes as u64) {
+                return Err(AppendError::StorageFull {
+                    detail: detail.clone(),
+                });
+            }
+        }
+        if !self.store.is_open() {
+            self.store
+                .reopen()
+                .map_err(|e| AppendError::Storage(Arc::new(e)))?;
+        }
+        if self.store.generation() != self.generation {
+            self.resync(versions)?;
+        }
+        Ok(())
+    }
+
+    /// After a reopen: the tip and tail as the file has them. A commit reported as failed may
+    /// still have reached the disk (its last fsync failed after the header was written): its
+    /// events then stand, unanswered, as after a crash at that instant.
+    fn resync(&mut self, versions: &mut HashMap<String, u64>) -> Result<(), AppendError> {
+        let unreadable = |e: crate::ReadError| match e {
+            crate::ReadError::Storage(s) => AppendError::Storage(Arc::new(s)),
+            other => AppendError::Storage(Arc::new(redb::Error::Corrupted(other.to_string()))),
+        };
+        let generation = self.store.generation();
+        let tip = crate::log::read_tip(&self.store).map_err(unreadable)?;
+        let tail = crate::log::rebuild_tail(&self.store).map_err(unreadable)?;
+        self.tip = tip;
+        *self.tail.write().expect("tail lock") = tail;
+        versions.clear();
+        self.generation = generation;
+        self.head.send_if_modified(|head| {
+            let moved = *head != tip.head;
+            *head = tip.head;
+            moved
+        });
+        Ok(())
+    }
+
+    /// After a failed commit: the log's health, a fresh handle (redb refuses everything on the
+    /// failed one), and the refusal every waiter of the batch gets.
+    fn failed(&mut self, e: redb::Error) -> AppendError {
+        let already_full = matches!(&*self.health.borrow(), Health::StorageFull { .. });
+        let full = is_full(&e) || (already_full && matches!(e, redb::Error::PreviousIo));
+        let refusal = if full {
+            let detail = match &e {
+                redb::Error::Io(io) => io.to_string(),
+                _ => "no space left on device".into(),
+            };
+            if !already_full {
+                tracing::error!(%detail, "the disk is full: appends are refused until space is freed; reads go on");
+            }
+            self.health.send_replace(Health::StorageFull {
+                detail: detail.clone(),
+            });
+            AppendError::StorageFull { detail }
+        } else {
+            self.health.send_replace(Health::StorageFailing {
+                detail: e.to_string(),
+            });
+            AppendError::Storage(Arc::new(e))
+        };
+        if let Err(error) = self.store.reopen() {
+            tracing::error!(%error, "the log's file cannot be opened again yet; the next append tries again");
+        }
+        refusal
     }
 
     /// After a successful commit: the tail, the committed feed, the head, then the answers.
@@ -193,7 +296,7 @@ impl Writer {
         versions: &mut HashMap<String, u64>,
     ) -> Result<Written, redb::Error> {
         let started = Instant::now();
-        let txn: WriteTransaction = self.db.begin_write().map_err(storage)?;
+        let txn: WriteTransaction = self.store.begin_write()?;
         let tail = self.tail.read().expect("tail lock");
         let mut written = Written {
             results: Vec::with_capacity(jobs.len()),

@@ -15,7 +15,7 @@ use streamfleet_bus_schemas::{
     ExpectedVersion, MIN_SCHEMA_VERSION, PayloadError, ReadDirection, RejectionReason,
     SCHEMA_VERSION,
 };
-use streamfleet_domain::{Context, State, decide, evolve, stream_of};
+use streamfleet_domain::{Context, State, app_of, decide, evolve, stream_of};
 use streamfleet_eventlog::{AppendError, AppendRequest, CommandDigest, EventLog, NewEvent};
 use uuid::Uuid;
 
@@ -110,7 +110,9 @@ impl CommandHandler {
             Err(reason)
                 if !matches!(
                     reason,
-                    RejectionReason::Unavailable { .. } | RejectionReason::IdReused { .. }
+                    RejectionReason::Unavailable { .. }
+                        | RejectionReason::StorageFull { .. }
+                        | RejectionReason::IdReused { .. }
                 ) =>
             {
                 match self.log.command_outcome(envelope.id).map_err(unavailable)? {
@@ -154,11 +156,13 @@ impl CommandHandler {
                 });
             }
             let now = chrono::Utc::now();
-            let events =
-                decide(command, &state, &Context { now }).map_err(|r| RejectionReason::Domain {
+            let app = self.registration(command).await?;
+            let events = decide(command, &state, &Context { now, app }).map_err(|r| {
+                RejectionReason::Domain {
                     rule: r.rule().to_string(),
                     detail: r.to_string(),
-                })?;
+                }
+            })?;
             let new_events = events
                 .iter()
                 .map(|e| new_event(envelope, principal, &stream, e, now))
@@ -218,8 +222,26 @@ impl CommandHandler {
                         detail: e.to_string(),
                     });
                 }
+                Err(AppendError::StorageFull { detail }) => {
+                    return Err(RejectionReason::StorageFull { detail });
+                }
                 Err(e) => return Err(unavailable(e)),
             }
+        }
+    }
+
+    /// The registration of the app `command` names ([`app_of`]), if it names one and it is
+    /// registered.
+    async fn registration(
+        &self,
+        command: &Command,
+    ) -> Result<Option<streamfleet_domain::app::AppState>, RejectionReason> {
+        let Some(app_id) = app_of(command) else {
+            return Ok(None);
+        };
+        match self.state_of(&format!("app-{app_id}")).await?.1 {
+            State::App(app) => Ok(Some(app)),
+            _ => Ok(None),
         }
     }
 

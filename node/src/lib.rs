@@ -7,6 +7,8 @@
 //! - publishes every event after its commit ([`publisher`]) on `sf.evt.<category>.<type>` with
 //!   its position in the `Sf-Position` header, and announces the head on `sf.log.head`;
 //! - serves reads of the log ([`read_api`]) on `sf.log.read`;
+//! - answers `sf.log.health` ([`health`]): serving, or degraded and why — a full disk refuses
+//!   commands as `storage_full` while reads go on, and recording resumes once space is freed;
 //! - signs checkpoints of the chain head (`checkpoints.rs`): every `checkpoint_every` events and
 //!   on stop, into `checkpoints.jsonl` beside the log and on `sf.log.checkpoint`.
 //!
@@ -14,6 +16,7 @@
 
 mod checkpoints;
 pub mod commands;
+pub mod health;
 mod node;
 pub mod publisher;
 pub mod read_api;

@@ -181,6 +181,16 @@ impl Node {
             }
         });
 
+        let health_requests = client
+            .queue_subscribe(subjects::LOG_HEALTH, QUEUE.into())
+            .await?;
+        tasks.spawn(crate::health::serve(
+            client.clone(),
+            health_requests,
+            log.clone(),
+        ));
+        tasks.spawn(crate::health::watch(log.clone()));
+
         // Events go out on a connection of their own, so replies and events do not queue behind
         // each other in one socket.
         let events_client = connect(&config.nats).await?;

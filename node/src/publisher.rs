@@ -14,6 +14,8 @@ use streamfleet_eventlog::{EventLog, StoredEvent};
 pub const EVENT_SOURCE: &str = "streamfleet/node";
 /// How often the node announces its head on `sf.log.head`.
 pub const HEAD_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the publisher waits before reading again after a failed read.
+const READ_RETRY: Duration = Duration::from_millis(200);
 
 #[derive(Deserialize)]
 struct Route<'a> {
@@ -41,9 +43,16 @@ pub async fn publish_events(client: Client, log: EventLog) {
     loop {
         let e = match sub.next().await {
             Ok(e) => e,
-            Err(err) => {
-                tracing::info!(error = %err, "event publisher stops");
+            Err(streamfleet_eventlog::ReadError::Closed) => {
+                tracing::info!("event publisher stops: the log closed");
                 return;
+            }
+            Err(err) => {
+                // A storage failure (the log reopening after a full disk): the subscription is
+                // where it was, so the same event is read again.
+                tracing::warn!(error = %err, "event publisher cannot read the log; retrying");
+                tokio::time::sleep(READ_RETRY).await;
+                continue;
             }
         };
         match route(&e) {

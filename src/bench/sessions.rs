@@ -121,6 +121,7 @@ async fn redemptions(
         args.rate
     );
     let node = Node::start(NodeConfig::new(dir.join("redeem-log"), nats.login("node"))).await?;
+    nats.register_app("chess").await?;
     let key = streamfleet_workers::TokenKey::generate_hex();
     let workers_config = streamfleet_workers::WorkersConfig {
         login: nats.login("worker"),

@@ -192,6 +192,23 @@ impl NatsServer {
         self.store.path().join("host-keys")
     }
 
+    /// Registers `app_id` at version 1.0.0 as an operator does (`RegisterApp`; a node must be
+    /// serving): tokens, buffers and sessions of it are then accepted.
+    pub async fn register_app(&self, app_id: &str) -> Result<(), streamfleet_bus_client::Refused> {
+        use streamfleet_bus_schemas::payloads::{HostRequirements, RegisterApp};
+        let register = streamfleet_bus_schemas::Command::RegisterApp(RegisterApp {
+            app_id: app_id.into(),
+            version: "1.0.0".into(),
+            image: format!("registry.example/{app_id}:1.0.0"),
+            requirements: HostRequirements::default(),
+        });
+        self.commands("operator")
+            .await
+            .submit(uuid::Uuid::now_v7(), &register)
+            .await
+            .map(|_| ())
+    }
+
     /// Admits `host_id` to `region` as an operator does: a key in [`NatsServer::host_keys`],
     /// a user in the configuration, the server reloaded, `AdmitHost` recorded (a node must be
     /// serving).

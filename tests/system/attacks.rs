@@ -213,7 +213,7 @@ async fn a_rewritten_log_rechained_by_hand_is_caught_by_the_signed_checkpoints()
     let commands = nats.commands("service").await;
     for i in 0..10 {
         commands
-            .send(Uuid::now_v7(), &token(&format!("t-{i}")))
+            .send(Uuid::now_v7(), &crate::commands::report(&format!("n-{i}")))
             .await
             .expect("reply");
     }
@@ -232,7 +232,7 @@ async fn a_rewritten_log_rechained_by_hand_is_caught_by_the_signed_checkpoints()
         "the node signed its head on stop: {clean}"
     );
 
-    // The rewrite: position 3's body says another token hash; 3..=10 are re-chained.
+    // The rewrite: position 3's body says another failure reason; 3..=10 are re-chained.
     let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
     {
         let db = redb::Database::create(&log).expect("open the stopped node's log");
@@ -248,12 +248,9 @@ async fn a_rewritten_log_rechained_by_hand_is_caught_by_the_signed_checkpoints()
                 let mut e = read(&table, p);
                 if p == 3 {
                     let text = String::from_utf8(e.body.clone()).expect("json");
-                    let hash = text
-                        .split("\"token_hash\":\"")
-                        .nth(1)
-                        .and_then(|rest| rest.get(..64))
-                        .expect("a token hash");
-                    e.body = text.replace(hash, &"0".repeat(64)).into_bytes();
+                    let forged = text.replacen("\"silent\"", "\"forged\"", 1);
+                    assert_ne!(forged, text, "a failure reason to rewrite");
+                    e.body = forged.into_bytes();
                 }
                 let (bytes, chain) =
                     encode(&prev, p, e.stream_version, e.command_id, &e.stream, &e.body);

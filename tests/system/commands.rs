@@ -110,7 +110,7 @@ async fn a_command_is_recorded_once_and_its_retry_gets_the_same_answer() {
             events[0].streamversion,
             events[0].position
         ),
-        ("TokenIssued", 1, 1)
+        ("TokenIssued", 1, 2)
     );
 
     let again = commands.send(id, &token("t-1")).await.expect("reply");
@@ -179,7 +179,7 @@ async fn a_reused_command_id_with_other_content_is_rejected_naming_the_first_com
     let reader = streamfleet_bus_client::LogReader::new(sys.nats.client("service").await);
     assert_eq!(
         reader.head().await.expect("head"),
-        1,
+        2,
         "only the first command was recorded"
     );
     for stream in ["token-t-9", "node-n-1", "session-s-1"] {
@@ -341,7 +341,7 @@ async fn bad_input_gets_a_typed_rejection_and_the_node_keeps_serving() {
     let CommandReply::Accepted { events, .. } = ok else {
         panic!("accepted after bad input: {ok:?}")
     };
-    assert_eq!(events[0].position, 1, "no rejected command was recorded");
+    assert_eq!(events[0].position, 2, "no rejected command was recorded");
     let expected_ok = commands
         .send_expecting(
             Uuid::now_v7(),
@@ -439,13 +439,13 @@ async fn events_are_published_after_commit_with_their_position() {
         headers
             .get(subjects::HEADER_POSITION)
             .map(|v| v.as_str().to_string()),
-        Some("1".into())
+        Some("2".into())
     );
     let env: EventEnvelope<SessionProvisioned> =
         serde_json::from_slice(&msg.payload).expect("typed envelope");
     assert_eq!(
         (env.position, env.streamversion, env.body.subject.as_str()),
-        (1, 1, "session-s-1")
+        (2, 1, "session-s-1")
     );
     assert_eq!(env.body.specversion, "1.0");
     assert_eq!(env.body.id.get_version_num(), 7, "event ids are UUIDv7");
@@ -471,7 +471,7 @@ async fn a_hand_written_json_command_is_accepted_and_its_event_is_plain_cloudeve
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).expect("JSON reply");
     assert_eq!(reply["status"], "accepted", "{reply}");
     assert_eq!(reply["events"][0]["type"], "NodeFailed");
-    assert_eq!(reply["events"][0]["position"], 1);
+    assert_eq!(reply["events"][0]["position"], 2);
     // Schema version 2: the accepted reply carries what was recorded, and a retry's answer too.
     let recorded = serde_json::json!({ "node_id": "n1", "reason": "silent" });
     assert_eq!(reply["events"][0]["data"], recorded, "{reply}");
@@ -514,4 +514,12 @@ async fn a_hand_written_json_command_is_accepted_and_its_event_is_plain_cloudeve
         event["data"],
         serde_json::json!({ "node_id": "n1", "reason": "silent" })
     );
+}
+
+/// A command that names no app and no host: a node failure report, one per id.
+pub fn report(node_id: &str) -> Command {
+    Command::ReportNodeFailure(ReportNodeFailure {
+        node_id: node_id.into(),
+        reason: "silent".into(),
+    })
 }

@@ -1,7 +1,7 @@
 //! The node is `kill -9`ed at random moments under a stream of acknowledged commands; every
 //! acknowledged event survives exactly once, in order, and the hash chain verifies.
 
-use crate::commands::token;
+use crate::commands::report;
 use crate::harness::{Nats, NodeProcess};
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -103,7 +103,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_event() {
             .collect();
         let retried = work.len();
         for _ in 0..400 {
-            let cmd = (Uuid::now_v7(), token(&format!("crash-{next}")));
+            let cmd = (Uuid::now_v7(), report(&format!("crash-{next}")));
             next += 1;
             issued.push(cmd.clone());
             work.push_back(cmd);

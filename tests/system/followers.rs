@@ -1,6 +1,6 @@
 //! Followers over NATS end with exactly the full ordered sequence.
 
-use crate::commands::token;
+use crate::commands::report;
 use crate::harness::System;
 use std::collections::HashSet;
 use streamfleet_bus_client::{CommandClient, Follower};
@@ -16,7 +16,7 @@ pub async fn record(commands: &CommandClient, prefix: &str, n: usize, concurrenc
         set.spawn(async move {
             for i in (w * per)..((w + 1) * per).min(n) {
                 let reply = c
-                    .send(Uuid::now_v7(), &token(&format!("{prefix}-{i}")))
+                    .send(Uuid::now_v7(), &report(&format!("{prefix}-{i}")))
                     .await
                     .expect("reply");
                 assert!(matches!(reply, CommandReply::Accepted { .. }), "{reply:?}");

@@ -118,7 +118,27 @@ impl Drop for NodeProcess {
     }
 }
 
-/// A nats-server and a node on a fresh data folder.
+/// Registers `app_id` as an operator does (`RegisterApp`), from a thread of its own so that a
+/// synchronous start can call it inside a test runtime.
+pub fn register_app(nats: &Nats, app_id: &str) {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                runtime
+                    .block_on(nats.register_app(app_id))
+                    .unwrap_or_else(|e| panic!("registering {app_id}: {e}"));
+            })
+            .join()
+            .expect("the registration thread");
+    });
+}
+
+/// A nats-server and a node on a fresh data folder, with the app the tests run (`chess`)
+/// registered.
 pub struct System {
     pub nats: Nats,
     pub _node: NodeProcess,
@@ -130,6 +150,7 @@ impl System {
         let nats = Nats::start();
         let data = tempfile::tempdir().expect("tempdir");
         let node = NodeProcess::start(&nats, data.path());
+        register_app(&nats, "chess");
         System {
             nats,
             _node: node,

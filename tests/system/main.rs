@@ -5,6 +5,7 @@ mod audit;
 mod cloud;
 mod commands;
 mod crash;
+mod faults;
 mod followers;
 mod harness;
 mod media;

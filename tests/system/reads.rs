@@ -31,8 +31,9 @@ fn ok(reply: ReadReply) -> (u64, Option<u64>, Vec<(u64, u64, String)>) {
 async fn streams_categories_and_pages_read_back_over_nats() {
     let sys = System::start();
     let commands = sys.nats.commands("service").await;
-    // positions: 1 token-a, 2 host-s (admitted), 3 token-b, 4 host-s registered, 5..=6 host-s
-    // heartbeats (the host reporting under its own identity)
+    // positions: 1 app-chess (the harness registers it), 2 token-a, 3 host-s (admitted),
+    // 4 token-b, 5 host-s registered, 6..=7 host-s heartbeats (the host reporting under its own
+    // identity)
     commands
         .send(Uuid::now_v7(), &token("a"))
         .await
@@ -55,13 +56,13 @@ async fn streams_categories_and_pages_read_back_over_nats() {
     let req = |r: ReadRequest| serde_json::to_vec(&r).expect("json");
 
     let (head, next, events) = ok(read(&client, req(ReadRequest::all(2, 3))).await);
-    assert_eq!(head, 6);
+    assert_eq!(head, 7);
     assert_eq!(
         events.iter().map(|e| e.0).collect::<Vec<_>>(),
         vec![2, 3, 4]
     );
     assert_eq!(next, Some(5), "a full page says where to continue");
-    let (_, next, events) = ok(read(&client, req(ReadRequest::all(5, 3))).await);
+    let (_, next, events) = ok(read(&client, req(ReadRequest::all(6, 3))).await);
     assert_eq!(
         (events.len(), next),
         (2, None),
@@ -78,7 +79,7 @@ async fn streams_categories_and_pages_read_back_over_nats() {
     let (_, _, fwd) = ok(read(&client, req(stream(2, ReadDirection::Forward, 10))).await);
     assert_eq!(
         fwd.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
-        vec![(4, 2), (5, 3), (6, 4)]
+        vec![(5, 2), (6, 3), (7, 4)]
     );
     let (_, next, back) = ok(read(&client, req(stream(4, ReadDirection::Backward, 2))).await);
     assert_eq!(back.iter().map(|e| e.1).collect::<Vec<_>>(), vec![4, 3]);
@@ -100,7 +101,7 @@ async fn streams_categories_and_pages_read_back_over_nats() {
     let (head, _, none) = ok(read(&client, req(ReadRequest::all(1, 0))).await);
     assert_eq!(
         (head, none.len()),
-        (6, 0),
+        (7, 0),
         "max_events 0 asks only for the head"
     );
 }
@@ -130,6 +131,6 @@ async fn bad_read_requests_get_a_typed_error_and_reads_go_on() {
     }
     assert!(matches!(
         read(&client, br#"{}"#.to_vec()).await,
-        ReadReply::Ok { head: 0, .. }
+        ReadReply::Ok { head: 1, .. }
     ));
 }

@@ -1,7 +1,7 @@
 //! A node stopped with SIGTERM answers every command it recorded: nothing durable goes
 //! unanswered, and everything answered is durable.
 
-use crate::commands::token;
+use crate::commands::report;
 use crate::harness::{Nats, NodeProcess};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,7 +44,7 @@ async fn sigterm_answers_every_command_the_node_took() {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let id = Uuid::now_v7();
-                    match commands.send(id, &token(&format!("stop-{w}-{i}"))).await {
+                    match commands.send(id, &report(&format!("stop-{w}-{i}"))).await {
                         Ok(CommandReply::Accepted { .. }) => {
                             accepted.lock().expect("lock").insert(id);
                             let _ = first_ack.try_send(());

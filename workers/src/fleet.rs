@@ -291,6 +291,15 @@ impl Fleet {
                     }
                 }
             }
+            Event::AppRegistered(e) => {
+                self.releases.insert(
+                    e.app_id.clone(),
+                    Release {
+                        version: e.version.clone(),
+                        deadline: None,
+                    },
+                );
+            }
             Event::VersionReleased(e) => {
                 self.releases.insert(
                     e.app_id.clone(),

@@ -122,7 +122,14 @@ async fn issue_token(shared: Arc<Shared>, req: TokenRequest) -> TokenReply {
             _ => None,
         }),
         Err(Refused::Rejected { rule, message }) => {
-            return TokenReply::Error(ServiceError::new("invalid", format!("{rule}: {message}")));
+            // An app nobody registered is its own answer: the entitlement service asked for
+            // something the fleet does not run.
+            let code = if rule == "unknown_app" {
+                "unknown_app"
+            } else {
+                "invalid"
+            };
+            return TokenReply::Error(ServiceError::new(code, format!("{rule}: {message}")));
         }
         Err(Refused::Undelivered(e)) => {
             return TokenReply::Error(ServiceError::new("unavailable", e));

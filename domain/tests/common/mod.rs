@@ -6,6 +6,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use streamfleet_bus_schemas::payloads::*;
 use streamfleet_bus_schemas::{Command, Event};
+use streamfleet_domain::app::AppState;
 use streamfleet_domain::{Context, Rejection, State, decide, evolve};
 
 // ---- clock, folding, outcomes ----
@@ -16,13 +17,28 @@ pub fn now() -> DateTime<Utc> {
         .expect("valid time")
 }
 
+/// The app the fixtures run, registered.
+pub fn chess() -> AppState {
+    AppState {
+        app_id: "chess".into(),
+        version: "1.0.0".into(),
+        image: "registry.example/chess:1.0.0".into(),
+        requirements: HostRequirements::default(),
+    }
+}
+
+/// Now, with `chess` registered.
 pub fn ctx() -> Context {
-    Context { now: now() }
+    Context {
+        now: now(),
+        app: Some(chess()),
+    }
 }
 
 pub fn ctx_at(seconds_later: i64) -> Context {
     Context {
         now: now() + Duration::seconds(seconds_later),
+        app: Some(chess()),
     }
 }
 
@@ -182,6 +198,19 @@ pub fn end(session: &str, host: &str, reason: SessionEndReason, saved: Option<St
 }
 
 // ---- apps ----
+
+pub fn register_app(version: &str) -> Command {
+    Command::RegisterApp(RegisterApp {
+        app_id: "chess".into(),
+        version: version.into(),
+        image: "registry.example/chess".into(),
+        requirements: HostRequirements {
+            cpus: 2,
+            memory_mib: 2048,
+            gpu: false,
+        },
+    })
+}
 
 pub fn release_version(version: &str, urgent: bool, notice_seconds: u32) -> Command {
     Command::ReleaseVersion(ReleaseVersion {

@@ -1,4 +1,4 @@
-//! Rollouts: per app, the released version and which live hosts still run an older one.
+//! Rollouts: per app, the registered or released version and which live hosts still run an older one.
 //!
 //! Invariant: an app's rollout row is recomputed from its stored host rows
 //! ([`RolloutHostRow`]) whenever one of them or the release changes, so it never drifts from
@@ -142,6 +142,14 @@ impl View for RolloutsView {
                 h.set_status(HostStatus::Removed);
                 h.sessions = 0;
             }),
+            Event::AppRegistered(e) => {
+                self.rollouts.upsert(&e.app_id, |r| {
+                    r.app_id = e.app_id.to_string();
+                    r.current_version.clone_from(&e.version);
+                    r.released_at = Some(timestamp(time));
+                });
+                self.recompute(&e.app_id);
+            }
             Event::VersionReleased(e) => {
                 self.rollouts.upsert(&e.app_id, |r| {
                     r.app_id = e.app_id.to_string();
