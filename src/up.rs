@@ -21,12 +21,12 @@ use uuid::Uuid;
 mod demo;
 mod ownership;
 mod summary;
+mod supervisor;
 
 /// The app the demo streams.
 const APP: &str = "chess";
 /// Host identities admitted per region: the agent's two first hosts and spares to launch.
 const HOST_IDENTITIES_PER_REGION: u32 = 8;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -189,7 +189,7 @@ fn restrict(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     private_dir(&args.state_dir)?;
-    let owner = ownership::Ownership::take(&args.state_dir)?;
+    let owner = std::sync::Arc::new(ownership::Ownership::take(&args.state_dir)?);
     let creds = credentials(&args.state_dir)?;
     // Absolute: nats.conf expands $SF_JETSTREAM_DIR as a token, and `.streamfleet/…` would read
     // as a malformed number.
@@ -213,48 +213,42 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ca.as_ref().map(|ca| ca.display().to_string()).as_deref(),
     )?;
     let nats_conf = nats_config.write()?;
-    let mut nats_command = tokio::process::Command::new("nats-server");
-    nats_command
-        .arg("-c")
-        .arg(&nats_conf)
-        .arg("-p")
-        .arg(args.port.to_string())
-        // The passwords nats.conf reads, and nothing else: the token signing key stays out of
-        // nats-server's environment.
-        .env_clear()
-        .envs(std::env::vars().filter(|(k, _)| !k.starts_with("SF_")))
-        .envs(
-            creds
-                .iter()
-                .filter(|(k, _)| k.starts_with("SF_") && k.ends_with("_PASSWORD"))
-                .cloned(),
-        )
-        .env("SF_JETSTREAM_DIR", &js_dir)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    ownership::dies_with_up(&mut nats_command);
-    let mut nats = nats_command
-        .spawn()
-        .context("starting nats-server (is it installed? ./up.sh installs it)")?;
-    owner.record_child(nats.id());
-    let stderr = nats.stderr.take().context("nats-server stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines
-            .next_line()
-            .await?
-            .context("nats-server exited before it was ready")?;
-        if line.contains("Server is ready") {
-            break;
-        }
-        if line.contains("[FTL]") || line.contains("[ERR]") {
-            anyhow::bail!("nats-server: {line}");
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let nats_pid = nats.id().context("nats-server's pid")?;
-    // For `streamfleet host admit`, which reloads this server after admitting a host.
-    std::fs::write(args.state_dir.join("nats.pid"), nats_pid.to_string())?;
+    let nats_env: Vec<(String, String)> = creds
+        .iter()
+        .filter(|(k, _)| k.starts_with("SF_") && k.ends_with("_PASSWORD"))
+        .cloned()
+        .collect();
+    let (port, pid_file) = (args.port, args.state_dir.join("nats.pid"));
+    let nats = supervisor::Supervised::start(
+        supervisor::Spec {
+            name: "nats-server".into(),
+            command: Box::new(move || {
+                let mut command = tokio::process::Command::new("nats-server");
+                command
+                    .arg("-c")
+                    .arg(&nats_conf)
+                    .arg("-p")
+                    .arg(port.to_string())
+                    // The passwords nats.conf reads, and nothing else: the token signing key
+                    // stays out of nats-server's environment.
+                    .env_clear()
+                    .envs(std::env::vars().filter(|(k, _)| !k.starts_with("SF_")))
+                    .envs(nats_env.iter().cloned())
+                    .env("SF_JETSTREAM_DIR", &js_dir);
+                Ok(command)
+            }),
+            ready: supervisor::Ready::StderrContains("Server is ready"),
+            // For `streamfleet host admit`, which reloads this server after admitting a host.
+            started: Box::new(move |pid| {
+                if let Err(error) = std::fs::write(&pid_file, pid.to_string()) {
+                    tracing::warn!(%error, "nats.pid not written");
+                }
+            }),
+        },
+        owner.clone(),
+    )
+    .await
+    .context("starting nats-server (is it installed? ./up.sh installs it)")?;
 
     let secret = |var: &str| {
         creds
@@ -367,7 +361,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             keys: &host_keys,
             operator: &operator,
         }
-        .admit_all(&new, region, || streamfleet_bus_client::reload(nats_pid))
+        .admit_all(&new, region, || streamfleet_bus_client::reload(nats.pid()))
         .await
         .with_context(|| format!("admitting the hosts of {region}"))?;
     }
@@ -418,55 +412,58 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let exe = std::env::current_exe().context("this program's path")?;
     let mut agents = Vec::new();
+    let launcher_password = secret(&password_var(Role::Launcher))?;
     for region in &regions {
-        let mut agent_command = tokio::process::Command::new(&exe);
-        agent_command
-            .args([
-                "host-agent",
-                "--nats-url",
-                &url,
-                "--region",
-                region,
-                "--app",
-                APP,
-                "--hosts",
-                "2",
-                "--capacity",
-                "4",
-            ])
-            .args([
-                "--heartbeat-interval-ms",
-                &heartbeat.as_millis().to_string(),
-            ])
-            .arg("--host-keys")
-            .arg(&host_keys)
-            .env(
-                "SF_LAUNCHER_PASSWORD",
-                secret(&password_var(Role::Launcher))?,
-            )
-            .envs(ca.iter().map(|ca| ("SF_NATS_CA", ca.clone())))
-            // The control ports speak HTTPS with the installation's server certificate.
-            .envs(tls.iter().flat_map(|tls| {
-                [
-                    ("SF_TLS_CERT", tls.cert.clone()),
-                    ("SF_TLS_KEY", tls.key.clone()),
-                ]
-            }))
-            .env("RUST_LOG", log_filter(&args.log_level))
-            .stdout(Stdio::piped())
-            // The agents' own logs go to the log file, not the terminal.
-            .stderr(Stdio::from(log_file_handle(&args.log_file())?))
-            .kill_on_drop(true);
-        ownership::dies_with_up(&mut agent_command);
-        let mut agent = agent_command.spawn().context("starting a host agent")?;
-        owner.record_child(agent.id());
-        let out = agent.stdout.take().context("agent stdout")?;
-        let mut lines = BufReader::new(out).lines();
-        match lines.next_line().await? {
-            Some(l) if l.starts_with("ready") => {}
-            other => anyhow::bail!("host agent for {region} did not start: {other:?}"),
-        }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (exe, url, region_name) = (exe.clone(), url.clone(), region.to_string());
+        let (host_keys, ca, tls) = (host_keys.clone(), ca.clone(), tls.clone());
+        let (launcher_password, filter) = (launcher_password.clone(), log_filter(&args.log_level));
+        let log_file = args.log_file();
+        let agent = supervisor::Supervised::start(
+            supervisor::Spec {
+                name: format!("host agent {region}"),
+                command: Box::new(move || {
+                    let mut command = tokio::process::Command::new(&exe);
+                    command
+                        .args([
+                            "host-agent",
+                            "--nats-url",
+                            &url,
+                            "--region",
+                            &region_name,
+                            "--app",
+                            APP,
+                            "--hosts",
+                            "2",
+                            "--capacity",
+                            "4",
+                        ])
+                        .args([
+                            "--heartbeat-interval-ms",
+                            &heartbeat.as_millis().to_string(),
+                        ])
+                        .arg("--host-keys")
+                        .arg(&host_keys)
+                        .env("SF_LAUNCHER_PASSWORD", &launcher_password)
+                        .envs(ca.iter().map(|ca| ("SF_NATS_CA", ca.clone())))
+                        // The control ports speak HTTPS with the installation's certificate.
+                        .envs(tls.iter().flat_map(|tls| {
+                            [
+                                ("SF_TLS_CERT", tls.cert.clone()),
+                                ("SF_TLS_KEY", tls.key.clone()),
+                            ]
+                        }))
+                        .env("RUST_LOG", &filter)
+                        // The agents' own logs go to the log file, not the terminal.
+                        .stderr(Stdio::from(log_file_handle(&log_file)?));
+                    Ok(command)
+                }),
+                ready: supervisor::Ready::StdoutStarts("ready"),
+                started: Box::new(|_| {}),
+            },
+            owner.clone(),
+        )
+        .await
+        .with_context(|| format!("starting the host agent for {region}"))?;
         agents.push(agent);
     }
 
@@ -577,29 +574,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.log_file().display()
     );
     println!("Ctrl-C stops.");
-    tokio::select! {
-        r = crate::shutdown_signal() => r?,
-        status = nats.wait() => anyhow::bail!("nats-server exited: {:?}", status?),
-    }
+    // A child that dies (nats-server, a host agent) is started again by its supervisor; the
+    // node, workers and projections reconnect to a restarted nats-server by themselves. Only
+    // Ctrl-C or SIGTERM ends `up`.
+    crate::shutdown_signal().await?;
     println!("stopping");
     summary.abort();
     let _ = stop_tx.send(true);
-    for mut agent in agents {
-        if let Some(pid) = agent.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-        let _ = agent.wait().await;
+    for agent in agents {
+        agent.stop().await;
     }
     let _ = workers.await;
     if let Err(error) = projections.shutdown().await {
         tracing::warn!(%error, "projections did not stop cleanly");
     }
     node.stop().await;
-    nats.start_kill().ok();
-    nats.wait().await.ok();
+    nats.stop().await;
     Ok(())
 }
 

@@ -441,3 +441,149 @@ fn kill_9_of_up_leaves_no_orphans_and_one_up_owns_a_state_folder() {
         .status();
     assert!(again.wait().expect("stopped").success());
 }
+
+/// The environment `credentials.env` gives a shell that sources it.
+fn credentials_env(state: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(state.join("credentials.env"))
+        .expect("credentials.env")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `streamfleet client` for `user`, as the README tells a user to run it against `up`.
+fn client(state: &std::path::Path, port: u16, user: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamfleet"));
+    command
+        .args(["client", "--user", user, "--client-ip", "127.0.0.1"])
+        .args(["--nats-url", &format!("nats://127.0.0.1:{port}")])
+        .args(extra)
+        .envs(credentials_env(state));
+    command
+}
+
+/// Waits (within `patience`) until `ready` holds, checking every 50 ms.
+fn until(what: &str, patience: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + patience;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The operator's bad day, part two: nats-server dies under `up` (before, the whole system
+/// stopped with it), then a host agent does. Now `up` starts each again with a backoff and
+/// says so; the node, workers and projections reconnect by themselves; a session being watched
+/// keeps streaming throughout (media does not pass through NATS); new sessions start again.
+#[test]
+fn nats_server_and_a_host_agent_killed_under_up_are_restarted_and_a_watched_session_keeps_streaming()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let port = crate::harness::free_port();
+    let mut up = start_up(&state, port);
+    let log = state.join("streamfleet.log");
+    let log_says = |text: &str| {
+        std::fs::read_to_string(&log)
+            .map(|l| l.contains(text))
+            .unwrap_or(false)
+    };
+
+    // A session being watched, its frames counted as they are decoded.
+    let mut watched = client(&state, port, "ada", &["--seconds", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("streamfleet client");
+    let (frames_tx, frames) = std::sync::mpsc::channel();
+    let stderr = watched.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = frames_tx.send(line);
+        }
+    });
+    let next_frame_line = || loop {
+        let line = frames
+            .recv_timeout(crate::cloud::PATIENCE)
+            .expect("the watched session keeps decoding frames");
+        if line.starts_with("frame ") {
+            return line;
+        }
+    };
+    next_frame_line();
+
+    // nats-server killed by its pid.
+    let pid_file = state.join("nats.pid");
+    let old_nats = std::fs::read_to_string(&pid_file).expect("nats.pid");
+    assert!(
+        Command::new("kill")
+            .args(["-9", old_nats.trim()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    until("nats-server restarted", crate::cloud::PATIENCE, || {
+        log_says("nats-server restarted")
+            && std::fs::read_to_string(&pid_file).is_ok_and(|p| p != old_nats)
+    });
+    assert!(log_says("nats-server died"), "its death is logged");
+    assert!(
+        up.try_wait().expect("up").is_none(),
+        "up lives on after nats-server died"
+    );
+    // The watched session never stopped: frames keep coming after the restart.
+    for _ in 0..3 {
+        next_frame_line();
+    }
+    // Everything reconnected: a whole new session (token service, front door, node, a host
+    // agent's host) from one command.
+    let fresh = client(&state, port, "bob", &["--frames", "30", "--seconds", "60"])
+        .output()
+        .expect("a second client");
+    assert!(
+        fresh.status.success(),
+        "a new session after nats-server restarted: {}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+
+    let _ = watched.kill();
+    let _ = watched.wait();
+
+    // A host agent killed: started again.
+    let agents: Vec<(u32, String)> = children_of(up.id())
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains("host-agent") && cmdline.contains("us-east"))
+        .collect();
+    let [(agent, _)] = agents.as_slice() else {
+        panic!("one us-east agent: {agents:?}")
+    };
+    assert!(
+        Command::new("kill")
+            .args(["-9", &agent.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    until("the host agent restarted", crate::cloud::PATIENCE, || {
+        log_says("host agent us-east restarted")
+    });
+    assert!(log_says("host agent us-east died"));
+    assert!(
+        children_of(up.id())
+            .iter()
+            .any(|(pid, cmdline)| pid != agent && cmdline.contains("us-east")),
+        "a new us-east agent runs"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status();
+    assert!(
+        up.wait().expect("stopped").success(),
+        "only SIGTERM stops up, cleanly"
+    );
+}
