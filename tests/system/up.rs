@@ -325,7 +325,7 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
 }
 
 /// The processes whose parent is `pid`, with their command lines (arguments joined by spaces).
-fn children_of(pid: u32) -> Vec<(u32, String)> {
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Some(child) = entry
@@ -354,7 +354,7 @@ fn children_of(pid: u32) -> Vec<(u32, String)> {
 
 /// `streamfleet up --no-demo` on `state` and `port`, once its banner is out; its output is
 /// drained in the background.
-fn start_up(state: &std::path::Path, port: u16) -> std::process::Child {
+pub fn start_up(state: &std::path::Path, port: u16) -> std::process::Child {
     let mut up = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
         .arg("up")
         .arg("--state-dir")
@@ -443,7 +443,7 @@ fn kill_9_of_up_leaves_no_orphans_and_one_up_owns_a_state_folder() {
 }
 
 /// The environment `credentials.env` gives a shell that sources it.
-fn credentials_env(state: &std::path::Path) -> Vec<(String, String)> {
+pub fn credentials_env(state: &std::path::Path) -> Vec<(String, String)> {
     std::fs::read_to_string(state.join("credentials.env"))
         .expect("credentials.env")
         .lines()
