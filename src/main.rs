@@ -1,5 +1,6 @@
 //! `streamfleet`: the operator's command line.
 
+mod app;
 mod bench;
 mod client;
 mod fleet_args;
@@ -37,6 +38,11 @@ enum Cmd {
     Host {
         #[command(subcommand)]
         which: host::HostCmd,
+    },
+    /// Apps: register them (version, image, host requirements) before tokens name them.
+    App {
+        #[command(subcommand)]
+        which: app::AppCmd,
     },
     /// Print the nats-server configuration Streamfleet renders (no hosts admitted).
     NatsConf,
@@ -245,6 +251,7 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Bench { which } => bench::run(which).await,
             Cmd::Host { which } => host::run(which).await,
+            Cmd::App { which } => app::run(which).await,
             Cmd::NatsConf => {
                 print!("{}", streamfleet_bus_schemas::nats_conf::render(&[], None));
                 Ok(())

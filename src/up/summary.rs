@@ -1,8 +1,9 @@
-//! The live one-line summary `up` prints: sessions, hosts per region, discrepancies.
+//! The live one-line summary `up` prints: sessions, hosts per region, discrepancies, and the
+//! node's health when it is degraded (a full disk).
 
 use std::time::{Duration, Instant};
 use streamfleet_bus_client::{Follower, NatsLogin};
-use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::{Event, HealthStatus, NodeHealth};
 use streamfleet_domain::host::HostStatus;
 use streamfleet_workers::Fleet;
 
@@ -10,7 +11,7 @@ pub async fn run(login: NatsLogin, every: Duration) {
     let Ok(client) = streamfleet_bus_client::connect(&login).await else {
         return;
     };
-    let Ok(mut follower) = Follower::start(client, 1).await else {
+    let Ok(mut follower) = Follower::start(client.clone(), 1).await else {
         return;
     };
     let mut fleet = Fleet::default();
@@ -26,8 +27,30 @@ pub async fn run(login: NatsLogin, every: Duration) {
                     fleet.apply(followed.position, env.body.time, &event);
                 }
             }
-            _ = ticks.tick() => println!("{}", line(&fleet, started.elapsed())),
+            _ = ticks.tick() => {
+                let health = health(&client).await;
+                println!("{}{health}", line(&fleet, started.elapsed()));
+            }
         }
+    }
+}
+
+/// `  NODE degraded: storage full (…)` while the node refuses commands; nothing when it serves
+/// (or cannot be asked: the line still shows what the log says).
+async fn health(client: &async_nats::Client) -> String {
+    let asked = tokio::time::timeout(
+        Duration::from_secs(1),
+        client.request(streamfleet_bus_schemas::subjects::LOG_HEALTH, "".into()),
+    )
+    .await;
+    let Ok(Ok(reply)) = asked else {
+        return String::new();
+    };
+    match serde_json::from_slice::<NodeHealth>(&reply.payload) {
+        Ok(h) if h.status == HealthStatus::Degraded => {
+            format!("  NODE {h}")
+        }
+        _ => String::new(),
     }
 }
 

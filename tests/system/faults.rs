@@ -111,7 +111,8 @@ async fn a_node_on_a_full_disk_refuses_commands_as_storage_full_says_degraded_an
 
 /// An invented app: before, a token was issued for it and its redemption made the fleet launch
 /// a host for it. Now the registry says no: the token is refused as `unknown_app`, and so is a
-/// buffer of hosts for it, so the fleet has nothing to launch.
+/// buffer of hosts for it, so the fleet has nothing to launch — until an operator registers it
+/// (`streamfleet app register`).
 #[tokio::test]
 async fn a_token_or_a_buffer_for_an_unregistered_app_is_refused_as_unknown_app() {
     use crate::cloud::{AgentSpec, Cloud};
@@ -167,5 +168,35 @@ async fn a_token_or_a_buffer_for_an_unregistered_app_is_refused_as_unknown_app()
             .unwrap_or_default()
             .contains("invented")),
         "the invented app is nowhere in the log"
+    );
+
+    // Registered by an operator, the same request is served.
+    let registered = std::process::Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+        .args(["app", "register", "invented", "--version", "0.1.0"])
+        .args(["--image", "registry.example/invented:0.1.0", "--cpus", "2"])
+        .args(["--nats-url", &cloud.sys.nats.url])
+        .env("SF_OPERATOR_PASSWORD", cloud.sys.nats.password("operator"))
+        .env("SF_NATS_CA", crate::cloud::nats_ca(&cloud.sys))
+        .output()
+        .expect("streamfleet app register");
+    let said = String::from_utf8_lossy(&registered.stdout);
+    assert!(
+        registered.status.success() && said.starts_with("registered invented position="),
+        "{said}{}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    let reply = entitlement
+        .request(
+            subjects::TOKEN_REQUEST,
+            serde_json::to_vec(&request).expect("json").into(),
+        )
+        .await
+        .expect("the token service answers");
+    assert!(
+        matches!(
+            serde_json::from_slice::<TokenReply>(&reply.payload).expect("a token reply"),
+            TokenReply::Issued(_)
+        ),
+        "a registered app gets its token"
     );
 }
