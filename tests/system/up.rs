@@ -219,13 +219,21 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
             )
         })
         .collect();
-    assert_eq!(
-        types,
-        [
-            "HostAdmitted by operator",
-            "HostRegistered by host.eu-west-20"
-        ]
+    // An admitted host is also a spare the running fleet may ask a launcher for (the demo keeps
+    // a buffer), so more may follow; what holds is who said what.
+    assert_eq!(types[0], "HostAdmitted by operator", "{types:?}");
+    assert!(
+        types.contains(&"HostRegistered by host.eu-west-20".to_string()),
+        "{types:?}"
     );
+    for t in &types {
+        if t.starts_with("HostRegistered") || t.starts_with("HeartbeatReceived") {
+            assert!(
+                t.ends_with("by host.eu-west-20"),
+                "only the host speaks for itself: {types:?}"
+            );
+        }
+    }
     assert!(
         connect(
             &NatsLogin::new(format!("nats://127.0.0.1:{port}"), "service", "wrong")
