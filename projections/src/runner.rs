@@ -256,6 +256,19 @@ impl RunningProjections {
         *self.shared.stored.borrow()
     }
 
+    /// Whether the views are still written to their files: false once a write failed (a full
+    /// disk); they go on following and serving from memory, and a restart continues from the
+    /// files' consistent checkpoints.
+    pub fn storing(&self) -> bool {
+        *self.shared.storing.borrow()
+    }
+
+    /// Waits until the views stop being written (a write failed).
+    pub async fn wait_until_not_storing(&self) {
+        let mut rx = self.shared.storing.subscribe();
+        let _ = rx.wait_for(|storing| !*storing).await;
+    }
+
     /// Waits until every view has stored `position` (forever if the feed never gets there).
     pub async fn wait_for_position(&self, position: u64) {
         let mut rx = self.shared.stored.subscribe();
@@ -385,6 +398,7 @@ async fn start_parts(
     let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         stored: watch::channel(views.position()).0,
+        storing: watch::channel(true).0,
         views: RwLock::new(views),
         changes: broadcast::channel(1024).0,
         head: feed.head.clone(),
@@ -499,16 +513,18 @@ fn apply_events(
     Ok(())
 }
 
-/// Takes the views' changes and writes them; returns them and the lowest position stored.
-async fn store_changes(
-    shared: &Shared,
+/// Takes the views' changes since the last take, and the position they reach.
+async fn take_changes(shared: &Shared) -> (Arc<Vec<ViewBatch>>, u64) {
+    let mut views = shared.views.write().await;
+    (Arc::new(views.take_batches()), views.position())
+}
+
+/// Writes taken changes into the views' files.
+async fn write_changes(
     store: &Arc<Store>,
+    batches: &Arc<Vec<ViewBatch>>,
     durable: bool,
-) -> Result<(Arc<Vec<ViewBatch>>, u64), ProjectionsError> {
-    let (batches, position) = {
-        let mut views = shared.views.write().await;
-        (Arc::new(views.take_batches()), views.position())
-    };
+) -> Result<(), ProjectionsError> {
     let (store, written) = (store.clone(), batches.clone());
     tokio::task::spawn_blocking(move || {
         store.write(&written, durable)?;
@@ -519,6 +535,17 @@ async fn store_changes(
     })
     .await
     .map_err(|e| ProjectionsError::Task(e.to_string()))??;
+    Ok(())
+}
+
+/// Takes the views' changes and writes them; returns them and the lowest position stored.
+async fn store_changes(
+    shared: &Shared,
+    store: &Arc<Store>,
+    durable: bool,
+) -> Result<(Arc<Vec<ViewBatch>>, u64), ProjectionsError> {
+    let (batches, position) = take_changes(shared).await;
+    write_changes(store, &batches, durable).await?;
     Ok((batches, position))
 }
 
@@ -534,6 +561,8 @@ async fn apply_loop(
     let (mut pending, mut stores, mut serving) = (false, 0u32, false);
     let mut last_store = Instant::now();
     let mut head_open = true;
+    // Whether this run still writes the views' files (a failed write stops it; see below).
+    let mut storing = true;
     let result: Result<(), ProjectionsError> = loop {
         tokio::select! {
             biased;
@@ -558,13 +587,25 @@ async fn apply_loop(
         }
         if pending {
             stores += 1;
-            match store_changes(&shared, &store, stores % DURABLE_EVERY == 0).await {
-                Ok((batches, position)) => {
-                    shared.stored.send_replace(position);
-                    let _ = shared.changes.send(batches);
+            let (batches, position) = take_changes(&shared).await;
+            if storing {
+                match write_changes(&store, &batches, stores % DURABLE_EVERY == 0).await {
+                    Ok(()) => {
+                        shared.stored.send_replace(position);
+                    }
+                    Err(e) => {
+                        // A full disk, or failing storage. The views go on following and
+                        // serving from memory; their files stay as of their last checkpoint
+                        // (each file's batch is one transaction), so a restart continues from
+                        // there and folds the same rows again. Writing later batches without this
+                        // one would not be consistent, so nothing more is written in this run.
+                        tracing::error!(error = %e, position, "the views cannot be stored: they serve from memory, stored as of an earlier position; restart the projections once the storage is back");
+                        storing = false;
+                        shared.storing.send_replace(false);
+                    }
                 }
-                Err(e) => break Err(e),
             }
+            let _ = shared.changes.send(batches);
             pending = false;
             last_store = Instant::now();
         }
@@ -578,6 +619,9 @@ async fn apply_loop(
         }
     };
     set_health(&health, false).await;
+    if !storing {
+        return result;
+    }
     let stored = store_changes(&shared, &store, true).await;
     if let Ok((batches, position)) = &stored {
         shared.stored.send_replace(*position);
@@ -621,6 +665,7 @@ async fn rebuild_parts(
         Arc::new(store),
         Shared {
             stored: watch::channel(last).0,
+            storing: watch::channel(true).0,
             views: RwLock::new(views),
             changes: broadcast::channel(1).0,
             head: feed.head.clone(),

@@ -17,6 +17,9 @@ pub(crate) struct Shared {
     pub changes: broadcast::Sender<Arc<Vec<ViewBatch>>>,
     /// The lowest view position stored.
     pub stored: watch::Sender<u64>,
+    /// Whether the views are still written to their files (false after a write failed: a full
+    /// disk; they go on serving from memory).
+    pub storing: watch::Sender<bool>,
     /// The log's head as last known.
     pub head: watch::Receiver<Option<u64>>,
     /// The hosts' heartbeat interval.
