@@ -22,6 +22,7 @@
 //! assert_eq!(cmd.type_name(), "ReportNodeFailure");
 //! ```
 
+pub mod compute;
 mod envelope;
 mod health;
 pub mod ids;

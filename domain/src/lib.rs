@@ -26,6 +26,7 @@ pub mod app;
 mod cipher;
 mod discrepancy;
 pub mod host;
+pub mod hypervisor;
 mod migration;
 mod node;
 pub mod placement;
@@ -267,6 +268,28 @@ pub enum Rejection {
         /// The app.
         app_id: AppId,
     },
+    /// No hypervisor the region offers can run the instance.
+    #[error("no hypervisor can run this instance: {detail}")]
+    NoHypervisor {
+        /// Why each one cannot.
+        detail: String,
+    },
+    /// The customer's hypervisor cannot run the instance; the service offers another (resend
+    /// naming it to take the offer).
+    #[error(
+        "{requested} cannot run this instance: {why}; offered: {} ({}, {} per hour)",
+        offer.hypervisor,
+        offer.reason,
+        offer.cost
+    )]
+    HypervisorUnfit {
+        /// The customer's choice.
+        requested: streamfleet_bus_schemas::compute::Hypervisor,
+        /// Why it cannot.
+        why: String,
+        /// What the service offers instead.
+        offer: streamfleet_bus_schemas::compute::HypervisorOffer,
+    },
     /// The app was registered before; later versions come with `ReleaseVersion`.
     #[error("app `{app_id}` is already registered")]
     AppAlreadyRegistered {
@@ -376,6 +399,8 @@ impl Rejection {
             Rejection::SessionNotOnHost { .. } => "session_not_on_host",
             Rejection::UnknownApp { .. } => "unknown_app",
             Rejection::AppAlreadyRegistered { .. } => "app_already_registered",
+            Rejection::NoHypervisor { .. } => "no_hypervisor",
+            Rejection::HypervisorUnfit { .. } => "hypervisor_unfit",
             Rejection::VersionNotNewer { .. } => "version_not_newer",
             Rejection::DiscrepancyAlreadyOpened { .. } => "discrepancy_already_opened",
             Rejection::DiscrepancyNotOpen { .. } => "discrepancy_not_open",

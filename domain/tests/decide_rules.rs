@@ -184,6 +184,16 @@ fn one_of_each() -> Vec<Rejection> {
         },
         Rejection::UnknownApp { app_id: s().into() },
         Rejection::AppAlreadyRegistered { app_id: s().into() },
+        Rejection::NoHypervisor { detail: s() },
+        Rejection::HypervisorUnfit {
+            requested: streamfleet_bus_schemas::compute::Hypervisor::Crun,
+            why: s(),
+            offer: streamfleet_bus_schemas::compute::HypervisorOffer {
+                hypervisor: streamfleet_bus_schemas::compute::Hypervisor::Qemu,
+                reason: s(),
+                cost: 1,
+            },
+        },
     ];
     // Exhaustiveness guard: every variant maps to its position in `all`.
     let index = |r: &Rejection| match r {
@@ -223,6 +233,8 @@ fn one_of_each() -> Vec<Rejection> {
         Rejection::HostRegionMismatch { .. } => 33,
         Rejection::UnknownApp { .. } => 34,
         Rejection::AppAlreadyRegistered { .. } => 35,
+        Rejection::NoHypervisor { .. } => 36,
+        Rejection::HypervisorUnfit { .. } => 37,
     };
     for (i, r) in all.iter().enumerate() {
         assert_eq!(index(r), i, "{r:?} out of place");
@@ -247,7 +259,7 @@ fn every_rule_has_a_unique_snake_case_name() {
         assert!(seen.insert(rule), "{rule} is used twice");
         assert!(!r.to_string().is_empty());
     }
-    assert_eq!(seen.len(), 36);
+    assert_eq!(seen.len(), 38);
 }
 
 #[test]
