@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/system-deps.sh
 ensure_system_deps
+# The catalogue's guest images (built from Debian packages when missing; cached under target/).
+scripts/guest-image.sh target/images/linux-busybox
 # Lints first: a format, clippy or doc warning fails the run before any test.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -16,12 +16,17 @@ ensure_system_deps() {
   # The app's sound is Opus through the distribution's libopus, found with pkg-config.
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   [ -f /usr/include/opus/opus.h ] || missing+=(libopus-dev)
+  # Instances (issue 14): QEMU for virtual machines, busybox-static for the guest image's
+  # initramfs (scripts/guest-image.sh). Debian 12's qemu-system-x86 (7.2) needs its own
+  # qemu-utils: the image's newer preinstalled one gives way (hence --allow-downgrades).
+  command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86 qemu-utils/bookworm)
+  busybox --list 2>/dev/null | grep -qx insmod || missing+=(busybox-static)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing from the distribution: ${missing[*]}" >&2
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --allow-downgrades "${missing[@]}" >/dev/null
   fi
   command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust stable) is required: https://rustup.rs" >&2; return 1; }
 }

@@ -7,6 +7,7 @@ mod commands;
 mod crash;
 mod faults;
 mod followers;
+mod guest;
 mod harness;
 mod media;
 mod permissions;

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds the qemu guest image of the catalogue into OUT (default: .streamfleet/images/linux-busybox):
+# the kernel of Debian's linux-image-amd64 (vmlinuz) and an initramfs of busybox-static with the
+# virtio modules and a tiny app. Debian packages only; nothing is downloaded from elsewhere.
+# Rebuilt only when missing.
+#
+# The guest reads its settings from the kernel command line: sf.id=<instance id>,
+# sf.ip=<address/prefix>, sf.gw=<gateway>. Its app answers on TCP port 7000 with one line,
+# `id=<id> boots=<n> counter=<m>`: the boot count and a request counter kept in the first block
+# of its first disk (/dev/vda, raw), so a test sees a real guest with real persistent data.
+# `acpid` turns a power button press (QMP system_powerdown) into a clean poweroff.
+set -euo pipefail
+OUT="${1:-.streamfleet/images/linux-busybox}"
+if [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ]; then
+  exit 0
+fi
+command -v busybox >/dev/null 2>&1 && busybox --list | grep -qx insmod || {
+  echo "busybox-static is required (apt-get install busybox-static)" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+kernel_pkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')"
+if [ -z "$kernel_pkg" ]; then
+  apt-get update -qq
+  kernel_pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"
+fi
+# The package lists may be empty on a fresh machine: fetch them once and try again.
+(cd "$work" && apt-get download -q "$kernel_pkg" >/dev/null 2>&1) ||
+  { apt-get update -qq && (cd "$work" && apt-get download -q "$kernel_pkg" >/dev/null 2>&1); }
+dpkg-deb -x "$work"/linux-image-*.deb "$work/k"
+version="$(ls "$work/k/lib/modules")"
+mods="$work/k/lib/modules/$version/kernel"
+root="$work/root"
+mkdir -p "$root"/{bin,dev,proc,sys,run,lib/modules}
+cp "$(command -v busybox)" "$root/bin/busybox"
+for m in drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko \
+         drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci_legacy_dev.ko \
+         drivers/virtio/virtio_pci.ko net/core/failover.ko drivers/net/net_failover.ko \
+         drivers/net/virtio_net.ko drivers/block/virtio_blk.ko; do
+  cp "$mods/$m" "$root/lib/modules/"
+done
+cat > "$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+# In dependency order (the package ships no modules.dep; each module's own `depends=` says it).
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover \
+         net_failover virtio_net virtio_blk; do
+  insmod /lib/modules/$m.ko
+done
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    sf.id=*) echo "${word#sf.id=}" > /run/id ;;
+    sf.ip=*) ip="${word#sf.ip=}" ;;
+    sf.gw=*) gw="${word#sf.gw=}" ;;
+  esac
+done
+ip link set lo up
+ip link set eth0 up
+[ -n "${ip:-}" ] && ip addr add "$ip" dev eth0
+[ -n "${gw:-}" ] && ip route add default via "$gw"
+/bin/state boot
+acpid
+nc -ll -p 7000 -e /bin/app &
+# Ready once the app listens (a connection before would find the port closed).
+until netstat -ltn 2>/dev/null | grep -q ':7000 '; do usleep 10000; done
+echo "streamfleet guest ready"
+while true; do sleep 3600; done
+INIT
+cat > "$root/bin/app" <<'APP'
+#!/bin/sh
+# One answer per connection; the counter moves on the disk.
+set -- $(dd if=/dev/vda bs=64 count=1 2>/dev/null | tr -d '\000') 0 0
+boots=$1; counter=$(($2 + 1))
+printf '%-63s\n' "$boots $counter" | dd of=/dev/vda bs=64 count=1 conv=notrunc,fsync 2>/dev/null
+echo "id=$(cat /run/id) boots=$boots counter=$counter"
+APP
+# The boot counter: one more at every boot.
+cat > "$root/bin/state" <<'STATE'
+#!/bin/sh
+set -- $(dd if=/dev/vda bs=64 count=1 2>/dev/null | tr -d '\000') 0 0
+boots=$(($1 + 1)); counter=$2
+printf '%-63s\n' "$boots $counter" | dd of=/dev/vda bs=64 count=1 conv=notrunc,fsync 2>/dev/null
+STATE
+mkdir -p "$root/etc/acpi/PWRF"
+printf '#!/bin/sh\npoweroff -f\n' > "$root/etc/acpi/PWRF/00000080"
+chmod +x "$root/init" "$root/bin/app" "$root/bin/state" "$root/etc/acpi/PWRF/00000080"
+mkdir -p "$OUT"
+cp "$work/k/boot/vmlinuz-$version" "$OUT/vmlinuz.tmp"
+(cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$OUT/initramfs.cpio.gz.tmp"
+mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
+echo "built $OUT (kernel $version)"

@@ -1,0 +1,112 @@
+//! The catalogue's Linux guest (issue 14's first image): built by `scripts/guest-image.sh` from
+//! Debian's packages, booted under QEMU with TCG, it answers on its address with its instance id,
+//! its boot count and a counter kept on its own disk — and both survive a reboot.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The image, built when missing (the script is a no-op once it is there).
+fn image() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/images/linux-busybox");
+    let built = Command::new(root.join("scripts/guest-image.sh"))
+        .arg(&dir)
+        .status()
+        .expect("run scripts/guest-image.sh");
+    assert!(built.success(), "the guest image builds");
+    dir
+}
+
+/// A running guest, killed when dropped.
+struct Guest(Child);
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A guest booted on `disk`, its port 7000 forwarded to 127.0.0.1:`port`; returned once its
+/// serial console says it is ready.
+fn boot(image: &Path, disk: &Path, id: &str, port: u16) -> Guest {
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel", "tcg", "-m", "128M", "-display", "none", "-serial", "stdio",
+        ])
+        .args(["-monitor", "none", "-no-reboot"])
+        .arg("-kernel")
+        .arg(image.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(image.join("initramfs.cpio.gz"))
+        .args([
+            "-append",
+            &format!("console=ttyS0 quiet panic=-1 sf.id={id} sf.ip=10.0.2.15/24 sf.gw=10.0.2.2"),
+        ])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .args([
+            "-netdev",
+            &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:7000"),
+            "-device",
+            "virtio-net-pci,netdev=n0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("qemu-system-x86_64 (./test.sh installs qemu-system-x86)");
+    let stdout = qemu.stdout.take().expect("serial console");
+    let qemu = Guest(qemu);
+    let mut console = BufReader::new(stdout);
+    let mut seen = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        match console.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => panic!(
+                "the guest stopped before it was ready: {}",
+                String::from_utf8_lossy(&seen)
+            ),
+            Ok(_) => {}
+        }
+        seen.extend_from_slice(&line);
+        if String::from_utf8_lossy(&line).contains("streamfleet guest ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = console.read_to_end(&mut rest);
+    });
+    qemu
+}
+
+/// One answer of the guest's app.
+fn ask(port: u16) -> String {
+    let mut answer = String::new();
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .expect("the guest's port")
+        .read_to_string(&mut answer)
+        .expect("an answer");
+    answer.trim().to_string()
+}
+
+#[test]
+fn the_linux_guest_boots_under_qemu_answers_with_its_id_and_keeps_its_disk_across_boots() {
+    let image = image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("vda.raw");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("a 1 MiB raw disk");
+    let port = crate::harness::free_port();
+    let guest = boot(&image, &disk, "i-guest", port);
+    assert_eq!(ask(port), "id=i-guest boots=1 counter=1");
+    assert_eq!(ask(port), "id=i-guest boots=1 counter=2");
+    drop(guest);
+
+    // The same disk again: one boot more, the counter where it was.
+    let port = crate::harness::free_port();
+    let _guest = boot(&image, &disk, "i-guest", port);
+    assert_eq!(ask(port), "id=i-guest boots=2 counter=3");
+}
