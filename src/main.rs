@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod fleet_args;
 mod host;
+mod instance;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,11 @@ enum Cmd {
     App {
         #[command(subcommand)]
         which: app::AppCmd,
+    },
+    /// Instances (virtual machines, containers): the image catalogue so far.
+    Instance {
+        #[command(subcommand)]
+        which: instance::InstanceCmd,
     },
     /// Print the nats-server configuration Streamfleet renders (no hosts admitted).
     NatsConf,
@@ -252,6 +258,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Bench { which } => bench::run(which).await,
             Cmd::Host { which } => host::run(which).await,
             Cmd::App { which } => app::run(which).await,
+            Cmd::Instance { which } => instance::run(which),
             Cmd::NatsConf => {
                 print!("{}", streamfleet_bus_schemas::nats_conf::render(&[], None));
                 Ok(())

@@ -27,6 +27,7 @@ mod cipher;
 mod discrepancy;
 pub mod host;
 pub mod hypervisor;
+pub mod image;
 mod migration;
 mod node;
 pub mod placement;

@@ -283,3 +283,18 @@ fn the_readme_shows_the_capability_table_as_declared() {
         assert!(readme.contains(&row), "README lacks the row {row}");
     }
 }
+
+/// Every image of the catalogue names hypervisors that run its OS, by the capability table.
+#[test]
+fn each_image_is_run_by_the_hypervisors_it_names() {
+    use streamfleet_domain::hypervisor::capabilities;
+    use streamfleet_domain::image::{CATALOGUE, image};
+    for i in CATALOGUE {
+        assert!(!i.hypervisors.is_empty(), "{}", i.name);
+        for h in i.hypervisors {
+            assert!(capabilities(*h).os.contains(&i.os), "{} on {h}", i.name);
+        }
+        assert_eq!(image(i.name), Some(&i));
+    }
+    assert_eq!(image("no-such-image"), None);
+}

@@ -154,11 +154,13 @@ impl Writer {
                     let before = self.tip;
                     match self.write_batch(&jobs, &mut versions) {
                         Ok(written) => {
-                            self.publish(written, &mut jobs);
+                            // Healthy again before anyone hears of the append: whoever asks
+                            // after their reply sees `Serving`.
                             if *self.health.borrow() != Health::Serving {
                                 tracing::warn!("the log takes appends again");
                                 self.health.send_replace(Health::Serving);
                             }
+                            self.publish(written, &mut jobs);
                         }
                         Err(e) => {
                             self.tip = before;

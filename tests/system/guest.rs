@@ -110,3 +110,30 @@ fn the_linux_guest_boots_under_qemu_answers_with_its_id_and_keeps_its_disk_acros
     let _guest = boot(&image, &disk, "i-guest", port);
     assert_eq!(ask(port), "id=i-guest boots=2 counter=3");
 }
+
+/// The catalogue as a service sees it: `streamfleet instance images --json`.
+#[test]
+fn the_image_catalogue_lists_each_image_with_its_os_and_hypervisors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+        .args(["instance", "images", "--json"])
+        .output()
+        .expect("streamfleet instance images");
+    assert!(out.status.success());
+    let images: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let linux = images
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["name"] == "linux-busybox"))
+        .unwrap_or_else(|| panic!("linux-busybox listed: {images}"));
+    assert_eq!(
+        linux,
+        &serde_json::json!({ "name": "linux-busybox", "os": "linux", "hypervisors": ["qemu"] })
+    );
+    assert!(
+        images
+            .as_array()
+            .is_some_and(|all| all.iter().all(|i| i["name"].is_string()
+                && i["os"].is_string()
+                && i["hypervisors"].as_array().is_some_and(|h| !h.is_empty()))),
+        "{images}"
+    );
+}

@@ -1,0 +1,41 @@
+//! The image catalogue: what an instance can be launched from, the OS each image holds and the
+//! hypervisors that run it. Each image is built by the project's own scripts from Debian
+//! packages (see `scripts/guest-image.sh`), never downloaded from elsewhere.
+
+use serde::Serialize;
+use streamfleet_bus_schemas::compute::{Hypervisor, Os};
+
+/// One image of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Image {
+    /// Its name, as `LaunchInstance.image` names it.
+    pub name: &'static str,
+    /// The operating system it holds.
+    pub os: Os,
+    /// The hypervisors that run it.
+    pub hypervisors: &'static [Hypervisor],
+    /// What it is, for people.
+    #[serde(skip)]
+    pub about: &'static str,
+}
+
+/// Every image the fleet can launch.
+pub const CATALOGUE: [Image; 2] = [
+    Image {
+        name: "linux-busybox",
+        os: Os::Linux,
+        hypervisors: &[Hypervisor::Qemu],
+        about: "Debian's kernel and a busybox initramfs; answers on port 7000 with its id, boot count and a counter on its disk",
+    },
+    Image {
+        name: "synthetic-app",
+        os: Os::Linux,
+        hypervisors: &[Hypervisor::Sim],
+        about: "the host agent's simulated streaming host and its synthetic app",
+    },
+];
+
+/// The image called `name`.
+pub fn image(name: &str) -> Option<&'static Image> {
+    CATALOGUE.iter().find(|i| i.name == name)
+}
