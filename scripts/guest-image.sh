@@ -5,13 +5,20 @@
 # Rebuilt only when missing.
 #
 # The guest reads its settings from the kernel command line: sf.id=<instance id>,
-# sf.ip=<address/prefix>, sf.gw=<gateway>. Its app answers on TCP port 7000 with one line,
-# `id=<id> boots=<n> counter=<m>`: the boot count and a request counter kept in the first block
-# of its first disk (/dev/vda, raw), so a test sees a real guest with real persistent data.
+# sf.ip=<address/prefix>, sf.pub=<second address/32>, sf.gw=<gateway>. Its app answers on TCP
+# port 7000 with one line, `id=<id> boots=<n> counter=<m> disks=<vda,vdb,…>`: the boot count and
+# a request counter kept in the first block of its first disk (/dev/vda, raw), and the disks it
+# sees, so a test sees a real guest with real persistent data and a hot-attached disk.
 # `acpid` turns a power button press (QMP system_powerdown) into a clean poweroff.
+#
+# The same image for crun (OUT/rootfs, an OCI bundle's root): busybox and the same app, its state
+# in /data/state (the root volume, bind-mounted), its settings in /etc/sf.env.
 set -euo pipefail
 OUT="${1:-.streamfleet/images/linux-busybox}"
-if [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ]; then
+# Bumped when the image changes, so a cached older build is replaced.
+FORMAT=4
+if [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ] && [ -x "$OUT/rootfs/bin/busybox" ] &&
+   [ "$(cat "$OUT/format" 2>/dev/null)" = "$FORMAT" ]; then
   exit 0
 fi
 command -v busybox >/dev/null 2>&1 && busybox --list | grep -qx insmod || {
@@ -54,12 +61,15 @@ for word in $(cat /proc/cmdline); do
     sf.id=*) echo "${word#sf.id=}" > /run/id ;;
     sf.ip=*) ip="${word#sf.ip=}" ;;
     sf.gw=*) gw="${word#sf.gw=}" ;;
+    sf.pub=*) pub="${word#sf.pub=}" ;;
   esac
 done
 ip link set lo up
 ip link set eth0 up
 [ -n "${ip:-}" ] && ip addr add "$ip" dev eth0
+[ -n "${pub:-}" ] && ip addr add "$pub" dev eth0
 [ -n "${gw:-}" ] && ip route add default via "$gw"
+echo /dev/vda > /run/disk
 /bin/state boot
 acpid
 nc -ll -p 7000 -e /bin/app &
@@ -71,24 +81,58 @@ INIT
 cat > "$root/bin/app" <<'APP'
 #!/bin/sh
 # One answer per connection; the counter moves on the disk.
-set -- $(dd if=/dev/vda bs=64 count=1 2>/dev/null | tr -d '\000') 0 0
+disk=$(cat /run/disk)
+set -- $(dd if=$disk bs=64 count=1 2>/dev/null | tr -d '\000') 0 0
 boots=$1; counter=$(($2 + 1))
-printf '%-63s\n' "$boots $counter" | dd of=/dev/vda bs=64 count=1 conv=notrunc,fsync 2>/dev/null
-echo "id=$(cat /run/id) boots=$boots counter=$counter"
+printf '%-63s\n' "$boots $counter" | dd of=$disk bs=64 count=1 conv=notrunc,fsync 2>/dev/null
+# A container's state is a file and its /sys the host's: it has no disks of its own.
+case $disk in
+  /dev/*) disks=$(ls /sys/block 2>/dev/null | grep '^vd' | tr '\n' ',' | sed 's/,$//') ;;
+  *) disks=none ;;
+esac
+echo "id=$(cat /run/id) boots=$boots counter=$counter disks=${disks:-none}"
 APP
 # The boot counter: one more at every boot.
 cat > "$root/bin/state" <<'STATE'
 #!/bin/sh
-set -- $(dd if=/dev/vda bs=64 count=1 2>/dev/null | tr -d '\000') 0 0
+disk=$(cat /run/disk)
+set -- $(dd if=$disk bs=64 count=1 2>/dev/null | tr -d '\000') 0 0
 boots=$(($1 + 1)); counter=$2
-printf '%-63s\n' "$boots $counter" | dd of=/dev/vda bs=64 count=1 conv=notrunc,fsync 2>/dev/null
+printf '%-63s\n' "$boots $counter" | dd of=$disk bs=64 count=1 conv=notrunc,fsync 2>/dev/null
 STATE
 mkdir -p "$root/etc/acpi/PWRF"
 printf '#!/bin/sh\npoweroff -f\n' > "$root/etc/acpi/PWRF/00000080"
 chmod +x "$root/init" "$root/bin/app" "$root/bin/state" "$root/etc/acpi/PWRF/00000080"
+# The crun form: busybox, the same app and boot counter, an init that reads /etc/sf.env
+# (written by the host at create) and keeps its state in /data/state.
+bundle="$work/rootfs"
+mkdir -p "$bundle"/{bin,proc,sys,dev,run,data,etc,tmp}
+cp "$(command -v busybox)" "$bundle/bin/busybox"
+cp "$root/bin/app" "$root/bin/state" "$bundle/bin/"
+cat > "$bundle/bin/init" <<'CINIT'
+#!/bin/busybox sh
+. /etc/sf.env
+echo "$SF_ID" > /run/id
+echo /data/state > /run/disk
+touch /data/state
+/bin/state boot
+nc -ll -p 7000 -e /bin/app &
+until netstat -ltn 2>/dev/null | grep -q ':7000 '; do usleep 10000; done
+echo "streamfleet guest ready"
+trap 'exit 0' TERM
+while true; do sleep 1; done
+CINIT
+chmod +x "$bundle/bin/init" "$bundle/bin/app" "$bundle/bin/state"
+# The root is read-only in the container: busybox's applets are linked here, once.
+for applet in $(busybox --list); do
+  [ -e "$bundle/bin/$applet" ] || ln -s busybox "$bundle/bin/$applet"
+done
 mkdir -p "$OUT"
+rm -rf "$OUT/rootfs.tmp" "$OUT/rootfs"
+cp -a "$bundle" "$OUT/rootfs"
 cp "$work/k/boot/vmlinuz-$version" "$OUT/vmlinuz.tmp"
 (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$OUT/initramfs.cpio.gz.tmp"
 mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
 mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
+echo "$FORMAT" > "$OUT/format"
 echo "built $OUT (kernel $version)"

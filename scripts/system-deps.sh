@@ -21,6 +21,8 @@ ensure_system_deps() {
   # qemu-utils: the image's newer preinstalled one gives way (hence --allow-downgrades).
   command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86 qemu-utils/bookworm)
   busybox --list 2>/dev/null | grep -qx insmod || missing+=(busybox-static)
+  # crun runs the catalogue's OCI containers (one per crun instance).
+  command -v crun >/dev/null 2>&1 || missing+=(crun)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing from the distribution: ${missing[*]}" >&2
     local sudo=""

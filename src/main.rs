@@ -3,6 +3,7 @@
 mod app;
 mod bench;
 mod client;
+mod compute_host;
 mod fleet_args;
 mod host;
 mod instance;
@@ -35,6 +36,9 @@ enum Cmd {
     Workers(fleet_args::WorkersArgs),
     /// Run a host agent: simulated hosts of one region, each with its own admitted key.
     HostAgent(fleet_args::AgentArgs),
+    /// Run a compute host: its network namespace, its hypervisor's driver, and the agent that
+    /// carries out its instances' events (needs root).
+    ComputeHost(compute_host::ComputeHostArgs),
     /// Hosts: admit them (each its own NATS identity) before they can register.
     Host {
         #[command(subcommand)]
@@ -257,6 +261,7 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Bench { which } => bench::run(which).await,
             Cmd::Host { which } => host::run(which).await,
+            Cmd::ComputeHost(args) => compute_host::run(args).await,
             Cmd::App { which } => app::run(which).await,
             Cmd::Instance { which } => instance::run(which),
             Cmd::NatsConf => {

@@ -26,6 +26,7 @@ pub mod compute;
 mod envelope;
 mod health;
 pub mod ids;
+pub mod instance;
 mod messages;
 pub mod nats_conf;
 pub mod payloads;

@@ -123,6 +123,18 @@ message_set! {
         ScheduleMigration => "sf.cmd.migration.schedule",
         ReportNodeFailure => "sf.cmd.node.report-failure",
         SelectCipher => "sf.cmd.cipher.select",
+        LaunchInstance => "sf.cmd.instance.launch",
+        StopInstance => "sf.cmd.instance.stop",
+        StartInstance => "sf.cmd.instance.start",
+        RebootInstance => "sf.cmd.instance.reboot",
+        TerminateInstance => "sf.cmd.instance.terminate",
+        AttachVolume => "sf.cmd.instance.attach-volume",
+        DetachVolume => "sf.cmd.instance.detach-volume",
+        AttachNetwork => "sf.cmd.instance.attach-network",
+        DetachNetwork => "sf.cmd.instance.detach-network",
+        SnapshotInstance => "sf.cmd.instance.snapshot",
+        ReportInstance => "sf.cmd.instance.report",
+        RegisterComputeHost => "sf.cmd.compute.register",
     }
 }
 
@@ -149,6 +161,20 @@ message_set! {
         MigrationScheduled => "migration",
         NodeFailed => "node",
         CipherSelected => "cipher",
+        HypervisorChosen => "instance",
+        InstancePlaced => "instance",
+        InstanceLaunched => "instance",
+        InstanceStopped => "instance",
+        InstanceStarted => "instance",
+        InstanceRebooted => "instance",
+        InstanceTerminated => "instance",
+        VolumeAttached => "instance",
+        VolumeDetached => "instance",
+        NetworkAttached => "instance",
+        NetworkDetached => "instance",
+        SnapshotTaken => "instance",
+        InstanceFailed => "instance",
+        ComputeHostRegistered => "compute",
     }
 }
 

@@ -105,9 +105,16 @@ pub fn role_permissions(role: Role) -> Permissions {
             subscribe: with_inbox(&[]),
             allow_responses: false,
         },
+        // Compute hosts' agents: they follow the instances' and compute hosts' events (and
+        // read the log to catch up) and report on what they run.
         Role::Launcher => Permissions {
-            publish: Vec::new(),
-            subscribe: with_inbox(&["sf.launch.>"]),
+            publish: commands_and(&["sf.log.read"]),
+            subscribe: with_inbox(&[
+                "sf.launch.>",
+                "sf.evt.instance.>",
+                "sf.evt.compute.>",
+                "sf.log.head",
+            ]),
             allow_responses: true,
         },
         Role::Operator => Permissions {

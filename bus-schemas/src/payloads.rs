@@ -2,6 +2,7 @@
 //! field (old senders stay valid) or adds a new type; a breaking change bumps
 //! [`crate::SCHEMA_VERSION`].
 
+pub use crate::instance::*;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

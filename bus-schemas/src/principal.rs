@@ -82,10 +82,15 @@ impl Role {
     /// Whether this role may send commands of type `command_type`.
     pub fn may_send(self, command_type: &str) -> bool {
         match self {
-            Role::Operator => !HOST_REPORTS.contains(&command_type),
-            Role::Service | Role::Worker => {
-                !HOST_REPORTS.contains(&command_type) && !OPERATOR_ONLY.contains(&command_type)
+            Role::Operator => {
+                !HOST_REPORTS.contains(&command_type) && !LAUNCHER_REPORTS.contains(&command_type)
             }
+            Role::Service | Role::Worker => {
+                !HOST_REPORTS.contains(&command_type)
+                    && !OPERATOR_ONLY.contains(&command_type)
+                    && !LAUNCHER_REPORTS.contains(&command_type)
+            }
+            Role::Launcher => LAUNCHER_REPORTS.contains(&command_type),
             _ => false,
         }
     }
@@ -99,6 +104,9 @@ impl std::fmt::Display for Role {
 
 /// What a host says of itself: only the host may say it, and only of itself.
 pub const HOST_REPORTS: [&str; 2] = ["RegisterHost", "RecordHeartbeats"];
+/// What compute hosts' agents (role `launcher`) report about the instances they run and about
+/// themselves; nobody else may.
+pub const LAUNCHER_REPORTS: [&str; 2] = ["ReportInstance", "RegisterComputeHost"];
 /// What a host may also send about its own sessions (the keepers send it too).
 pub const HOST_SESSION_COMMANDS: [&str; 1] = ["EndSession"];
 /// What only an operator may send.

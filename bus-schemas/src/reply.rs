@@ -150,6 +150,10 @@ pub enum RejectionReason {
         rule: String,
         /// What, for people.
         detail: String,
+        /// What the service offers instead, when it refused the customer's hypervisor
+        /// (`hypervisor_unfit`): resend naming it to take the offer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offer: Option<crate::compute::HypervisorOffer>,
     },
     /// Other writers kept winning the race for this stream; sending again may succeed.
     #[error("stream `{stream}` changed under {attempts} attempts; try again")]

@@ -24,8 +24,8 @@ pub const CATALOGUE: [Image; 2] = [
     Image {
         name: "linux-busybox",
         os: Os::Linux,
-        hypervisors: &[Hypervisor::Qemu],
-        about: "Debian's kernel and a busybox initramfs; answers on port 7000 with its id, boot count and a counter on its disk",
+        hypervisors: &[Hypervisor::Qemu, Hypervisor::Crun],
+        about: "busybox with a tiny app on port 7000 that answers with its id, boot count, a counter on its disk and its disks; under qemu with Debian's kernel (an initramfs), under crun as an OCI bundle",
     },
     Image {
         name: "synthetic-app",

@@ -25,9 +25,11 @@
 pub mod app;
 mod cipher;
 mod discrepancy;
+pub mod fleet;
 pub mod host;
 pub mod hypervisor;
 pub mod image;
+pub mod instance;
 mod migration;
 mod node;
 pub mod placement;
@@ -36,7 +38,7 @@ pub mod token;
 
 use chrono::{DateTime, Utc};
 use streamfleet_bus_schemas::ids::{
-    AppId, HostId, MigrationId, NodeId, RegionId, SessionId, TokenId,
+    AppId, HostId, InstanceId, MigrationId, NodeId, RegionId, SessionId, TokenId,
 };
 use streamfleet_bus_schemas::{Command, Event};
 
@@ -51,12 +53,19 @@ pub struct Context {
     /// stream; `None`: not registered (or the command names no app). Registrations are never
     /// withdrawn, so one read before the decision cannot be outdated by it.
     pub app: Option<app::AppState>,
+    /// The compute fleet and the costs, for the commands that place instances
+    /// ([`needs_fleet`]); `None` for the others.
+    pub compute: Option<instance::ComputeContext>,
 }
 
 impl Context {
     /// A context at `now` for a command that names no app.
     pub fn at(now: DateTime<Utc>) -> Context {
-        Context { now, app: None }
+        Context {
+            now,
+            app: None,
+            compute: None,
+        }
     }
 }
 
@@ -86,6 +95,11 @@ pub enum State {
     Node(node::NodeState),
     /// A `cipher-*` stream.
     Cipher(cipher::CipherState),
+    /// An `instance-*` stream.
+    Instance(instance::InstanceState),
+    /// A `compute-*` stream (a host's latest registration is in the fleet; nothing to check
+    /// against here).
+    Compute,
 }
 
 /// Why the domain refuses a command. Each variant is a rule; [`Rejection::rule`] names it on the wire.
@@ -361,6 +375,101 @@ pub enum Rejection {
         /// The connection.
         connection_id: String,
     },
+    /// An instance with this id was launched before.
+    #[error("instance `{instance_id}` already exists")]
+    InstanceAlreadyExists {
+        /// The instance.
+        instance_id: InstanceId,
+    },
+    /// The image is not in the catalogue.
+    #[error("image `{image}` is not in the catalogue (see `streamfleet instance images`)")]
+    UnknownImage {
+        /// The image asked for.
+        image: String,
+    },
+    /// Every address of the deployment's pool is taken.
+    #[error("the address pool is exhausted")]
+    AddressPoolExhausted,
+    /// No instance with this id was launched.
+    #[error("instance `{instance_id}` was never launched")]
+    UnknownInstance {
+        /// The instance.
+        instance_id: InstanceId,
+    },
+    /// The instance ended for good.
+    #[error("instance `{instance_id}` is terminated")]
+    InstanceTerminated {
+        /// The instance.
+        instance_id: InstanceId,
+    },
+    /// The instance is not in a state that allows the operation.
+    #[error("cannot {operation} instance `{instance_id}`: it is {status}")]
+    InstanceNotReady {
+        /// The instance.
+        instance_id: InstanceId,
+        /// What was asked.
+        operation: &'static str,
+        /// Where it is.
+        status: &'static str,
+    },
+    /// The instance's hypervisor cannot do the operation (its capability table says so).
+    #[error("{hypervisor} cannot {operation}: unsupported by its driver")]
+    Unsupported {
+        /// The hypervisor.
+        hypervisor: streamfleet_bus_schemas::compute::Hypervisor,
+        /// What was asked.
+        operation: &'static str,
+    },
+    /// The volume is attached already.
+    #[error("volume `{volume_id}` is already attached to `{instance_id}`")]
+    VolumeAlreadyAttached {
+        /// The instance.
+        instance_id: InstanceId,
+        /// The volume.
+        volume_id: String,
+    },
+    /// The instance has no such volume.
+    #[error("instance `{instance_id}` has no volume `{volume_id}`")]
+    VolumeNotAttached {
+        /// The instance.
+        instance_id: InstanceId,
+        /// The volume.
+        volume_id: String,
+    },
+    /// The interface is attached already.
+    #[error("network `{network_id}` is already attached to `{instance_id}`")]
+    NetworkAlreadyAttached {
+        /// The instance.
+        instance_id: InstanceId,
+        /// The interface.
+        network_id: String,
+    },
+    /// The instance has no such interface.
+    #[error("instance `{instance_id}` has no network `{network_id}`")]
+    NetworkNotAttached {
+        /// The instance.
+        instance_id: InstanceId,
+        /// The interface.
+        network_id: String,
+    },
+    /// A snapshot with this id was taken before.
+    #[error("instance `{instance_id}` already has snapshot `{snapshot_id}`")]
+    SnapshotExists {
+        /// The instance.
+        instance_id: InstanceId,
+        /// The snapshot.
+        snapshot_id: String,
+    },
+    /// A host reported on an instance that runs on another host.
+    #[error("instance `{instance_id}` runs on `{expected}`, not `{reported}`")]
+    InstanceOnOtherHost {
+        /// The instance.
+        instance_id: InstanceId,
+        /// Its host.
+        expected: HostId,
+        /// The reporting host.
+        reported: HostId,
+    },
     /// A stream holds events of another category than the command expects (corrupt history).
     #[error("stream holds a {found} history, not a {expected} one")]
     WrongStreamKind {
@@ -413,6 +522,27 @@ impl Rejection {
             Rejection::NoCommonCipher { .. } => "no_common_cipher",
             Rejection::CipherAlreadySelected { .. } => "cipher_already_selected",
             Rejection::WrongStreamKind { .. } => "wrong_stream_kind",
+            Rejection::InstanceAlreadyExists { .. } => "instance_already_exists",
+            Rejection::UnknownImage { .. } => "unknown_image",
+            Rejection::AddressPoolExhausted => "address_pool_exhausted",
+            Rejection::UnknownInstance { .. } => "unknown_instance",
+            Rejection::InstanceTerminated { .. } => "instance_terminated",
+            Rejection::InstanceNotReady { .. } => "instance_not_ready",
+            Rejection::Unsupported { .. } => "unsupported",
+            Rejection::VolumeAlreadyAttached { .. } => "volume_already_attached",
+            Rejection::VolumeNotAttached { .. } => "volume_not_attached",
+            Rejection::NetworkAlreadyAttached { .. } => "network_already_attached",
+            Rejection::NetworkNotAttached { .. } => "network_not_attached",
+            Rejection::SnapshotExists { .. } => "snapshot_exists",
+            Rejection::InstanceOnOtherHost { .. } => "instance_on_other_host",
+        }
+    }
+
+    /// What the service offers instead, when it refused the customer's hypervisor.
+    pub fn offer(&self) -> Option<&streamfleet_bus_schemas::compute::HypervisorOffer> {
+        match self {
+            Rejection::HypervisorUnfit { offer, .. } => Some(offer),
+            _ => None,
         }
     }
 }
@@ -440,6 +570,8 @@ impl State {
             State::Migration(_) => "migration",
             State::Node(_) => "node",
             State::Cipher(_) => "cipher",
+            State::Instance(_) => "instance",
+            State::Compute => "compute",
         }
     }
 }
@@ -467,6 +599,18 @@ pub fn stream_of(command: &Command) -> String {
         Command::ScheduleMigration(c) => format!("migration-{}", c.migration_id),
         Command::ReportNodeFailure(c) => format!("node-{}", c.node_id),
         Command::SelectCipher(c) => format!("cipher-{}", c.connection_id),
+        Command::LaunchInstance(c) => format!("instance-{}", c.instance_id),
+        Command::StopInstance(c) => format!("instance-{}", c.instance_id),
+        Command::StartInstance(c) => format!("instance-{}", c.instance_id),
+        Command::RebootInstance(c) => format!("instance-{}", c.instance_id),
+        Command::TerminateInstance(c) => format!("instance-{}", c.instance_id),
+        Command::AttachVolume(c) => format!("instance-{}", c.instance_id),
+        Command::DetachVolume(c) => format!("instance-{}", c.instance_id),
+        Command::AttachNetwork(c) => format!("instance-{}", c.instance_id),
+        Command::DetachNetwork(c) => format!("instance-{}", c.instance_id),
+        Command::SnapshotInstance(c) => format!("instance-{}", c.instance_id),
+        Command::ReportInstance(c) => format!("instance-{}", c.instance_id),
+        Command::RegisterComputeHost(c) => format!("compute-{}", c.host_id),
     }
 }
 
@@ -480,6 +624,15 @@ pub fn app_of(command: &Command) -> Option<&AppId> {
         Command::SetBufferTarget(c) => Some(&c.app_id),
         _ => None,
     }
+}
+
+/// Whether a command's decision reads the compute fleet ([`Context::compute`]): a launch
+/// (hypervisor, host, addresses) and a start (room on its host).
+pub fn needs_fleet(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::LaunchInstance(_) | Command::StartInstance(_)
+    )
 }
 
 /// Decides what a command records, given its stream's state.
@@ -515,6 +668,29 @@ pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Eve
         }
         Command::ReportNodeFailure(c) => node::decide_failure(c, state.expect_node()?),
         Command::SelectCipher(c) => cipher::decide_select(c, state.expect_cipher()?),
+        Command::LaunchInstance(c) => instance::decide_launch(c, state.expect_instance()?, ctx),
+        Command::StopInstance(c) => instance::decide_stop(c, state.expect_instance()?),
+        Command::StartInstance(c) => instance::decide_start(c, state.expect_instance()?, ctx),
+        Command::RebootInstance(c) => instance::decide_reboot(c, state.expect_instance()?),
+        Command::TerminateInstance(c) => instance::decide_terminate(c, state.expect_instance()?),
+        Command::AttachVolume(c) => instance::decide_attach_volume(c, state.expect_instance()?),
+        Command::DetachVolume(c) => instance::decide_detach_volume(c, state.expect_instance()?),
+        Command::AttachNetwork(c) => instance::decide_attach_network(c, state.expect_instance()?),
+        Command::DetachNetwork(c) => instance::decide_detach_network(c, state.expect_instance()?),
+        Command::SnapshotInstance(c) => instance::decide_snapshot(c, state.expect_instance()?),
+        Command::ReportInstance(c) => instance::decide_report(c, state.expect_instance()?),
+        Command::RegisterComputeHost(c) => {
+            match state {
+                State::Empty | State::Compute => {}
+                other => {
+                    return Err(Rejection::WrongStreamKind {
+                        expected: "compute",
+                        found: other.kind(),
+                    });
+                }
+            }
+            instance::decide_register_host(c)
+        }
     }
 }
 
@@ -555,6 +731,29 @@ pub fn evolve(state: State, event: &Event) -> State {
         (_, Event::MigrationScheduled(e)) => State::Migration(migration::evolve(e)),
         (_, Event::NodeFailed(e)) => State::Node(node::evolve(e)),
         (_, Event::CipherSelected(e)) => State::Cipher(cipher::evolve(e)),
+        (State::Empty | State::Compute, Event::ComputeHostRegistered(_)) => State::Compute,
+        (
+            state @ (State::Empty | State::Instance(_)),
+            e @ (Event::HypervisorChosen(_)
+            | Event::InstancePlaced(_)
+            | Event::InstanceLaunched(_)
+            | Event::InstanceStopped(_)
+            | Event::InstanceStarted(_)
+            | Event::InstanceRebooted(_)
+            | Event::InstanceTerminated(_)
+            | Event::VolumeAttached(_)
+            | Event::VolumeDetached(_)
+            | Event::NetworkAttached(_)
+            | Event::NetworkDetached(_)
+            | Event::SnapshotTaken(_)
+            | Event::InstanceFailed(_)),
+        ) => {
+            let current = match state {
+                State::Instance(s) => Some(s),
+                _ => None,
+            };
+            instance::evolve(current, e).map_or(State::Empty, State::Instance)
+        }
         (state, _) => state,
     }
 }
@@ -584,6 +783,7 @@ expect_kind! {
     expect_migration => Migration(migration::MigrationState), "migration";
     expect_node => Node(node::NodeState), "node";
     expect_cipher => Cipher(cipher::CipherState), "cipher";
+    expect_instance => Instance(instance::InstanceState), "instance";
 }
 
 fn non_empty(field: &'static str, value: &str) -> Result<(), Rejection> {

@@ -194,6 +194,51 @@ fn one_of_each() -> Vec<Rejection> {
                 cost: 1,
             },
         },
+        Rejection::InstanceAlreadyExists {
+            instance_id: s().into(),
+        },
+        Rejection::UnknownImage { image: s() },
+        Rejection::AddressPoolExhausted,
+        Rejection::UnknownInstance {
+            instance_id: s().into(),
+        },
+        Rejection::InstanceTerminated {
+            instance_id: s().into(),
+        },
+        Rejection::InstanceNotReady {
+            instance_id: s().into(),
+            operation: "stop",
+            status: "stopped",
+        },
+        Rejection::Unsupported {
+            hypervisor: streamfleet_bus_schemas::compute::Hypervisor::Crun,
+            operation: "snapshot",
+        },
+        Rejection::VolumeAlreadyAttached {
+            instance_id: s().into(),
+            volume_id: s(),
+        },
+        Rejection::VolumeNotAttached {
+            instance_id: s().into(),
+            volume_id: s(),
+        },
+        Rejection::NetworkAlreadyAttached {
+            instance_id: s().into(),
+            network_id: s(),
+        },
+        Rejection::NetworkNotAttached {
+            instance_id: s().into(),
+            network_id: s(),
+        },
+        Rejection::SnapshotExists {
+            instance_id: s().into(),
+            snapshot_id: s(),
+        },
+        Rejection::InstanceOnOtherHost {
+            instance_id: s().into(),
+            expected: s().into(),
+            reported: s().into(),
+        },
     ];
     // Exhaustiveness guard: every variant maps to its position in `all`.
     let index = |r: &Rejection| match r {
@@ -235,6 +280,19 @@ fn one_of_each() -> Vec<Rejection> {
         Rejection::AppAlreadyRegistered { .. } => 35,
         Rejection::NoHypervisor { .. } => 36,
         Rejection::HypervisorUnfit { .. } => 37,
+        Rejection::InstanceAlreadyExists { .. } => 38,
+        Rejection::UnknownImage { .. } => 39,
+        Rejection::AddressPoolExhausted => 40,
+        Rejection::UnknownInstance { .. } => 41,
+        Rejection::InstanceTerminated { .. } => 42,
+        Rejection::InstanceNotReady { .. } => 43,
+        Rejection::Unsupported { .. } => 44,
+        Rejection::VolumeAlreadyAttached { .. } => 45,
+        Rejection::VolumeNotAttached { .. } => 46,
+        Rejection::NetworkAlreadyAttached { .. } => 47,
+        Rejection::NetworkNotAttached { .. } => 48,
+        Rejection::SnapshotExists { .. } => 49,
+        Rejection::InstanceOnOtherHost { .. } => 50,
     };
     for (i, r) in all.iter().enumerate() {
         assert_eq!(index(r), i, "{r:?} out of place");
@@ -259,7 +317,7 @@ fn every_rule_has_a_unique_snake_case_name() {
         assert!(seen.insert(rule), "{rule} is used twice");
         assert!(!r.to_string().is_empty());
     }
-    assert_eq!(seen.len(), 38);
+    assert_eq!(seen.len(), all.len());
 }
 
 #[test]

@@ -15,7 +15,9 @@ use streamfleet_bus_schemas::{
     ExpectedVersion, MIN_SCHEMA_VERSION, PayloadError, ReadDirection, RejectionReason,
     SCHEMA_VERSION,
 };
-use streamfleet_domain::{Context, State, app_of, decide, evolve, stream_of};
+use streamfleet_domain::fleet::{Costs, Fleet};
+use streamfleet_domain::instance::ComputeContext;
+use streamfleet_domain::{Context, State, app_of, decide, evolve, needs_fleet, stream_of};
 use streamfleet_eventlog::{AppendError, AppendRequest, CommandDigest, EventLog, NewEvent};
 use uuid::Uuid;
 
@@ -31,6 +33,20 @@ pub struct CommandHandler {
     /// One lock per stream with commands in flight: commands on one stream are decided one at a
     /// time instead of racing and retrying; commands on different streams run in parallel.
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The compute fleet, folded from the log on the first instance command and kept up to
+    /// date by this handler (the log's only writer). Instance and compute-host commands are
+    /// decided one at a time under this lock, so two launches never take the same address or
+    /// the same last free cpu.
+    fleet: tokio::sync::Mutex<Option<Fleet>>,
+    costs: Costs,
+}
+
+/// Whether a stream's commands change the compute fleet (they are decided under its lock).
+fn touches_fleet(stream: &str) -> bool {
+    matches!(
+        streamfleet_bus_schemas::category_of(stream),
+        "instance" | "compute"
+    )
 }
 
 impl CommandHandler {
@@ -42,7 +58,25 @@ impl CommandHandler {
             conflict_retries,
             states: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            fleet: tokio::sync::Mutex::new(None),
+            costs: Costs::default(),
         }
+    }
+
+    /// The compute fleet as the log has it now (folded on first use).
+    async fn fleet_now(
+        &self,
+        fleet: &mut tokio::sync::MutexGuard<'_, Option<Fleet>>,
+    ) -> Result<Fleet, RejectionReason> {
+        if let Some(f) = fleet.as_ref() {
+            return Ok(f.clone());
+        }
+        let log = self.log.clone();
+        let folded = tokio::task::spawn_blocking(move || fold_fleet(&log))
+            .await
+            .map_err(unavailable)??;
+        **fleet = Some(folded.clone());
+        Ok(folded)
     }
 
     /// Handles one request received on `subject`; always returns a reply.
@@ -91,8 +125,31 @@ impl CommandHandler {
             .clone();
         let result = {
             let _turn = lock.lock().await;
-            self.decide_and_append(envelope, command, principal, &digest, stream.clone())
-                .await
+            if touches_fleet(&stream) {
+                let mut fleet = self.fleet.lock().await;
+                let result = self
+                    .decide_and_append(
+                        envelope,
+                        command,
+                        principal,
+                        &digest,
+                        stream.clone(),
+                        Some(&mut fleet),
+                    )
+                    .await;
+                // A failed append may have been recorded after all (a lost reply of the
+                // writer): fold again from the log before the next decision.
+                if matches!(
+                    result,
+                    Err(RejectionReason::Unavailable { .. } | RejectionReason::StorageFull { .. })
+                ) {
+                    *fleet = None;
+                }
+                result
+            } else {
+                self.decide_and_append(envelope, command, principal, &digest, stream.clone(), None)
+                    .await
+            }
         };
         {
             let mut in_flight = self.in_flight.lock().expect("stream locks");
@@ -141,6 +198,7 @@ impl CommandHandler {
         principal: &Principal,
         digest: &CommandDigest,
         stream: String,
+        mut fleet: Option<&mut tokio::sync::MutexGuard<'_, Option<Fleet>>>,
     ) -> Result<CommandReply, RejectionReason> {
         let mut attempt = 0;
         loop {
@@ -157,10 +215,18 @@ impl CommandHandler {
             }
             let now = chrono::Utc::now();
             let app = self.registration(command).await?;
-            let events = decide(command, &state, &Context { now, app }).map_err(|r| {
+            let compute = match fleet.as_mut() {
+                Some(guard) if needs_fleet(command) => Some(ComputeContext {
+                    fleet: self.fleet_now(guard).await?,
+                    costs: self.costs.clone(),
+                }),
+                _ => None,
+            };
+            let events = decide(command, &state, &Context { now, app, compute }).map_err(|r| {
                 RejectionReason::Domain {
                     rule: r.rule().to_string(),
                     detail: r.to_string(),
+                    offer: r.offer().cloned(),
                 }
             })?;
             let new_events = events
@@ -187,6 +253,9 @@ impl CommandHandler {
                         }
                         let next = events.iter().fold(state, evolve);
                         self.remember(&stream, version + events.len() as u64, next);
+                        if let Some(Some(f)) = fleet.as_mut().map(|g| g.as_mut()) {
+                            events.iter().for_each(|e| f.evolve(e));
+                        }
                     } else {
                         outcome = recorded_data(&self.log, outcome)?;
                     }
@@ -292,6 +361,27 @@ fn fold_stream(log: &EventLog, stream: &str) -> Result<(u64, State), RejectionRe
         version = e.stream_version;
     }
     Ok((version, state))
+}
+
+/// The compute fleet, folded from the `compute-*` and `instance-*` streams in log order.
+fn fold_fleet(log: &EventLog) -> Result<Fleet, RejectionReason> {
+    let mut stored = log
+        .read_category("compute", 1, usize::MAX)
+        .map_err(unavailable)?;
+    stored.extend(
+        log.read_category("instance", 1, usize::MAX)
+            .map_err(unavailable)?,
+    );
+    stored.sort_by_key(|e| e.position);
+    let mut fleet = Fleet::default();
+    for e in &stored {
+        let body: EventBody = serde_json::from_slice(&e.body).map_err(unavailable)?;
+        let event = Event::from_parts(&body.event_type, body.data).map_err(unavailable)?;
+        if Fleet::concerns(&event) {
+            fleet.evolve(&event);
+        }
+    }
+    Ok(fleet)
 }
 
 /// An earlier send's outcome with each event's data, read from the records it wrote: a retry's

@@ -1,7 +1,7 @@
 //! The node's health on `sf.log.health`: serving, or degraded and why (a full disk).
 //!
-//! Invariant: the answer is the log's own health at the moment of asking, never a cached guess;
-//! a change is logged once, when the log makes it.
+//! Invariant: the answer is the log's own health at the moment of asking, never a cached guess.
+//! Changes are logged where they happen, by the log's writer.
 
 use async_nats::Client;
 use futures::StreamExt;
@@ -41,18 +41,6 @@ pub async fn serve(client: Client, mut requests: async_nats::Subscriber, log: Ev
                 }
             }
             Err(e) => tracing::error!(error = %e, "health not serializable"),
-        }
-    }
-}
-
-/// Logs each change of the log's health, as it happens.
-pub async fn watch(log: EventLog) {
-    let mut health = log.watch_health();
-    while health.changed().await.is_ok() {
-        let now = health.borrow_and_update().clone();
-        match now {
-            Health::Serving => tracing::warn!("node health: serving again"),
-            other => tracing::error!("node health: {other}"),
         }
     }
 }

@@ -189,7 +189,6 @@ impl Node {
             health_requests,
             log.clone(),
         ));
-        tasks.spawn(crate::health::watch(log.clone()));
 
         // Events go out on a connection of their own, so replies and events do not queue behind
         // each other in one socket.

@@ -101,14 +101,14 @@ fn the_linux_guest_boots_under_qemu_answers_with_its_id_and_keeps_its_disk_acros
         .expect("a 1 MiB raw disk");
     let port = crate::harness::free_port();
     let guest = boot(&image, &disk, "i-guest", port);
-    assert_eq!(ask(port), "id=i-guest boots=1 counter=1");
-    assert_eq!(ask(port), "id=i-guest boots=1 counter=2");
+    assert_eq!(ask(port), "id=i-guest boots=1 counter=1 disks=vda");
+    assert_eq!(ask(port), "id=i-guest boots=1 counter=2 disks=vda");
     drop(guest);
 
     // The same disk again: one boot more, the counter where it was.
     let port = crate::harness::free_port();
     let _guest = boot(&image, &disk, "i-guest", port);
-    assert_eq!(ask(port), "id=i-guest boots=2 counter=3");
+    assert_eq!(ask(port), "id=i-guest boots=2 counter=3 disks=vda");
 }
 
 /// The catalogue as a service sees it: `streamfleet instance images --json`.
@@ -126,7 +126,7 @@ fn the_image_catalogue_lists_each_image_with_its_os_and_hypervisors() {
         .unwrap_or_else(|| panic!("linux-busybox listed: {images}"));
     assert_eq!(
         linux,
-        &serde_json::json!({ "name": "linux-busybox", "os": "linux", "hypervisors": ["qemu"] })
+        &serde_json::json!({ "name": "linux-busybox", "os": "linux", "hypervisors": ["qemu", "crun"] })
     );
     assert!(
         images

@@ -9,6 +9,7 @@ mod faults;
 mod followers;
 mod guest;
 mod harness;
+mod instances;
 mod media;
 mod permissions;
 mod reads;

@@ -343,7 +343,25 @@ impl Fleet {
             Event::TokenRedeemed(e) => {
                 self.tokens.remove(&e.token_id);
             }
-            Event::MigrationScheduled(_) | Event::NodeFailed(_) | Event::CipherSelected(_) => {}
+            // Instances are the compute layer's (streamfleet_domain::fleet); this fleet is the
+            // streaming hosts'.
+            Event::MigrationScheduled(_)
+            | Event::NodeFailed(_)
+            | Event::CipherSelected(_)
+            | Event::HypervisorChosen(_)
+            | Event::InstancePlaced(_)
+            | Event::InstanceLaunched(_)
+            | Event::InstanceStopped(_)
+            | Event::InstanceStarted(_)
+            | Event::InstanceRebooted(_)
+            | Event::InstanceTerminated(_)
+            | Event::VolumeAttached(_)
+            | Event::VolumeDetached(_)
+            | Event::NetworkAttached(_)
+            | Event::NetworkDetached(_)
+            | Event::SnapshotTaken(_)
+            | Event::InstanceFailed(_)
+            | Event::ComputeHostRegistered(_) => {}
         }
     }
 

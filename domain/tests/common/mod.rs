@@ -32,6 +32,7 @@ pub fn ctx() -> Context {
     Context {
         now: now(),
         app: Some(chess()),
+        compute: None,
     }
 }
 
@@ -39,6 +40,7 @@ pub fn ctx_at(seconds_later: i64) -> Context {
     Context {
         now: now() + Duration::seconds(seconds_later),
         app: Some(chess()),
+        compute: None,
     }
 }
 

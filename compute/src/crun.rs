@@ -1,0 +1,440 @@
+//! The crun driver: one OCI container per instance, in a network namespace of its own joined to
+//! the host's bridge, its root volume a folder bind-mounted at `/data`.
+//!
+//! Invariant: the container outlives the agent (crun runs it detached), so a restarted agent
+//! re-adopts it from crun's state folder instead of starting it twice. What crun cannot do here
+//! is refused as `unsupported`, never half done: no snapshot (no CRIU), no hot-attached volume
+//! (volumes are mounts given at create), and on hybrid-cgroup hosts no cgroup limits (crun runs
+//! in a private mount namespace without `/sys/fs/cgroup/unified`, with
+//! `--cgroup-manager=disabled`).
+
+use crate::driver::{Driver, DriverError, Happening, InstanceSpec, Running, unsupported};
+use crate::network::HostNetwork;
+use crate::process::{alive, exited, run};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use streamfleet_bus_schemas::compute::Hypervisor;
+use streamfleet_bus_schemas::ids::InstanceId;
+use streamfleet_bus_schemas::instance::Volume;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{Mutex, mpsc};
+
+/// How long a container may take to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The line the container's init prints once its app listens.
+const READY_LINE: &str = "streamfleet guest ready";
+
+struct Container {
+    pid: u32,
+    expected: Arc<AtomicBool>,
+}
+
+/// The crun driver of one host.
+pub struct CrunDriver {
+    images: PathBuf,
+    volumes: PathBuf,
+    state: PathBuf,
+    network: HostNetwork,
+    hybrid_cgroups: bool,
+    containers: std::sync::Mutex<HashMap<InstanceId, Container>>,
+    locks: std::sync::Mutex<HashMap<InstanceId, Arc<Mutex<()>>>>,
+    happened_tx: mpsc::UnboundedSender<(InstanceId, u32)>,
+    happened_rx: Mutex<mpsc::UnboundedReceiver<(InstanceId, u32)>>,
+}
+
+/// Whether cgroups are mounted in hybrid mode (v1 controllers with v2 at `unified`).
+fn hybrid_cgroups() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/cgroup/unified"))
+    })
+}
+
+impl CrunDriver {
+    /// A driver whose images are under `images` (`<image>/rootfs`), whose instances' folders go
+    /// under `volumes`, with crun's state under `state`, on `network`.
+    pub fn new(
+        images: PathBuf,
+        volumes: PathBuf,
+        state: PathBuf,
+        network: HostNetwork,
+    ) -> CrunDriver {
+        let (happened_tx, happened_rx) = mpsc::unbounded_channel();
+        CrunDriver {
+            images,
+            volumes,
+            state,
+            network,
+            hybrid_cgroups: hybrid_cgroups(),
+            containers: Default::default(),
+            locks: Default::default(),
+            happened_tx,
+            happened_rx: Mutex::new(happened_rx),
+        }
+    }
+
+    fn lock(&self, id: &InstanceId) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .expect("instance locks")
+            .entry(id.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn dir(&self, id: &InstanceId) -> PathBuf {
+        self.volumes.join(id.as_str())
+    }
+
+    fn crun_args<'a>(&'a self, rest: &[&'a str]) -> Vec<String> {
+        let mut args = vec!["--root".to_string(), self.state.display().to_string()];
+        if self.hybrid_cgroups {
+            args.push("--cgroup-manager=disabled".into());
+        }
+        args.extend(rest.iter().map(|s| s.to_string()));
+        args
+    }
+
+    async fn crun(&self, rest: &[&str]) -> Result<String, DriverError> {
+        let args = self.crun_args(rest);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("crun", &argv).await
+    }
+
+    /// The pid of the container's init when crun says it runs.
+    async fn running_pid(&self, id: &InstanceId) -> Option<u32> {
+        let state = self.crun(&["state", id.as_str()]).await.ok()?;
+        let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+        let pid = state.get("pid")?.as_u64()? as u32;
+        (state.get("status")?.as_str()? == "running" && alive(pid)).then_some(pid)
+    }
+
+    /// Writes the bundle: `config.json`, the settings file and the volumes' folders.
+    fn bundle(&self, spec: &InstanceSpec, netns: &str) -> Result<PathBuf, DriverError> {
+        let dir = self.dir(&spec.instance_id);
+        let rootfs = self.images.join(&spec.image).join("rootfs");
+        if !rootfs.join("bin/init").exists() {
+            return Err(DriverError::MissingImage(spec.image.clone()));
+        }
+        let mut mounts = vec![
+            serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+            serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}),
+            serde_json::json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs"}),
+            serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}),
+            serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid", "noexec"]}),
+        ];
+        for (i, volume) in spec.volumes.iter().enumerate() {
+            let folder = dir.join(&volume.volume_id);
+            std::fs::create_dir_all(&folder).map_err(DriverError::io(&folder))?;
+            let destination = if i == 0 {
+                "/data".to_string()
+            } else {
+                format!("/volumes/{}", volume.volume_id)
+            };
+            mounts.push(serde_json::json!({
+                "destination": destination, "type": "bind",
+                "source": folder.display().to_string(), "options": ["rbind", "rw"],
+            }));
+        }
+        let env = dir.join("sf.env");
+        std::fs::write(&env, format!("SF_ID={}\n", spec.instance_id))
+            .map_err(DriverError::io(&env))?;
+        mounts.push(serde_json::json!({
+            "destination": "/etc/sf.env", "type": "bind",
+            "source": env.display().to_string(), "options": ["bind", "ro"],
+        }));
+        let caps = ["CAP_NET_BIND_SERVICE", "CAP_KILL"];
+        let config = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": ["/bin/init"],
+                "env": ["PATH=/bin"],
+                "cwd": "/",
+                "noNewPrivileges": true,
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            },
+            "root": {"path": rootfs.display().to_string(), "readonly": true},
+            "hostname": spec.instance_id.as_str(),
+            "mounts": mounts,
+            "linux": {
+                "namespaces": [
+                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                    {"type": "network", "path": netns},
+                ],
+                "resources": {
+                    "memory": {"limit": u64::from(spec.memory_mib) << 20},
+                },
+            },
+        });
+        let path = dir.join("config.json");
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        )
+        .map_err(DriverError::io(&path))?;
+        Ok(dir)
+    }
+
+    async fn boot(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
+        let id = &spec.instance_id;
+        let dir = self.dir(id);
+        std::fs::create_dir_all(&dir).map_err(DriverError::io(&dir))?;
+        let netns = self.network.instance_namespace(id, &spec.addresses).await?;
+        let bundle = self.bundle(spec, &netns)?;
+        let _ = self.crun(&["delete", "-f", id.as_str()]).await;
+        let bundle_text = bundle.display().to_string();
+        let args = self.crun_args(&["run", "-d", "--bundle", &bundle_text, id.as_str()]);
+        let mut command = if self.hybrid_cgroups {
+            // crun refuses hybrid cgroups; without the v2 mount in its own mount namespace it
+            // runs (with no cgroup limits).
+            let mut c = tokio::process::Command::new("unshare");
+            c.args([
+                "-m",
+                "sh",
+                "-c",
+                "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun \"$@\"",
+                "crun",
+            ]);
+            c.args(&args);
+            c
+        } else {
+            let mut c = tokio::process::Command::new("crun");
+            c.args(&args);
+            c
+        };
+        // The container's init inherits these: its "ready" line comes through the pipe; crun's
+        // complaints (and the init's) go to a file, since a pipe the container holds would
+        // never end.
+        let errors_path = dir.join("crun.err");
+        let errors = std::fs::File::create(&errors_path).map_err(DriverError::io(&errors_path))?;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(errors)
+            .spawn()
+            .map_err(|e| DriverError::Program {
+                program: "crun run".into(),
+                detail: e.to_string(),
+            })?;
+        let stdout = child.stdout.take();
+        let status = child.wait().await.map_err(|e| DriverError::Program {
+            program: "crun run".into(),
+            detail: e.to_string(),
+        })?;
+        if !status.success() {
+            let said = std::fs::read_to_string(&errors_path).unwrap_or_default();
+            return Err(DriverError::Program {
+                program: "crun run".into(),
+                detail: format!("{status}: {}", said.trim()),
+            });
+        }
+        let Some(stdout) = stdout else {
+            return Err(DriverError::Control("crun run gave no output pipe".into()));
+        };
+        let log = dir.join("console.log");
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .await
+                .ok();
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut ready = Some(ready_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(f) = file.as_mut() {
+                    let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+                }
+                if line.contains(READY_LINE)
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let Some(pid) = self.running_pid(id).await else {
+            return Err(DriverError::Control(format!(
+                "crun started {id} but it does not run"
+            )));
+        };
+        self.watch(id, pid);
+        self.network.route(&spec.addresses).await?;
+        match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
+            Ok(Ok(())) => Ok(Running { pid }),
+            _ => {
+                self.end(id).await;
+                Err(DriverError::NotReady {
+                    instance_id: id.clone(),
+                    seconds: READY_TIMEOUT.as_secs(),
+                })
+            }
+        }
+    }
+
+    /// Watches the container's init: its end, unless the driver caused it, is a happening.
+    fn watch(&self, id: &InstanceId, pid: u32) {
+        let expected = Arc::new(AtomicBool::new(false));
+        self.containers.lock().expect("containers").insert(
+            id.clone(),
+            Container {
+                pid,
+                expected: expected.clone(),
+            },
+        );
+        let (tx, id) = (self.happened_tx.clone(), id.clone());
+        tokio::spawn(async move {
+            exited(pid).await;
+            if !expected.load(Ordering::SeqCst) {
+                let _ = tx.send((id, pid));
+            }
+        });
+    }
+
+    /// Ends the container (a TERM, then a KILL after 10 s) and deletes it from crun's state.
+    async fn end(&self, id: &InstanceId) {
+        let watched = self.containers.lock().expect("containers").remove(id);
+        let pid = match watched {
+            Some(c) => {
+                c.expected.store(true, Ordering::SeqCst);
+                Some(c.pid)
+            }
+            None => self.running_pid(id).await,
+        };
+        if let Some(pid) = pid {
+            let _ = self.crun(&["kill", id.as_str(), "TERM"]).await;
+            if tokio::time::timeout(Duration::from_secs(10), exited(pid))
+                .await
+                .is_err()
+            {
+                let _ = self.crun(&["kill", id.as_str(), "KILL"]).await;
+                exited(pid).await;
+            }
+        }
+        let _ = self.crun(&["delete", "-f", id.as_str()]).await;
+    }
+}
+
+impl Driver for CrunDriver {
+    fn hypervisor(&self) -> Hypervisor {
+        Hypervisor::Crun
+    }
+
+    fn detail(&self) -> String {
+        if self.hybrid_cgroups {
+            "crun, no cgroup limits (hybrid cgroups)".into()
+        } else {
+            "crun, cgroup v2 limits".into()
+        }
+    }
+
+    async fn launch(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
+        let lock = self.lock(&spec.instance_id);
+        let _turn = lock.lock().await;
+        if let Some(pid) = self.running_pid(&spec.instance_id).await {
+            if !self
+                .containers
+                .lock()
+                .expect("containers")
+                .contains_key(&spec.instance_id)
+            {
+                self.watch(&spec.instance_id, pid);
+            }
+            return Ok(Running { pid });
+        }
+        self.boot(spec).await
+    }
+
+    async fn adopt(&self, spec: &InstanceSpec) -> Result<Option<Running>, DriverError> {
+        let id = &spec.instance_id;
+        let lock = self.lock(id);
+        let _turn = lock.lock().await;
+        match self.running_pid(id).await {
+            Some(pid) => {
+                if !self.containers.lock().expect("containers").contains_key(id) {
+                    self.watch(id, pid);
+                }
+                self.network.route(&spec.addresses).await?;
+                Ok(Some(Running { pid }))
+            }
+            None => {
+                let _ = self.crun(&["delete", "-f", id.as_str()]).await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn stop(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        let lock = self.lock(&spec.instance_id);
+        let _turn = lock.lock().await;
+        self.end(&spec.instance_id).await;
+        Ok(())
+    }
+
+    async fn reboot(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
+        let lock = self.lock(&spec.instance_id);
+        let _turn = lock.lock().await;
+        self.end(&spec.instance_id).await;
+        self.boot(spec).await
+    }
+
+    async fn terminate(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        let id = &spec.instance_id;
+        let lock = self.lock(id);
+        let _turn = lock.lock().await;
+        self.end(id).await;
+        self.network.unroute(&spec.addresses).await;
+        self.network.release(id).await;
+        let dir = self.dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::Io {
+                path: dir,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn attach_volume(&self, _: &InstanceSpec, _: &Volume) -> Result<(), DriverError> {
+        unsupported(Hypervisor::Crun, "attach-volume")
+    }
+
+    async fn detach_volume(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
+        unsupported(Hypervisor::Crun, "detach-volume")
+    }
+
+    async fn snapshot(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
+        unsupported(Hypervisor::Crun, "snapshot")
+    }
+
+    async fn next_happening(&self) -> (InstanceId, Happening) {
+        loop {
+            let next = self.happened_rx.lock().await.recv().await;
+            let Some((id, pid)) = next else {
+                std::future::pending::<()>().await;
+                continue;
+            };
+            let current = self
+                .containers
+                .lock()
+                .expect("containers")
+                .get(&id)
+                .map(|c| c.pid);
+            if current == Some(pid) {
+                self.containers.lock().expect("containers").remove(&id);
+                let _ = self.crun(&["delete", "-f", id.as_str()]).await;
+                return (
+                    id,
+                    Happening::Gone(format!("the container's init (pid {pid}) ended")),
+                );
+            }
+        }
+    }
+}

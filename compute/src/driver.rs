@@ -1,0 +1,181 @@
+//! The driver trait: what every hypervisor does for an instance, and the capability table row
+//! it declares (`streamfleet_domain::hypervisor::CAPABILITIES`), like libvirt's.
+//!
+//! Invariant: a driver is asked only for what its row declares (the domain refuses the rest as
+//! `unsupported` before anything is recorded); asked anyway, it answers
+//! [`DriverError::Unsupported`] and changes nothing. Every operation is idempotent on the
+//! instance's folder: launching an instance whose disks exist boots it from them, terminating
+//! one that is gone is done.
+
+use std::future::Future;
+use std::path::PathBuf;
+use streamfleet_bus_schemas::compute::Hypervisor;
+use streamfleet_bus_schemas::ids::InstanceId;
+use streamfleet_bus_schemas::instance::{InstanceAddresses, Volume};
+use streamfleet_domain::hypervisor::{Capabilities, capabilities};
+
+/// What a driver needs to run one instance, from its `InstancePlaced` and later events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// The image (its catalogue name).
+    pub image: String,
+    /// Virtual cpus.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Its addresses.
+    pub addresses: InstanceAddresses,
+    /// Its disks, the root disk first.
+    pub volumes: Vec<Volume>,
+}
+
+/// An instance running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    /// The hypervisor's process (QEMU's, the container's init).
+    pub pid: u32,
+}
+
+/// Something that happened to an instance without the agent asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Happening {
+    /// The guest rebooted itself; the driver booted it again.
+    GuestRebooted(Running),
+    /// The guest powered itself off; its process ended.
+    GuestPoweredOff,
+    /// Its process ended behind the driver's back.
+    Gone(String),
+}
+
+/// Why a driver could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The hypervisor cannot do this at all (its capability table says so).
+    #[error("{hypervisor} cannot {operation}")]
+    Unsupported {
+        /// The hypervisor.
+        hypervisor: Hypervisor,
+        /// What was asked.
+        operation: &'static str,
+    },
+    /// The image is missing on this host.
+    #[error("image {0} is not on this host (build it with scripts/guest-image.sh)")]
+    MissingImage(String),
+    /// The instance is not running here.
+    #[error("instance {0} is not running on this host")]
+    NotRunning(InstanceId),
+    /// A program the driver runs failed.
+    #[error("{program} failed: {detail}")]
+    Program {
+        /// The program and its first arguments.
+        program: String,
+        /// Its exit status and what it said.
+        detail: String,
+    },
+    /// The hypervisor's control channel (QMP) refused or broke.
+    #[error("control channel: {0}")]
+    Control(String),
+    /// The instance did not become ready in time.
+    #[error("instance {instance_id} was not ready after {seconds} s")]
+    NotReady {
+        /// The instance.
+        instance_id: InstanceId,
+        /// How long the driver waited.
+        seconds: u64,
+    },
+    /// A file of the instance could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+impl DriverError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DriverError {
+        let path = path.into();
+        move |source| DriverError::Io { path, source }
+    }
+}
+
+/// One hypervisor on one compute host.
+pub trait Driver: Send + Sync + 'static {
+    /// The hypervisor.
+    fn hypervisor(&self) -> Hypervisor;
+
+    /// Its row of the capability table.
+    fn capabilities(&self) -> &'static Capabilities {
+        capabilities(self.hypervisor())
+    }
+
+    /// How it runs here, for people (`qemu 7.2, tcg`).
+    fn detail(&self) -> String;
+
+    /// Boots the instance (creating its disks when they do not exist yet) and returns once it
+    /// answers on its address.
+    fn launch(
+        &self,
+        spec: &InstanceSpec,
+    ) -> impl Future<Output = Result<Running, DriverError>> + Send;
+
+    /// Takes over an instance that still runs from before the agent restarted; `None`: it does
+    /// not run (any leftover of it is cleaned away).
+    fn adopt(
+        &self,
+        spec: &InstanceSpec,
+    ) -> impl Future<Output = Result<Option<Running>, DriverError>> + Send;
+
+    /// Powers the instance off, keeping its disks.
+    fn stop(&self, spec: &InstanceSpec) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Boots the instance again with its disks.
+    fn reboot(
+        &self,
+        spec: &InstanceSpec,
+    ) -> impl Future<Output = Result<Running, DriverError>> + Send;
+
+    /// Ends the instance and deletes its disks.
+    fn terminate(
+        &self,
+        spec: &InstanceSpec,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Attaches a new, empty volume to the running instance.
+    fn attach_volume(
+        &self,
+        spec: &InstanceSpec,
+        volume: &Volume,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Detaches a volume and deletes it.
+    fn detach_volume(
+        &self,
+        spec: &InstanceSpec,
+        volume_id: &str,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Takes a snapshot of the instance's disks.
+    fn snapshot(
+        &self,
+        spec: &InstanceSpec,
+        snapshot_id: &str,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// The next thing that happened to one of its instances without being asked.
+    fn next_happening(&self) -> impl Future<Output = (InstanceId, Happening)> + Send;
+}
+
+/// Refuses `operation` on `hypervisor`.
+pub(crate) fn unsupported<T>(
+    hypervisor: Hypervisor,
+    operation: &'static str,
+) -> Result<T, DriverError> {
+    Err(DriverError::Unsupported {
+        hypervisor,
+        operation,
+    })
+}

@@ -1,0 +1,292 @@
+//! A compute host's network: its own network namespace with a bridge whose address is the
+//! gateway every host gives its instances, an uplink to the deployment's fabric namespace, and a
+//! routed /32 in the fabric for each address of each instance.
+//!
+//! Invariant: the gateway is the same on every host ([`GATEWAY`]), so moving an instance's
+//! addresses to another host is one route change in the fabric per address; everything here is
+//! idempotent (set up again over what exists, removed when already gone), so an agent that
+//! restarts finds its network as it left it.
+//!
+//! ```text
+//!   fabric ns (10.99.0.1)  ──u<host>══uplink──  host ns: br0 10.77.0.1/16 ── tap / veth ── instance
+//!   routes: 10.77.x.y/32, 198.18.x.y/32 dev u<host>
+//! ```
+
+use crate::driver::DriverError;
+use crate::process::{ip, run, tag};
+use streamfleet_bus_schemas::ids::{HostId, InstanceId};
+use streamfleet_bus_schemas::instance::InstanceAddresses;
+use streamfleet_domain::fleet::{GATEWAY, PREFIX};
+
+/// The address the fabric namespace has: where clients inside it come from.
+pub const FABRIC_ADDRESS: &str = "10.99.0.1";
+
+/// The deployment's fabric: a namespace that reaches every instance through its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fabric {
+    /// The namespace's name.
+    pub namespace: String,
+}
+
+impl Fabric {
+    /// Creates (or finds) the fabric namespace `namespace`.
+    pub async fn create(namespace: &str) -> Result<Fabric, DriverError> {
+        ensure_namespace(namespace).await?;
+        ip(&["-n", namespace, "link", "set", "lo", "up"]).await?;
+        let _ = ip(&[
+            "-n",
+            namespace,
+            "addr",
+            "add",
+            &format!("{FABRIC_ADDRESS}/32"),
+            "dev",
+            "lo",
+        ])
+        .await;
+        Ok(Fabric {
+            namespace: namespace.to_string(),
+        })
+    }
+
+    /// Removes the fabric namespace (its uplinks go with it).
+    pub async fn remove(&self) {
+        let _ = ip(&["netns", "del", &self.namespace]).await;
+    }
+}
+
+/// One compute host's network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostNetwork {
+    /// The host's namespace (its instances' hypervisors run in it).
+    pub namespace: String,
+    /// The fabric.
+    pub fabric: Fabric,
+    /// The uplink's name on the fabric's side.
+    uplink: String,
+}
+
+async fn ensure_namespace(name: &str) -> Result<(), DriverError> {
+    let list = ip(&["netns", "list"]).await?;
+    if !list
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name))
+    {
+        ip(&["netns", "add", name]).await?;
+    }
+    Ok(())
+}
+
+async fn sysctl(namespace: &str, setting: &str) -> Result<(), DriverError> {
+    run(
+        "ip",
+        &["netns", "exec", namespace, "sysctl", "-qw", setting],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The name of host `host_id`'s namespace.
+pub fn host_namespace(host_id: &HostId) -> String {
+    format!("sfh{}", tag(host_id))
+}
+
+/// The name of a container instance's own namespace.
+pub fn instance_namespace(instance_id: &InstanceId) -> String {
+    format!("sfi{}", tag(instance_id))
+}
+
+impl HostNetwork {
+    /// Sets up (or finds) the network of host `host_id` on `fabric`.
+    pub async fn prepare(host_id: &HostId, fabric: &Fabric) -> Result<HostNetwork, DriverError> {
+        let namespace = host_namespace(host_id);
+        let uplink = format!("u{}", tag(host_id));
+        ensure_namespace(&namespace).await?;
+        let ns = namespace.as_str();
+        ip(&["-n", ns, "link", "set", "lo", "up"]).await?;
+        if ip(&["-n", ns, "link", "show", "br0"]).await.is_err() {
+            ip(&["-n", ns, "link", "add", "br0", "type", "bridge"]).await?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{GATEWAY}/{PREFIX}"),
+                "dev",
+                "br0",
+            ])
+            .await?;
+        }
+        ip(&["-n", ns, "link", "set", "br0", "up"]).await?;
+        if ip(&["-n", &fabric.namespace, "link", "show", &uplink])
+            .await
+            .is_err()
+        {
+            ip(&[
+                "-n",
+                &fabric.namespace,
+                "link",
+                "add",
+                &uplink,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "uplink",
+                "netns",
+                ns,
+            ])
+            .await?;
+        }
+        ip(&["-n", &fabric.namespace, "link", "set", &uplink, "up"]).await?;
+        ip(&["-n", ns, "link", "set", "uplink", "up"]).await?;
+        let _ = ip(&["-n", ns, "route", "replace", "default", "dev", "uplink"]).await;
+        sysctl(ns, "net.ipv4.ip_forward=1").await?;
+        // The host answers the fabric's ARP for its instances' addresses.
+        sysctl(ns, "net.ipv4.conf.uplink.proxy_arp=1").await?;
+        sysctl(ns, "net.ipv4.conf.br0.proxy_arp=1").await?;
+        Ok(HostNetwork {
+            namespace,
+            fabric: fabric.clone(),
+            uplink,
+        })
+    }
+
+    /// Routes the instance's addresses to this host (the public one also onto the bridge).
+    pub async fn route(&self, addresses: &InstanceAddresses) -> Result<(), DriverError> {
+        for address in [&addresses.private, &addresses.public] {
+            ip(&[
+                "-n",
+                &self.fabric.namespace,
+                "route",
+                "replace",
+                &format!("{address}/32"),
+                "dev",
+                &self.uplink,
+            ])
+            .await?;
+        }
+        ip(&[
+            "-n",
+            &self.namespace,
+            "route",
+            "replace",
+            &format!("{}/32", addresses.public),
+            "dev",
+            "br0",
+        ])
+        .await?;
+        Ok(())
+    }
+
+    /// Withdraws the instance's routes (gone already: nothing to do).
+    pub async fn unroute(&self, addresses: &InstanceAddresses) {
+        for address in [&addresses.private, &addresses.public] {
+            let _ = ip(&[
+                "-n",
+                &self.fabric.namespace,
+                "route",
+                "del",
+                &format!("{address}/32"),
+            ])
+            .await;
+        }
+        let _ = ip(&[
+            "-n",
+            &self.namespace,
+            "route",
+            "del",
+            &format!("{}/32", addresses.public),
+        ])
+        .await;
+    }
+
+    /// A tap device on the bridge for a virtual machine's interface.
+    pub async fn tap(&self, instance_id: &InstanceId) -> Result<String, DriverError> {
+        let name = format!("t{}", tag(instance_id));
+        let ns = self.namespace.as_str();
+        if ip(&["-n", ns, "link", "show", &name]).await.is_err() {
+            ip(&["-n", ns, "tuntap", "add", "dev", &name, "mode", "tap"]).await?;
+        }
+        ip(&["-n", ns, "link", "set", &name, "master", "br0", "up"]).await?;
+        Ok(name)
+    }
+
+    /// A namespace of the instance's own, joined to the bridge by a veth, with its addresses
+    /// (for a container). Returns the namespace's path.
+    pub async fn instance_namespace(
+        &self,
+        instance_id: &InstanceId,
+        addresses: &InstanceAddresses,
+    ) -> Result<String, DriverError> {
+        let t = tag(instance_id);
+        let (own, host_end) = (instance_namespace(instance_id), format!("v{t}"));
+        ensure_namespace(&own).await?;
+        if ip(&["-n", &own, "link", "show", "eth0"]).await.is_err() {
+            let _ = ip(&["-n", &self.namespace, "link", "del", &host_end]).await;
+            ip(&[
+                "-n",
+                &self.namespace,
+                "link",
+                "add",
+                &host_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &own,
+            ])
+            .await?;
+            ip(&[
+                "-n",
+                &own,
+                "addr",
+                "add",
+                &format!("{}/{PREFIX}", addresses.private),
+                "dev",
+                "eth0",
+            ])
+            .await?;
+            ip(&[
+                "-n",
+                &own,
+                "addr",
+                "add",
+                &format!("{}/32", addresses.public),
+                "dev",
+                "eth0",
+            ])
+            .await?;
+        }
+        ip(&[
+            "-n",
+            &self.namespace,
+            "link",
+            "set",
+            &host_end,
+            "master",
+            "br0",
+            "up",
+        ])
+        .await?;
+        ip(&["-n", &own, "link", "set", "lo", "up"]).await?;
+        ip(&["-n", &own, "link", "set", "eth0", "up"]).await?;
+        ip(&["-n", &own, "route", "replace", "default", "via", GATEWAY]).await?;
+        Ok(format!("/var/run/netns/{own}"))
+    }
+
+    /// Removes what [`HostNetwork::tap`] or [`HostNetwork::instance_namespace`] made.
+    pub async fn release(&self, instance_id: &InstanceId) {
+        let t = tag(instance_id);
+        let _ = ip(&["-n", &self.namespace, "link", "del", &format!("t{t}")]).await;
+        let _ = ip(&["-n", &self.namespace, "link", "del", &format!("v{t}")]).await;
+        let _ = ip(&["netns", "del", &instance_namespace(instance_id)]).await;
+    }
+
+    /// Removes the host's namespace (its devices go with it).
+    pub async fn remove(&self) {
+        let _ = ip(&["-n", &self.fabric.namespace, "link", "del", &self.uplink]).await;
+        let _ = ip(&["netns", "del", &self.namespace]).await;
+    }
+}

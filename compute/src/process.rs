@@ -1,0 +1,90 @@
+//! The programs a driver runs (`ip`, `qemu-img`, `crun`) and the processes it watches.
+//!
+//! Invariant: a program that fails is an error naming it, its status and what it said; a
+//! watched process's end is noticed when it happens (a pidfd, readable when the process
+//! exits), not by polling, and whether or not it is this process's child.
+
+use crate::driver::DriverError;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use tokio::io::unix::AsyncFd;
+use tokio::process::Command;
+
+/// Runs `program args…` to its end; its output when it succeeds.
+pub async fn run(program: &str, args: &[&str]) -> Result<String, DriverError> {
+    let out = Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| DriverError::Program {
+            program: program.into(),
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(DriverError::Program {
+            program: format!("{program} {}", args.join(" ")),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// Runs `ip args…`.
+pub async fn ip(args: &[&str]) -> Result<String, DriverError> {
+    run("ip", args).await
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    // Signal 0 checks for existence only.
+    pid > 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+}
+
+/// Sends `signal` to `pid` (gone already: nothing to do).
+pub fn signal(pid: u32, signal: libc::c_int) {
+    if pid > 0 {
+        unsafe {
+            libc::kill(pid as libc::pid_t, signal);
+        }
+    }
+}
+
+/// Waits until process `pid` ends (at once when it does not exist).
+pub async fn exited(pid: u32) {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the pidfd is owned by the `PidFd` the `AsyncFd` owns; it stays open and the same
+    // until the `AsyncFd` is dropped.
+    match unsafe { AsyncFd::register_with_interest(PidFd(fd), tokio::io::Interest::READABLE) } {
+        Ok(watch) => {
+            let _ = watch.readable().await;
+        }
+        Err(_) => {
+            // Not pollable (an old kernel): fall back to checking now and then.
+            while alive(pid) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+struct PidFd(OwnedFd);
+
+impl AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A short, stable tag of `text` for interface and namespace names (which have 15 bytes).
+pub fn tag(text: &str) -> String {
+    format!("{:08x}", crc32fast::hash(text.as_bytes()))
+}

@@ -1,0 +1,691 @@
+//! The qemu driver: one `qemu-system-x86_64` process per instance, in the host's network
+//! namespace, driven over QMP ([`crate::qmp`]).
+//!
+//! Invariant: QEMU runs daemonized, so it outlives the agent and a restarted agent re-adopts it
+//! through its QMP socket instead of booting it twice; `-action reboot=shutdown,shutdown=pause`
+//! turns every guest reboot and power-off into a QMP event and a paused guest, so the control
+//! plane decides what a reboot means (migration will). A reboot is a fresh QEMU process with the
+//! same disks: the guest's boot count moves, its disk stays. The instance's folder holds its
+//! disks (`<volume>.raw`, and a qcow2 overlay per snapshot taken, recorded in `layers.json`),
+//! its sockets and its console log.
+
+use crate::driver::{Driver, DriverError, Happening, InstanceSpec, Running};
+use crate::network::HostNetwork;
+use crate::process::{alive, exited, run, signal};
+use crate::qmp::{BlockdevAdd, Qmp, QmpEvent};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use streamfleet_bus_schemas::compute::Hypervisor;
+use streamfleet_bus_schemas::ids::InstanceId;
+use streamfleet_bus_schemas::instance::Volume;
+use streamfleet_domain::fleet::{GATEWAY, PREFIX};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{Mutex, mpsc};
+
+/// How long a guest may take to answer after QEMU starts (TCG on a busy 2-core machine boots
+/// the catalogue's guest in about 15 s).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a clean power-off may take before QEMU is told to quit anyway.
+const POWERDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// The line the guest's init prints once its app listens.
+const READY_LINE: &str = "streamfleet guest ready";
+
+/// A running QEMU and its session.
+struct Session {
+    pid: u32,
+    qmp: Qmp,
+    /// Set before the driver makes QEMU end, so its end is not reported as a surprise.
+    expected: AtomicBool,
+    /// Shutdowns and device removals the driver waits for.
+    waits: Mutex<mpsc::UnboundedReceiver<QmpEvent>>,
+}
+
+/// The qemu driver of one host.
+pub struct QemuDriver {
+    images: PathBuf,
+    volumes: PathBuf,
+    network: HostNetwork,
+    accel: &'static str,
+    sessions: std::sync::Mutex<HashMap<InstanceId, Arc<Session>>>,
+    locks: std::sync::Mutex<HashMap<InstanceId, Arc<Mutex<()>>>>,
+    happened_tx: mpsc::UnboundedSender<(InstanceId, u32, QmpEvent)>,
+    happened_rx: Mutex<mpsc::UnboundedReceiver<(InstanceId, u32, QmpEvent)>>,
+    /// What each running instance was booted with (a reboot the guest asks for boots it again).
+    booted: std::sync::Mutex<HashMap<InstanceId, InstanceSpec>>,
+}
+
+/// Which file and block node is the top of each volume (after snapshots, a qcow2 overlay).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Layers {
+    top: BTreeMap<String, Layer>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Layer {
+    file: String,
+    node: String,
+    format: String,
+}
+
+fn node_of(volume_id: &str) -> String {
+    format!("v-{volume_id}")
+}
+
+fn mac_of(instance_id: &InstanceId) -> String {
+    let t = crc32fast::hash(instance_id.as_bytes()).to_be_bytes();
+    format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", t[0], t[1], t[2], t[3])
+}
+
+impl QemuDriver {
+    /// A driver whose images are under `images` (`<image>/vmlinuz`, `<image>/initramfs.cpio.gz`)
+    /// and whose instances' folders go under `volumes`, on `network`. TCG: on these machines
+    /// `/dev/kvm` opens but nested guests hang after the bootloader (a KVM probe is to come).
+    pub fn new(images: PathBuf, volumes: PathBuf, network: HostNetwork) -> QemuDriver {
+        let (happened_tx, happened_rx) = mpsc::unbounded_channel();
+        QemuDriver {
+            images,
+            volumes,
+            network,
+            accel: "tcg",
+            sessions: Default::default(),
+            locks: Default::default(),
+            happened_tx,
+            happened_rx: Mutex::new(happened_rx),
+            booted: Default::default(),
+        }
+    }
+
+    fn dir(&self, id: &InstanceId) -> PathBuf {
+        self.volumes.join(id.as_str())
+    }
+
+    fn lock(&self, id: &InstanceId) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .expect("instance locks")
+            .entry(id.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn session(&self, id: &InstanceId) -> Option<Arc<Session>> {
+        self.sessions.lock().expect("sessions").get(id).cloned()
+    }
+
+    fn layers(&self, id: &InstanceId) -> Layers {
+        std::fs::read(self.dir(id).join("layers.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_layers(&self, id: &InstanceId, layers: &Layers) -> Result<(), DriverError> {
+        let path = self.dir(id).join("layers.json");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(layers).unwrap_or_default())
+            .map_err(DriverError::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(DriverError::io(&path))
+    }
+
+    /// The top layer of a volume: its overlay after a snapshot, else its raw file.
+    fn top(&self, id: &InstanceId, volume_id: &str) -> Layer {
+        self.layers(id)
+            .top
+            .get(volume_id)
+            .cloned()
+            .unwrap_or_else(|| Layer {
+                file: format!("{volume_id}.raw"),
+                node: node_of(volume_id),
+                format: "raw".into(),
+            })
+    }
+
+    /// Creates a volume's raw file when it does not exist (sparse: it takes no space yet).
+    fn ensure_disk(&self, id: &InstanceId, volume: &Volume) -> Result<PathBuf, DriverError> {
+        let path = self.dir(id).join(format!("{}.raw", volume.volume_id));
+        if !path.exists() {
+            let file = std::fs::File::create(&path).map_err(DriverError::io(&path))?;
+            file.set_len(u64::from(volume.size_mib) << 20)
+                .map_err(DriverError::io(&path))?;
+        }
+        Ok(path)
+    }
+
+    /// Starts QEMU for `spec` and waits until the guest answers.
+    async fn boot(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
+        let id = &spec.instance_id;
+        let image = self.images.join(&spec.image);
+        let (kernel, initrd) = (image.join("vmlinuz"), image.join("initramfs.cpio.gz"));
+        if !kernel.exists() || !initrd.exists() {
+            return Err(DriverError::MissingImage(spec.image.clone()));
+        }
+        let dir = self.dir(id);
+        std::fs::create_dir_all(&dir).map_err(DriverError::io(&dir))?;
+        let mut args: Vec<String> = Vec::new();
+        let mut arg = |a: &str| args.push(a.to_string());
+        for a in [
+            "netns",
+            "exec",
+            &self.network.namespace,
+            "qemu-system-x86_64",
+            "-name",
+            id.as_str(),
+            "-accel",
+            self.accel,
+            "-machine",
+            "pc",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-action",
+            "reboot=shutdown,shutdown=pause",
+        ] {
+            arg(a);
+        }
+        arg("-m");
+        arg(&spec.memory_mib.to_string());
+        arg("-smp");
+        arg(&spec.cpus.to_string());
+        arg("-kernel");
+        arg(&kernel.display().to_string());
+        arg("-initrd");
+        arg(&initrd.display().to_string());
+        arg("-append");
+        arg(&format!(
+            "console=ttyS0 quiet sf.id={id} sf.ip={}/{PREFIX} sf.pub={}/32 sf.gw={GATEWAY}",
+            spec.addresses.private, spec.addresses.public
+        ));
+        let (qmp_path, console_path, pid_path) = (
+            dir.join("qmp.sock"),
+            dir.join("console.sock"),
+            dir.join("qemu.pid"),
+        );
+        for stale in [&qmp_path, &console_path, &pid_path] {
+            let _ = std::fs::remove_file(stale);
+        }
+        arg("-chardev");
+        arg(&format!(
+            "socket,id=console,path={},server=on,wait=off",
+            console_path.display()
+        ));
+        arg("-serial");
+        arg("chardev:console");
+        arg("-qmp");
+        arg(&format!("unix:{},server=on,wait=off", qmp_path.display()));
+        arg("-pidfile");
+        arg(&pid_path.display().to_string());
+        arg("-daemonize");
+        let tap = self.network.tap(id).await?;
+        arg("-netdev");
+        arg(&format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
+        arg("-device");
+        arg(&format!("virtio-net-pci,netdev=net0,mac={}", mac_of(id)));
+        for volume in &spec.volumes {
+            let raw = self.ensure_disk(id, volume)?;
+            let top = self.top(id, &volume.volume_id);
+            let file = if top.format == "raw" {
+                raw
+            } else {
+                dir.join(&top.file)
+            };
+            arg("-blockdev");
+            arg(&format!(
+                "driver={},file.driver=file,file.filename={},node-name={}",
+                top.format,
+                file.display(),
+                top.node
+            ));
+            arg("-device");
+            arg(&format!(
+                "virtio-blk-pci,drive={},id=dev-{}",
+                top.node, volume.volume_id
+            ));
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("ip", &argv).await?;
+        let pid: u32 = std::fs::read_to_string(&pid_path)
+            .map_err(DriverError::io(&pid_path))?
+            .trim()
+            .parse()
+            .map_err(|_| DriverError::Control(format!("{} holds no pid", pid_path.display())))?;
+        let ready = self
+            .follow_console(&console_path, &dir.join("console.log"))
+            .await?;
+        self.booted
+            .lock()
+            .expect("booted")
+            .insert(id.clone(), spec.clone());
+        let session = self.attach(id, pid, &qmp_path).await?;
+        self.network.route(&spec.addresses).await?;
+        match tokio::time::timeout(BOOT_TIMEOUT, ready).await {
+            Ok(Ok(())) => Ok(Running { pid }),
+            _ => {
+                session.expected.store(true, Ordering::SeqCst);
+                signal(pid, libc::SIGKILL);
+                exited(pid).await;
+                self.sessions.lock().expect("sessions").remove(id);
+                Err(DriverError::NotReady {
+                    instance_id: id.clone(),
+                    seconds: BOOT_TIMEOUT.as_secs(),
+                })
+            }
+        }
+    }
+
+    /// Copies the guest's console into `log`; the receiver resolves when the guest is ready.
+    async fn follow_console(
+        &self,
+        socket: &Path,
+        log: &Path,
+    ) -> Result<tokio::sync::oneshot::Receiver<()>, DriverError> {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(DriverError::io(socket))?;
+        let mut out = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .await
+            .map_err(DriverError::io(log))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut lines = tokio::io::BufReader::new(stream).lines();
+            let mut ready = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = out.write_all(line.as_bytes()).await;
+                let _ = out.write_all(b"\n").await;
+                if line.contains(READY_LINE)
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Opens the QMP session of a running QEMU and forwards what it tells.
+    async fn attach(
+        &self,
+        id: &InstanceId,
+        pid: u32,
+        qmp_path: &Path,
+    ) -> Result<Arc<Session>, DriverError> {
+        let (qmp, mut events) = Qmp::connect(qmp_path).await?;
+        let (waits_tx, waits_rx) = mpsc::unbounded_channel();
+        let session = Arc::new(Session {
+            pid,
+            qmp,
+            expected: AtomicBool::new(false),
+            waits: Mutex::new(waits_rx),
+        });
+        self.sessions
+            .lock()
+            .expect("sessions")
+            .insert(id.clone(), session.clone());
+        let (happened, id, watched) = (self.happened_tx.clone(), id.clone(), session.clone());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let _ = waits_tx.send(event.clone());
+                let closed = event == QmpEvent::Closed;
+                let surprise = !watched.expected.load(Ordering::SeqCst);
+                if surprise && matches!(event, QmpEvent::Shutdown { .. } | QmpEvent::Closed) {
+                    let _ = happened.send((id.clone(), pid, event));
+                }
+                if closed {
+                    return;
+                }
+            }
+        });
+        Ok(session)
+    }
+
+    /// Waits for a QMP event that `wanted` accepts, up to `timeout`; false: it did not come.
+    async fn wait_for(
+        session: &Session,
+        timeout: Duration,
+        wanted: impl Fn(&QmpEvent) -> bool,
+    ) -> bool {
+        let mut waits = session.waits.lock().await;
+        tokio::time::timeout(timeout, async {
+            while let Some(e) = waits.recv().await {
+                if wanted(&e) {
+                    return true;
+                }
+                if e == QmpEvent::Closed {
+                    return false;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Makes QEMU end (a clean power-off first when `clean`), and waits for its process.
+    async fn end(&self, id: &InstanceId, clean: bool) {
+        let Some(session) = self.sessions.lock().expect("sessions").remove(id) else {
+            // Not ours (yet): a QEMU left from before, if its pid file names a live one.
+            if let Ok(text) = std::fs::read_to_string(self.dir(id).join("qemu.pid"))
+                && let Ok(pid) = text.trim().parse::<u32>()
+                && alive(pid)
+                && is_qemu(pid)
+            {
+                signal(pid, libc::SIGKILL);
+                exited(pid).await;
+            }
+            return;
+        };
+        session.expected.store(true, Ordering::SeqCst);
+        if clean
+            && session
+                .qmp
+                .execute(qapi::qmp::system_powerdown {})
+                .await
+                .is_ok()
+        {
+            Self::wait_for(&session, POWERDOWN_TIMEOUT, |e| {
+                matches!(e, QmpEvent::Shutdown { .. })
+            })
+            .await;
+        }
+        let _ = session.qmp.execute(qapi::qmp::quit {}).await;
+        if tokio::time::timeout(Duration::from_secs(10), exited(session.pid))
+            .await
+            .is_err()
+        {
+            signal(session.pid, libc::SIGKILL);
+            exited(session.pid).await;
+        }
+    }
+}
+
+/// Whether `pid` is a QEMU (a pid file may outlive its process, and the pid be reused).
+fn is_qemu(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| c.trim().starts_with("qemu-system"))
+}
+
+impl Driver for QemuDriver {
+    fn hypervisor(&self) -> Hypervisor {
+        Hypervisor::Qemu
+    }
+
+    fn detail(&self) -> String {
+        format!("qemu-system-x86_64, {}", self.accel)
+    }
+
+    async fn launch(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
+        let lock = self.lock(&spec.instance_id);
+        let _turn = lock.lock().await;
+        if let Some(s) = self.session(&spec.instance_id) {
+            return Ok(Running { pid: s.pid });
+        }
+        self.end(&spec.instance_id, false).await;
+        self.boot(spec).await
+    }
+
+    async fn adopt(&self, spec: &InstanceSpec) -> Result<Option<Running>, DriverError> {
+        let id = &spec.instance_id;
+        let lock = self.lock(id);
+        let _turn = lock.lock().await;
+        if let Some(s) = self.session(id) {
+            return Ok(Some(Running { pid: s.pid }));
+        }
+        let dir = self.dir(id);
+        let pid = std::fs::read_to_string(dir.join("qemu.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|pid| alive(*pid) && is_qemu(*pid));
+        let Some(pid) = pid else {
+            return Ok(None);
+        };
+        match self.attach(id, pid, &dir.join("qmp.sock")).await {
+            Ok(_) => {
+                // Keep draining its console (or its serial output would stall the guest).
+                let _ = self
+                    .follow_console(&dir.join("console.sock"), &dir.join("console.log"))
+                    .await;
+                self.network.route(&spec.addresses).await?;
+                self.booted
+                    .lock()
+                    .expect("booted")
+                    .insert(id.clone(), spec.clone());
+                Ok(Some(Running { pid }))
+            }
+            Err(_) => {
+                // Alive but not answering its monitor: not trustworthy; end it.
+                signal(pid, libc::SIGKILL);
+                exited(pid).await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn stop(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        let lock = self.lock(&spec.instance_id);
+        let _turn = lock.lock().await;
+        self.end(&spec.instance_id, true).await;
+        Ok(())
+    }
+
+    async fn reboot(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
+        let lock = self.lock(&spec.instance_id);
+        let _turn = lock.lock().await;
+        self.end(&spec.instance_id, false).await;
+        self.boot(spec).await
+    }
+
+    async fn terminate(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        let id = &spec.instance_id;
+        let lock = self.lock(id);
+        let _turn = lock.lock().await;
+        self.end(id, false).await;
+        self.network.unroute(&spec.addresses).await;
+        self.network.release(id).await;
+        let dir = self.dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::Io {
+                path: dir,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn attach_volume(&self, spec: &InstanceSpec, volume: &Volume) -> Result<(), DriverError> {
+        let id = &spec.instance_id;
+        let lock = self.lock(id);
+        let _turn = lock.lock().await;
+        let session = self
+            .session(id)
+            .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
+        let file = self.ensure_disk(id, volume)?;
+        let node = node_of(&volume.volume_id);
+        session
+            .qmp
+            .execute(BlockdevAdd(serde_json::json!({
+                "driver": "raw",
+                "node-name": node,
+                "file": { "driver": "file", "filename": file.display().to_string() },
+            })))
+            .await?;
+        let mut arguments = qapi::Dictionary::new();
+        arguments.insert("drive".into(), serde_json::Value::String(node.clone()));
+        session
+            .qmp
+            .execute(qapi::qmp::device_add {
+                driver: "virtio-blk-pci".into(),
+                id: Some(format!("dev-{}", volume.volume_id)),
+                bus: None,
+                arguments,
+            })
+            .await?;
+        if let Some(booted) = self.booted.lock().expect("booted").get_mut(id) {
+            booted.volumes.push(volume.clone());
+        }
+        Ok(())
+    }
+
+    async fn detach_volume(&self, spec: &InstanceSpec, volume_id: &str) -> Result<(), DriverError> {
+        let id = &spec.instance_id;
+        let lock = self.lock(id);
+        let _turn = lock.lock().await;
+        let session = self
+            .session(id)
+            .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
+        let device = format!("dev-{volume_id}");
+        session
+            .qmp
+            .execute(qapi::qmp::device_del { id: device.clone() })
+            .await?;
+        // The guest lets go of the disk first (ACPI hot-unplug); then its node can go.
+        if !Self::wait_for(&session, Duration::from_secs(30), |e| {
+            *e == QmpEvent::DeviceDeleted(device.clone())
+        })
+        .await
+        {
+            return Err(DriverError::Control(format!(
+                "the guest did not release {device} within 30 s"
+            )));
+        }
+        let top = self.top(id, volume_id);
+        session
+            .qmp
+            .execute(qapi::qmp::blockdev_del {
+                node_name: top.node,
+            })
+            .await?;
+        let dir = self.dir(id);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&format!("{volume_id}.")) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        if let Some(booted) = self.booted.lock().expect("booted").get_mut(id) {
+            booted.volumes.retain(|v| v.volume_id != volume_id);
+        }
+        let mut layers = self.layers(id);
+        layers.top.remove(volume_id);
+        self.save_layers(id, &layers)
+    }
+
+    async fn snapshot(&self, spec: &InstanceSpec, snapshot_id: &str) -> Result<(), DriverError> {
+        let id = &spec.instance_id;
+        let lock = self.lock(id);
+        let _turn = lock.lock().await;
+        let dir = self.dir(id);
+        let mut layers = self.layers(id);
+        let session = self.session(id);
+        for volume in &spec.volumes {
+            let below = self.top(id, &volume.volume_id);
+            let file = format!("{}.{snapshot_id}.qcow2", volume.volume_id);
+            let node = format!("{}-{snapshot_id}", node_of(&volume.volume_id));
+            let path = dir.join(&file);
+            // The layer below freezes as the snapshot; writes go on in the new overlay.
+            match &session {
+                Some(s) => {
+                    s.qmp
+                        .execute(qapi::qmp::blockdev_snapshot_sync(
+                            qapi::qmp::BlockdevSnapshotSync {
+                                device: None,
+                                node_name: Some(below.node.clone()),
+                                snapshot_file: path.display().to_string(),
+                                snapshot_node_name: Some(node.clone()),
+                                format: Some("qcow2".into()),
+                                mode: None,
+                            },
+                        ))
+                        .await?;
+                }
+                None => {
+                    let backing = dir.join(&below.file);
+                    run(
+                        "qemu-img",
+                        &[
+                            "create",
+                            "-q",
+                            "-f",
+                            "qcow2",
+                            "-b",
+                            &backing.display().to_string(),
+                            "-F",
+                            &below.format,
+                            &path.display().to_string(),
+                        ],
+                    )
+                    .await?;
+                }
+            }
+            layers.top.insert(
+                volume.volume_id.clone(),
+                Layer {
+                    file,
+                    node,
+                    format: "qcow2".into(),
+                },
+            );
+            self.save_layers(id, &layers)?;
+        }
+        Ok(())
+    }
+
+    async fn next_happening(&self) -> (InstanceId, Happening) {
+        loop {
+            let next = self.happened_rx.lock().await.recv().await;
+            let Some((id, pid, event)) = next else {
+                std::future::pending::<()>().await;
+                continue;
+            };
+            let lock = self.lock(&id);
+            let _turn = lock.lock().await;
+            // Only what the current QEMU of the instance says counts.
+            match self.session(&id) {
+                Some(s) if s.pid == pid => {}
+                _ => continue,
+            }
+            match event {
+                QmpEvent::Shutdown { reset: true, .. } => {
+                    let spec = self.spec_on_disk(&id);
+                    self.end(&id, false).await;
+                    match spec {
+                        Some(spec) => match self.boot(&spec).await {
+                            Ok(running) => return (id, Happening::GuestRebooted(running)),
+                            Err(e) => return (id, Happening::Gone(format!("reboot failed: {e}"))),
+                        },
+                        None => {
+                            return (id, Happening::Gone("its launch settings are lost".into()));
+                        }
+                    }
+                }
+                QmpEvent::Shutdown { .. } => {
+                    self.end(&id, false).await;
+                    return (id, Happening::GuestPoweredOff);
+                }
+                QmpEvent::Closed => {
+                    self.sessions.lock().expect("sessions").remove(&id);
+                    return (
+                        id,
+                        Happening::Gone(format!("qemu (pid {pid}) ended unexpectedly")),
+                    );
+                }
+                QmpEvent::DeviceDeleted(_) => continue,
+            }
+        }
+    }
+}
+
+impl QemuDriver {
+    /// The settings the instance was last booted with (for a reboot the guest asked for).
+    fn spec_on_disk(&self, id: &InstanceId) -> Option<InstanceSpec> {
+        self.booted.lock().expect("booted").get(id).cloned()
+    }
+}

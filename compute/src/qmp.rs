@@ -1,0 +1,97 @@
+//! One QMP session with one QEMU process, through the `qapi` crate's typed QMP for tokio.
+//!
+//! Invariant: the session's events are read by one task for as long as the socket is open, and
+//! its end ([`QmpEvent::Closed`]) is always the last thing sent: QEMU's process is gone (or has
+//! closed its monitor) exactly when the receiver sees it.
+
+use crate::driver::DriverError;
+use futures::StreamExt;
+use qapi::futures::{QapiService, QmpStreamTokio};
+use qapi::qmp::{Event, ShutdownCause};
+use serde::Serialize;
+use std::path::Path;
+use tokio::io::WriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// What QEMU told about its guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QmpEvent {
+    /// The guest shut down (`reset`: it asked for a reboot, which `-action reboot=shutdown`
+    /// turns into a shutdown, and `shutdown=pause` holds it paused for the driver to decide).
+    Shutdown {
+        /// The guest asked (not the host).
+        guest: bool,
+        /// A reboot rather than a power-off.
+        reset: bool,
+    },
+    /// A device was removed (after `device_del`, once the guest let go of it).
+    DeviceDeleted(String),
+    /// The monitor closed: QEMU ended.
+    Closed,
+}
+
+/// A QMP session.
+pub struct Qmp {
+    service: QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>,
+}
+
+/// `blockdev-add` with its arguments as JSON: QEMU's `BlockdevOptions` is a union of some forty
+/// drivers; the driver writes the few fields it uses, as QEMU's schema names them.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct BlockdevAdd(pub serde_json::Value);
+
+impl qapi::Command for BlockdevAdd {
+    type Ok = qapi::Empty;
+    const NAME: &'static str = "blockdev-add";
+    const ALLOW_OOB: bool = false;
+}
+impl qapi::qmp::QmpCommand for BlockdevAdd {}
+
+impl Qmp {
+    /// Connects to QEMU's monitor socket, negotiates, and starts reading its events.
+    pub async fn connect(
+        socket: &Path,
+    ) -> Result<(Qmp, mpsc::UnboundedReceiver<QmpEvent>), DriverError> {
+        let control =
+            |e: std::io::Error| DriverError::Control(format!("{}: {e}", socket.display()));
+        let negotiation = QmpStreamTokio::open_uds(socket).await.map_err(control)?;
+        let stream = negotiation.negotiate().await.map_err(control)?;
+        let (service, mut events) = stream.into_parts();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let seen = match event {
+                    Ok(Event::SHUTDOWN { data, .. }) => QmpEvent::Shutdown {
+                        guest: data.guest,
+                        reset: matches!(data.reason, ShutdownCause::guest_reset),
+                    },
+                    Ok(Event::DEVICE_DELETED { data, .. }) => match data.device {
+                        Some(id) => QmpEvent::DeviceDeleted(id),
+                        None => continue,
+                    },
+                    Ok(_) => continue,
+                    Err(_) => break,
+                };
+                if tx.send(seen).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(QmpEvent::Closed);
+        });
+        Ok((Qmp { service }, rx))
+    }
+
+    /// Runs one command.
+    pub async fn execute<C>(&self, command: C) -> Result<C::Ok, DriverError>
+    where
+        C: qapi::qmp::QmpCommand + 'static,
+    {
+        let name = C::NAME;
+        self.service
+            .execute(command)
+            .await
+            .map_err(|e| DriverError::Control(format!("{name}: {e}")))
+    }
+}

@@ -1,0 +1,95 @@
+//! `streamfleet compute-host`: one compute host — its network namespace on the deployment's
+//! fabric, its driver (qemu, crun or sim), and the agent that carries out its instances' events
+//! (`streamfleet_compute::agent`). Needs root for the namespaces.
+
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use streamfleet_bus_client::NatsLogin;
+use streamfleet_bus_schemas::compute::Hypervisor;
+use streamfleet_compute::agent::{self, HostOffer};
+use streamfleet_compute::crun::CrunDriver;
+use streamfleet_compute::network::{Fabric, HostNetwork};
+use streamfleet_compute::qemu::QemuDriver;
+use streamfleet_compute::sim::SimDriver;
+
+/// A compute host's settings.
+#[derive(clap::Args)]
+pub struct ComputeHostArgs {
+    /// The host's id.
+    #[arg(long)]
+    host_id: String,
+    /// Its region.
+    #[arg(long)]
+    region: String,
+    /// The hypervisor it runs: qemu, crun or sim.
+    #[arg(long, value_parser = parse_hypervisor)]
+    hypervisor: Hypervisor,
+    /// Cpus it offers to instances.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Memory it offers to instances, MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory_mib: u32,
+    /// The image folders (`<image>/vmlinuz`, `<image>/rootfs`, built by
+    /// `scripts/guest-image.sh`).
+    #[arg(long, default_value = ".streamfleet/images")]
+    images: PathBuf,
+    /// The host's folder: its instances' disks and crun's state.
+    #[arg(long, default_value = ".streamfleet/compute")]
+    state_dir: PathBuf,
+    /// The deployment's fabric namespace (created when missing).
+    #[arg(long, default_value = "sf-fabric")]
+    fabric: String,
+    /// NATS server URL.
+    #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
+    #[arg(long, env = "SF_NATS_CA")]
+    nats_ca: Option<PathBuf>,
+    /// The launchers' NATS password (user `launcher`).
+    #[arg(long, env = "SF_LAUNCHER_PASSWORD", hide_env_values = true)]
+    nats_password: String,
+}
+
+fn parse_hypervisor(text: &str) -> Result<Hypervisor, String> {
+    Hypervisor::ALL
+        .into_iter()
+        .find(|h| h.name() == text)
+        .ok_or_else(|| format!("`{text}` is not a hypervisor (qemu, crun, sim)"))
+}
+
+pub async fn run(args: ComputeHostArgs) -> anyhow::Result<()> {
+    let login = NatsLogin::new(args.nats_url, "launcher", args.nats_password).with_ca(args.nats_ca);
+    let client = streamfleet_bus_client::connect(&login)
+        .await
+        .context("connecting as launcher")?;
+    let host_id = args.host_id.as_str().into();
+    let offer = HostOffer {
+        host_id: args.host_id.as_str().into(),
+        region: args.region.as_str().into(),
+        cpus: args.cpus,
+        memory_mib: args.memory_mib,
+    };
+    let dir = args.state_dir.join(&args.host_id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let images = std::path::absolute(&args.images)?;
+    let dir = std::path::absolute(&dir)?;
+    let ready = || println!("ready host={}", args.host_id);
+    match args.hypervisor {
+        Hypervisor::Sim => agent::run(Arc::new(SimDriver::default()), client, offer, ready).await?,
+        hypervisor => {
+            let fabric = Fabric::create(&args.fabric).await?;
+            let network = HostNetwork::prepare(&host_id, &fabric).await?;
+            let volumes = dir.join("instances");
+            if hypervisor == Hypervisor::Qemu {
+                let driver = QemuDriver::new(images, volumes, network);
+                agent::run(Arc::new(driver), client, offer, ready).await?
+            } else {
+                let driver = CrunDriver::new(images, volumes, dir.join("crun"), network);
+                agent::run(Arc::new(driver), client, offer, ready).await?
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,464 @@
+//! Instances end to end (issue 14): a real node and nats-server, two `streamfleet compute-host`
+//! processes (one qemu, one crun) each in its own network namespace on a fabric namespace the
+//! test made; a QEMU guest and a crun container launched by command, reached at their recorded
+//! addresses from the fabric, rebooted (boot count +1, the disk's counter kept), a volume hot
+//! attached on qemu and refused on crun, a snapshot, stop and start, terminate (process gone,
+//! addresses withdrawn). Needs root (namespaces), like `streamfleet up`.
+
+use crate::harness::{Nats, NodeProcess, register_app};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use streamfleet_bus_client::{CommandClient, Follower};
+use streamfleet_bus_schemas::compute::{Feature, Hypervisor};
+use streamfleet_bus_schemas::instance::*;
+use streamfleet_bus_schemas::{Command as Cmd, CommandReply, Event, RejectionReason};
+use streamfleet_compute::network::{host_namespace, instance_namespace};
+
+/// The images, built when missing.
+fn images() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/images");
+    let built = Command::new(root.join("scripts/guest-image.sh"))
+        .arg(dir.join("linux-busybox"))
+        .status()
+        .expect("run scripts/guest-image.sh");
+    assert!(built.success(), "the guest image builds");
+    dir
+}
+
+/// Removes the test's namespaces however the test ends.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        // What still runs in them (a guest, a container of a failed run) goes first.
+        for ns in &self.0 {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Follows the log for the test: waits for an event of a type on a stream.
+struct Events(Follower);
+
+impl Events {
+    async fn until(&mut self, stream: &str, type_name: &str) -> Event {
+        let wait = async {
+            loop {
+                let e = self.0.next().await.expect("following the log");
+                let body = e.envelope().expect("an event envelope").body;
+                if body.subject == stream && body.event_type == type_name {
+                    return Event::from_parts(&body.event_type, body.data).expect("a known event");
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(240), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {type_name} on {stream} within 240 s"))
+    }
+}
+
+/// One line from the instance's app, asked from the fabric namespace.
+fn ask(fabric: &str, address: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", fabric, "busybox", "nc", "-w", "5", address, "7000",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("busybox nc");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Asks until `wanted` holds (a hot-plugged disk shows up in the guest a moment after QEMU
+/// added it): at most `tries` answers, one a second.
+fn ask_until(fabric: &str, address: &str, tries: u32, wanted: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    for _ in 0..tries {
+        last = ask(fabric, address);
+        if wanted(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("{address} never answered as expected; last: {last:?}")
+}
+
+fn field(answer: &str, name: &str) -> u64 {
+    answer
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {answer:?}"))
+}
+
+async fn send(service: &CommandClient, command: Cmd) -> CommandReply {
+    service
+        .send(uuid::Uuid::now_v7(), &command)
+        .await
+        .expect("the node answers")
+}
+
+fn accepted(reply: &CommandReply) -> Vec<Event> {
+    match reply {
+        CommandReply::Accepted { events, .. } => events
+            .iter()
+            .map(|e| {
+                Event::from_parts(&e.event_type, e.data.clone().expect("event data"))
+                    .expect("a known event")
+            })
+            .collect(),
+        other => panic!("expected accepted, got {other:?}"),
+    }
+}
+
+fn rule(reply: &CommandReply) -> String {
+    match reply {
+        CommandReply::Rejected {
+            reason: RejectionReason::Domain { rule, .. },
+            ..
+        } => rule.clone(),
+        other => panic!("expected a domain rejection, got {other:?}"),
+    }
+}
+
+fn launch(id: &str, hypervisor: Option<Hypervisor>, features: Vec<Feature>) -> Cmd {
+    Cmd::LaunchInstance(LaunchInstance {
+        instance_id: id.into(),
+        image: "linux-busybox".into(),
+        hypervisor,
+        features,
+        region: Some("r1".into()),
+        cpus: 1,
+        memory_mib: 128,
+        disk_mib: 8,
+    })
+}
+
+fn compute_host(
+    nats: &Nats,
+    id: &str,
+    hypervisor: &str,
+    images: &Path,
+    state: &Path,
+    fabric: &str,
+) -> NodeProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamfleet"));
+    command
+        .args([
+            "compute-host",
+            "--host-id",
+            id,
+            "--region",
+            "r1",
+            "--hypervisor",
+            hypervisor,
+        ])
+        .args(["--cpus", "2", "--memory-mib", "1024", "--fabric", fabric])
+        .arg("--images")
+        .arg(images)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--nats-url")
+        .arg(&nats.url)
+        .env("SF_LAUNCHER_PASSWORD", nats.password("launcher"))
+        .envs(nats.ca_env());
+    NodeProcess::spawn_command(command).0
+}
+
+fn pid_exits(pid: u32) -> bool {
+    for _ in 0..300 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_commands() {
+    let images = images();
+    let nats = Nats::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let _node = NodeProcess::start(&nats, data.path());
+    register_app(&nats, "chess");
+    let me = std::process::id();
+    let (fabric, qemu_host, crun_host) = (format!("sft{me}"), format!("q{me}"), format!("c{me}"));
+    let _cleanup = Namespaces(vec![
+        fabric.clone(),
+        host_namespace(&qemu_host.as_str().into()),
+        host_namespace(&crun_host.as_str().into()),
+        instance_namespace(&"i-ct".into()),
+    ]);
+    let state = tempfile::tempdir().expect("tempdir");
+    let _q = compute_host(&nats, &qemu_host, "qemu", &images, state.path(), &fabric);
+    let _c = compute_host(&nats, &crun_host, "crun", &images, state.path(), &fabric);
+    let service = nats.commands("service").await;
+    let mut events = Events(
+        Follower::start(nats.client("operator").await, 1)
+            .await
+            .expect("follow"),
+    );
+
+    // Bad input first: nothing is recorded for any of these.
+    let mut unknown = launch("i-bad", None, vec![]);
+    if let Cmd::LaunchInstance(l) = &mut unknown {
+        l.image = "windows-11".into();
+    }
+    assert_eq!(rule(&send(&service, unknown).await), "unknown_image");
+    let unfit = send(
+        &service,
+        launch("i-bad", Some(Hypervisor::Crun), vec![Feature::Snapshot]),
+    )
+    .await;
+    assert_eq!(rule(&unfit), "hypervisor_unfit");
+    match &unfit {
+        CommandReply::Rejected {
+            reason: RejectionReason::Domain {
+                offer: Some(offer), ..
+            },
+            ..
+        } => assert_eq!(
+            offer.hypervisor,
+            Hypervisor::Qemu,
+            "qemu is offered instead"
+        ),
+        other => panic!("the refusal carries the offer: {other:?}"),
+    }
+    let mut huge = launch("i-bad", None, vec![]);
+    if let Cmd::LaunchInstance(l) = &mut huge {
+        l.cpus = 64;
+    }
+    assert_eq!(rule(&send(&service, huge).await), "no_hypervisor");
+
+    // Launch: the VM as the customer asked, the container because it is the cheapest.
+    let vm = accepted(
+        &send(
+            &service,
+            launch(
+                "i-vm",
+                Some(Hypervisor::Qemu),
+                vec![Feature::HotAttachVolume, Feature::Snapshot],
+            ),
+        )
+        .await,
+    );
+    let ct = accepted(&send(&service, launch("i-ct", None, vec![])).await);
+    let placed = |events: &[Event]| match events {
+        [
+            Event::HypervisorChosen(chosen),
+            Event::InstancePlaced(placed),
+        ] => (chosen.clone(), placed.clone()),
+        other => panic!("a launch records the choice and the placement: {other:?}"),
+    };
+    let (vm_choice, vm_placed) = placed(&vm);
+    let (ct_choice, ct_placed) = placed(&ct);
+    assert_eq!(vm_choice.hypervisor, Hypervisor::Qemu);
+    assert_eq!(
+        vm_choice.offer, None,
+        "crun is cheaper but cannot snapshot: nothing to offer"
+    );
+    assert_eq!(
+        ct_choice.hypervisor,
+        Hypervisor::Crun,
+        "{:?}",
+        ct_choice.reasons
+    );
+    assert_eq!(vm_placed.host_id, qemu_host.as_str());
+    assert_eq!(ct_placed.host_id, crun_host.as_str());
+    assert_ne!(
+        vm_placed.addresses, ct_placed.addresses,
+        "addresses are dedicated"
+    );
+    let duplicate = send(&service, launch("i-vm", Some(Hypervisor::Qemu), vec![])).await;
+    assert_eq!(rule(&duplicate), "instance_already_exists");
+
+    let launched = |e: Event| match e {
+        Event::InstanceLaunched(l) => l,
+        other => panic!("{other:?}"),
+    };
+    let ct_up = launched(events.until("instance-i-ct", "InstanceLaunched").await);
+    let (vm_ip, ct_ip) = (
+        vm_placed.addresses.private.clone(),
+        ct_placed.addresses.private.clone(),
+    );
+    assert_eq!(ask(&fabric, &ct_ip), "id=i-ct boots=1 counter=1 disks=none");
+    assert_eq!(
+        ask(&fabric, &ct_placed.addresses.public),
+        "id=i-ct boots=1 counter=2 disks=none",
+        "the public address reaches the same container"
+    );
+    let vm_up = launched(events.until("instance-i-vm", "InstanceLaunched").await);
+    assert_eq!(ask(&fabric, &vm_ip), "id=i-vm boots=1 counter=1 disks=vda");
+
+    // Reboot: one more boot, the disk's counter kept.
+    accepted(
+        &send(
+            &service,
+            Cmd::RebootInstance(RebootInstance {
+                instance_id: "i-ct".into(),
+            }),
+        )
+        .await,
+    );
+    accepted(
+        &send(
+            &service,
+            Cmd::RebootInstance(RebootInstance {
+                instance_id: "i-vm".into(),
+            }),
+        )
+        .await,
+    );
+    let ct_rebooted = launched(events.until("instance-i-ct", "InstanceLaunched").await);
+    assert!(pid_exits(ct_up.pid), "the reboot ended the old container");
+    assert_eq!(ask(&fabric, &ct_ip), "id=i-ct boots=2 counter=3 disks=none");
+    let vm_rebooted = launched(events.until("instance-i-vm", "InstanceLaunched").await);
+    assert!(pid_exits(vm_up.pid), "the reboot ended the old QEMU");
+    assert_ne!(vm_rebooted.pid, vm_up.pid);
+    assert_eq!(ask(&fabric, &vm_ip), "id=i-vm boots=2 counter=2 disks=vda");
+
+    // A volume: hot on qemu (the guest sees vdb), unsupported on crun.
+    let attach = |id: &str| {
+        Cmd::AttachVolume(AttachVolume {
+            instance_id: id.into(),
+            volume_id: "data".into(),
+            size_mib: 4,
+        })
+    };
+    assert_eq!(rule(&send(&service, attach("i-ct")).await), "unsupported");
+    accepted(&send(&service, attach("i-vm")).await);
+    assert_eq!(
+        rule(&send(&service, attach("i-vm")).await),
+        "volume_already_attached"
+    );
+    let seen = ask_until(&fabric, &vm_ip, 60, |a| a.ends_with("disks=vda,vdb"));
+    assert_eq!(field(&seen, "boots"), 2);
+
+    // A snapshot on qemu (an overlay over the frozen disk), refused on crun.
+    let snapshot = |id: &str| {
+        Cmd::SnapshotInstance(SnapshotInstance {
+            instance_id: id.into(),
+            snapshot_id: "s1".into(),
+        })
+    };
+    assert_eq!(rule(&send(&service, snapshot("i-ct")).await), "unsupported");
+    accepted(&send(&service, snapshot("i-vm")).await);
+    let overlay = state
+        .path()
+        .join(&qemu_host)
+        .join("instances/i-vm/root.s1.qcow2");
+    for _ in 0..100 {
+        if overlay.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(overlay.exists(), "{} written", overlay.display());
+    let counter_before_stop = field(&ask(&fabric, &vm_ip), "counter");
+
+    // Stop and start: the process ends, then boots again from its disks (the overlay).
+    accepted(
+        &send(
+            &service,
+            Cmd::StopInstance(StopInstance {
+                instance_id: "i-vm".into(),
+            }),
+        )
+        .await,
+    );
+    assert!(pid_exits(vm_rebooted.pid), "stop ends QEMU");
+    assert_eq!(
+        rule(
+            &send(
+                &service,
+                Cmd::StopInstance(StopInstance {
+                    instance_id: "i-vm".into()
+                })
+            )
+            .await
+        ),
+        "instance_not_ready"
+    );
+    accepted(
+        &send(
+            &service,
+            Cmd::StartInstance(StartInstance {
+                instance_id: "i-vm".into(),
+            }),
+        )
+        .await,
+    );
+    let vm_started = launched(events.until("instance-i-vm", "InstanceLaunched").await);
+    let after = ask(&fabric, &vm_ip);
+    assert_eq!(field(&after, "boots"), 3, "{after}");
+    assert_eq!(field(&after, "counter"), counter_before_stop + 1, "{after}");
+    assert!(
+        after.ends_with("disks=vda,vdb"),
+        "the attached volume comes back: {after}"
+    );
+
+    // Terminate: processes gone, addresses withdrawn, no command after.
+    accepted(
+        &send(
+            &service,
+            Cmd::TerminateInstance(TerminateInstance {
+                instance_id: "i-vm".into(),
+            }),
+        )
+        .await,
+    );
+    accepted(
+        &send(
+            &service,
+            Cmd::TerminateInstance(TerminateInstance {
+                instance_id: "i-ct".into(),
+            }),
+        )
+        .await,
+    );
+    assert!(pid_exits(vm_started.pid), "terminate ends QEMU");
+    assert!(pid_exits(ct_rebooted.pid), "terminate ends the container");
+    for address in [&vm_ip, &ct_ip] {
+        let mut gone = false;
+        for _ in 0..100 {
+            let routes = Command::new("ip")
+                .args(["-n", &fabric, "route", "show", &format!("{address}/32")])
+                .output()
+                .expect("ip route");
+            if routes.stdout.is_empty() {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(gone, "{address} is withdrawn from the fabric");
+    }
+    assert_eq!(
+        rule(
+            &send(
+                &service,
+                Cmd::RebootInstance(RebootInstance {
+                    instance_id: "i-vm".into()
+                })
+            )
+            .await
+        ),
+        "instance_terminated"
+    );
+    assert!(
+        !state
+            .path()
+            .join(&qemu_host)
+            .join("instances/i-vm")
+            .exists(),
+        "the VM's disks are deleted"
+    );
+}
