@@ -9,6 +9,7 @@ use crate::pb::{self, views_server::Views};
 use crate::rows::RowChange;
 use crate::shared::Shared;
 use crate::views::heartbeats::{host_liveness, session_liveness};
+use crate::views::instances::capability_rows;
 use crate::views::{ViewBatch, ViewSet};
 use chrono::{DateTime, Utc};
 use prost::Message;
@@ -77,7 +78,8 @@ update!(
     pb::ConsistencyUpdate,
     pb::SessionsUpdate,
     pb::HostsUpdate,
-    pb::RolloutsUpdate
+    pb::RolloutsUpdate,
+    pb::InstancesUpdate
 );
 
 /// How one view answers a watch.
@@ -473,6 +475,91 @@ const ROLLOUTS: Watched<pb::RolloutsRequest, pb::RolloutsUpdate> = Watched {
     },
 };
 
+// ---- instances
+
+fn instance_wanted(req: &pb::InstancesRequest, r: &pb::InstanceRow) -> bool {
+    want(&req.instance_id, &r.instance_id)
+        && want(&req.host_id, &r.host_id)
+        && want(&req.hypervisor, &r.hypervisor)
+        && want(&req.region, &r.region)
+        && (req.status() == pb::InstanceStatus::Unspecified || req.status() == r.status())
+}
+
+fn compute_host_wanted(req: &pb::InstancesRequest, r: &pb::ComputeHostRow) -> bool {
+    want(&req.host_id, &r.host_id)
+        && want(&req.hypervisor, &r.hypervisor)
+        && want(&req.region, &r.region)
+}
+
+fn capabilities(req: &pb::InstancesRequest) -> Vec<pb::CapabilityRow> {
+    capability_rows()
+        .into_iter()
+        .filter(|c| want(&req.hypervisor, &c.hypervisor))
+        .collect()
+}
+
+fn instances(v: &ViewSet, req: &pb::InstancesRequest) -> pb::InstancesResponse {
+    let view = &v.instances.view;
+    pb::InstancesResponse {
+        position: v.instances.position,
+        instances: (view.instances.iter())
+            .filter(|(_, r)| instance_wanted(req, r))
+            .map(|(_, r)| r.clone())
+            .collect(),
+        hosts: (view.hosts.iter())
+            .filter(|(_, r)| compute_host_wanted(req, r))
+            .map(|(_, r)| r.clone())
+            .collect(),
+        capabilities: capabilities(req),
+    }
+}
+
+const INSTANCES: Watched<pb::InstancesRequest, pb::InstancesUpdate> = Watched {
+    view: <crate::views::InstancesView as crate::views::View>::NAME,
+    snapshot: |v, req, _| {
+        let r = instances(v, req);
+        let instances = chunks(r.instances)
+            .into_iter()
+            .map(|instances| pb::InstancesUpdate {
+                instances,
+                ..Default::default()
+            });
+        let hosts = chunks(r.hosts)
+            .into_iter()
+            .map(|hosts| pb::InstancesUpdate {
+                hosts,
+                ..Default::default()
+            });
+        let capabilities =
+            chunks(r.capabilities)
+                .into_iter()
+                .map(|capabilities| pb::InstancesUpdate {
+                    capabilities,
+                    ..Default::default()
+                });
+        instances.chain(hosts).chain(capabilities).collect()
+    },
+    change: |_, b, req, _| {
+        // A watcher of one status still gets the row of an instance that just left it.
+        let all = pb::InstancesRequest {
+            status: pb::InstanceStatus::Unspecified.into(),
+            ..req.clone()
+        };
+        let u = pb::InstancesUpdate {
+            instances: decoded::<pb::InstanceRow>(&b.changes, "instances")
+                .into_iter()
+                .filter(|r| instance_wanted(&all, r))
+                .collect(),
+            hosts: decoded::<pb::ComputeHostRow>(&b.changes, "compute_hosts")
+                .into_iter()
+                .filter(|r| compute_host_wanted(req, r))
+                .collect(),
+            ..Default::default()
+        };
+        (!u.instances.is_empty() || !u.hosts.is_empty()).then_some(u)
+    },
+};
+
 #[tonic::async_trait]
 impl Views for ViewsApi {
     async fn get_heartbeats(
@@ -581,6 +668,27 @@ impl Views for ViewsApi {
             self.shared.clone(),
             request.into_inner(),
             ROLLOUTS,
+        )))
+    }
+
+    async fn get_instances(
+        &self,
+        request: Request<pb::InstancesRequest>,
+    ) -> Result<Response<pb::InstancesResponse>, Status> {
+        let views = self.shared.views.read().await;
+        Ok(Response::new(instances(&views, request.get_ref())))
+    }
+
+    type WatchInstancesStream = UpdateStream<pb::InstancesUpdate>;
+
+    async fn watch_instances(
+        &self,
+        request: Request<pb::InstancesRequest>,
+    ) -> Result<Response<Self::WatchInstancesStream>, Status> {
+        Ok(Response::new(watch(
+            self.shared.clone(),
+            request.into_inner(),
+            INSTANCES,
         )))
     }
 

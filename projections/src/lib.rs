@@ -1,4 +1,4 @@
-//! Streamfleet's projections: five views of the event log for dashboards, stored in redb and
+//! Streamfleet's projections: six views of the event log for dashboards, stored in redb and
 //! served over gRPC.
 //!
 //! Invariant: every view is a pure fold of the log in position order ([`views::View`]); its rows
@@ -6,7 +6,8 @@
 //! gives exactly the stored bytes of the live one ([`store::diff`] is empty).
 //!
 //! - [`views`]: heartbeats (liveness), consistency (recorded vs reported, discrepancies),
-//!   sessions, hosts and capacity, rollouts.
+//!   sessions, hosts and capacity, rollouts, instances (with their compute hosts and the
+//!   hypervisors' capability table).
 //! - [`store`]: `<dir>/<view>.redb` files, [`store::dump`] and [`store::diff`].
 //! - [`runner`]: follows the log over NATS (or any [`runner::EventFeed`]), applies, stores in
 //!   batches, broadcasts changes, serves gRPC ([`pb`], service `streamfleet.views.v1.Views`,

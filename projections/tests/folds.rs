@@ -5,8 +5,13 @@ mod common;
 use common::{at, views_after};
 use prost::Message;
 use std::time::Duration;
-use streamfleet_projections::pb::{Agreement, HostStatus, Liveness, RecordedStatus, SessionStatus};
+use streamfleet_projections::pb::{
+    Agreement, HostStatus, InstanceRow, InstanceStatus, Liveness, RecordedStatus, SessionStatus,
+};
+use streamfleet_projections::rows::timestamp;
+use streamfleet_projections::views::ViewSet;
 use streamfleet_projections::views::heartbeats::{host_liveness, session_liveness};
+use streamfleet_projections::views::instances::capability_rows;
 
 const INTERVAL: Duration = Duration::from_secs(5);
 
@@ -214,4 +219,318 @@ fn positions_move_for_every_event_and_only_forward() {
     let (_, first) = common::history().remove(2);
     v.apply(3, at(3), Some(&first));
     assert_eq!(v.hosts.view.hosts.get("h3").cloned(), before);
+}
+
+/// The instance view's row of `id` after positions `1..=n`.
+fn instance_after(n: usize, id: &str) -> InstanceRow {
+    views_after(n)
+        .instances
+        .view
+        .instances
+        .get(id)
+        .cloned()
+        .expect("the instance has a row")
+}
+
+/// `(instances, used cpus, used memory)` of a compute host after positions `1..=n`.
+fn compute_host_after(n: usize, host: &str) -> (u32, u32, u32) {
+    let v = views_after(n);
+    let h = v
+        .instances
+        .view
+        .hosts
+        .get(host)
+        .expect("the host has a row");
+    (h.instances, h.used_cpus, h.used_memory_mib)
+}
+
+#[test]
+fn an_instance_launches_reboots_changes_stops_starts_and_terminates() {
+    // Chosen: why and the offer, not placed yet.
+    let i1 = instance_after(22, "i1");
+    assert_eq!(i1.status(), InstanceStatus::Unspecified);
+    assert_eq!(i1.hypervisor, "qemu");
+    assert_eq!(i1.hypervisor_reasons, ["qemu runs the image"]);
+    let offer = i1.offer.expect("an offer");
+    assert_eq!(
+        (offer.hypervisor.as_str(), offer.reason.as_str(), offer.cost),
+        ("crun", "cheaper: 3 vs 12 per hour", 3)
+    );
+
+    let i1 = instance_after(23, "i1");
+    assert_eq!(i1.status(), InstanceStatus::Booting);
+    assert_eq!(
+        (i1.host_id.as_str(), i1.region.as_str(), i1.image.as_str()),
+        ("c1", "eu", "debian-12")
+    );
+    assert_eq!((i1.cpus, i1.memory_mib, i1.boots, i1.pid), (2, 2048, 0, 0));
+    assert_eq!(
+        (i1.private_address.as_str(), i1.public_address.as_str()),
+        ("10.77.0.2", "198.18.0.2")
+    );
+    assert_eq!(i1.placement_reasons, ["c1 has the most free cpus"]);
+    assert_eq!(i1.features, ["snapshot"]);
+    assert!(
+        i1.offer.is_some(),
+        "the placement keeps the hypervisor's why"
+    );
+    assert!(i1.placed_at.is_some() && i1.launched_at.is_none());
+
+    let i1 = instance_after(24, "i1");
+    assert_eq!(i1.status(), InstanceStatus::Running);
+    assert_eq!((i1.boots, i1.pid), (1, 4242));
+    assert_eq!(i1.launched_at, Some(timestamp(at(24))));
+
+    // A reboot by command: booting until the host reports it running again.
+    let i1 = instance_after(28, "i1");
+    assert_eq!(
+        (i1.status(), i1.boots, i1.pid),
+        (InstanceStatus::Booting, 1, 0)
+    );
+    let i1 = instance_after(29, "i1");
+    assert_eq!(
+        (i1.status(), i1.boots, i1.pid),
+        (InstanceStatus::Running, 2, 4300)
+    );
+
+    let i1 = instance_after(32, "i1");
+    assert_eq!(
+        i1.volumes
+            .iter()
+            .map(|v| (v.volume_id.as_str(), v.size_mib))
+            .collect::<Vec<_>>(),
+        [("root", 10240), ("data", 2048)]
+    );
+    assert_eq!(
+        (i1.networks.clone(), i1.snapshots.clone()),
+        (vec!["backend".to_string()], vec!["snap1".to_string()])
+    );
+
+    // A guest reboot: still running, one more boot.
+    let i1 = instance_after(33, "i1");
+    assert_eq!(
+        (i1.status(), i1.boots, i1.pid),
+        (InstanceStatus::Running, 3, 4300)
+    );
+
+    let i1 = instance_after(34, "i1");
+    assert_eq!((i1.status(), i1.pid), (InstanceStatus::Stopped, 0));
+    let i1 = instance_after(35, "i1");
+    assert_eq!((i1.status(), i1.boots), (InstanceStatus::Booting, 3));
+    let i1 = instance_after(36, "i1");
+    assert_eq!(
+        (i1.status(), i1.boots, i1.pid),
+        (InstanceStatus::Running, 4, 4400)
+    );
+
+    let i1 = instance_after(41, "i1");
+    assert_eq!((i1.status(), i1.pid), (InstanceStatus::Terminated, 0));
+    assert_eq!(i1.updated_at, Some(timestamp(at(40))));
+    assert_eq!(i1.volumes.len(), 2, "the record of its disks stays");
+
+    let i2 = instance_after(41, "i2");
+    assert_eq!(i2.status(), InstanceStatus::Failed);
+    assert_eq!(i2.failure_reason, "crun: container exited 137");
+    assert!(i2.offer.is_none());
+}
+
+#[test]
+fn compute_hosts_count_what_booting_and_running_instances_hold() {
+    let v = views_after(21);
+    let c1 = v.instances.view.hosts.get("c1").expect("c1");
+    assert_eq!(
+        (
+            c1.region.as_str(),
+            c1.hypervisor.as_str(),
+            c1.cpus,
+            c1.memory_mib
+        ),
+        ("eu", "qemu", 8, 16384)
+    );
+    assert_eq!(c1.detail, "qemu on c1");
+    assert!(c1.registered_at.is_some());
+    assert_eq!(compute_host_after(21, "c1"), (0, 0, 0));
+    // Booting holds already, running goes on holding.
+    assert_eq!(compute_host_after(23, "c1"), (1, 2, 2048));
+    assert_eq!(compute_host_after(27, "c2"), (1, 1, 512));
+    // Booting again after a reboot by command: still held.
+    assert_eq!(compute_host_after(28, "c1"), (1, 2, 2048));
+    // Stopped gives them back, started takes them again.
+    assert_eq!(compute_host_after(34, "c1"), (0, 0, 0));
+    assert_eq!(compute_host_after(35, "c1"), (1, 2, 2048));
+    // Failed gives them back.
+    assert_eq!(compute_host_after(37, "c2"), (0, 0, 0));
+    assert_eq!(compute_host_after(39, "c1"), (2, 6, 10240));
+    // Terminated gives them back.
+    assert_eq!(compute_host_after(40, "c1"), (1, 4, 8192));
+    assert_eq!(compute_host_after(41, "c1"), (1, 4, 8192));
+}
+
+#[test]
+fn a_host_placed_on_before_it_registered_still_counts_its_instances() {
+    use streamfleet_bus_schemas::Event;
+    let registration = |e: &Event| matches!(e, Event::ComputeHostRegistered(_));
+    let mut events = common::history();
+    let registrations: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| registration(e))
+        .cloned()
+        .collect();
+    events.retain(|(_, e)| !registration(e));
+    let mut v = ViewSet::default();
+    for (i, (time, event)) in events.iter().enumerate() {
+        v.apply(i as u64 + 1, *time, Some(event));
+    }
+    let c1 = v
+        .instances
+        .view
+        .hosts
+        .get("c1")
+        .expect("c1 from its instances");
+    assert_eq!(
+        (c1.instances, c1.used_cpus, c1.used_memory_mib),
+        (1, 4, 8192)
+    );
+    assert_eq!(
+        (c1.region.as_str(), c1.hypervisor.as_str(), c1.cpus),
+        ("eu", "qemu", 0)
+    );
+    assert!(c1.registered_at.is_none());
+    let n = events.len();
+    for (i, (time, event)) in registrations.iter().enumerate() {
+        v.apply((n + i) as u64 + 1, *time, Some(event));
+    }
+    let c1 = v.instances.view.hosts.get("c1").expect("c1");
+    assert_eq!(
+        (c1.instances, c1.used_cpus, c1.used_memory_mib),
+        (1, 4, 8192)
+    );
+    assert_eq!((c1.cpus, c1.memory_mib), (8, 16384));
+    assert!(c1.registered_at.is_some());
+}
+
+#[test]
+fn instances_follow_the_domain_fold_at_every_position() {
+    use std::collections::BTreeMap;
+    use streamfleet_bus_schemas::Event;
+    use streamfleet_domain::State;
+    use streamfleet_domain::fleet::Fleet;
+
+    fn instance_of(e: &Event) -> Option<&str> {
+        Some(match e {
+            Event::HypervisorChosen(e) => e.instance_id.as_str(),
+            Event::InstancePlaced(e) => e.instance_id.as_str(),
+            Event::InstanceLaunched(e) => e.instance_id.as_str(),
+            Event::InstanceStopped(e) => e.instance_id.as_str(),
+            Event::InstanceStarted(e) => e.instance_id.as_str(),
+            Event::InstanceRebooted(e) => e.instance_id.as_str(),
+            Event::InstanceTerminated(e) => e.instance_id.as_str(),
+            Event::VolumeAttached(e) => e.instance_id.as_str(),
+            Event::VolumeDetached(e) => e.instance_id.as_str(),
+            Event::NetworkAttached(e) => e.instance_id.as_str(),
+            Event::NetworkDetached(e) => e.instance_id.as_str(),
+            Event::SnapshotTaken(e) => e.instance_id.as_str(),
+            Event::InstanceFailed(e) => e.instance_id.as_str(),
+            _ => return None,
+        })
+    }
+
+    let mut v = ViewSet::default();
+    let mut states: BTreeMap<String, State> = BTreeMap::new();
+    let mut fleet = Fleet::default();
+    for (i, (time, event)) in common::history().into_iter().enumerate() {
+        v.apply(i as u64 + 1, time, Some(&event));
+        fleet.evolve(&event);
+        if let Some(id) = instance_of(&event) {
+            let state = states.remove(id).unwrap_or_default();
+            states.insert(id.to_string(), streamfleet_domain::evolve(state, &event));
+        }
+        let view = &v.instances.view;
+        assert_eq!(view.instances.len(), states.len(), "at {}", i + 1);
+        for (id, state) in &states {
+            let row = view.instances.get(id).expect("a row per instance");
+            let State::Instance(s) = state else {
+                assert_eq!(
+                    row.status(),
+                    InstanceStatus::Unspecified,
+                    "{id} at {}",
+                    i + 1
+                );
+                continue;
+            };
+            assert_eq!(
+                row.status().as_str_name(),
+                format!("INSTANCE_STATUS_{}", s.status.name().to_uppercase()),
+                "{id} at {}",
+                i + 1
+            );
+            assert_eq!(row.boots, s.boots, "{id} at {}", i + 1);
+            assert_eq!(
+                (
+                    row.host_id.as_str(),
+                    row.region.as_str(),
+                    row.image.as_str()
+                ),
+                (s.host_id.as_str(), s.region.as_str(), s.image.as_str())
+            );
+            assert_eq!(row.hypervisor, s.hypervisor.name());
+            assert_eq!((row.cpus, row.memory_mib), (s.cpus, s.memory_mib));
+            assert_eq!(
+                (&row.private_address, &row.public_address),
+                (&s.addresses.private, &s.addresses.public)
+            );
+            let volumes: Vec<(&str, u32)> = row
+                .volumes
+                .iter()
+                .map(|v| (v.volume_id.as_str(), v.size_mib))
+                .collect();
+            let expected: Vec<(&str, u32)> = s
+                .volumes
+                .iter()
+                .map(|v| (v.volume_id.as_str(), v.size_mib))
+                .collect();
+            assert_eq!(volumes, expected);
+            assert_eq!((&row.networks, &row.snapshots), (&s.networks, &s.snapshots));
+        }
+        for (host_id, h) in &fleet.hosts {
+            let row = view.hosts.get(host_id).expect("a row per registered host");
+            assert_eq!(
+                (
+                    row.instances,
+                    row.used_cpus,
+                    row.used_memory_mib,
+                    row.cpus,
+                    row.memory_mib
+                ),
+                (
+                    h.instances,
+                    h.used_cpus,
+                    h.used_memory_mib,
+                    h.cpus,
+                    h.memory_mib
+                ),
+                "{host_id} at {}",
+                i + 1
+            );
+        }
+    }
+    assert_eq!(states.len(), 3);
+}
+
+#[test]
+fn the_capability_table_is_the_domains() {
+    let rows = capability_rows();
+    assert_eq!(
+        rows.iter()
+            .map(|c| c.hypervisor.as_str())
+            .collect::<Vec<_>>(),
+        ["qemu", "crun", "sim"]
+    );
+    assert_eq!(rows[0].os, ["linux", "windows"]);
+    assert!(rows[0].features.iter().any(|f| f == "snapshot"));
+    assert!(!rows[1].features.iter().any(|f| f == "snapshot"));
+    assert_eq!(
+        rows.len(),
+        streamfleet_domain::hypervisor::CAPABILITIES.len()
+    );
 }

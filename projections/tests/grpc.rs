@@ -171,7 +171,7 @@ async fn queries_and_watches_answer_the_stored_rows() {
         .await
         .expect("status")
         .into_inner();
-    assert_eq!(status.views.len(), 5);
+    assert_eq!(status.views.len(), 6);
     assert!(status.views.iter().all(|v| v.position == n));
     assert_eq!((status.head, status.lag, status.caught_up), (n, 0, true));
 
@@ -251,6 +251,185 @@ async fn queries_and_watches_answer_the_stored_rows() {
         .expect("rebuilt");
     feeding.await.expect("fed");
     assert_eq!(diff(dir.path(), rebuilt.path()).expect("diff"), vec![]);
+}
+
+async fn get_instances(
+    client: &mut ViewsClient<tonic::transport::Channel>,
+    req: pb::InstancesRequest,
+) -> pb::InstancesResponse {
+    client
+        .get_instances(req)
+        .await
+        .expect("instances")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn instances_are_filtered_and_watched() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_in(&dir);
+    let (sender, events) = EventFeed::channel(64);
+    let running = start_with_source(config, events).await.expect("started");
+    // Through i2's launch: i1 runs on c1 (eu, qemu), i2 on c2 (us, crun).
+    feed(&sender, 1, 27).await;
+    tokio::time::timeout(WAIT, running.wait_for_position(27))
+        .await
+        .expect("applied");
+    let mut client = ViewsClient::connect(format!("http://{}", running.grpc_addr()))
+        .await
+        .expect("connected");
+    let ids = |r: &pb::InstancesResponse| {
+        r.instances
+            .iter()
+            .map(|i| i.instance_id.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let all = get_instances(&mut client, pb::InstancesRequest::default()).await;
+    assert_eq!(all.position, 27);
+    assert_eq!(ids(&all), ["i1", "i2"]);
+    assert_eq!(all.hosts.len(), 2);
+    assert_eq!(all.capabilities.len(), 3);
+    assert_eq!(
+        all.hosts
+            .iter()
+            .map(|h| (h.host_id.as_str(), h.instances, h.used_cpus))
+            .collect::<Vec<_>>(),
+        [("c1", 1, 2), ("c2", 1, 1)]
+    );
+
+    let crun = get_instances(
+        &mut client,
+        pb::InstancesRequest {
+            hypervisor: "crun".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&crun), ["i2"]);
+    assert_eq!(crun.hosts.len(), 1);
+    assert_eq!(crun.hosts[0].host_id, "c2");
+    assert_eq!(crun.capabilities.len(), 1);
+    assert_eq!(crun.capabilities[0].hypervisor, "crun");
+
+    let eu = get_instances(
+        &mut client,
+        pb::InstancesRequest {
+            region: "eu".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&eu), ["i1"]);
+    assert_eq!(eu.hosts[0].host_id, "c1");
+    let on_c2 = get_instances(
+        &mut client,
+        pb::InstancesRequest {
+            host_id: "c2".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&on_c2), ["i2"]);
+    let booting = get_instances(
+        &mut client,
+        pb::InstancesRequest {
+            status: pb::InstanceStatus::Booting.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(booting.instances.is_empty());
+    assert_eq!(booting.hosts.len(), 2, "hosts are not filtered by status");
+    let running_qemu = get_instances(
+        &mut client,
+        pb::InstancesRequest {
+            status: pb::InstanceStatus::Running.into(),
+            hypervisor: "qemu".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&running_qemu), ["i1"]);
+    let one = get_instances(
+        &mut client,
+        pb::InstancesRequest {
+            instance_id: "i2".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&one), ["i2"]);
+    let nothing = get_instances(
+        &mut client,
+        pb::InstancesRequest {
+            region: "ap".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(nothing.instances.is_empty() && nothing.hosts.is_empty());
+
+    // A watch of running instances on c1: the snapshot, then i1's changes (also when it
+    // leaves `running`), with c1's counters.
+    let mut watch = client
+        .watch_instances(pb::InstancesRequest {
+            host_id: "c1".into(),
+            status: pb::InstanceStatus::Running.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut snapshot = Vec::new();
+    loop {
+        let u = next(&mut watch).await;
+        assert_eq!(u.position, 27);
+        let end = u.kind() == UpdateKind::SnapshotEnd;
+        snapshot.push(u);
+        if end {
+            break;
+        }
+    }
+    let rows: Vec<&str> = (snapshot.iter())
+        .flat_map(|u| u.instances.iter().map(|i| i.instance_id.as_str()))
+        .collect();
+    assert_eq!(rows, ["i1"]);
+    assert_eq!(snapshot.iter().map(|u| u.hosts.len()).sum::<usize>(), 1);
+    assert_eq!(
+        snapshot.iter().map(|u| u.capabilities.len()).sum::<usize>(),
+        3
+    );
+
+    feed(&sender, 28, 28).await;
+    let change = next(&mut watch).await;
+    assert_eq!((change.kind(), change.position), (UpdateKind::Change, 28));
+    assert_eq!(change.instances.len(), 1);
+    assert_eq!(change.instances[0].status(), pb::InstanceStatus::Booting);
+    assert!(change.capabilities.is_empty());
+
+    // Running again, changed, stopped: the watcher of c1 sees the stop last.
+    feed(&sender, 29, 34).await;
+    let mut stopped = next(&mut watch).await;
+    while stopped
+        .instances
+        .first()
+        .is_none_or(|i| i.status() != pb::InstanceStatus::Stopped)
+    {
+        assert!(stopped.instances.iter().all(|i| i.host_id == "c1"));
+        assert!(stopped.hosts.iter().all(|h| h.host_id == "c1"));
+        stopped = next(&mut watch).await;
+    }
+    assert_eq!(stopped.position, 34);
+    assert_eq!(stopped.hosts.len(), 1);
+    assert_eq!(stopped.hosts[0].used_cpus, 0);
+
+    let n = history().len();
+    feed(&sender, 35, n).await;
+    tokio::time::timeout(WAIT, running.wait_for_position(n as u64))
+        .await
+        .expect("applied");
+    running.shutdown().await.expect("stopped");
 }
 
 /// Sends bytes as they are (a request that is not the message it claims to be).

@@ -5,7 +5,7 @@ mod common;
 
 use common::history;
 use streamfleet_projections::store::{CHECKPOINT_KEY, Store, dump, view_path};
-use streamfleet_projections::views::ViewSet;
+use streamfleet_projections::views::{View, ViewSet};
 use streamfleet_projections::{EventFeed, diff, rebuild_from};
 
 /// Applies positions `from..=to` of the history to `views` and stores them in `store`.
@@ -54,6 +54,38 @@ fn two_halves_across_a_reopen_equal_one_pass() {
         assert_eq!(checkpoint.bytes, (n as u64).to_be_bytes());
     }
     assert_eq!(diff(halves.path(), once.path()).expect("diff"), vec![]);
+}
+
+#[test]
+fn resuming_anywhere_in_the_instances_lives_equals_one_pass() {
+    let n = history().len();
+    let once = tempfile::tempdir().expect("dir");
+    {
+        let (store, mut views) = Store::open(once.path()).expect("open");
+        apply_and_store(&store, &mut views, 1, n, true);
+    }
+    // Positions 20..: the compute hosts and instances; every split point, host counters
+    // included, resumes to the same bytes.
+    for split in 20..n {
+        let halves = tempfile::tempdir().expect("dir");
+        {
+            let (store, mut views) = Store::open(halves.path()).expect("open");
+            apply_and_store(&store, &mut views, 1, split, true);
+        }
+        let (store, mut views) = Store::open(halves.path()).expect("reopen");
+        assert_eq!(views.position(), split as u64);
+        apply_and_store(&store, &mut views, split + 1, n, true);
+        drop(store);
+        let view = streamfleet_projections::views::InstancesView::NAME;
+        let a = dump(&view_path(halves.path(), view)).expect("dump");
+        assert!(a.iter().any(|r| r.table == "compute_hosts"));
+        assert!(a.iter().any(|r| r.table == "instances"));
+        assert_eq!(
+            diff(halves.path(), once.path()).expect("diff"),
+            vec![],
+            "resumed after {split}"
+        );
+    }
 }
 
 #[test]

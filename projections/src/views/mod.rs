@@ -1,4 +1,4 @@
-//! The five views: pure folds of events into rows.
+//! The six views: pure folds of events into rows.
 //!
 //! Invariant: a view's rows depend only on the events applied and their order (never on the
 //! clock, hash order or where the process started), and everything a view needs to go on
@@ -8,12 +8,14 @@
 pub mod consistency;
 pub mod heartbeats;
 pub mod hosts;
+pub mod instances;
 pub mod rollouts;
 pub mod sessions;
 
 pub use consistency::ConsistencyView;
 pub use heartbeats::HeartbeatsView;
 pub use hosts::HostsView;
+pub use instances::InstancesView;
 pub use rollouts::RolloutsView;
 pub use sessions::SessionsView;
 
@@ -34,12 +36,13 @@ pub trait View: Default + Send + Sync + 'static {
 }
 
 /// The names of all views, in the order they are stored and reported.
-pub const VIEW_NAMES: [&str; 5] = [
+pub const VIEW_NAMES: [&str; 6] = [
     HeartbeatsView::NAME,
     ConsistencyView::NAME,
     SessionsView::NAME,
     HostsView::NAME,
     RolloutsView::NAME,
+    InstancesView::NAME,
 ];
 
 /// A view and the last position applied to it.
@@ -95,7 +98,7 @@ pub struct ViewBatch {
     pub changes: Vec<RowChange>,
 }
 
-/// All five views, each with its own position.
+/// All six views, each with its own position.
 #[derive(Debug, Default)]
 pub struct ViewSet {
     /// Heartbeats and liveness.
@@ -108,6 +111,8 @@ pub struct ViewSet {
     pub hosts: Positioned<HostsView>,
     /// Rollouts.
     pub rollouts: Positioned<RolloutsView>,
+    /// Instances and compute hosts.
+    pub instances: Positioned<InstancesView>,
 }
 
 impl ViewSet {
@@ -119,6 +124,7 @@ impl ViewSet {
         self.sessions.apply(position, time, event);
         self.hosts.apply(position, time, event);
         self.rollouts.apply(position, time, event);
+        self.instances.apply(position, time, event);
     }
 
     /// The lowest position of the views: everything up to it is applied everywhere.
@@ -135,13 +141,14 @@ impl ViewSet {
     }
 
     /// `(view, position)` for every view.
-    pub fn positions(&self) -> [(&'static str, u64); 5] {
+    pub fn positions(&self) -> [(&'static str, u64); 6] {
         [
             (HeartbeatsView::NAME, self.heartbeats.position),
             (ConsistencyView::NAME, self.consistency.position),
             (SessionsView::NAME, self.sessions.position),
             (HostsView::NAME, self.hosts.position),
             (RolloutsView::NAME, self.rollouts.position),
+            (InstancesView::NAME, self.instances.position),
         ]
     }
 
@@ -153,6 +160,7 @@ impl ViewSet {
             self.sessions.take_batch(),
             self.hosts.take_batch(),
             self.rollouts.take_batch(),
+            self.instances.take_batch(),
         ]
         .into_iter()
         .flatten()
@@ -167,6 +175,7 @@ impl ViewSet {
             SessionsView::NAME => self.sessions.view.tables_mut(),
             HostsView::NAME => self.hosts.view.tables_mut(),
             RolloutsView::NAME => self.rollouts.view.tables_mut(),
+            InstancesView::NAME => self.instances.view.tables_mut(),
             _ => return None,
         })
     }
@@ -179,6 +188,7 @@ impl ViewSet {
             SessionsView::NAME => set_loaded(&mut self.sessions, position),
             HostsView::NAME => set_loaded(&mut self.hosts, position),
             RolloutsView::NAME => set_loaded(&mut self.rollouts, position),
+            InstancesView::NAME => set_loaded(&mut self.instances, position),
             _ => {}
         }
     }

@@ -1,9 +1,12 @@
-//! A scripted history shared by the tests: one region, one app, a release, a lost session.
+//! A scripted history shared by the tests: one region, one app, a release, a lost session;
+//! then (positions 20..=41) two compute hosts and three instances over their lives.
 
 #![allow(dead_code)]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::compute::{Feature, Hypervisor, HypervisorOffer};
+use streamfleet_bus_schemas::instance::*;
 use streamfleet_bus_schemas::payloads::*;
 
 /// When the history starts.
@@ -50,6 +53,141 @@ fn beat(host: &str, secs: i64, sessions: &[&str]) -> Event {
             })
             .collect(),
     })
+}
+
+fn compute_host(host: &str, region: &str, hypervisor: Hypervisor, cpus: u32, mib: u32) -> Event {
+    Event::ComputeHostRegistered(ComputeHostRegistered {
+        host_id: host.into(),
+        region: region.into(),
+        hypervisor,
+        cpus,
+        memory_mib: mib,
+        detail: format!("{hypervisor} on {host}"),
+    })
+}
+
+fn chosen(instance: &str, hypervisor: Hypervisor, offer: Option<HypervisorOffer>) -> Event {
+    Event::HypervisorChosen(HypervisorChosen {
+        instance_id: instance.into(),
+        hypervisor,
+        reasons: vec![format!("{hypervisor} runs the image")],
+        offer,
+    })
+}
+
+/// Placed with pool index `index` (`10.77.0.<index>`), a root disk of 10240 MiB.
+#[allow(clippy::too_many_arguments)]
+fn placed(
+    instance: &str,
+    host: &str,
+    region: &str,
+    hypervisor: Hypervisor,
+    image: &str,
+    cpus: u32,
+    mib: u32,
+    index: u8,
+) -> Event {
+    Event::InstancePlaced(InstancePlaced {
+        instance_id: instance.into(),
+        host_id: host.into(),
+        region: region.into(),
+        hypervisor,
+        image: image.into(),
+        cpus,
+        memory_mib: mib,
+        features: vec![Feature::Snapshot],
+        addresses: InstanceAddresses {
+            private: format!("10.77.0.{index}"),
+            public: format!("198.18.0.{index}"),
+        },
+        volumes: vec![Volume {
+            volume_id: "root".into(),
+            size_mib: 10240,
+        }],
+        reasons: vec![format!("{host} has the most free cpus")],
+    })
+}
+
+fn launched(instance: &str, host: &str, hypervisor: Hypervisor, pid: u32) -> Event {
+    Event::InstanceLaunched(InstanceLaunched {
+        instance_id: instance.into(),
+        host_id: host.into(),
+        hypervisor,
+        addresses: InstanceAddresses {
+            private: String::new(),
+            public: String::new(),
+        },
+        volumes: vec![],
+        pid,
+    })
+}
+
+fn rebooted(instance: &str, by: ChangeCause) -> Event {
+    Event::InstanceRebooted(InstanceRebooted {
+        instance_id: instance.into(),
+        by,
+    })
+}
+
+/// The instance events of the history (positions 20..=41).
+fn instance_events() -> Vec<Event> {
+    use Hypervisor::{Crun, Qemu};
+    vec![
+        compute_host("c1", "eu", Qemu, 8, 16384),
+        compute_host("c2", "us", Crun, 4, 4096),
+        chosen(
+            "i1",
+            Qemu,
+            Some(HypervisorOffer {
+                hypervisor: Crun,
+                reason: "cheaper: 3 vs 12 per hour".into(),
+                cost: 3,
+            }),
+        ),
+        placed("i1", "c1", "eu", Qemu, "debian-12", 2, 2048, 2),
+        launched("i1", "c1", Qemu, 4242),
+        chosen("i2", Crun, None),
+        placed("i2", "c2", "us", Crun, "alpine-3", 1, 512, 3),
+        launched("i2", "c2", Crun, 77),
+        rebooted("i1", ChangeCause::Command),
+        launched("i1", "c1", Qemu, 4300),
+        Event::VolumeAttached(VolumeAttached {
+            instance_id: "i1".into(),
+            volume: Volume {
+                volume_id: "data".into(),
+                size_mib: 2048,
+            },
+        }),
+        Event::NetworkAttached(NetworkAttached {
+            instance_id: "i1".into(),
+            network_id: "backend".into(),
+        }),
+        Event::SnapshotTaken(SnapshotTaken {
+            instance_id: "i1".into(),
+            snapshot_id: "snap1".into(),
+        }),
+        rebooted("i1", ChangeCause::Guest),
+        Event::InstanceStopped(InstanceStopped {
+            instance_id: "i1".into(),
+            by: ChangeCause::Command,
+        }),
+        Event::InstanceStarted(InstanceStarted {
+            instance_id: "i1".into(),
+        }),
+        launched("i1", "c1", Qemu, 4400),
+        Event::InstanceFailed(InstanceFailed {
+            instance_id: "i2".into(),
+            host_id: "c2".into(),
+            reason: "crun: container exited 137".into(),
+        }),
+        chosen("i3", Qemu, None),
+        placed("i3", "c1", "eu", Qemu, "windows-2022", 4, 8192, 4),
+        Event::InstanceTerminated(InstanceTerminated {
+            instance_id: "i1".into(),
+            host_id: "c1".into(),
+        }),
+        launched("i3", "c1", Qemu, 5000),
+    ]
 }
 
 /// `(time, event)` in log order; positions are the 1-based indexes.
@@ -150,6 +288,7 @@ pub fn history() -> Vec<(DateTime<Utc>, Event)> {
     ];
     events
         .into_iter()
+        .chain(instance_events())
         .enumerate()
         .map(|(i, e)| (at(i as i64 + 1), e))
         .collect()
