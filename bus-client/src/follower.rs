@@ -5,9 +5,10 @@
 //! reconnects and node restarts. Live messages are only a hint of what exists; any gap is read
 //! from the log through the node's read API.
 
-use async_nats::{Client, Subscriber};
+use async_nats::{Client, Message, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
@@ -81,7 +82,8 @@ pub async fn log_head(client: &Client) -> Result<u64, FollowError> {
 /// Follows the whole log from a position.
 pub struct Follower {
     client: Client,
-    live: Subscriber,
+    /// Live events: every event subject, or only those the follower was started on.
+    live: SelectAll<BoxStream<'static, Message>>,
     heads: Subscriber,
     next: u64,
     pending: VecDeque<FollowedEvent>,
@@ -130,7 +132,23 @@ impl Follower {
     /// Starts following at `from` (1: everything). Subscribes to live events first, so nothing
     /// published while catching up is missed.
     pub async fn start(client: Client, from: u64) -> Result<Follower, FollowError> {
-        let live = client.subscribe(subjects::EVENTS).await?;
+        Follower::start_on(client, from, &[subjects::EVENTS]).await
+    }
+
+    /// Like [`Follower::start`], but subscribes live only to `live_subjects` (e.g.
+    /// `sf.evt.instance.>`, for a principal that may subscribe to nothing else). It still
+    /// yields every position from the log: a live event past the next position, or a head
+    /// past it, is the signal to read the log up to it, so an event of those subjects arrives
+    /// at once and the others within a head's interval.
+    pub async fn start_on(
+        client: Client,
+        from: u64,
+        live_subjects: &[&str],
+    ) -> Result<Follower, FollowError> {
+        let mut live = SelectAll::new();
+        for subject in live_subjects {
+            live.push(client.subscribe(subject.to_string()).await?.boxed());
+        }
         let heads = client.subscribe(subjects::LOG_HEAD).await?;
         // Make sure the server has the subscriptions before the first read; if the flush fails
         // the connection is down and the reads will wait for it anyway.

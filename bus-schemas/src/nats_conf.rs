@@ -111,8 +111,8 @@ pub fn role_permissions(role: Role) -> Permissions {
             publish: commands_and(&["sf.log.read"]),
             subscribe: with_inbox(&[
                 "sf.launch.>",
-                "sf.evt.instance.>",
-                "sf.evt.compute.>",
+                crate::subjects::INSTANCE_EVENTS,
+                crate::subjects::COMPUTE_EVENTS,
                 "sf.log.head",
             ]),
             allow_responses: true,

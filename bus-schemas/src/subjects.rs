@@ -20,6 +20,10 @@ pub fn command_as(command_subject: &str, principal: &crate::principal::Principal
 
 /// Prefix of every event subject; a follower of everything subscribes to `sf.evt.>`.
 pub const EVENTS: &str = "sf.evt.>";
+/// The instances' events (`instance-*` streams): what compute hosts follow live.
+pub const INSTANCE_EVENTS: &str = "sf.evt.instance.>";
+/// The compute hosts' registrations (`compute-*` streams).
+pub const COMPUTE_EVENTS: &str = "sf.evt.compute.>";
 /// Request/reply: read a range of the log ([`crate::ReadRequest`] → [`crate::ReadReply`]).
 pub const LOG_READ: &str = "sf.log.read";
 /// Published by the node on start and every second: the last durable position (a decimal

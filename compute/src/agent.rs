@@ -134,7 +134,16 @@ pub async fn run<D: Driver>(
     }
 
     let head = log_head(&client).await?;
-    let mut follower = Follower::start(client, 1).await?;
+    // Live only what a launcher may see; the rest of the log comes through reads.
+    let mut follower = Follower::start_on(
+        client,
+        1,
+        &[
+            streamfleet_bus_schemas::subjects::INSTANCE_EVENTS,
+            streamfleet_bus_schemas::subjects::COMPUTE_EVENTS,
+        ],
+    )
+    .await?;
     let mut instances: HashMap<InstanceId, InstanceState> = HashMap::new();
     let mut queues: HashMap<InstanceId, mpsc::UnboundedSender<(Action, InstanceState)>> =
         HashMap::new();
