@@ -6,9 +6,10 @@
 #
 # The guest reads its settings from the kernel command line: sf.id=<instance id>,
 # sf.ip=<address/prefix>, sf.pub=<second address/32>, sf.gw=<gateway>. Its app answers on TCP
-# port 7000 with one line, `id=<id> boots=<n> counter=<m> disks=<vda,vdb,…>`: the boot count and
-# a request counter kept in the first block of its first disk (/dev/vda, raw), and the disks it
-# sees, so a test sees a real guest with real persistent data and a hot-attached disk.
+# port 7000 with one line, `id=<id> boots=<n> counter=<m> disks=<vda,vdb,…> nics=<eth0,…>`: the
+# boot count and a request counter kept in the first block of its first disk (/dev/vda, raw), and
+# the disks and interfaces it sees, so a test sees a real guest with real persistent data and a
+# hot-attached disk or interface.
 # `acpid` turns a power button press (QMP system_powerdown) into a clean poweroff.
 #
 # The same image for crun (OUT/rootfs, an OCI bundle's root): busybox and the same app, its state
@@ -16,11 +17,17 @@
 set -euo pipefail
 OUT="${1:-.streamfleet/images/linux-busybox}"
 # Bumped when the image changes, so a cached older build is replaced.
-FORMAT=4
-if [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ] && [ -x "$OUT/rootfs/bin/busybox" ] &&
-   [ "$(cat "$OUT/format" 2>/dev/null)" = "$FORMAT" ]; then
-  exit 0
-fi
+FORMAT=5
+built() {
+  [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ] && [ -x "$OUT/rootfs/bin/busybox" ] &&
+    [ "$(cat "$OUT/format" 2>/dev/null)" = "$FORMAT" ]
+}
+built && exit 0
+# Tests run side by side and each asks for the image: one builds it, the others wait for it.
+mkdir -p "$(dirname "$OUT")"
+exec 9>"$OUT.lock"
+flock 9
+built && exit 0
 command -v busybox >/dev/null 2>&1 && busybox --list | grep -qx insmod || {
   echo "busybox-static is required (apt-get install busybox-static)" >&2; exit 1; }
 work="$(mktemp -d)"
@@ -90,7 +97,9 @@ case $disk in
   /dev/*) disks=$(ls /sys/block 2>/dev/null | grep '^vd' | tr '\n' ',' | sed 's/,$//') ;;
   *) disks=none ;;
 esac
-echo "id=$(cat /run/id) boots=$boots counter=$counter disks=${disks:-none}"
+# Its network interfaces (a hot-attached one shows up here).
+nics=$(ls /sys/class/net 2>/dev/null | grep -vx lo | tr '\n' ',' | sed 's/,$//')
+echo "id=$(cat /run/id) boots=$boots counter=$counter disks=${disks:-none} nics=${nics:-none}"
 APP
 # The boot counter: one more at every boot.
 cat > "$root/bin/state" <<'STATE'

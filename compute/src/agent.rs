@@ -56,6 +56,8 @@ enum Action {
     Terminate,
     AttachVolume(Volume),
     DetachVolume(String),
+    AttachNetwork(String),
+    DetachNetwork(String),
     Snapshot(String),
     /// After a restart: take over what runs, or say it is gone.
     Reconcile,
@@ -69,6 +71,7 @@ fn spec_of(id: &InstanceId, s: &InstanceState) -> InstanceSpec {
         memory_mib: s.memory_mib,
         addresses: s.addresses.clone(),
         volumes: s.volumes.clone(),
+        networks: s.networks.clone(),
     }
 }
 
@@ -81,6 +84,8 @@ fn action_of(event: &Event) -> Option<Action> {
         Event::InstanceTerminated(_) => Action::Terminate,
         Event::VolumeAttached(e) => Action::AttachVolume(e.volume.clone()),
         Event::VolumeDetached(e) => Action::DetachVolume(e.volume_id.clone()),
+        Event::NetworkAttached(e) => Action::AttachNetwork(e.network_id.clone()),
+        Event::NetworkDetached(e) => Action::DetachNetwork(e.network_id.clone()),
         Event::SnapshotTaken(e) => Action::Snapshot(e.snapshot_id.clone()),
         _ => return None,
     })
@@ -293,6 +298,16 @@ async fn carry_out<D: Driver>(
         Action::DetachVolume(volume_id) => {
             if let Err(e) = driver.detach_volume(&spec, &volume_id).await {
                 tracing::warn!(instance = %id, volume = %volume_id, error = %e, "detach failed");
+            }
+        }
+        Action::AttachNetwork(network_id) => {
+            if let Err(e) = driver.attach_network(&spec, &network_id).await {
+                tracing::warn!(instance = %id, network = %network_id, error = %e, "network attach failed");
+            }
+        }
+        Action::DetachNetwork(network_id) => {
+            if let Err(e) = driver.detach_network(&spec, &network_id).await {
+                tracing::warn!(instance = %id, network = %network_id, error = %e, "network detach failed");
             }
         }
         Action::Snapshot(snapshot_id) => {

@@ -186,6 +186,9 @@ impl CrunDriver {
         let dir = self.dir(id);
         std::fs::create_dir_all(&dir).map_err(DriverError::io(&dir))?;
         let netns = self.network.instance_namespace(id, &spec.addresses).await?;
+        for network_id in &spec.networks {
+            self.network.network_veth(id, network_id).await?;
+        }
         let bundle = self.bundle(spec, &netns)?;
         let _ = self.crun(&["delete", "-f", id.as_str()]).await;
         let bundle_text = bundle.display().to_string();
@@ -391,6 +394,9 @@ impl Driver for CrunDriver {
         let _turn = lock.lock().await;
         self.end(id).await;
         self.network.unroute(&spec.addresses).await;
+        for network_id in &spec.networks {
+            self.network.remove_network_interface(id, network_id).await;
+        }
         self.network.release(id).await;
         let dir = self.dir(id);
         match std::fs::remove_dir_all(&dir) {
@@ -408,6 +414,33 @@ impl Driver for CrunDriver {
 
     async fn detach_volume(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
         unsupported(Hypervisor::Crun, "detach-volume")
+    }
+
+    async fn attach_network(
+        &self,
+        spec: &InstanceSpec,
+        network_id: &str,
+    ) -> Result<(), DriverError> {
+        let lock = self.lock(&spec.instance_id);
+        let _turn = lock.lock().await;
+        // The container's namespace is its own and outlives its init: the interface is there
+        // at once, and after a reboot too.
+        self.network
+            .network_veth(&spec.instance_id, network_id)
+            .await
+    }
+
+    async fn detach_network(
+        &self,
+        spec: &InstanceSpec,
+        network_id: &str,
+    ) -> Result<(), DriverError> {
+        let lock = self.lock(&spec.instance_id);
+        let _turn = lock.lock().await;
+        self.network
+            .remove_network_interface(&spec.instance_id, network_id)
+            .await;
+        Ok(())
     }
 
     async fn snapshot(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {

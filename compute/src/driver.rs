@@ -29,6 +29,8 @@ pub struct InstanceSpec {
     pub addresses: InstanceAddresses,
     /// Its disks, the root disk first.
     pub volumes: Vec<Volume>,
+    /// The networks attached after launch (one more interface each, on that network's bridge).
+    pub networks: Vec<String>,
 }
 
 /// An instance running.
@@ -156,6 +158,20 @@ pub trait Driver: Send + Sync + 'static {
         &self,
         spec: &InstanceSpec,
         volume_id: &str,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Gives the running instance one more interface, on network `network_id`.
+    fn attach_network(
+        &self,
+        spec: &InstanceSpec,
+        network_id: &str,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Takes the running instance's interface on network `network_id` away.
+    fn detach_network(
+        &self,
+        spec: &InstanceSpec,
+        network_id: &str,
     ) -> impl Future<Output = Result<(), DriverError>> + Send;
 
     /// Takes a snapshot of the instance's disks.

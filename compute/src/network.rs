@@ -90,6 +90,16 @@ pub fn host_namespace(host_id: &HostId) -> String {
     format!("sfh{}", tag(host_id))
 }
 
+/// The tag of instance `instance_id`'s interface on network `network_id`.
+fn nic_tag(instance_id: &InstanceId, network_id: &str) -> String {
+    tag(&format!("{instance_id}/{network_id}"))
+}
+
+/// The name a container sees its interface on network `network_id` by.
+pub fn network_interface(network_id: &str) -> String {
+    format!("n{}", tag(network_id))
+}
+
 /// The name of a container instance's own namespace.
 pub fn instance_namespace(instance_id: &InstanceId) -> String {
     format!("sfi{}", tag(instance_id))
@@ -274,6 +284,69 @@ impl HostNetwork {
         ip(&["-n", &own, "link", "set", "eth0", "up"]).await?;
         ip(&["-n", &own, "route", "replace", "default", "via", GATEWAY]).await?;
         Ok(format!("/var/run/netns/{own}"))
+    }
+
+    /// The bridge of network `network_id` on this host (created when missing): the instances'
+    /// interfaces on that network meet there, apart from the host's own bridge.
+    async fn network_bridge(&self, network_id: &str) -> Result<String, DriverError> {
+        let name = format!("n{}", tag(network_id));
+        let ns = self.namespace.as_str();
+        if ip(&["-n", ns, "link", "show", &name]).await.is_err() {
+            ip(&["-n", ns, "link", "add", &name, "type", "bridge"]).await?;
+        }
+        ip(&["-n", ns, "link", "set", &name, "up"]).await?;
+        Ok(name)
+    }
+
+    /// A tap device on network `network_id`'s bridge for a virtual machine's extra interface.
+    pub async fn network_tap(
+        &self,
+        instance_id: &InstanceId,
+        network_id: &str,
+    ) -> Result<String, DriverError> {
+        let bridge = self.network_bridge(network_id).await?;
+        let name = format!("t{}", nic_tag(instance_id, network_id));
+        let ns = self.namespace.as_str();
+        if ip(&["-n", ns, "link", "show", &name]).await.is_err() {
+            ip(&["-n", ns, "tuntap", "add", "dev", &name, "mode", "tap"]).await?;
+        }
+        ip(&["-n", ns, "link", "set", &name, "master", &bridge, "up"]).await?;
+        Ok(name)
+    }
+
+    /// A veth from network `network_id`'s bridge into a container instance's own namespace,
+    /// where it is called [`network_interface`]`(network_id)`.
+    pub async fn network_veth(
+        &self,
+        instance_id: &InstanceId,
+        network_id: &str,
+    ) -> Result<(), DriverError> {
+        let bridge = self.network_bridge(network_id).await?;
+        let host_end = format!("w{}", nic_tag(instance_id, network_id));
+        let (own, inside) = (
+            instance_namespace(instance_id),
+            network_interface(network_id),
+        );
+        let ns = self.namespace.as_str();
+        if ip(&["-n", &own, "link", "show", &inside]).await.is_err() {
+            let _ = ip(&["-n", ns, "link", "del", &host_end]).await;
+            ip(&[
+                "-n", ns, "link", "add", &host_end, "type", "veth", "peer", "name", &inside,
+                "netns", &own,
+            ])
+            .await?;
+        }
+        ip(&["-n", ns, "link", "set", &host_end, "master", &bridge, "up"]).await?;
+        ip(&["-n", &own, "link", "set", &inside, "up"]).await?;
+        Ok(())
+    }
+
+    /// Removes what [`HostNetwork::network_tap`] or [`HostNetwork::network_veth`] made (gone
+    /// already: nothing to do).
+    pub async fn remove_network_interface(&self, instance_id: &InstanceId, network_id: &str) {
+        let t = nic_tag(instance_id, network_id);
+        let _ = ip(&["-n", &self.namespace, "link", "del", &format!("t{t}")]).await;
+        let _ = ip(&["-n", &self.namespace, "link", "del", &format!("w{t}")]).await;
     }
 
     /// Removes what [`HostNetwork::tap`] or [`HostNetwork::instance_namespace`] made.

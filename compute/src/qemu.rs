@@ -12,7 +12,7 @@
 use crate::driver::{Driver, DriverError, Happening, InstanceSpec, Running};
 use crate::network::HostNetwork;
 use crate::process::{alive, exited, run, signal};
-use crate::qmp::{BlockdevAdd, Qmp, QmpEvent};
+use crate::qmp::{BlockdevAdd, NetdevAdd, Qmp, QmpEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,8 +74,8 @@ fn node_of(volume_id: &str) -> String {
     format!("v-{volume_id}")
 }
 
-fn mac_of(instance_id: &InstanceId) -> String {
-    let t = crc32fast::hash(instance_id.as_bytes()).to_be_bytes();
+fn mac_of(interface: &str) -> String {
+    let t = crc32fast::hash(interface.as_bytes()).to_be_bytes();
     format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", t[0], t[1], t[2], t[3])
 }
 
@@ -224,6 +224,18 @@ impl QemuDriver {
         arg(&format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
         arg("-device");
         arg(&format!("virtio-net-pci,netdev=net0,mac={}", mac_of(id)));
+        for network_id in &spec.networks {
+            let tap = self.network.network_tap(id, network_id).await?;
+            arg("-netdev");
+            arg(&format!(
+                "tap,id=net-{network_id},ifname={tap},script=no,downscript=no"
+            ));
+            arg("-device");
+            arg(&format!(
+                "virtio-net-pci,netdev=net-{network_id},id=nic-{network_id},mac={}",
+                mac_of(&format!("{id}/{network_id}"))
+            ));
+        }
         for volume in &spec.volumes {
             let raw = self.ensure_disk(id, volume)?;
             let top = self.top(id, &volume.volume_id);
@@ -487,6 +499,9 @@ impl Driver for QemuDriver {
         let _turn = lock.lock().await;
         self.end(id, false).await;
         self.network.unroute(&spec.addresses).await;
+        for network_id in &spec.networks {
+            self.network.remove_network_interface(id, network_id).await;
+        }
         self.network.release(id).await;
         let dir = self.dir(id);
         match std::fs::remove_dir_all(&dir) {
@@ -576,6 +591,85 @@ impl Driver for QemuDriver {
         let mut layers = self.layers(id);
         layers.top.remove(volume_id);
         self.save_layers(id, &layers)
+    }
+
+    async fn attach_network(
+        &self,
+        spec: &InstanceSpec,
+        network_id: &str,
+    ) -> Result<(), DriverError> {
+        let id = &spec.instance_id;
+        let lock = self.lock(id);
+        let _turn = lock.lock().await;
+        let session = self
+            .session(id)
+            .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
+        let tap = self.network.network_tap(id, network_id).await?;
+        let netdev = format!("net-{network_id}");
+        session
+            .qmp
+            .execute(NetdevAdd(serde_json::json!({
+                "type": "tap", "id": netdev, "ifname": tap, "script": "no", "downscript": "no",
+            })))
+            .await?;
+        let mut arguments = qapi::Dictionary::new();
+        arguments.insert("netdev".into(), serde_json::Value::String(netdev));
+        arguments.insert(
+            "mac".into(),
+            serde_json::Value::String(mac_of(&format!("{id}/{network_id}"))),
+        );
+        session
+            .qmp
+            .execute(qapi::qmp::device_add {
+                driver: "virtio-net-pci".into(),
+                id: Some(format!("nic-{network_id}")),
+                bus: None,
+                arguments,
+            })
+            .await?;
+        if let Some(booted) = self.booted.lock().expect("booted").get_mut(id) {
+            booted.networks.push(network_id.to_string());
+        }
+        Ok(())
+    }
+
+    async fn detach_network(
+        &self,
+        spec: &InstanceSpec,
+        network_id: &str,
+    ) -> Result<(), DriverError> {
+        let id = &spec.instance_id;
+        let lock = self.lock(id);
+        let _turn = lock.lock().await;
+        let session = self
+            .session(id)
+            .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
+        let device = format!("nic-{network_id}");
+        session
+            .qmp
+            .execute(qapi::qmp::device_del { id: device.clone() })
+            .await?;
+        // The guest lets go of the interface first (ACPI hot-unplug); then its backend can go.
+        if !Self::wait_for(&session, Duration::from_secs(30), |e| {
+            *e == QmpEvent::DeviceDeleted(device.clone())
+        })
+        .await
+        {
+            return Err(DriverError::Control(format!(
+                "the guest did not release {device} within 30 s"
+            )));
+        }
+        session
+            .qmp
+            .execute(qapi::qmp::netdev_del {
+                id: format!("net-{network_id}"),
+            })
+            .await?;
+        self.network.remove_network_interface(id, network_id).await;
+        if let Some(booted) = self.booted.lock().expect("booted").get_mut(id) {
+            booted.networks.retain(|n| n != network_id);
+        }
+        Ok(())
     }
 
     async fn snapshot(&self, spec: &InstanceSpec, snapshot_id: &str) -> Result<(), DriverError> {

@@ -36,18 +36,35 @@ pub struct Qmp {
     service: QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>,
 }
 
-/// `blockdev-add` with its arguments as JSON: QEMU's `BlockdevOptions` is a union of some forty
-/// drivers; the driver writes the few fields it uses, as QEMU's schema names them.
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct BlockdevAdd(pub serde_json::Value);
+/// A QMP command whose arguments the driver writes as JSON: QEMU's `BlockdevOptions` and
+/// `Netdev` are unions of dozens of backends; the driver writes the few fields it uses, as
+/// QEMU's schema names them.
+macro_rules! json_command {
+    ($(#[$doc:meta])* $name:ident, $qmp:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub serde_json::Value);
 
-impl qapi::Command for BlockdevAdd {
-    type Ok = qapi::Empty;
-    const NAME: &'static str = "blockdev-add";
-    const ALLOW_OOB: bool = false;
+        impl qapi::Command for $name {
+            type Ok = qapi::Empty;
+            const NAME: &'static str = $qmp;
+            const ALLOW_OOB: bool = false;
+        }
+        impl qapi::qmp::QmpCommand for $name {}
+    };
 }
-impl qapi::qmp::QmpCommand for BlockdevAdd {}
+
+json_command!(
+    /// `blockdev-add`: a block node (a disk's file and format).
+    BlockdevAdd,
+    "blockdev-add"
+);
+json_command!(
+    /// `netdev_add`: a network backend (a tap device).
+    NetdevAdd,
+    "netdev_add"
+);
 
 impl Qmp {
     /// Connects to QEMU's monitor socket, negotiates, and starts reading its events.

@@ -78,6 +78,14 @@ impl Driver for SimDriver {
         unsupported(Hypervisor::Sim, "detach-volume")
     }
 
+    async fn attach_network(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
+        unsupported(Hypervisor::Sim, "attach-network")
+    }
+
+    async fn detach_network(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
+        unsupported(Hypervisor::Sim, "detach-network")
+    }
+
     async fn snapshot(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
         unsupported(Hypervisor::Sim, "snapshot")
     }

@@ -101,14 +101,23 @@ fn the_linux_guest_boots_under_qemu_answers_with_its_id_and_keeps_its_disk_acros
         .expect("a 1 MiB raw disk");
     let port = crate::harness::free_port();
     let guest = boot(&image, &disk, "i-guest", port);
-    assert_eq!(ask(port), "id=i-guest boots=1 counter=1 disks=vda");
-    assert_eq!(ask(port), "id=i-guest boots=1 counter=2 disks=vda");
+    assert_eq!(
+        ask(port),
+        "id=i-guest boots=1 counter=1 disks=vda nics=eth0"
+    );
+    assert_eq!(
+        ask(port),
+        "id=i-guest boots=1 counter=2 disks=vda nics=eth0"
+    );
     drop(guest);
 
     // The same disk again: one boot more, the counter where it was.
     let port = crate::harness::free_port();
     let _guest = boot(&image, &disk, "i-guest", port);
-    assert_eq!(ask(port), "id=i-guest boots=2 counter=3 disks=vda");
+    assert_eq!(
+        ask(port),
+        "id=i-guest boots=2 counter=3 disks=vda nics=eth0"
+    );
 }
 
 /// The catalogue as a service sees it: `streamfleet instance images --json`.

@@ -2,8 +2,10 @@
 //! processes (one qemu, one crun) each in its own network namespace on a fabric namespace the
 //! test made; a QEMU guest and a crun container launched by command, reached at their recorded
 //! addresses from the fabric, rebooted (boot count +1, the disk's counter kept), a volume hot
-//! attached on qemu and refused on crun, a snapshot, stop and start, terminate (process gone,
-//! addresses withdrawn). Needs root (namespaces), like `streamfleet up`.
+//! attached on qemu and refused on crun, a network interface attached and detached hot on both,
+//! a snapshot, stop and start, the qemu host's agent killed -9 and re-adopting its guest, QEMU
+//! killed behind the agent's back (recorded as failed), terminate (processes gone, addresses
+//! withdrawn). Needs root (namespaces), like `streamfleet up`.
 
 use crate::harness::{Nats, NodeProcess, register_app};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use streamfleet_bus_client::{CommandClient, Follower};
 use streamfleet_bus_schemas::compute::{Feature, Hypervisor};
 use streamfleet_bus_schemas::instance::*;
 use streamfleet_bus_schemas::{Command as Cmd, CommandReply, Event, RejectionReason};
-use streamfleet_compute::network::{host_namespace, instance_namespace};
+use streamfleet_compute::network::{host_namespace, instance_namespace, network_interface};
 
 /// The images, built when missing.
 fn images() -> PathBuf {
@@ -172,6 +174,45 @@ fn compute_host(
     NodeProcess::spawn_command(command).0
 }
 
+fn attach_network(id: &str) -> Cmd {
+    Cmd::AttachNetwork(AttachNetwork {
+        instance_id: id.into(),
+        network_id: "backend".into(),
+    })
+}
+
+fn detach_network(id: &str) -> Cmd {
+    Cmd::DetachNetwork(DetachNetwork {
+        instance_id: id.into(),
+        network_id: "backend".into(),
+    })
+}
+
+/// The pids of the QEMU processes running instance `id`.
+fn qemus_of(id: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_qemu = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"qemu-system-x86_64"));
+        if is_qemu
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"-name" && w[1] == id.as_bytes())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 fn pid_exits(pid: u32) -> bool {
     for _ in 0..300 {
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -198,7 +239,7 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
         instance_namespace(&"i-ct".into()),
     ]);
     let state = tempfile::tempdir().expect("tempdir");
-    let _q = compute_host(&nats, &qemu_host, "qemu", &images, state.path(), &fabric);
+    let mut q = compute_host(&nats, &qemu_host, "qemu", &images, state.path(), &fabric);
     let _c = compute_host(&nats, &crun_host, "crun", &images, state.path(), &fabric);
     let service = nats.commands("service").await;
     let mut events = Events(
@@ -289,14 +330,20 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
         vm_placed.addresses.private.clone(),
         ct_placed.addresses.private.clone(),
     );
-    assert_eq!(ask(&fabric, &ct_ip), "id=i-ct boots=1 counter=1 disks=none");
+    assert_eq!(
+        ask(&fabric, &ct_ip),
+        "id=i-ct boots=1 counter=1 disks=none nics=eth0"
+    );
     assert_eq!(
         ask(&fabric, &ct_placed.addresses.public),
-        "id=i-ct boots=1 counter=2 disks=none",
+        "id=i-ct boots=1 counter=2 disks=none nics=eth0",
         "the public address reaches the same container"
     );
     let vm_up = launched(events.until("instance-i-vm", "InstanceLaunched").await);
-    assert_eq!(ask(&fabric, &vm_ip), "id=i-vm boots=1 counter=1 disks=vda");
+    assert_eq!(
+        ask(&fabric, &vm_ip),
+        "id=i-vm boots=1 counter=1 disks=vda nics=eth0"
+    );
 
     // Reboot: one more boot, the disk's counter kept.
     accepted(
@@ -319,11 +366,17 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
     );
     let ct_rebooted = launched(events.until("instance-i-ct", "InstanceLaunched").await);
     assert!(pid_exits(ct_up.pid), "the reboot ended the old container");
-    assert_eq!(ask(&fabric, &ct_ip), "id=i-ct boots=2 counter=3 disks=none");
+    assert_eq!(
+        ask(&fabric, &ct_ip),
+        "id=i-ct boots=2 counter=3 disks=none nics=eth0"
+    );
     let vm_rebooted = launched(events.until("instance-i-vm", "InstanceLaunched").await);
     assert!(pid_exits(vm_up.pid), "the reboot ended the old QEMU");
     assert_ne!(vm_rebooted.pid, vm_up.pid);
-    assert_eq!(ask(&fabric, &vm_ip), "id=i-vm boots=2 counter=2 disks=vda");
+    assert_eq!(
+        ask(&fabric, &vm_ip),
+        "id=i-vm boots=2 counter=2 disks=vda nics=eth0"
+    );
 
     // A volume: hot on qemu (the guest sees vdb), unsupported on crun.
     let attach = |id: &str| {
@@ -339,8 +392,21 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
         rule(&send(&service, attach("i-vm")).await),
         "volume_already_attached"
     );
-    let seen = ask_until(&fabric, &vm_ip, 60, |a| a.ends_with("disks=vda,vdb"));
+    let seen = ask_until(&fabric, &vm_ip, 60, |a| a.contains(" disks=vda,vdb "));
     assert_eq!(field(&seen, "boots"), 2);
+
+    // A network interface, hot on the container: it sees one more interface, then none.
+    let backend = network_interface("backend");
+    accepted(&send(&service, attach_network("i-ct")).await);
+    assert_eq!(
+        rule(&send(&service, attach_network("i-ct")).await),
+        "network_already_attached"
+    );
+    ask_until(&fabric, &ct_ip, 60, |a| {
+        a.ends_with(&format!("nics=eth0,{backend}"))
+    });
+    accepted(&send(&service, detach_network("i-ct")).await);
+    ask_until(&fabric, &ct_ip, 60, |a| a.ends_with("nics=eth0"));
 
     // A snapshot on qemu (an overlay over the frozen disk), refused on crun.
     let snapshot = |id: &str| {
@@ -401,9 +467,36 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
     assert_eq!(field(&after, "boots"), 3, "{after}");
     assert_eq!(field(&after, "counter"), counter_before_stop + 1, "{after}");
     assert!(
-        after.ends_with("disks=vda,vdb"),
+        after.ends_with("disks=vda,vdb nics=eth0"),
         "the attached volume comes back: {after}"
     );
+
+    // The qemu host's agent killed -9 and started again: it re-adopts the running guest (its
+    // QMP session, no second QEMU) and carries out the next command on it.
+    q.kill9();
+    let _q = compute_host(&nats, &qemu_host, "qemu", &images, state.path(), &fabric);
+    accepted(&send(&service, attach_network("i-vm")).await);
+    ask_until(&fabric, &vm_ip, 90, |a| a.ends_with("nics=eth0,eth1"));
+    assert_eq!(
+        qemus_of("i-vm"),
+        vec![vm_started.pid],
+        "re-adopted, not booted twice"
+    );
+    accepted(&send(&service, detach_network("i-vm")).await);
+    ask_until(&fabric, &vm_ip, 60, |a| a.ends_with("nics=eth0"));
+
+    // QEMU killed behind the agent's back: noticed and recorded, the instance failed.
+    assert!(
+        Command::new("kill")
+            .args(["-9", &vm_started.pid.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    match events.until("instance-i-vm", "InstanceFailed").await {
+        Event::InstanceFailed(f) => assert!(f.reason.contains("ended"), "{}", f.reason),
+        other => panic!("{other:?}"),
+    }
 
     // Terminate: processes gone, addresses withdrawn, no command after.
     accepted(
@@ -424,7 +517,8 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
         )
         .await,
     );
-    assert!(pid_exits(vm_started.pid), "terminate ends QEMU");
+    assert!(pid_exits(vm_started.pid), "QEMU is gone");
+    assert!(qemus_of("i-vm").is_empty(), "no QEMU left behind");
     assert!(pid_exits(ct_rebooted.pid), "terminate ends the container");
     for address in [&vm_ip, &ct_ip] {
         let mut gone = false;
