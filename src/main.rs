@@ -49,7 +49,7 @@ enum Cmd {
         #[command(subcommand)]
         which: app::AppCmd,
     },
-    /// Instances (virtual machines, containers): the image catalogue so far.
+    /// Instances (virtual machines, containers): the catalogue, the instance commands, list and show.
     Instance {
         #[command(subcommand)]
         which: instance::InstanceCmd,
@@ -263,7 +263,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Host { which } => host::run(which).await,
             Cmd::ComputeHost(args) => compute_host::run(args).await,
             Cmd::App { which } => app::run(which).await,
-            Cmd::Instance { which } => instance::run(which),
+            Cmd::Instance { which } => instance::run(which).await,
             Cmd::NatsConf => {
                 print!("{}", streamfleet_bus_schemas::nats_conf::render(&[], None));
                 Ok(())
