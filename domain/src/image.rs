@@ -25,7 +25,7 @@ pub const CATALOGUE: [Image; 2] = [
         name: "linux-busybox",
         os: Os::Linux,
         hypervisors: &[Hypervisor::Qemu, Hypervisor::Crun],
-        about: "busybox with a tiny app on port 7000 that answers with its id, boot count, a counter on its disk and its disks; under qemu with Debian's kernel (an initramfs), under crun as an OCI bundle",
+        about: "busybox with a tiny app on port 7000 that answers with its id, boot count, a counter on its disk, its disks and its interfaces; under qemu with Debian's kernel (an initramfs), under crun as an OCI bundle",
     },
     Image {
         name: "synthetic-app",

@@ -556,3 +556,112 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
         "the VM's disks are deleted"
     );
 }
+
+/// `streamfleet instance …` as a service user runs it, against a sim compute host (no guest to
+/// boot): launch waits for the host and prints the choice and the addresses, a refusal exits
+/// non-zero naming the rule, list and show fold the log, terminate ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_cli_launches_lists_shows_and_terminates_through_the_commands() {
+    let nats = Nats::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let _node = NodeProcess::start(&nats, data.path());
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut host = Command::new(env!("CARGO_BIN_EXE_streamfleet"));
+    host.args([
+        "compute-host",
+        "--host-id",
+        "sim-1",
+        "--region",
+        "r9",
+        "--hypervisor",
+        "sim",
+    ])
+    .arg("--state-dir")
+    .arg(state.path())
+    .arg("--nats-url")
+    .arg(&nats.url)
+    .env("SF_LAUNCHER_PASSWORD", nats.password("launcher"))
+    .envs(nats.ca_env());
+    let _host = NodeProcess::spawn_command(host).0;
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+            .arg("instance")
+            .args(args)
+            .arg("--nats-url")
+            .arg(&nats.url)
+            .env("SF_SERVICE_PASSWORD", nats.password("service"))
+            .envs(nats.ca_env())
+            .output()
+            .expect("streamfleet instance");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = cli(&[
+        "launch",
+        "i-cli",
+        "--image",
+        "synthetic-app",
+        "--region",
+        "r9",
+    ]);
+    assert!(ok, "launch: {out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("HypervisorChosen sim: "), "{out}");
+    assert!(
+        lines[1].starts_with("InstancePlaced on sim-1 in r9: private 10.77."),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("InstanceLaunched on sim-1 (sim), answering at 10.77."),
+        "launch waits for the host: {out}"
+    );
+
+    let (ok, out, err) = cli(&["attach-volume", "i-cli", "data", "--size-mib", "4"]);
+    assert!(!ok, "sim cannot attach volumes: {out}");
+    assert!(err.contains("unsupported"), "{err}");
+
+    let (ok, out, err) = cli(&["list", "--json"]);
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("list --json");
+    assert_eq!(listed["i-cli"]["status"], "running", "{listed}");
+    assert_eq!(listed["i-cli"]["host_id"], "sim-1", "{listed}");
+    assert_eq!(listed["i-cli"]["boots"], 1, "{listed}");
+
+    let (ok, out, err) = cli(&["reboot", "i-cli"]);
+    assert!(ok, "reboot: {out}{err}");
+    assert!(out.contains("InstanceLaunched"), "reboot waits too: {out}");
+
+    let (ok, out, err) = cli(&["terminate", "i-cli"]);
+    assert!(ok, "terminate: {out}{err}");
+    let (ok, out, _) = cli(&["list", "--json"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "{}", "a terminated instance is left out");
+    let (ok, out, err) = cli(&["show", "i-cli", "--json"]);
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("show --json");
+    assert_eq!(shown["state"]["status"], "terminated");
+    assert_eq!(shown["state"]["boots"], 2);
+    let types: Vec<&str> = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "HypervisorChosen",
+            "InstancePlaced",
+            "InstanceLaunched",
+            "InstanceRebooted",
+            "InstanceLaunched",
+            "InstanceTerminated"
+        ]
+    );
+    let (ok, _, err) = cli(&["show", "i-nothing"]);
+    assert!(!ok && err.contains("no instance i-nothing"), "{err}");
+}
