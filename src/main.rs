@@ -77,7 +77,7 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ProjectionsCmd {
-    /// Follow the log into the five views and serve them over gRPC (prints `ready grpc=ADDR`).
+    /// Follow the log into the six views and serve them over gRPC (prints `ready grpc=ADDR`).
     Serve {
         /// Folder of the views' redb files.
         #[arg(long, default_value = ".streamfleet/projections")]
