@@ -7,5 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/system-deps.sh
 ensure_system_deps
+# The catalogue's guest images for the compute hosts (built from Debian packages when missing).
+scripts/guest-image.sh .streamfleet/images/linux-busybox
 cargo build --release --bin streamfleet
 exec target/release/streamfleet up "$@"

@@ -64,6 +64,24 @@ pub struct UpArgs {
     /// warnings and errors only.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Compute hosts running QEMU virtual machines (each `streamfleet compute-host`; needs
+    /// root for its network namespace). Migration needs two that match.
+    #[arg(long, default_value_t = 2)]
+    qemu_hosts: u32,
+    /// Compute hosts running crun containers.
+    #[arg(long, default_value_t = 1)]
+    crun_hosts: u32,
+    /// The compute hosts' region (default: the first region).
+    #[arg(long)]
+    compute_region: Option<String>,
+    /// Where the compute hosts find the catalogue's images (default `<state-dir>/images`, where
+    /// `./up.sh` builds them with scripts/guest-image.sh).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// The compute hosts' fabric namespace: instances are reached from it
+    /// (`ip netns exec sf-fabric busybox nc <address> 7000`).
+    #[arg(long, default_value = "sf-fabric")]
+    fabric: String,
 }
 
 impl UpArgs {
@@ -467,6 +485,74 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         agents.push(agent);
     }
 
+    // Compute hosts: real instances (QEMU guests, crun containers) behind the instance commands.
+    let compute_region = args
+        .compute_region
+        .clone()
+        .or_else(|| regions.first().map(|r| r.to_string()))
+        .context("no region for the compute hosts")?;
+    let mut compute_hosts: Vec<HostId> = Vec::new();
+    let mut compute_agents = Vec::new();
+    let wanted = [
+        ("qemu", args.qemu_hosts, 2, 1024),
+        ("crun", args.crun_hosts, 4, 2048),
+    ];
+    if wanted.iter().any(|(_, n, _, _)| *n > 0) && !streamfleet_compute::teardown::can_host() {
+        tracing::warn!(
+            "not root: no compute hosts (they need network namespaces); instances cannot launch"
+        );
+    } else {
+        let images = std::path::absolute(
+            args.images
+                .clone()
+                .unwrap_or_else(|| args.state_dir.join("images")),
+        )?;
+        for (hypervisor, count, cpus, memory_mib) in wanted {
+            for n in 1..=count {
+                let host_id = HostId::from(format!("{compute_region}-{hypervisor}-{n}"));
+                let (exe, url, region) = (exe.clone(), url.clone(), compute_region.clone());
+                let (ca, launcher_password) = (ca.clone(), launcher_password.clone());
+                let (images, state_dir) = (images.clone(), args.state_dir.join("compute"));
+                let (fabric, filter, log_file) = (
+                    args.fabric.clone(),
+                    log_filter(&args.log_level),
+                    args.log_file(),
+                );
+                let id = host_id.to_string();
+                let agent = supervisor::Supervised::start(
+                    supervisor::Spec {
+                        name: format!("compute host {host_id}"),
+                        command: Box::new(move || {
+                            let mut command = tokio::process::Command::new(&exe);
+                            command
+                                .args(["compute-host", "--host-id", &id, "--region", &region])
+                                .args(["--hypervisor", hypervisor, "--nats-url", &url])
+                                .args(["--cpus", &cpus.to_string()])
+                                .args(["--memory-mib", &memory_mib.to_string()])
+                                .args(["--fabric", &fabric])
+                                .arg("--images")
+                                .arg(&images)
+                                .arg("--state-dir")
+                                .arg(&state_dir)
+                                .env("SF_LAUNCHER_PASSWORD", &launcher_password)
+                                .envs(ca.iter().map(|ca| ("SF_NATS_CA", ca.clone())))
+                                .env("RUST_LOG", &filter)
+                                .stderr(Stdio::from(log_file_handle(&log_file)?));
+                            Ok(command)
+                        }),
+                        ready: supervisor::Ready::StdoutStarts("ready"),
+                        started: Box::new(|_| {}),
+                    },
+                    owner.clone(),
+                )
+                .await
+                .with_context(|| format!("starting compute host {host_id}"))?;
+                compute_hosts.push(host_id);
+                compute_agents.push(agent);
+            }
+        }
+    }
+
     let projections = streamfleet_projections::start(streamfleet_projections::ProjectionsConfig {
         nats: NatsLogin::new(
             url.clone(),
@@ -560,6 +646,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  regions:     {} (host agents: 2 hosts of {APP} each)",
         regions.join(", ")
     );
+    if !compute_hosts.is_empty() {
+        println!(
+            "  instances:   {} in {compute_region}; streamfleet instance launch <id> (SF_SERVICE_PASSWORD), reach one: ip netns exec {} busybox nc <address> 7000",
+            compute_hosts
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            args.fabric
+        );
+    }
     println!(
         "  event log:   {}  (head {})",
         args.state_dir.join("data/events.redb").display(),
@@ -583,6 +680,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     for agent in agents {
         agent.stop().await;
+    }
+    // The compute hosts go down with everything they run, as in a power cut: nothing `up`
+    // started outlives it. Their agents record the instances as failed when they come back.
+    for agent in compute_agents {
+        agent.stop().await;
+    }
+    for host_id in &compute_hosts {
+        let crun_state = args
+            .state_dir
+            .join("compute")
+            .join(host_id.as_str())
+            .join("crun");
+        streamfleet_compute::teardown::power_off(host_id, &crun_state).await;
+    }
+    if !compute_hosts.is_empty() {
+        streamfleet_compute::teardown::remove_fabric(&args.fabric).await;
     }
     let _ = workers.await;
     if let Err(error) = projections.shutdown().await {

@@ -6,6 +6,7 @@
 //! - [`qemu`] (over [`qmp`]), [`crun`], [`sim`]: the drivers.
 //! - [`network`]: the fabric, a host's namespace and bridge, the routed addresses.
 //! - [`agent`]: the thin loop from the log's instance events to a driver and back to commands.
+//! - [`teardown`]: ending what a compute host runs, as a power cut would (`up` stopping).
 //!
 //! Invariant: the domain decides, the agent carries out. Nothing here decides what an instance
 //! should be; it follows the instance's events and reports only what the host alone can see
@@ -19,5 +20,6 @@ pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod sim;
+pub mod teardown;
 
 pub use driver::{Driver, DriverError, Happening, InstanceSpec, Running};

@@ -18,7 +18,7 @@ use streamfleet_bus_schemas::{Command as Cmd, CommandReply, Event, RejectionReas
 use streamfleet_compute::network::{host_namespace, instance_namespace, network_interface};
 
 /// The images, built when missing.
-fn images() -> PathBuf {
+pub fn images() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("target/images");
     let built = Command::new(root.join("scripts/guest-image.sh"))

@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigterm() {
+    crate::instances::images();
+    let fabric = format!("sfup{}", std::process::id());
     let state = tempfile::tempdir().expect("tempdir");
     let port = crate::harness::free_port();
     let mut up = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
@@ -28,6 +30,17 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
             "--summary-every",
             "1",
         ])
+        // One compute host of each kind, on a fabric of the test's own.
+        .args([
+            "--qemu-hosts",
+            "1",
+            "--crun-hosts",
+            "1",
+            "--fabric",
+            &fabric,
+        ])
+        .arg("--images")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/images"))
         // The defaults a new user gets: INFO to the log file, the terminal kept quiet.
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -295,6 +308,41 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
         }
     }
 
+    // A service user launches a container on up's crun host and reaches it on its address.
+    let launched = Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+        .args(["instance", "launch", "i-up", "--hypervisor", "crun"])
+        .args(["--nats-url", &format!("nats://127.0.0.1:{port}")])
+        .env("SF_SERVICE_PASSWORD", service_pw)
+        .env("SF_NATS_CA", &ca)
+        .output()
+        .expect("streamfleet instance launch");
+    let said = String::from_utf8_lossy(&launched.stdout);
+    assert!(
+        launched.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&launched.stderr)
+    );
+    let running = said
+        .lines()
+        .find_map(|l| l.strip_prefix("InstanceLaunched on eu-west-crun-1 (crun), answering at "))
+        .unwrap_or_else(|| panic!("launched on up's crun host: {said}"));
+    let address = running.split_whitespace().next().expect("an address");
+    let pid: u32 = running
+        .rsplit_once("pid ")
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("its pid");
+    let answer = Command::new("ip")
+        .args([
+            "netns", "exec", &fabric, "busybox", "nc", "-w", "5", address, "7000",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("busybox nc");
+    assert!(
+        String::from_utf8_lossy(&answer.stdout).starts_with("id=i-up boots=1 "),
+        "{answer:?}"
+    );
+
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(up.id().to_string())
@@ -303,6 +351,26 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
     assert!(status.success());
     let exit = up.wait().expect("wait");
     assert!(exit.success(), "up exits cleanly on SIGTERM: {exit:?}");
+    // Nothing it started outlives it: not the container, not the compute hosts' namespaces.
+    assert!(ended(pid), "the container ended with up");
+    let namespaces = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    let namespaces = String::from_utf8_lossy(&namespaces.stdout);
+    for ns in [
+        fabric.clone(),
+        streamfleet_compute::network::host_namespace(&"eu-west-crun-1".into()),
+        streamfleet_compute::network::host_namespace(&"eu-west-qemu-1".into()),
+        streamfleet_compute::network::instance_namespace(&"i-up".into()),
+    ] {
+        assert!(
+            !namespaces
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns.as_str())),
+            "{ns} is left: {namespaces}"
+        );
+    }
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "nats-server stopped with it"
@@ -330,6 +398,15 @@ async fn up_serves_commands_with_generated_credentials_and_stops_cleanly_on_sigt
             .any(|l| l.contains(" INFO ") && l.contains("streamfleet_host_agent")),
         "the host agents' INFO lines are in the log file"
     );
+}
+
+/// Whether process `pid` has ended: gone, or a zombie its new parent (the container's init
+/// was reparented when crun detached it) has not reaped yet.
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
 }
 
 /// The processes whose parent is `pid`, with their command lines (arguments joined by spaces).
@@ -375,6 +452,10 @@ pub fn start_up(state: &std::path::Path, port: u16) -> std::process::Child {
             "--front-door",
             "127.0.0.1:0",
             "--no-demo",
+            "--qemu-hosts",
+            "0",
+            "--crun-hosts",
+            "0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -407,6 +488,7 @@ fn kill_9_of_up_leaves_no_orphans_and_one_up_owns_a_state_folder() {
         .arg("--state-dir")
         .arg(&state)
         .args(["--port", &crate::harness::free_port().to_string()])
+        .args(["--qemu-hosts", "0", "--crun-hosts", "0"])
         .output()
         .expect("run a second up");
     let said = String::from_utf8_lossy(&second.stderr);
