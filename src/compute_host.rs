@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use streamfleet_bus_client::NatsLogin;
 use streamfleet_bus_schemas::compute::Hypervisor;
+use streamfleet_compute::accel::{self, Accel, Probed};
 use streamfleet_compute::agent::{self, HostOffer};
 use streamfleet_compute::crun::CrunDriver;
 use streamfleet_compute::network::{Fabric, HostNetwork};
@@ -38,6 +39,9 @@ pub struct ComputeHostArgs {
     /// The host's folder: its instances' disks and crun's state.
     #[arg(long, default_value = ".streamfleet/compute")]
     state_dir: PathBuf,
+    /// QEMU's accelerator: `auto` uses KVM only when a probe guest boots with it, else TCG.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tcg", "kvm"])]
+    accel: String,
     /// The deployment's fabric namespace (created when missing).
     #[arg(long, default_value = "sf-fabric")]
     fabric: String,
@@ -83,7 +87,15 @@ pub async fn run(args: ComputeHostArgs) -> anyhow::Result<()> {
             let network = HostNetwork::prepare(&host_id, &fabric).await?;
             let volumes = dir.join("instances");
             if hypervisor == Hypervisor::Qemu {
-                let driver = QemuDriver::new(images, volumes, network);
+                let accel = match Accel::parse(&args.accel) {
+                    Some(accel) => Probed {
+                        accel,
+                        why: "as configured".into(),
+                    },
+                    None => accel::probe(&images.join("linux-busybox"), &dir.join("accel")).await,
+                };
+                tracing::info!(host = %args.host_id, accel = accel.accel.name(), why = %accel.why, "qemu accelerator");
+                let driver = QemuDriver::new(images, volumes, network, accel);
                 agent::run(Arc::new(driver), client, offer, ready).await?
             } else {
                 let driver = CrunDriver::new(images, volumes, dir.join("crun"), network);

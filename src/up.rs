@@ -82,6 +82,10 @@ pub struct UpArgs {
     /// (`ip netns exec sf-fabric busybox nc <address> 7000`).
     #[arg(long, default_value = "sf-fabric")]
     fabric: String,
+    /// QEMU's accelerator on the compute hosts: `auto` uses KVM only when a probe guest boots
+    /// with it.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tcg", "kvm"])]
+    accel: String,
 }
 
 impl UpArgs {
@@ -513,6 +517,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 let (exe, url, region) = (exe.clone(), url.clone(), compute_region.clone());
                 let (ca, launcher_password) = (ca.clone(), launcher_password.clone());
                 let (images, state_dir) = (images.clone(), args.state_dir.join("compute"));
+                let accel = args.accel.clone();
                 let (fabric, filter, log_file) = (
                     args.fabric.clone(),
                     log_filter(&args.log_level),
@@ -529,7 +534,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                                 .args(["--hypervisor", hypervisor, "--nats-url", &url])
                                 .args(["--cpus", &cpus.to_string()])
                                 .args(["--memory-mib", &memory_mib.to_string()])
-                                .args(["--fabric", &fabric])
+                                .args(["--fabric", &fabric, "--accel", &accel])
                                 .arg("--images")
                                 .arg(&images)
                                 .arg("--state-dir")

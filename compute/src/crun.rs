@@ -8,7 +8,9 @@
 //! in a private mount namespace without `/sys/fs/cgroup/unified`, with
 //! `--cgroup-manager=disabled`).
 
-use crate::driver::{Driver, DriverError, Happening, InstanceSpec, Running, unsupported};
+use crate::driver::{
+    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, unsupported,
+};
 use crate::network::HostNetwork;
 use crate::process::{alive, exited, run};
 use std::collections::HashMap;
@@ -25,8 +27,6 @@ use tokio::sync::{Mutex, mpsc};
 
 /// How long a container may take to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// The line the container's init prints once its app listens.
-const READY_LINE: &str = "streamfleet guest ready";
 
 struct Container {
     pid: u32,

@@ -14,6 +14,10 @@ use streamfleet_bus_schemas::ids::InstanceId;
 use streamfleet_bus_schemas::instance::{InstanceAddresses, Volume};
 use streamfleet_domain::hypervisor::{Capabilities, capabilities};
 
+/// The line the catalogue's images print (on the serial console, or a container's standard
+/// output) once their app listens: the instance answers on its address from then on.
+pub(crate) const READY_LINE: &str = "streamfleet guest ready";
+
 /// What a driver needs to run one instance, from its `InstancePlaced` and later events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceSpec {

@@ -3,7 +3,7 @@
 //! that carries out the instance events for its host.
 //!
 //! - [`driver`]: the [`Driver`] trait, [`InstanceSpec`], [`DriverError`].
-//! - [`qemu`] (over [`qmp`]), [`crun`], [`sim`]: the drivers.
+//! - [`qemu`] (over [`qmp`], on the accelerator [`accel`] chose), [`crun`], [`sim`]: the drivers.
 //! - [`network`]: the fabric, a host's namespace and bridge, the routed addresses.
 //! - [`agent`]: the thin loop from the log's instance events to a driver and back to commands.
 //! - [`teardown`]: ending what a compute host runs, as a power cut would (`up` stopping).
@@ -12,6 +12,7 @@
 //! should be; it follows the instance's events and reports only what the host alone can see
 //! (running, failed, the guest rebooted or powered off).
 
+pub mod accel;
 pub mod agent;
 pub mod crun;
 pub mod driver;

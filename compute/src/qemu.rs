@@ -9,7 +9,8 @@
 //! disks (`<volume>.raw`, and a qcow2 overlay per snapshot taken, recorded in `layers.json`),
 //! its sockets and its console log.
 
-use crate::driver::{Driver, DriverError, Happening, InstanceSpec, Running};
+use crate::accel::Probed;
+use crate::driver::{Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running};
 use crate::network::HostNetwork;
 use crate::process::{alive, exited, run, signal};
 use crate::qmp::{BlockdevAdd, NetdevAdd, Qmp, QmpEvent};
@@ -30,8 +31,6 @@ use tokio::sync::{Mutex, mpsc};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a clean power-off may take before QEMU is told to quit anyway.
 const POWERDOWN_TIMEOUT: Duration = Duration::from_secs(20);
-/// The line the guest's init prints once its app listens.
-const READY_LINE: &str = "streamfleet guest ready";
 
 /// A running QEMU and its session.
 struct Session {
@@ -48,7 +47,7 @@ pub struct QemuDriver {
     images: PathBuf,
     volumes: PathBuf,
     network: HostNetwork,
-    accel: &'static str,
+    accel: Probed,
     sessions: std::sync::Mutex<HashMap<InstanceId, Arc<Session>>>,
     locks: std::sync::Mutex<HashMap<InstanceId, Arc<Mutex<()>>>>,
     happened_tx: mpsc::UnboundedSender<(InstanceId, u32, QmpEvent)>,
@@ -81,15 +80,20 @@ fn mac_of(interface: &str) -> String {
 
 impl QemuDriver {
     /// A driver whose images are under `images` (`<image>/vmlinuz`, `<image>/initramfs.cpio.gz`)
-    /// and whose instances' folders go under `volumes`, on `network`. TCG: on these machines
-    /// `/dev/kvm` opens but nested guests hang after the bootloader (a KVM probe is to come).
-    pub fn new(images: PathBuf, volumes: PathBuf, network: HostNetwork) -> QemuDriver {
+    /// and whose instances' folders go under `volumes`, on `network`, running guests with the
+    /// accelerator `accel` ([`crate::accel::probe`] chooses it).
+    pub fn new(
+        images: PathBuf,
+        volumes: PathBuf,
+        network: HostNetwork,
+        accel: Probed,
+    ) -> QemuDriver {
         let (happened_tx, happened_rx) = mpsc::unbounded_channel();
         QemuDriver {
             images,
             volumes,
             network,
-            accel: "tcg",
+            accel,
             sessions: Default::default(),
             locks: Default::default(),
             happened_tx,
@@ -174,7 +178,7 @@ impl QemuDriver {
             "-name",
             id.as_str(),
             "-accel",
-            self.accel,
+            self.accel.accel.name(),
             "-machine",
             "pc",
             "-nodefaults",
@@ -429,7 +433,11 @@ impl Driver for QemuDriver {
     }
 
     fn detail(&self) -> String {
-        format!("qemu-system-x86_64, {}", self.accel)
+        format!(
+            "qemu-system-x86_64, {} ({})",
+            self.accel.accel.name(),
+            self.accel.why
+        )
     }
 
     async fn launch(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {

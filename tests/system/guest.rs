@@ -146,3 +146,49 @@ fn the_image_catalogue_lists_each_image_with_its_os_and_hypervisors() {
         "{images}"
     );
 }
+
+/// KVM is used on evidence only: the probe boots the image under KVM and chooses it only when
+/// the guest says it is ready; otherwise TCG, saying why (on these machines `/dev/kvm` opens but
+/// nested guests hang after the bootloader). The answer is kept for the machine's boot.
+#[tokio::test]
+async fn the_kvm_probe_chooses_kvm_only_when_a_probe_guest_boots_with_it() {
+    use streamfleet_compute::accel::{Accel, PROBE_TIMEOUT, probe};
+    let image = image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = std::time::Instant::now();
+    let probed = probe(&image, &dir.path().join("accel")).await;
+    assert!(
+        started.elapsed() < PROBE_TIMEOUT + std::time::Duration::from_secs(10),
+        "the probe gives up in time"
+    );
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    match probed.accel {
+        Accel::Kvm => {
+            assert!(kvm_opens);
+            assert_eq!(probed.why, "a probe guest booted under KVM");
+        }
+        Accel::Tcg if !kvm_opens => assert_eq!(probed.why, "no usable /dev/kvm"),
+        Accel::Tcg => assert!(
+            probed.why.contains("did not boot under KVM") || probed.why.contains("refused"),
+            "{}",
+            probed.why
+        ),
+    }
+    // Asked again this boot: the same answer at once.
+    let again = std::time::Instant::now();
+    let cached = probe(&image, &dir.path().join("accel")).await;
+    assert!(again.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(cached.accel, probed.accel);
+    assert!(
+        cached.why.ends_with("(probed earlier this boot)"),
+        "{}",
+        cached.why
+    );
+    // Nothing to probe with: TCG, saying so.
+    let nothing = probe(&dir.path().join("no-image"), &dir.path().join("accel2")).await;
+    assert_eq!(nothing.accel, Accel::Tcg);
+}

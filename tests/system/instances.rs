@@ -163,6 +163,8 @@ fn compute_host(
             hypervisor,
         ])
         .args(["--cpus", "2", "--memory-mib", "1024", "--fabric", fabric])
+        // The KVM probe has a test of its own (guest.rs).
+        .args(["--accel", "tcg"])
         .arg("--images")
         .arg(images)
         .arg("--state-dir")
