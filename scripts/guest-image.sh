@@ -10,14 +10,15 @@
 # boot count and a request counter kept in the first block of its first disk (/dev/vda, raw), and
 # the disks and interfaces it sees, so a test sees a real guest with real persistent data and a
 # hot-attached disk or interface.
-# `acpid` turns a power button press (QMP system_powerdown) into a clean poweroff.
+# `acpid` turns a power button press (QMP system_powerdown) into a clean poweroff: the ACPI
+# button and evdev modules give it the button as an input device.
 #
 # The same image for crun (OUT/rootfs, an OCI bundle's root): busybox and the same app, its state
 # in /data/state (the root volume, bind-mounted), its settings in /etc/sf.env.
 set -euo pipefail
 OUT="${1:-.streamfleet/images/linux-busybox}"
 # Bumped when the image changes, so a cached older build is replaced.
-FORMAT=5
+FORMAT=7
 built() {
   [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ] && [ -x "$OUT/rootfs/bin/busybox" ] &&
     [ "$(cat "$OUT/format" 2>/dev/null)" = "$FORMAT" ]
@@ -49,7 +50,8 @@ cp "$(command -v busybox)" "$root/bin/busybox"
 for m in drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko \
          drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci_legacy_dev.ko \
          drivers/virtio/virtio_pci.ko net/core/failover.ko drivers/net/net_failover.ko \
-         drivers/net/virtio_net.ko drivers/block/virtio_blk.ko; do
+         drivers/net/virtio_net.ko drivers/block/virtio_blk.ko \
+         drivers/acpi/button.ko drivers/input/evdev.ko; do
   cp "$mods/$m" "$root/lib/modules/"
 done
 cat > "$root/init" <<'INIT'
@@ -60,7 +62,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 # In dependency order (the package ships no modules.dep; each module's own `depends=` says it).
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover \
-         net_failover virtio_net virtio_blk; do
+         net_failover virtio_net virtio_blk button evdev; do
   insmod /lib/modules/$m.ko
 done
 for word in $(cat /proc/cmdline); do
@@ -78,6 +80,8 @@ ip link set eth0 up
 [ -n "${gw:-}" ] && ip route add default via "$gw"
 echo /dev/vda > /run/disk
 /bin/state boot
+# acpid logs to /var/log/acpid.log and dies without the folder.
+mkdir -p /var/log /var/run
 acpid
 nc -ll -p 7000 -e /bin/app &
 # Ready once the app listens (a connection before would find the port closed).

@@ -14,7 +14,7 @@ use crate::driver::{
 use crate::network::HostNetwork;
 use crate::process::{alive, exited, run};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +22,6 @@ use std::time::Duration;
 use streamfleet_bus_schemas::compute::Hypervisor;
 use streamfleet_bus_schemas::ids::InstanceId;
 use streamfleet_bus_schemas::instance::Volume;
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Mutex, mpsc};
 
 /// How long a container may take to answer.
@@ -44,6 +43,24 @@ pub struct CrunDriver {
     locks: std::sync::Mutex<HashMap<InstanceId, Arc<Mutex<()>>>>,
     happened_tx: mpsc::UnboundedSender<(InstanceId, u32)>,
     happened_rx: Mutex<mpsc::UnboundedReceiver<(InstanceId, u32)>>,
+}
+
+/// Waits until the ready line appears in the container's output file `log` past offset `from`;
+/// false when the container's init `pid` ends first. The file is looked at every few
+/// milliseconds (it is the container's, written while the agent may be gone).
+async fn ready_in(log: &Path, from: u64, pid: u32) -> bool {
+    loop {
+        if let Ok(text) = std::fs::read(log)
+            && let Some(new) = text.get(from as usize..)
+            && String::from_utf8_lossy(new).contains(READY_LINE)
+        {
+            return true;
+        }
+        if !alive(pid) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Whether cgroups are mounted in hybrid mode (v1 controllers with v2 at `unified`).
@@ -211,25 +228,28 @@ impl CrunDriver {
             c.args(&args);
             c
         };
-        // The container's init inherits these: its "ready" line comes through the pipe; crun's
-        // complaints (and the init's) go to a file, since a pipe the container holds would
-        // never end.
+        // The container's init inherits these: its output goes to a file, never a pipe, so the
+        // container outlives the agent (a pipe whose reader died would end it with SIGPIPE);
+        // its ready line is looked for there. crun's complaints go to a file of their own.
+        let log = dir.join("console.log");
+        let console = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(DriverError::io(&log))?;
+        let from = console.metadata().map_err(DriverError::io(&log))?.len();
         let errors_path = dir.join("crun.err");
         let errors = std::fs::File::create(&errors_path).map_err(DriverError::io(&errors_path))?;
-        let mut child = command
+        let status = command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(console)
             .stderr(errors)
-            .spawn()
+            .status()
+            .await
             .map_err(|e| DriverError::Program {
                 program: "crun run".into(),
                 detail: e.to_string(),
             })?;
-        let stdout = child.stdout.take();
-        let status = child.wait().await.map_err(|e| DriverError::Program {
-            program: "crun run".into(),
-            detail: e.to_string(),
-        })?;
         if !status.success() {
             let said = std::fs::read_to_string(&errors_path).unwrap_or_default();
             return Err(DriverError::Program {
@@ -237,32 +257,6 @@ impl CrunDriver {
                 detail: format!("{status}: {}", said.trim()),
             });
         }
-        let Some(stdout) = stdout else {
-            return Err(DriverError::Control("crun run gave no output pipe".into()));
-        };
-        let log = dir.join("console.log");
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let mut file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .await
-                .ok();
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            let mut ready = Some(ready_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(f) = file.as_mut() {
-                    let _ = f.write_all(format!("{line}\n").as_bytes()).await;
-                }
-                if line.contains(READY_LINE)
-                    && let Some(tx) = ready.take()
-                {
-                    let _ = tx.send(());
-                }
-            }
-        });
         let Some(pid) = self.running_pid(id).await else {
             return Err(DriverError::Control(format!(
                 "crun started {id} but it does not run"
@@ -270,8 +264,8 @@ impl CrunDriver {
         };
         self.watch(id, pid);
         self.network.route(&spec.addresses).await?;
-        match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
-            Ok(Ok(())) => Ok(Running { pid }),
+        match tokio::time::timeout(READY_TIMEOUT, ready_in(&log, from, pid)).await {
+            Ok(true) => Ok(Running { pid }),
             _ => {
                 self.end(id).await;
                 Err(DriverError::NotReady {

@@ -421,6 +421,14 @@ impl QemuDriver {
     }
 }
 
+/// Whether `pid` has ended and waits to be reaped (QEMU daemonized: its parent is init).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
 /// Whether `pid` is a QEMU (a pid file may outlive its process, and the pid be reused).
 fn is_qemu(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -574,7 +582,7 @@ impl Driver for QemuDriver {
         .await
         {
             return Err(DriverError::Control(format!(
-                "the guest did not release {device} within 30 s"
+                "the guest did not release {device} within 30 s, or QEMU ended first"
             )));
         }
         let top = self.top(id, volume_id);
@@ -664,7 +672,7 @@ impl Driver for QemuDriver {
         .await
         {
             return Err(DriverError::Control(format!(
-                "the guest did not release {device} within 30 s"
+                "the guest did not release {device} within 30 s, or QEMU ended first"
             )));
         }
         session
@@ -774,6 +782,22 @@ impl Driver for QemuDriver {
                 }
                 QmpEvent::Closed => {
                     self.sessions.lock().expect("sessions").remove(&id);
+                    // The monitor's connection broke but QEMU runs on: connect again rather than
+                    // call a running guest gone.
+                    if alive(pid) && is_qemu(pid) && !is_zombie(pid) {
+                        let socket = self.dir(&id).join("qmp.sock");
+                        match self.attach(&id, pid, &socket).await {
+                            Ok(_) => {
+                                tracing::warn!(instance = %id, pid, "QMP connection lost while QEMU runs; connected again");
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::warn!(instance = %id, pid, error = %e, "QMP connection lost and not regained; ending QEMU");
+                                signal(pid, libc::SIGKILL);
+                                exited(pid).await;
+                            }
+                        }
+                    }
                     return (
                         id,
                         Happening::Gone(format!("qemu (pid {pid}) ended unexpectedly")),

@@ -88,8 +88,15 @@ impl Qmp {
                         Some(id) => QmpEvent::DeviceDeleted(id),
                         None => continue,
                     },
-                    Ok(_) => continue,
-                    Err(_) => break,
+                    Ok(other) => {
+                        tracing::debug!(event = ?other, "qmp event");
+                        continue;
+                    }
+                    Err(e) => {
+                        // Also how every `quit` ends (QEMU closes the socket as it exits).
+                        tracing::debug!(error = %e, "qmp session ended");
+                        break;
+                    }
                 };
                 if tx.send(seen).is_err() {
                     return;

@@ -486,6 +486,29 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
     );
     accepted(&send(&service, detach_network("i-vm")).await);
     ask_until(&fabric, &vm_ip, 60, |a| a.ends_with("nics=eth0"));
+    // The guest lets go of the interface before QEMU says the device is gone: a snapshot after
+    // the detach (the host carries out an instance's events in order) shows the detach done.
+    accepted(
+        &send(
+            &service,
+            Cmd::SnapshotInstance(SnapshotInstance {
+                instance_id: "i-vm".into(),
+                snapshot_id: "s2".into(),
+            }),
+        )
+        .await,
+    );
+    let overlay = state
+        .path()
+        .join(&qemu_host)
+        .join("instances/i-vm/root.s2.qcow2");
+    for _ in 0..300 {
+        if overlay.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(overlay.exists(), "{} written", overlay.display());
 
     // QEMU killed behind the agent's back: noticed and recorded, the instance failed.
     assert!(
@@ -666,4 +689,70 @@ async fn the_instance_cli_launches_lists_shows_and_terminates_through_the_comman
     );
     let (ok, _, err) = cli(&["show", "i-nothing"]);
     assert!(!ok && err.contains("no instance i-nothing"), "{err}");
+}
+
+/// A host agent killed -9 in the middle of a launch: started again, it finishes the launch or
+/// takes over what its predecessor started — one container, booted once, recorded as launched,
+/// never a ghost. (crun, whose containers start in milliseconds, so the kill lands mid-launch.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_during_a_launch_finishes_it_once_when_it_comes_back() {
+    let images = images();
+    let nats = Nats::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let _node = NodeProcess::start(&nats, data.path());
+    let me = std::process::id();
+    let (fabric, host) = (format!("sfk{me}"), format!("k{me}"));
+    let _cleanup = Namespaces(vec![
+        fabric.clone(),
+        host_namespace(&host.as_str().into()),
+        instance_namespace(&"i-kill".into()),
+    ]);
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut agent = compute_host(&nats, &host, "crun", &images, state.path(), &fabric);
+    let service = nats.commands("service").await;
+    let mut events = Events(
+        Follower::start(nats.client("operator").await, 1)
+            .await
+            .expect("follow"),
+    );
+    let mut command = launch("i-kill", Some(Hypervisor::Crun), vec![]);
+    if let Cmd::LaunchInstance(l) = &mut command {
+        l.region = Some("r1".into());
+    }
+    let placed = accepted(&send(&service, command).await);
+    let address = match placed.as_slice() {
+        [_, Event::InstancePlaced(p)] => p.addresses.private.clone(),
+        other => panic!("{other:?}"),
+    };
+    // The launch is recorded; the agent is busy carrying it out. Kill it now.
+    events.until("instance-i-kill", "InstancePlaced").await;
+    agent.kill9();
+    let _agent = compute_host(&nats, &host, "crun", &images, state.path(), &fabric);
+    let launched = match events.until("instance-i-kill", "InstanceLaunched").await {
+        Event::InstanceLaunched(l) => l,
+        other => panic!("{other:?}"),
+    };
+    assert!(Path::new(&format!("/proc/{}", launched.pid)).exists());
+    assert_eq!(
+        ask(&fabric, &address),
+        "id=i-kill boots=1 counter=1 disks=none nics=eth0",
+        "booted once"
+    );
+    let containers = Command::new("crun")
+        .arg("--root")
+        .arg(state.path().join(&host).join("crun"))
+        .args(["list", "-q"])
+        .output()
+        .expect("crun list");
+    assert_eq!(String::from_utf8_lossy(&containers.stdout).trim(), "i-kill");
+    accepted(
+        &send(
+            &service,
+            Cmd::TerminateInstance(TerminateInstance {
+                instance_id: "i-kill".into(),
+            }),
+        )
+        .await,
+    );
+    assert!(pid_exits(launched.pid), "terminated");
 }
