@@ -14,6 +14,7 @@ use streamfleet_node::{Node, NodeConfig};
 use streamfleet_testkit::NatsServer;
 use uuid::Uuid;
 
+mod instances;
 mod media;
 mod replay;
 mod sessions;
@@ -22,6 +23,9 @@ mod sessions;
 pub enum Which {
     /// Sessions: redemption latency at a fixed rate; heartbeat ingestion with projections.
     Sessions(sessions::SessionsArgs),
+    /// Instances: command → answering on its address per driver, beside a start by hand; sim
+    /// launches per second.
+    Instances(instances::InstancesArgs),
     /// The media plane: encode fps, glass-to-glass latency, concurrent streams, bitrate settling.
     Media(media::MediaArgs),
     /// The auditors' tools: offline read and verify, projection rebuild, export, live catch-up.
@@ -59,6 +63,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Sessions(args) => sessions::run(args).await,
         Which::Media(args) => media::run(args).await,
+        Which::Instances(args) => instances::run(args).await,
         Which::Replay { events } => replay::run(events).await,
         Which::Log {
             catch_up_events,
