@@ -172,46 +172,70 @@ pub(crate) fn decide_launch(
         features: &c.features,
         requested: c.hypervisor,
     };
+    if let Some(h) = c.hypervisor
+        && !image.hypervisors.contains(&h)
+    {
+        // The image is not built for the customer's hypervisor: refuse, offering the cheapest
+        // that runs it in any region asked about.
+        let anyone = Needs {
+            requested: None,
+            ..needs
+        };
+        let offer = regions
+            .iter()
+            .filter_map(|region| {
+                let choice = hypervisor::choose(&anyone, &offered_in(region)).ok()?;
+                Some((
+                    compute.costs.of(region, choice.hypervisor),
+                    choice.hypervisor,
+                ))
+            })
+            .min();
+        return Err(match offer {
+            Some((cost, runs)) => Rejection::HypervisorUnfit {
+                requested: h,
+                why: format!("image {} is not built for {h}", image.name),
+                offer: streamfleet_bus_schemas::compute::HypervisorOffer {
+                    hypervisor: runs,
+                    reason: format!("{runs} runs image {}", image.name),
+                    cost,
+                },
+            },
+            None => Rejection::NoHypervisor {
+                detail: format!(
+                    "image {} is not built for {h}, and nothing that runs it has room",
+                    image.name
+                ),
+            },
+        });
+    }
     let mut best: Option<(u32, RegionId, hypervisor::Choice)> = None;
     let mut refusals = Vec::new();
+    // The customer's hypervisor fits nowhere, but another does somewhere: the refusal with the
+    // cheapest offer.
+    let mut unfit: Option<Rejection> = None;
     for region in &regions {
-        let offered = offered_in(region);
-        if let Some(h) = c.hypervisor
-            && !image.hypervisors.contains(&h)
-        {
-            // The image is not built for the customer's hypervisor: refuse, offering what runs it.
-            let anyone = Needs {
-                requested: None,
-                ..needs
-            };
-            return Err(match hypervisor::choose(&anyone, &offered) {
-                Ok(choice) => Rejection::HypervisorUnfit {
-                    requested: h,
-                    why: format!("image {} is not built for {h}", image.name),
-                    offer: streamfleet_bus_schemas::compute::HypervisorOffer {
-                        hypervisor: choice.hypervisor,
-                        reason: format!("{} runs image {}", choice.hypervisor, image.name),
-                        cost: compute.costs.of(region, choice.hypervisor),
-                    },
-                },
-                Err(_) => Rejection::NoHypervisor {
-                    detail: format!(
-                        "image {} is not built for {h}, and nothing that runs it has room in {region}",
-                        image.name
-                    ),
-                },
-            });
-        }
-        match hypervisor::choose(&needs, &offered) {
+        match hypervisor::choose(&needs, &offered_in(region)) {
             Ok(choice) => {
                 let cost = compute.costs.of(region, choice.hypervisor);
                 if best.as_ref().is_none_or(|(c, _, _)| cost < *c) {
                     best = Some((cost, (*region).clone(), choice));
                 }
             }
-            Err(r @ Rejection::HypervisorUnfit { .. }) if regions.len() == 1 => return Err(r),
+            Err(r @ Rejection::HypervisorUnfit { .. }) => {
+                refusals.push(format!("{region}: {r}"));
+                let cheaper = |o: &Rejection| o.offer().map_or(u32::MAX, |o| o.cost);
+                if unfit.as_ref().is_none_or(|u| cheaper(&r) < cheaper(u)) {
+                    unfit = Some(r);
+                }
+            }
             Err(r) => refusals.push(format!("{region}: {r}")),
         }
+    }
+    if best.is_none()
+        && let Some(r) = unfit
+    {
+        return Err(r);
     }
     let Some((_, region, choice)) = best else {
         return Err(Rejection::NoHypervisor {
@@ -554,11 +578,13 @@ pub(crate) fn decide_report(
             if s.status == InstanceStatus::Running {
                 return Ok(vec![]);
             }
+            // Only a boot under way ends running: a failed instance gave its room back and is
+            // started again (which takes it, if there is some) before it may run.
             in_status(
                 &c.instance_id,
                 s,
                 "report running",
-                &[InstanceStatus::Booting, InstanceStatus::Failed],
+                &[InstanceStatus::Booting],
             )?;
             Event::InstanceLaunched(InstanceLaunched {
                 instance_id: c.instance_id.clone(),
