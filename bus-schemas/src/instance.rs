@@ -163,6 +163,17 @@ pub enum InstanceReport {
         /// Why, from the hypervisor.
         reason: String,
     },
+    /// A change recorded for the running instance could not be carried out (the instance runs
+    /// on without it).
+    ChangeFailed {
+        /// The change, as its command's verb: `attach-volume`, `detach-volume`,
+        /// `attach-network`, `detach-network` or `snapshot`.
+        operation: String,
+        /// What it was about: the volume, network or snapshot id.
+        target: String,
+        /// Why, from the hypervisor.
+        reason: String,
+    },
 }
 
 /// A host reports what it saw of an instance it runs (sent by its agent, role `launcher`).
@@ -355,6 +366,25 @@ pub struct InstanceFailed {
     pub instance_id: InstanceId,
     /// Its host.
     pub host_id: HostId,
+    /// Why.
+    pub reason: String,
+}
+
+/// A change recorded for an instance (a volume or network attached or detached, a snapshot) could
+/// not be carried out by its host. An attach or a snapshot that failed is undone in the
+/// instance's state (the volume, network or snapshot is not its own); a detach that failed
+/// leaves the device with the guest, which this event says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InstanceChangeFailed {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// Its host.
+    pub host_id: HostId,
+    /// The change: `attach-volume`, `detach-volume`, `attach-network`, `detach-network` or
+    /// `snapshot`.
+    pub operation: String,
+    /// The volume, network or snapshot id.
+    pub target: String,
     /// Why.
     pub reason: String,
 }

@@ -174,6 +174,7 @@ message_set! {
         NetworkDetached => "instance",
         SnapshotTaken => "instance",
         InstanceFailed => "instance",
+        InstanceChangeFailed => "instance",
         ComputeHostRegistered => "compute",
     }
 }

@@ -291,29 +291,30 @@ async fn carry_out<D: Driver>(
             }
         }
         Action::AttachVolume(volume) => {
-            if let Err(e) = driver.attach_volume(&spec, &volume).await {
-                tracing::warn!(instance = %id, volume = %volume.volume_id, error = %e, "attach failed");
-            }
+            let done = driver.attach_volume(&spec, &volume).await;
+            reporter
+                .change(id, "attach-volume", &volume.volume_id, done)
+                .await
         }
         Action::DetachVolume(volume_id) => {
-            if let Err(e) = driver.detach_volume(&spec, &volume_id).await {
-                tracing::warn!(instance = %id, volume = %volume_id, error = %e, "detach failed");
-            }
+            let done = driver.detach_volume(&spec, &volume_id).await;
+            reporter.change(id, "detach-volume", &volume_id, done).await
         }
         Action::AttachNetwork(network_id) => {
-            if let Err(e) = driver.attach_network(&spec, &network_id).await {
-                tracing::warn!(instance = %id, network = %network_id, error = %e, "network attach failed");
-            }
+            let done = driver.attach_network(&spec, &network_id).await;
+            reporter
+                .change(id, "attach-network", &network_id, done)
+                .await
         }
         Action::DetachNetwork(network_id) => {
-            if let Err(e) = driver.detach_network(&spec, &network_id).await {
-                tracing::warn!(instance = %id, network = %network_id, error = %e, "network detach failed");
-            }
+            let done = driver.detach_network(&spec, &network_id).await;
+            reporter
+                .change(id, "detach-network", &network_id, done)
+                .await
         }
         Action::Snapshot(snapshot_id) => {
-            if let Err(e) = driver.snapshot(&spec, &snapshot_id).await {
-                tracing::warn!(instance = %id, snapshot = %snapshot_id, error = %e, "snapshot failed");
-            }
+            let done = driver.snapshot(&spec, &snapshot_id).await;
+            reporter.change(id, "snapshot", &snapshot_id, done).await
         }
         Action::Reconcile => reconcile(driver, reporter, id, &spec, state.status).await,
     }
@@ -396,6 +397,25 @@ struct Reporter {
 }
 
 impl Reporter {
+    /// Reports a change the driver could not carry out (done: nothing to report).
+    async fn change(
+        &self,
+        id: &InstanceId,
+        operation: &str,
+        target: &str,
+        done: Result<(), crate::DriverError>,
+    ) {
+        if let Err(e) = done {
+            tracing::warn!(instance = %id, operation, target, error = %e, "change not carried out");
+            let report = InstanceReport::ChangeFailed {
+                operation: operation.to_string(),
+                target: target.to_string(),
+                reason: e.to_string(),
+            };
+            self.report(id, report).await;
+        }
+    }
+
     async fn report(&self, id: &InstanceId, report: InstanceReport) {
         let command = Command::ReportInstance(ReportInstance {
             instance_id: id.clone(),

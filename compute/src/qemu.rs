@@ -29,6 +29,9 @@ use tokio::sync::{Mutex, mpsc};
 /// How long a guest may take to answer after QEMU starts (TCG on a busy 2-core machine boots
 /// the catalogue's guest in about 15 s).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Tries at connecting again to a running QEMU's monitor, and the wait between them.
+const RECONNECT_TRIES: u32 = 20;
+const RECONNECT_AFTER: Duration = Duration::from_millis(250);
 /// How long a clean power-off may take before QEMU is told to quit anyway.
 const POWERDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -261,8 +264,33 @@ impl QemuDriver {
                 top.node, volume.volume_id
             ));
         }
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        run("ip", &argv).await?;
+        // With `-D` a daemonized QEMU keeps the standard error it was given: what it says
+        // when it fails goes to `qemu.err` (a file: a pipe would outlive the start).
+        arg("-D");
+        arg(&dir.join("qemu.log").display().to_string());
+        let err_path = dir.join("qemu.err");
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&err_path)
+            .map_err(DriverError::io(&err_path))?;
+        let status = tokio::process::Command::new("ip")
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .status()
+            .await
+            .map_err(|e| DriverError::Program {
+                program: "qemu-system-x86_64".into(),
+                detail: e.to_string(),
+            })?;
+        if !status.success() {
+            return Err(DriverError::Program {
+                program: "qemu-system-x86_64".into(),
+                detail: format!("{status}: {}", last_words(&err_path)),
+            });
+        }
         let pid: u32 = std::fs::read_to_string(&pid_path)
             .map_err(DriverError::io(&pid_path))?
             .trim()
@@ -419,6 +447,19 @@ impl QemuDriver {
             exited(session.pid).await;
         }
     }
+}
+
+/// The last line QEMU wrote to its standard error (`qemu.err`), or that it said nothing.
+fn last_words(err: &Path) -> String {
+    std::fs::read_to_string(err)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "it said nothing".into())
 }
 
 /// Whether `pid` has ended and waits to be reaped (QEMU daemonized: its parent is init).
@@ -786,21 +827,35 @@ impl Driver for QemuDriver {
                     // call a running guest gone.
                     if alive(pid) && is_qemu(pid) && !is_zombie(pid) {
                         let socket = self.dir(&id).join("qmp.sock");
-                        match self.attach(&id, pid, &socket).await {
-                            Ok(_) => {
+                        // QEMU accepts the next client once it has noticed the last one gone:
+                        // a few tries, a moment apart.
+                        let mut last = None;
+                        for _ in 0..RECONNECT_TRIES {
+                            match self.attach(&id, pid, &socket).await {
+                                Ok(_) => {
+                                    last = None;
+                                    break;
+                                }
+                                Err(e) => last = Some(e),
+                            }
+                            tokio::time::sleep(RECONNECT_AFTER).await;
+                        }
+                        match last {
+                            None => {
                                 tracing::warn!(instance = %id, pid, "QMP connection lost while QEMU runs; connected again");
                                 continue;
                             }
-                            Err(e) => {
+                            Some(e) => {
                                 tracing::warn!(instance = %id, pid, error = %e, "QMP connection lost and not regained; ending QEMU");
                                 signal(pid, libc::SIGKILL);
                                 exited(pid).await;
                             }
                         }
                     }
+                    let said = last_words(&self.dir(&id).join("qemu.err"));
                     return (
                         id,
-                        Happening::Gone(format!("qemu (pid {pid}) ended unexpectedly")),
+                        Happening::Gone(format!("qemu (pid {pid}) ended unexpectedly: {said}")),
                     );
                 }
                 QmpEvent::DeviceDeleted(_) => continue,

@@ -622,6 +622,17 @@ pub(crate) fn decide_report(
                 by: ChangeCause::Guest,
             })
         }
+        InstanceReport::ChangeFailed {
+            operation,
+            target,
+            reason,
+        } => Event::InstanceChangeFailed(InstanceChangeFailed {
+            instance_id: c.instance_id.clone(),
+            host_id: s.host_id.clone(),
+            operation: operation.clone(),
+            target: target.clone(),
+            reason: reason.clone(),
+        }),
         InstanceReport::Failed { reason } => {
             if s.status == InstanceStatus::Failed {
                 return Ok(vec![]);
@@ -690,6 +701,13 @@ pub(crate) fn evolve(state: Option<InstanceState>, event: &Event) -> Option<Inst
         Event::NetworkAttached(e) => s.networks.push(e.network_id.clone()),
         Event::NetworkDetached(e) => s.networks.retain(|n| *n != e.network_id),
         Event::SnapshotTaken(e) => s.snapshots.push(e.snapshot_id.clone()),
+        // What did not happen is not the instance's: an attach or a snapshot is undone.
+        Event::InstanceChangeFailed(e) => match e.operation.as_str() {
+            "attach-volume" => s.volumes.retain(|v| v.volume_id != e.target),
+            "attach-network" => s.networks.retain(|n| *n != e.target),
+            "snapshot" => s.snapshots.retain(|n| *n != e.target),
+            _ => {}
+        },
         _ => {}
     }
     Some(s)

@@ -746,7 +746,8 @@ pub fn evolve(state: State, event: &Event) -> State {
             | Event::NetworkAttached(_)
             | Event::NetworkDetached(_)
             | Event::SnapshotTaken(_)
-            | Event::InstanceFailed(_)),
+            | Event::InstanceFailed(_)
+            | Event::InstanceChangeFailed(_)),
         ) => {
             let current = match state {
                 State::Instance(s) => Some(s),

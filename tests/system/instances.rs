@@ -397,6 +397,41 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
     let seen = ask_until(&fabric, &vm_ip, 60, |a| a.contains(" disks=vda,vdb "));
     assert_eq!(field(&seen, "boots"), 2);
 
+    // A change the host cannot carry out (the volume's file is in the way: a folder) is
+    // reported and undone: the volume is not the instance's, and the guest runs on.
+    std::fs::create_dir_all(state.path().join(&qemu_host).join("instances/i-vm/bad.raw"))
+        .expect("a folder where the volume's file goes");
+    accepted(
+        &send(
+            &service,
+            Cmd::AttachVolume(AttachVolume {
+                instance_id: "i-vm".into(),
+                volume_id: "bad".into(),
+                size_mib: 4,
+            }),
+        )
+        .await,
+    );
+    match events.until("instance-i-vm", "InstanceChangeFailed").await {
+        Event::InstanceChangeFailed(f) => {
+            assert_eq!(
+                (f.operation.as_str(), f.target.as_str()),
+                ("attach-volume", "bad")
+            );
+            assert!(!f.reason.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    let detach_bad = Cmd::DetachVolume(DetachVolume {
+        instance_id: "i-vm".into(),
+        volume_id: "bad".into(),
+    });
+    assert_eq!(
+        rule(&send(&service, detach_bad).await),
+        "volume_not_attached"
+    );
+    assert!(ask(&fabric, &vm_ip).contains(" disks=vda,vdb "));
+
     // A network interface, hot on the container: it sees one more interface, then none.
     let backend = network_interface("backend");
     accepted(&send(&service, attach_network("i-ct")).await);
@@ -498,17 +533,20 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
         )
         .await,
     );
-    let overlay = state
+    // QEMU makes an overlay's file first; the driver records each layer once it is in use (the
+    // data volume's last).
+    let layers = state
         .path()
         .join(&qemu_host)
-        .join("instances/i-vm/root.s2.qcow2");
+        .join("instances/i-vm/layers.json");
+    let in_use = || std::fs::read_to_string(&layers).is_ok_and(|l| l.contains("data.s2.qcow2"));
     for _ in 0..300 {
-        if overlay.exists() {
+        if in_use() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(overlay.exists(), "{} written", overlay.display());
+    assert!(in_use(), "{} names the new layer", layers.display());
 
     // QEMU killed behind the agent's back: noticed and recorded, the instance failed.
     assert!(

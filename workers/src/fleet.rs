@@ -361,6 +361,7 @@ impl Fleet {
             | Event::NetworkDetached(_)
             | Event::SnapshotTaken(_)
             | Event::InstanceFailed(_)
+            | Event::InstanceChangeFailed(_)
             | Event::ComputeHostRegistered(_) => {}
         }
     }

@@ -235,6 +235,17 @@ impl View for InstancesView {
             Event::SnapshotTaken(e) => self.instance(&e.instance_id, false, time, |r| {
                 r.snapshots.push(e.snapshot_id.clone());
             }),
+            // As the domain folds it: a failed attach or snapshot is undone.
+            Event::InstanceChangeFailed(e) => {
+                self.instance(&e.instance_id, false, time, |r| {
+                    match e.operation.as_str() {
+                        "attach-volume" => r.volumes.retain(|v| v.volume_id != e.target),
+                        "attach-network" => r.networks.retain(|n| *n != e.target),
+                        "snapshot" => r.snapshots.retain(|n| *n != e.target),
+                        _ => {}
+                    }
+                })
+            }
             Event::ComputeHostRegistered(e) => self.hosts.upsert(&e.host_id, |h| {
                 h.host_id = e.host_id.to_string();
                 h.region = e.region.to_string();
