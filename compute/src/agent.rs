@@ -246,40 +246,11 @@ async fn carry_out<D: Driver>(
     let hypervisor: Hypervisor = driver.hypervisor();
     tracing::debug!(instance = %id, ?action, %hypervisor, "carrying out");
     match action {
-        Action::Launch => match driver.launch(&spec).await {
-            Ok(running) => {
-                reporter
-                    .report(id, InstanceReport::Running { pid: running.pid })
-                    .await
-            }
-            Err(e) => {
-                reporter
-                    .report(
-                        id,
-                        InstanceReport::Failed {
-                            reason: e.to_string(),
-                        },
-                    )
-                    .await
-            }
-        },
-        Action::Reboot => match driver.reboot(&spec).await {
-            Ok(running) => {
-                reporter
-                    .report(id, InstanceReport::Running { pid: running.pid })
-                    .await
-            }
-            Err(e) => {
-                reporter
-                    .report(
-                        id,
-                        InstanceReport::Failed {
-                            reason: format!("reboot: {e}"),
-                        },
-                    )
-                    .await
-            }
-        },
+        Action::Launch => reporter.booted(id, driver.launch(&spec).await, "").await,
+        Action::Reboot => {
+            let booted = driver.reboot(&spec).await;
+            reporter.booted(id, booted, "reboot: ").await
+        }
         Action::Stop => {
             if let Err(e) = driver.stop(&spec).await {
                 tracing::warn!(instance = %id, error = %e, "stop failed");
@@ -331,28 +302,8 @@ async fn reconcile<D: Driver>(
     let adopted = driver.adopt(spec).await;
     match (status, adopted) {
         // A launch (or start) that was under way: booted meanwhile, or boot it now.
-        (InstanceStatus::Booting, Ok(Some(r))) => {
-            reporter
-                .report(id, InstanceReport::Running { pid: r.pid })
-                .await
-        }
-        (InstanceStatus::Booting, _) => match driver.launch(spec).await {
-            Ok(r) => {
-                reporter
-                    .report(id, InstanceReport::Running { pid: r.pid })
-                    .await
-            }
-            Err(e) => {
-                reporter
-                    .report(
-                        id,
-                        InstanceReport::Failed {
-                            reason: e.to_string(),
-                        },
-                    )
-                    .await
-            }
-        },
+        (InstanceStatus::Booting, Ok(Some(r))) => reporter.booted(id, Ok(r), "").await,
+        (InstanceStatus::Booting, _) => reporter.booted(id, driver.launch(spec).await, "").await,
         (InstanceStatus::Running, Ok(Some(r))) => {
             tracing::info!(instance = %id, pid = r.pid, "re-adopted");
         }
@@ -397,6 +348,22 @@ struct Reporter {
 }
 
 impl Reporter {
+    /// Reports a boot's outcome: running, or failed (the reason after `context`).
+    async fn booted(
+        &self,
+        id: &InstanceId,
+        booted: Result<crate::Running, crate::DriverError>,
+        context: &str,
+    ) {
+        let report = match booted {
+            Ok(running) => InstanceReport::Running { pid: running.pid },
+            Err(e) => InstanceReport::Failed {
+                reason: format!("{context}{e}"),
+            },
+        };
+        self.report(id, report).await
+    }
+
     /// Reports a change the driver could not carry out (done: nothing to report).
     async fn change(
         &self,

@@ -9,7 +9,7 @@
 //! `--cgroup-manager=disabled`).
 
 use crate::driver::{
-    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, unsupported,
+    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, remove_folder, unsupported,
 };
 use crate::network::HostNetwork;
 use crate::process::{alive, exited, run};
@@ -387,19 +387,8 @@ impl Driver for CrunDriver {
         let lock = self.lock(id);
         let _turn = lock.lock().await;
         self.end(id).await;
-        self.network.unroute(&spec.addresses).await;
-        for network_id in &spec.networks {
-            self.network.remove_network_interface(id, network_id).await;
-        }
-        self.network.release(id).await;
-        let dir = self.dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::Io {
-                path: dir,
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        self.network.withdraw(spec).await;
+        remove_folder(&self.dir(id))
     }
 
     async fn attach_volume(&self, _: &InstanceSpec, _: &Volume) -> Result<(), DriverError> {

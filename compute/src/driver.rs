@@ -189,6 +189,17 @@ pub trait Driver: Send + Sync + 'static {
     fn next_happening(&self) -> impl Future<Output = (InstanceId, Happening)> + Send;
 }
 
+/// Deletes an instance's folder (gone already: done).
+pub(crate) fn remove_folder(dir: &std::path::Path) -> Result<(), DriverError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses `operation` on `hypervisor`.
 pub(crate) fn unsupported<T>(
     hypervisor: Hypervisor,

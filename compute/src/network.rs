@@ -349,6 +349,17 @@ impl HostNetwork {
         let _ = ip(&["-n", &self.namespace, "link", "del", &format!("w{t}")]).await;
     }
 
+    /// Takes everything of an ended instance off the network: its routes, its extra
+    /// interfaces, its tap or namespace.
+    pub async fn withdraw(&self, spec: &crate::InstanceSpec) {
+        self.unroute(&spec.addresses).await;
+        for network_id in &spec.networks {
+            self.remove_network_interface(&spec.instance_id, network_id)
+                .await;
+        }
+        self.release(&spec.instance_id).await;
+    }
+
     /// Removes what [`HostNetwork::tap`] or [`HostNetwork::instance_namespace`] made.
     pub async fn release(&self, instance_id: &InstanceId) {
         let t = tag(instance_id);

@@ -10,7 +10,9 @@
 //! its sockets and its console log.
 
 use crate::accel::Probed;
-use crate::driver::{Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running};
+use crate::driver::{
+    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, remove_folder,
+};
 use crate::network::HostNetwork;
 use crate::process::{alive, exited, run, signal};
 use crate::qmp::{BlockdevAdd, NetdevAdd, Qmp, QmpEvent};
@@ -29,6 +31,8 @@ use tokio::sync::{Mutex, mpsc};
 /// How long a guest may take to answer after QEMU starts (TCG on a busy 2-core machine boots
 /// the catalogue's guest in about 15 s).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a guest may take to let go of a device asked back.
+const UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tries at connecting again to a running QEMU's monitor, and the wait between them.
 const RECONNECT_TRIES: u32 = 20;
 const RECONNECT_AFTER: Duration = Duration::from_millis(250);
@@ -411,6 +415,25 @@ impl QemuDriver {
         .unwrap_or(false)
     }
 
+    /// Asks the guest to let go of `device` (`device_del`) and waits until QEMU says it is gone.
+    async fn unplug(session: &Session, device: &str) -> Result<(), DriverError> {
+        session
+            .qmp
+            .execute(qapi::qmp::device_del {
+                id: device.to_string(),
+            })
+            .await?;
+        let gone = QmpEvent::DeviceDeleted(device.to_string());
+        if Self::wait_for(session, UNPLUG_TIMEOUT, |e| *e == gone).await {
+            Ok(())
+        } else {
+            Err(DriverError::Control(format!(
+                "the guest did not release {device} within {} s, or QEMU ended first",
+                UNPLUG_TIMEOUT.as_secs()
+            )))
+        }
+    }
+
     /// Makes QEMU end (a clean power-off first when `clean`), and waits for its process.
     async fn end(&self, id: &InstanceId, clean: bool) {
         let Some(session) = self.sessions.lock().expect("sessions").remove(id) else {
@@ -555,19 +578,8 @@ impl Driver for QemuDriver {
         let lock = self.lock(id);
         let _turn = lock.lock().await;
         self.end(id, false).await;
-        self.network.unroute(&spec.addresses).await;
-        for network_id in &spec.networks {
-            self.network.remove_network_interface(id, network_id).await;
-        }
-        self.network.release(id).await;
-        let dir = self.dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::Io {
-                path: dir,
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        self.network.withdraw(spec).await;
+        remove_folder(&self.dir(id))
     }
 
     async fn attach_volume(&self, spec: &InstanceSpec, volume: &Volume) -> Result<(), DriverError> {
@@ -611,21 +623,8 @@ impl Driver for QemuDriver {
         let session = self
             .session(id)
             .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
-        let device = format!("dev-{volume_id}");
-        session
-            .qmp
-            .execute(qapi::qmp::device_del { id: device.clone() })
-            .await?;
         // The guest lets go of the disk first (ACPI hot-unplug); then its node can go.
-        if !Self::wait_for(&session, Duration::from_secs(30), |e| {
-            *e == QmpEvent::DeviceDeleted(device.clone())
-        })
-        .await
-        {
-            return Err(DriverError::Control(format!(
-                "the guest did not release {device} within 30 s, or QEMU ended first"
-            )));
-        }
+        Self::unplug(&session, &format!("dev-{volume_id}")).await?;
         let top = self.top(id, volume_id);
         session
             .qmp
@@ -701,21 +700,8 @@ impl Driver for QemuDriver {
         let session = self
             .session(id)
             .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
-        let device = format!("nic-{network_id}");
-        session
-            .qmp
-            .execute(qapi::qmp::device_del { id: device.clone() })
-            .await?;
         // The guest lets go of the interface first (ACPI hot-unplug); then its backend can go.
-        if !Self::wait_for(&session, Duration::from_secs(30), |e| {
-            *e == QmpEvent::DeviceDeleted(device.clone())
-        })
-        .await
-        {
-            return Err(DriverError::Control(format!(
-                "the guest did not release {device} within 30 s, or QEMU ended first"
-            )));
-        }
+        Self::unplug(&session, &format!("nic-{network_id}")).await?;
         session
             .qmp
             .execute(qapi::qmp::netdev_del {
