@@ -18,7 +18,7 @@
 set -euo pipefail
 OUT="${1:-.streamfleet/images/linux-busybox}"
 # Bumped when the image changes, so a cached older build is replaced.
-FORMAT=7
+FORMAT=8
 built() {
   [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ] && [ -x "$OUT/rootfs/bin/busybox" ] &&
     [ "$(cat "$OUT/format" 2>/dev/null)" = "$FORMAT" ]
@@ -133,7 +133,8 @@ nc -ll -p 7000 -e /bin/app &
 until netstat -ltn 2>/dev/null | grep -q ':7000 '; do usleep 10000; done
 echo "streamfleet guest ready"
 trap 'exit 0' TERM
-while true; do sleep 1; done
+# A sleep in the background, waited for: TERM is handled at once, not after the sleep.
+while true; do sleep 1 & wait $!; done
 CINIT
 chmod +x "$bundle/bin/init" "$bundle/bin/app" "$bundle/bin/state"
 # The root is read-only in the container: busybox's applets are linked here, once.

@@ -92,7 +92,7 @@ fn action_of(event: &Event) -> Option<Action> {
 }
 
 /// Runs the agent of `offer`'s host with `driver` until the log cannot be followed any more;
-/// `ready` is called once the host is registered. `client` is logged in as the `launcher` role.
+/// `ready` is called once the host is registered and follows the log. `client` is logged in as the `launcher` role.
 pub async fn run<D: Driver>(
     driver: Arc<D>,
     client: async_nats::Client,
@@ -117,7 +117,6 @@ pub async fn run<D: Driver>(
         .await
         .map_err(|e| AgentError::Register(e.to_string()))?;
     tracing::info!(host = %offer.host_id, hypervisor = %driver.hypervisor(), "compute host registered");
-    ready();
 
     let reporter = Reporter {
         commands: commands.clone(),
@@ -149,6 +148,9 @@ pub async fn run<D: Driver>(
         ],
     )
     .await?;
+    // Registered and following: whatever is recorded from now on is carried out live, what was
+    // recorded before by the reconciliation once the history is folded.
+    ready();
     let mut instances: HashMap<InstanceId, InstanceState> = HashMap::new();
     let mut queues: HashMap<InstanceId, mpsc::UnboundedSender<(Action, InstanceState)>> =
         HashMap::new();

@@ -124,6 +124,10 @@ impl CrunDriver {
 
     /// The pid of the container's init when crun says it runs.
     async fn running_pid(&self, id: &InstanceId) -> Option<u32> {
+        // crun keeps a folder per container: none, no container (and no `crun state` to run).
+        if !self.state.join(id.as_str()).exists() {
+            return None;
+        }
         let state = self.crun(&["state", id.as_str()]).await.ok()?;
         let state: serde_json::Value = serde_json::from_str(&state).ok()?;
         let pid = state.get("pid")?.as_u64()? as u32;
@@ -207,9 +211,23 @@ impl CrunDriver {
             self.network.network_veth(id, network_id).await?;
         }
         let bundle = self.bundle(spec, &netns)?;
-        let _ = self.crun(&["delete", "-f", id.as_str()]).await;
+        // A container of the same id left in crun's state (crun keeps a folder per container)
+        // goes first; none there: no `crun delete` to run.
+        if self.state.join(id.as_str()).exists() {
+            let _ = self.crun(&["delete", "-f", id.as_str()]).await;
+        }
         let bundle_text = bundle.display().to_string();
-        let args = self.crun_args(&["run", "-d", "--bundle", &bundle_text, id.as_str()]);
+        let pid_file = dir.join("init.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let pid_file_arg = format!("--pid-file={}", pid_file.display());
+        let args = self.crun_args(&[
+            "run",
+            "-d",
+            &pid_file_arg,
+            "--bundle",
+            &bundle_text,
+            id.as_str(),
+        ]);
         let mut command = if self.hybrid_cgroups {
             // crun refuses hybrid cgroups; without the v2 mount in its own mount namespace it
             // runs (with no cgroup limits).
@@ -257,7 +275,12 @@ impl CrunDriver {
                 detail: format!("{status}: {}", said.trim()),
             });
         }
-        let Some(pid) = self.running_pid(id).await else {
+        // The init's pid, as crun wrote it (no `crun state` to run).
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .filter(|pid| alive(*pid));
+        let Some(pid) = pid else {
             return Err(DriverError::Control(format!(
                 "crun started {id} but it does not run"
             )));

@@ -13,7 +13,7 @@
 //! ```
 
 use crate::driver::DriverError;
-use crate::process::{ip, run, tag};
+use crate::process::{ip, ip_batch, run, tag};
 use streamfleet_bus_schemas::ids::{HostId, InstanceId};
 use streamfleet_bus_schemas::instance::InstanceAddresses;
 use streamfleet_domain::fleet::{GATEWAY, PREFIX};
@@ -65,15 +65,14 @@ pub struct HostNetwork {
     uplink: String,
 }
 
-async fn ensure_namespace(name: &str) -> Result<(), DriverError> {
-    let list = ip(&["netns", "list"]).await?;
-    if !list
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(name))
-    {
-        ip(&["netns", "add", name]).await?;
+/// Makes namespace `name` unless it exists; whether it was made now.
+async fn ensure_namespace(name: &str) -> Result<bool, DriverError> {
+    // `ip netns add` makes the file; looking for it spares a process.
+    if std::path::Path::new("/var/run/netns").join(name).exists() {
+        return Ok(false);
     }
-    Ok(())
+    ip(&["netns", "add", name]).await?;
+    Ok(true)
 }
 
 async fn sysctl(namespace: &str, setting: &str) -> Result<(), DriverError> {
@@ -163,18 +162,12 @@ impl HostNetwork {
 
     /// Routes the instance's addresses to this host (the public one also onto the bridge).
     pub async fn route(&self, addresses: &InstanceAddresses) -> Result<(), DriverError> {
-        for address in [&addresses.private, &addresses.public] {
-            ip(&[
-                "-n",
-                &self.fabric.namespace,
-                "route",
-                "replace",
-                &format!("{address}/32"),
-                "dev",
-                &self.uplink,
-            ])
-            .await?;
-        }
+        ip_batch(
+            &self.fabric.namespace,
+            &[&addresses.private, &addresses.public]
+                .map(|a| format!("route replace {a}/32 dev {}", self.uplink)),
+        )
+        .await?;
         ip(&[
             "-n",
             &self.namespace,
@@ -230,59 +223,49 @@ impl HostNetwork {
     ) -> Result<String, DriverError> {
         let t = tag(instance_id);
         let (own, host_end) = (instance_namespace(instance_id), format!("v{t}"));
-        ensure_namespace(&own).await?;
-        if ip(&["-n", &own, "link", "show", "eth0"]).await.is_err() {
-            let _ = ip(&["-n", &self.namespace, "link", "del", &host_end]).await;
-            ip(&[
-                "-n",
+        let made = ensure_namespace(&own).await?;
+        if made || ip(&["-n", &own, "link", "show", "eth0"]).await.is_err() {
+            // A veth from the host's bridge into the instance's namespace, its addresses, its
+            // way out: one `ip -batch` per namespace. (A host end left from an earlier one goes
+            // first; a namespace made now has none.)
+            if !made {
+                let _ = ip(&["-n", &self.namespace, "link", "del", &host_end]).await;
+            }
+            ip_batch(
                 &self.namespace,
-                "link",
-                "add",
-                &host_end,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &own,
-            ])
+                &[
+                    format!("link add {host_end} type veth peer name eth0 netns {own}"),
+                    format!("link set {host_end} master br0 up"),
+                ],
+            )
             .await?;
-            ip(&[
-                "-n",
+            ip_batch(
                 &own,
-                "addr",
-                "add",
-                &format!("{}/{PREFIX}", addresses.private),
-                "dev",
-                "eth0",
-            ])
+                &[
+                    format!("addr add {}/{PREFIX} dev eth0", addresses.private),
+                    format!("addr add {}/32 dev eth0", addresses.public),
+                    "link set lo up".into(),
+                    "link set eth0 up".into(),
+                    format!("route replace default via {GATEWAY}"),
+                ],
+            )
             .await?;
-            ip(&[
-                "-n",
+        } else {
+            ip_batch(
+                &self.namespace,
+                &[format!("link set {host_end} master br0 up")],
+            )
+            .await?;
+            ip_batch(
                 &own,
-                "addr",
-                "add",
-                &format!("{}/32", addresses.public),
-                "dev",
-                "eth0",
-            ])
+                &[
+                    "link set lo up".into(),
+                    "link set eth0 up".into(),
+                    format!("route replace default via {GATEWAY}"),
+                ],
+            )
             .await?;
         }
-        ip(&[
-            "-n",
-            &self.namespace,
-            "link",
-            "set",
-            &host_end,
-            "master",
-            "br0",
-            "up",
-        ])
-        .await?;
-        ip(&["-n", &own, "link", "set", "lo", "up"]).await?;
-        ip(&["-n", &own, "link", "set", "eth0", "up"]).await?;
-        ip(&["-n", &own, "route", "replace", "default", "via", GATEWAY]).await?;
         Ok(format!("/var/run/netns/{own}"))
     }
 

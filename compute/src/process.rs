@@ -39,6 +39,52 @@ pub async fn ip(args: &[&str]) -> Result<String, DriverError> {
     run("ip", args).await
 }
 
+/// Runs several `ip` commands in namespace `namespace` as one process (`ip -n NS -batch -`):
+/// one fork and exec instead of one per command, which is most of a container's start.
+pub async fn ip_batch(namespace: &str, commands: &[String]) -> Result<(), DriverError> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new("ip")
+        .args(["-n", namespace, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| DriverError::Program {
+            program: "ip -batch".into(),
+            detail: e.to_string(),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let text = commands.join("\n") + "\n";
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| DriverError::Program {
+                program: "ip -batch".into(),
+                detail: e.to_string(),
+            })?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| DriverError::Program {
+            program: "ip -batch".into(),
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(DriverError::Program {
+            program: format!("ip -n {namespace} -batch: {}", commands.join("; ")),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
 /// Whether process `pid` exists.
 pub fn alive(pid: u32) -> bool {
     // Signal 0 checks for existence only.

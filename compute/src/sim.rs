@@ -10,6 +10,9 @@ use streamfleet_bus_schemas::compute::Hypervisor;
 use streamfleet_bus_schemas::ids::InstanceId;
 use streamfleet_bus_schemas::instance::Volume;
 
+/// The pid a simulated instance reports: it has no process of its own (0, which no process has).
+pub const SIM_PID: u32 = 0;
+
 /// The simulated driver.
 #[derive(Default)]
 pub struct SimDriver {
@@ -37,9 +40,7 @@ impl Driver for SimDriver {
             .lock()
             .expect("sim instances")
             .insert(spec.instance_id.clone());
-        Ok(Running {
-            pid: std::process::id(),
-        })
+        Ok(Running { pid: SIM_PID })
     }
 
     async fn adopt(&self, spec: &InstanceSpec) -> Result<Option<Running>, DriverError> {
@@ -49,9 +50,7 @@ impl Driver for SimDriver {
             .lock()
             .expect("sim instances")
             .contains(&spec.instance_id);
-        Ok(alive.then(|| Running {
-            pid: std::process::id(),
-        }))
+        Ok(alive.then_some(Running { pid: SIM_PID }))
     }
 
     async fn stop(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
