@@ -96,7 +96,7 @@ pub fn role_permissions(role: Role) -> Permissions {
             allow_responses: false,
         },
         Role::Worker => Permissions {
-            publish: commands_and(&["sf.log.read", "sf.host.>", "sf.launch.>", "sf.svc.hms.>"]),
+            publish: commands_and(&["sf.log.read", "sf.host.>", "sf.svc.hms.>"]),
             subscribe: with_inbox(&["sf.evt.>", "sf.log.head", "sf.svc.>"]),
             allow_responses: true,
         },
@@ -105,12 +105,11 @@ pub fn role_permissions(role: Role) -> Permissions {
             subscribe: with_inbox(&[]),
             allow_responses: false,
         },
-        // Compute hosts' agents: they follow the instances' and compute hosts' events (and
-        // read the log to catch up) and report on what they run.
+        // Compute hosts' agents (the host agents among them): they follow the instances' and
+        // compute hosts' events (and read the log to catch up) and report on what they run.
         Role::Launcher => Permissions {
             publish: commands_and(&["sf.log.read"]),
             subscribe: with_inbox(&[
-                "sf.launch.>",
                 crate::subjects::INSTANCE_EVENTS,
                 crate::subjects::COMPUTE_EVENTS,
                 "sf.log.head",

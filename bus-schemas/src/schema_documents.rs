@@ -244,7 +244,6 @@ pub fn all() -> Vec<Document> {
         Redemption,
         RedemptionReply,
         RegionRedemption,
-        LaunchHost,
         StartSession,
         StopSession,
         TerminationNotice,
@@ -280,13 +279,6 @@ pub fn all() -> Vec<Document> {
             "StartSession",
             "AgentReply",
             "Start a session on a host (its agent answers)",
-        ),
-        (
-            "launch",
-            subjects::launch("{region}"),
-            "LaunchHost",
-            "AgentReply",
-            "Launch a requested host (a region's host agents answer)",
         ),
     ] {
         let req = message(request, &format!("services/{request}.json"), summary, None);

@@ -194,18 +194,6 @@ pub enum RedemptionReply {
     Error(ServiceError),
 }
 
-/// Launch a host (control plane → a region's host agents).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LaunchHost {
-    /// The id it must register with (its `RequestHost` was recorded).
-    pub host_id: HostId,
-    /// The app.
-    pub app_id: AppId,
-    /// The version.
-    pub version: String,
-}
-
 /// Start a session on a host (HMS → host agent). The agent answers [`AgentReply`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -101,12 +101,6 @@ pub fn region_redeem(region: &str) -> String {
     format!("sf.svc.hms.{region}.redeem")
 }
 
-/// Request/reply: ask a host agent to launch a host in `region`
-/// ([`crate::services::LaunchHost`]); agents of the region answer in one queue group.
-pub fn launch(region: &str) -> String {
-    format!("sf.launch.{region}")
-}
-
 /// Request/reply to one host's agent: `start` ([`crate::services::StartSession`]), `state`
 /// (→ [`crate::services::HostActualState`]), `stop-session`
 /// ([`crate::services::StopSession`]), `notice` ([`crate::services::TerminationNotice`]),

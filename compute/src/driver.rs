@@ -201,10 +201,7 @@ pub(crate) fn remove_folder(dir: &std::path::Path) -> Result<(), DriverError> {
 }
 
 /// Refuses `operation` on `hypervisor`.
-pub(crate) fn unsupported<T>(
-    hypervisor: Hypervisor,
-    operation: &'static str,
-) -> Result<T, DriverError> {
+pub fn unsupported<T>(hypervisor: Hypervisor, operation: &'static str) -> Result<T, DriverError> {
     Err(DriverError::Unsupported {
         hypervisor,
         operation,

@@ -19,6 +19,9 @@ pub struct Image {
     pub about: &'static str,
 }
 
+/// The image a streaming host launched by the host-management service is an instance of.
+pub const STREAMING_HOST: &str = "synthetic-app";
+
 /// Every image the fleet can launch.
 pub const CATALOGUE: [Image; 2] = [
     Image {

@@ -18,15 +18,13 @@
 
 pub mod control;
 mod host;
+mod instances;
 
-use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamfleet_bus_client::NatsLogin;
 use streamfleet_bus_schemas::ids::{AppId, HostId, RegionId};
-use streamfleet_bus_schemas::services::{AgentReply, LaunchHost, ServiceError};
-use streamfleet_bus_schemas::subjects;
 
 pub use host::Host;
 
@@ -127,20 +125,40 @@ pub async fn run(
         )
         .await?;
     }
+    // With the launcher's login the agent is also a compute host of its region (hypervisor
+    // `sim`): the host-management service launches the streaming hosts it needs as instances,
+    // and this agent runs them ([`instances`]).
     let launches = match &config.launcher {
         Some(login) => {
             let client = streamfleet_bus_client::connect(login)
                 .await
                 .map_err(|e| AgentError::Nats(e.to_string()))?;
-            let sub = client
-                .queue_subscribe(
-                    subjects::launch(&config.region),
-                    format!("launch-{}", config.region),
-                )
+            let driver = instances::StreamingHosts::new(
+                agent.clone(),
+                streamfleet_bus_client::LogReader::new(client.clone()),
+            );
+            let offer = streamfleet_compute::agent::HostOffer {
+                host_id: format!("{}-launcher", config.id_prefix).into(),
+                region: config.region.clone(),
+                // Simulated: its real limit is the admitted identities it holds keys for.
+                cpus: 4096,
+                memory_mib: u32::MAX,
+            };
+            let (following_tx, following) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(async move {
+                let followed =
+                    streamfleet_compute::agent::run(Arc::new(driver), client, offer, move || {
+                        let _ = following_tx.send(());
+                    })
+                    .await;
+                if let Err(e) = followed {
+                    tracing::error!(error = %e, "the agent's compute host stopped");
+                }
+            });
+            following
                 .await
-                .map_err(|e| AgentError::Nats(e.to_string()))?;
-            let _ = client.flush().await;
-            Some(tokio::spawn(serve_launches(agent.clone(), client, sub)))
+                .map_err(|_| AgentError::Nats("the compute host did not register".into()))?;
+            Some(task)
         }
         None => None,
     };
@@ -164,54 +182,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Launches the hosts the control plane asks for (one agent of the region answers each).
-async fn serve_launches(
-    agent: Arc<Agent>,
-    client: async_nats::Client,
-    mut sub: async_nats::Subscriber,
-) {
-    while let Some(msg) = sub.next().await {
-        let Some(reply_to) = streamfleet_bus_client::reply_inbox(&msg) else {
-            continue;
-        };
-        let reply = match serde_json::from_slice::<LaunchHost>(&msg.payload) {
-            Err(e) => AgentReply::Error(ServiceError::new(
-                "malformed",
-                format!("unreadable launch request: {e}"),
-            )),
-            Ok(req) => {
-                let existing = agent
-                    .hosts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&req.host_id)
-                    .cloned();
-                match existing {
-                    Some(h) => AgentReply::Ok {
-                        state: h.actual_state(),
-                    },
-                    None => {
-                        match launch_host(&agent, req.host_id.clone(), req.app_id, req.version)
-                            .await
-                        {
-                            Ok(h) => AgentReply::Ok {
-                                state: h.actual_state(),
-                            },
-                            Err(e) => {
-                                AgentReply::Error(ServiceError::new("unavailable", e.to_string()))
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        let body = serde_json::to_vec(&reply).unwrap_or_default();
-        let _ = client.publish(reply_to, body.into()).await;
-    }
-}
-
 /// Launches a host and serves its control port.
-async fn launch_host(
+pub(crate) async fn launch_host(
     agent: &Arc<Agent>,
     id: HostId,
     app_id: AppId,

@@ -350,7 +350,12 @@ async fn a_host_cannot_read_the_requests_addressed_to_another_host() {
         .await
         .expect("admitted");
     let (host, mut errors) = crate::permissions::client_with_errors(&sys, "host.h-1").await;
-    for sniffed in ["sf.host.h-2.start", "sf.host.>", "sf.launch.>", "sf.cmd.>"] {
+    for sniffed in [
+        "sf.host.h-2.start",
+        "sf.host.>",
+        "sf.evt.instance.>",
+        "sf.cmd.>",
+    ] {
         let _sub = host.subscribe(sniffed).await.expect("subscribe sent");
         host.flush().await.expect("flush");
         crate::permissions::expect_violation(&mut errors, "host.h-1", sniffed).await;

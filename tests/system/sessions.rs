@@ -317,6 +317,32 @@ async fn a_killed_host_agent_loses_its_sessions_and_the_buffer_keeper_replaces_i
         requests_after_loss >= 1,
         "the keeper requested replacements after the loss"
     );
+    // Each requested host was launched through the instance commands: a `sim` instance of the
+    // host's id, chosen, placed on the spare agent's compute host and running.
+    let requested: Vec<String> = watch
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::HostRequested(r) => Some(r.host_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(!requested.is_empty());
+    watch
+        .until(
+            "each requested host an instance the spare agent runs",
+            |events, _| {
+                requested.iter().all(|host| {
+                    events.iter().any(|(_, e)| {
+                        matches!(e, Event::InstanceLaunched(l)
+                        if l.instance_id.as_str() == host
+                            && l.host_id.as_str() == "spare-launcher"
+                            && l.hypervisor == streamfleet_bus_schemas::compute::Hypervisor::Sim)
+                    })
+                })
+            },
+        )
+        .await;
 }
 
 #[tokio::test]

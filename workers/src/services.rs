@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use streamfleet_bus_schemas::compute::Hypervisor;
 use streamfleet_bus_schemas::ids::{AppId, GroupId, HostId, RegionId, SessionId, UserId};
+use streamfleet_bus_schemas::instance::{LaunchInstance, StartInstance};
 use streamfleet_bus_schemas::payloads::{
     AssignSession, IssueToken, ProvisionSession, RedeemToken, ReleaseSession, RequestHost,
 };
@@ -557,7 +559,11 @@ pub(crate) async fn request_host(
     }
 }
 
-/// Asks a region's host agents to launch a requested host (any one of them answers).
+/// Launches a requested host as an instance, through the instance command set like any other
+/// (seed 002): a `sim` instance of the catalogue's `synthetic-app` in the region, its id the
+/// host's; the region's host agent, a compute host of hypervisor `sim`, runs it with the app and
+/// version the host's `HostRequested` records. Asked again (the keepers retry a launch that did
+/// not register in time), a failed or stopped one is started again.
 pub(crate) async fn launch(
     shared: &Shared,
     region: &str,
@@ -565,17 +571,34 @@ pub(crate) async fn launch(
     app_id: &str,
     version: &str,
 ) {
-    let body = serde_json::to_vec(&LaunchHost {
-        host_id: host_id.into(),
-        app_id: app_id.into(),
-        version: version.to_string(),
-    })
-    .unwrap_or_default();
-    if let Err(error) = shared
-        .ask::<AgentReply>(subjects::launch(region), body, START_TIMEOUT)
-        .await
-    {
-        tracing::warn!(%region, host = %host_id, %error, "no launcher took the host request yet");
+    let launch = Command::LaunchInstance(LaunchInstance {
+        instance_id: host_id.into(),
+        image: streamfleet_domain::image::STREAMING_HOST.into(),
+        hypervisor: Some(Hypervisor::Sim),
+        features: vec![],
+        region: Some(region.into()),
+        cpus: 1,
+        memory_mib: 16,
+        disk_mib: 1,
+    });
+    match shared.send(launch).await {
+        Ok(_) => {
+            tracing::info!(%region, host = %host_id, %app_id, %version, "host launched as an instance")
+        }
+        Err(Refused::Rejected { rule, .. }) if rule == "instance_already_exists" => {
+            let start = Command::StartInstance(StartInstance {
+                instance_id: host_id.into(),
+            });
+            match shared.send(start).await {
+                Ok(_) => tracing::info!(host = %host_id, "host's instance started again"),
+                Err(refused) => {
+                    tracing::debug!(host = %host_id, %refused, "host's instance under way already")
+                }
+            }
+        }
+        Err(refused) => {
+            tracing::warn!(%region, host = %host_id, %refused, "no compute host took the host's launch yet")
+        }
     }
 }
 

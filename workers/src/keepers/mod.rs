@@ -15,6 +15,8 @@ use chrono::Utc;
 use reactions::{Limits, Reaction};
 use std::sync::Arc;
 use std::time::Duration;
+use streamfleet_bus_schemas::Command;
+use streamfleet_bus_schemas::instance::TerminateInstance;
 
 /// Runs every keeper each tick (half a heartbeat interval).
 pub(crate) async fn run(shared: Arc<Shared>) {
@@ -58,11 +60,28 @@ async fn carry_out_one(shared: &Shared, reaction: Reaction) {
     match reaction {
         Reaction::Send { key, command, then } => {
             let type_name = command.type_name();
+            // A removed host launched as an instance ends with it (hosts a host agent started
+            // on its own are no instances: `unknown_instance`, nothing to end).
+            let instance = match &command {
+                Command::RemoveHost(r) => Some(r.host_id.clone()),
+                _ => None,
+            };
             match shared.send_once(&key, command).await {
                 Ok(_) => {
                     tracing::info!(%key, command = type_name, "keeper command recorded");
                     if let Some(tell) = then {
                         shared.tell(tell.subject, tell.body).await;
+                    }
+                    if let Some(host_id) = instance {
+                        let end = Command::TerminateInstance(TerminateInstance {
+                            instance_id: host_id.as_str().into(),
+                        });
+                        if let Err(refused) = shared
+                            .send_once(&format!("terminate-instance/{host_id}"), end)
+                            .await
+                        {
+                            tracing::debug!(host = %host_id, %refused, "no instance ended with the host");
+                        }
                     }
                 }
                 Err(refused) => tracing::debug!(%key, %refused, "keeper command not recorded"),
