@@ -32,6 +32,17 @@ pub fn parse_regions(text: &str) -> anyhow::Result<Vec<Region>> {
         .collect()
 }
 
+/// The geography of `regions` (`name:lat:lon,…`) and `locations` (`cidr=label:lat:lon,…`).
+pub fn geography(
+    regions: &str,
+    locations: &str,
+) -> anyhow::Result<streamfleet_domain::instance::Geography> {
+    Ok(streamfleet_domain::instance::Geography {
+        regions: parse_regions(regions)?,
+        locations: parse_locations(locations)?,
+    })
+}
+
 /// `cidr=label:lat:lon,…`
 pub fn parse_locations(text: &str) -> anyhow::Result<Vec<IpLocation>> {
     text.split(',')

@@ -68,9 +68,13 @@ pub enum InstanceCmd {
         /// snapshot, reboot, stop_start.
         #[arg(long = "feature", value_parser = parse_feature)]
         features: Vec<Feature>,
-        /// The region; absent: any region.
+        /// The region; absent: the nearest to `--client-ip`, or the cheapest.
         #[arg(long)]
         region: Option<String>,
+        /// The address of the client the instance serves: with no region, the nearest region
+        /// that can run it.
+        #[arg(long)]
+        client_ip: Option<String>,
         /// Virtual cpus.
         #[arg(long, default_value_t = 1)]
         cpus: u32,
@@ -375,6 +379,7 @@ pub async fn run(cmd: InstanceCmd) -> anyhow::Result<()> {
             hypervisor,
             features,
             region,
+            client_ip,
             cpus,
             memory_mib,
             disk_mib,
@@ -387,6 +392,7 @@ pub async fn run(cmd: InstanceCmd) -> anyhow::Result<()> {
                 hypervisor,
                 features,
                 region: region.map(|r| r.as_str().into()),
+                client_ip,
                 cpus,
                 memory_mib,
                 disk_mib,

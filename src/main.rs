@@ -162,6 +162,12 @@ struct NodeArgs {
     /// log; one is signed on stop too).
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: u64,
+    /// Regions as `name:lat:lon,…`: a launch naming a client goes to the nearest that can run it.
+    #[arg(long, default_value = fleet_args::DEFAULT_REGIONS)]
+    regions: String,
+    /// Where address prefixes are, `cidr=label:lat:lon,…`.
+    #[arg(long, default_value = fleet_args::DEFAULT_LOCATIONS)]
+    locations: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -359,6 +365,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     config.max_command_bytes = args.max_command_bytes;
     config.log.index_flush_events = args.index_flush_events;
     config.checkpoint_every = args.checkpoint_every;
+    config.geography = fleet_args::geography(&args.regions, &args.locations)?;
     let node = Node::start(config).await?;
     // Tests and scripts wait for this line.
     println!("ready head={}", node.log().head());

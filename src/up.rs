@@ -280,11 +280,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{var} in credentials.env"))
     };
     let url = format!("nats://127.0.0.1:{}", args.port);
-    let node = Node::start(NodeConfig::new(
+    let mut node_config = NodeConfig::new(
         args.state_dir.join("data"),
         NatsLogin::new(url.clone(), "node", secret(&password_var(Role::Node))?).with_ca(ca.clone()),
-    ))
-    .await?;
+    );
+    node_config.geography =
+        fleet_args::geography(fleet_args::DEFAULT_REGIONS, fleet_args::DEFAULT_LOCATIONS)?;
+    let node = Node::start(node_config).await?;
 
     let heartbeat = Duration::from_millis(args.heartbeat_interval_ms.max(100));
     let workers_config = WorkersConfig {

@@ -30,9 +30,14 @@ pub struct LaunchInstance {
     /// What the instance will need its hypervisor to do while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<Feature>,
-    /// The region to run in; absent: any region with room.
+    /// The region to run in; absent: the region nearest to `client_ip` that can run it, or
+    /// without one the cheapest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<RegionId>,
+    /// The address of the client the instance will serve (IPv4 or IPv6): with no region named,
+    /// the nearest region to it is chosen among those that can run the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
     /// Virtual cpus (1..=64).
     pub cpus: u32,
     /// Memory in MiB (16..=262144).

@@ -9,6 +9,7 @@
 use crate::fleet::{Costs, Fleet, addresses_of};
 use crate::hypervisor::{self, Needs, Offered};
 use crate::{Context, Rejection, image};
+use std::collections::BTreeMap;
 use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::compute::{Feature, Hypervisor};
 use streamfleet_bus_schemas::ids::{HostId, InstanceId, RegionId};
@@ -81,6 +82,17 @@ pub struct ComputeContext {
     pub fleet: Fleet,
     /// The cost of each hypervisor in each region.
     pub costs: Costs,
+    /// Where the regions and the clients' addresses are (for a launch naming a client).
+    pub geography: Geography,
+}
+
+/// Where the regions' data centres and the clients' address prefixes are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Geography {
+    /// The regions, with their coordinates.
+    pub regions: Vec<crate::placement::Region>,
+    /// The places of address prefixes.
+    pub locations: Vec<crate::placement::IpLocation>,
 }
 
 /// The id of the disk an instance boots with.
@@ -141,9 +153,37 @@ pub(crate) fn decide_launch(
     let empty = ComputeContext::default();
     let compute = ctx.compute.as_ref().unwrap_or(&empty);
     let fleet = &compute.fleet;
-    let regions: Vec<&RegionId> = match &c.region {
-        Some(region) => vec![region],
-        None => fleet.regions().into_iter().collect(),
+    // The regions to look in: the one named; else, for a client, every region nearest first
+    // (those the geography does not place, after, by name); else every region.
+    let client = match (&c.region, &c.client_ip) {
+        (None, Some(ip)) => Some(
+            ip.parse::<std::net::IpAddr>()
+                .map_err(|_| invalid("client_ip", format!("`{ip}` is not an IP address")))?,
+        ),
+        _ => None,
+    };
+    let mut why_region: BTreeMap<RegionId, String> = BTreeMap::new();
+    let regions: Vec<&RegionId> = match (&c.region, client) {
+        (Some(region), _) => vec![region],
+        (None, Some(ip)) => {
+            let known: Vec<&RegionId> = fleet.regions().into_iter().collect();
+            let geo = &compute.geography;
+            let mut ordered: Vec<&RegionId> = Vec::new();
+            for ranked in crate::placement::rank_regions(ip, &[], &geo.regions, &geo.locations) {
+                if let Some(r) = known.iter().copied().find(|r| **r == ranked.region) {
+                    why_region.insert(ranked.region.clone(), ranked.reason);
+                    ordered.push(r);
+                }
+            }
+            let rest: Vec<&RegionId> = known
+                .iter()
+                .copied()
+                .filter(|r| !ordered.contains(r))
+                .collect();
+            ordered.extend(rest);
+            ordered
+        }
+        (None, None) => fleet.regions().into_iter().collect(),
     };
     // Per region: what it offers of the hypervisors that run the image, and the choice there.
     let offered_in = |region: &RegionId| -> Vec<Offered> {
@@ -221,6 +261,10 @@ pub(crate) fn decide_launch(
                 if best.as_ref().is_none_or(|(c, _, _)| cost < *c) {
                     best = Some((cost, (*region).clone(), choice));
                 }
+                // For a client: the nearest region that can run it, whatever the others cost.
+                if client.is_some() {
+                    break;
+                }
             }
             Err(r @ Rejection::HypervisorUnfit { .. }) => {
                 refusals.push(format!("{region}: {r}"));
@@ -282,10 +326,16 @@ pub(crate) fn decide_launch(
         host.memory_mib - host.used_memory_mib
     )];
     if c.region.is_none() {
-        host_reasons.insert(
-            0,
-            format!("{region} is the cheapest region for {}", choice.hypervisor),
-        );
+        let why = match (client, why_region.get(&region)) {
+            (Some(ip), Some(reason)) => {
+                format!("{region} is the nearest region to {ip} that can run it ({reason})")
+            }
+            (Some(ip), None) => format!(
+                "{region} can run it; where {ip} or {region} is, the geography does not say"
+            ),
+            (None, _) => format!("{region} is the cheapest region for {}", choice.hypervisor),
+        };
+        host_reasons.insert(0, why);
     }
     Ok(vec![
         Event::HypervisorChosen(HypervisorChosen {

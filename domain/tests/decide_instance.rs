@@ -13,13 +13,16 @@ use streamfleet_bus_schemas::compute::Feature::{self, *};
 use streamfleet_bus_schemas::compute::Hypervisor::{self, *};
 use streamfleet_bus_schemas::instance::{
     AttachNetwork, AttachVolume, ChangeCause, ComputeHostRegistered, DetachNetwork, DetachVolume,
-    InstanceAddresses, InstanceFailed, InstanceLaunched, InstanceRebooted, InstanceReport,
-    InstanceStarted, InstanceStopped, InstanceTerminated, LaunchInstance, NetworkAttached,
-    RebootInstance, ReportInstance, SnapshotInstance, SnapshotTaken, StartInstance, StopInstance,
-    TerminateInstance, Volume, VolumeAttached, VolumeDetached,
+    InstanceAddresses, InstanceFailed, InstanceLaunched, InstancePlaced, InstanceRebooted,
+    InstanceReport, InstanceStarted, InstanceStopped, InstanceTerminated, LaunchInstance,
+    NetworkAttached, RebootInstance, ReportInstance, SnapshotInstance, SnapshotTaken,
+    StartInstance, StopInstance, TerminateInstance, Volume, VolumeAttached, VolumeDetached,
 };
 use streamfleet_domain::fleet::{ComputeHost, Costs, Fleet};
-use streamfleet_domain::instance::{ComputeContext, InstanceState, InstanceStatus, ROOT_VOLUME};
+use streamfleet_domain::instance::{
+    ComputeContext, Geography, InstanceState, InstanceStatus, ROOT_VOLUME,
+};
+use streamfleet_domain::placement::{IpLocation, Region};
 use streamfleet_domain::{Context, Rejection, State, decide, evolve, stream_of};
 
 // ---- fixtures ----
@@ -46,6 +49,7 @@ fn host(id: &str, hypervisor: Hypervisor, cpus: u32) -> Event {
 struct World {
     fleet: Fleet,
     costs: Costs,
+    geography: Geography,
     streams: BTreeMap<String, State>,
 }
 
@@ -58,6 +62,7 @@ impl World {
         World {
             fleet,
             costs: Costs::default(),
+            geography: Geography::default(),
             streams: BTreeMap::new(),
         }
     }
@@ -78,6 +83,7 @@ impl World {
             compute: Some(ComputeContext {
                 fleet: self.fleet.clone(),
                 costs: self.costs.clone(),
+                geography: self.geography.clone(),
             }),
         }
     }
@@ -160,6 +166,7 @@ fn launch_cmd(id: &str, hypervisor: Option<Hypervisor>) -> LaunchInstance {
         hypervisor,
         features: vec![],
         region: None,
+        client_ip: None,
         cpus: 2,
         memory_mib: 1024,
         disk_mib: 1024,
@@ -460,6 +467,7 @@ fn without_a_compute_host_or_room_no_hypervisor_runs_it() {
             World::usual(),
             launch(LaunchInstance {
                 region: Some("us-east".into()),
+                client_ip: None,
                 ..launch_cmd("i1", None)
             }),
         ),
@@ -685,6 +693,7 @@ fn unnamed_the_cheapest_region_takes_the_instance_named_the_named_one() {
     );
     let there = LaunchInstance {
         region: Some("a-region".into()),
+        client_ip: None,
         ..launch_cmd("i1", None)
     };
     let events = world.decide(&launch(there)).expect("launched");
@@ -1278,4 +1287,85 @@ fn a_feature_the_customers_hypervisor_lacks_is_refused_with_an_offer_across_regi
     let r = world.rejected(&launch(cmd));
     assert_eq!(r.rule(), "hypervisor_unfit", "{r}");
     assert_eq!(r.offer().map(|o| o.hypervisor), Some(Qemu), "{r}");
+}
+
+// ---- a launch for a client: the nearest region that can run it ----
+
+fn geography() -> Geography {
+    let region = |name: &str, lat, lon| Region {
+        name: name.into(),
+        lat,
+        lon,
+    };
+    Geography {
+        regions: vec![
+            region("eu-west", 53.35, -6.26),
+            region("us-east", 38.90, -77.40),
+            region("ap-south", 19.07, 72.88),
+        ],
+        locations: vec![
+            IpLocation::parse("198.51.100.0/24", "Paris", 48.86, 2.35).expect("prefix"),
+            IpLocation::parse("203.0.113.0/24", "Singapore", 1.35, 103.82).expect("prefix"),
+        ],
+    }
+}
+
+fn for_client(id: &str, ip: &str) -> Command {
+    launch(LaunchInstance {
+        client_ip: Some(ip.into()),
+        ..launch_cmd(id, None)
+    })
+}
+
+#[test]
+fn a_launch_for_a_client_goes_to_the_nearest_region_that_can_run_it() {
+    let mut world = World::new(&[
+        host_in("q-eu", "eu-west", Qemu, 2, MIB),
+        host_in("q-ap", "ap-south", Qemu, 16, MIB),
+    ]);
+    world.geography = geography();
+    // Singapore: ap-south, though eu-west is as cheap.
+    let events = world.apply(&for_client("sg", "203.0.113.7"));
+    let placed = placed_of(&events);
+    assert_eq!(placed.region, "ap-south");
+    assert!(
+        placed.reasons[0].contains("nearest region to 203.0.113.7")
+            && placed.reasons[0].contains("Singapore"),
+        "{:?}",
+        placed.reasons
+    );
+    // Paris: eu-west, while it has room; then the next nearest that can run it.
+    assert_eq!(
+        placed_of(&world.apply(&for_client("fr-1", "198.51.100.7"))).region,
+        "eu-west"
+    );
+    assert_eq!(
+        placed_of(&world.apply(&for_client("fr-2", "198.51.100.8"))).region,
+        "ap-south"
+    );
+    // A named region wins over the client's address.
+    let named = launch(LaunchInstance {
+        client_ip: Some("203.0.113.7".into()),
+        region: Some("eu-west".into()),
+        ..launch_cmd("named", None)
+    });
+    assert_eq!(
+        world.rejected(&named).rule(),
+        "no_hypervisor",
+        "eu-west is full"
+    );
+    // Not an address: refused, naming the field.
+    let r = world.rejected(&for_client("bad", "not-an-ip"));
+    assert_eq!(r.rule(), "invalid_field");
+    assert!(r.to_string().contains("client_ip"), "{r}");
+}
+
+fn placed_of(events: &[Event]) -> InstancePlaced {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::InstancePlaced(p) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no InstancePlaced in {events:?}"))
 }

@@ -16,7 +16,7 @@ use streamfleet_bus_schemas::{
     SCHEMA_VERSION,
 };
 use streamfleet_domain::fleet::{Costs, Fleet};
-use streamfleet_domain::instance::ComputeContext;
+use streamfleet_domain::instance::{ComputeContext, Geography};
 use streamfleet_domain::{Context, State, app_of, decide, evolve, needs_fleet, stream_of};
 use streamfleet_eventlog::{AppendError, AppendRequest, CommandDigest, EventLog, NewEvent};
 use uuid::Uuid;
@@ -39,6 +39,7 @@ pub struct CommandHandler {
     /// the same last free cpu.
     fleet: tokio::sync::Mutex<Option<Fleet>>,
     costs: Costs,
+    geography: Geography,
 }
 
 /// Whether a stream's commands change the compute fleet (they are decided under its lock).
@@ -60,7 +61,14 @@ impl CommandHandler {
             in_flight: Mutex::new(HashMap::new()),
             fleet: tokio::sync::Mutex::new(None),
             costs: Costs::default(),
+            geography: Geography::default(),
         }
+    }
+
+    /// Places launches naming a client by `geography`.
+    pub fn with_geography(mut self, geography: Geography) -> Self {
+        self.geography = geography;
+        self
     }
 
     /// The compute fleet as the log has it now (folded on first use).
@@ -219,6 +227,7 @@ impl CommandHandler {
                 Some(guard) if needs_fleet(command) => Some(ComputeContext {
                     fleet: self.fleet_now(guard).await?,
                     costs: self.costs.clone(),
+                    geography: self.geography.clone(),
                 }),
                 _ => None,
             };

@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub log: LogConfig,
     /// Events between two signed checkpoints of the chain head (one is signed on stop too).
     pub checkpoint_every: u64,
+    /// Where the regions and the clients' addresses are: a launch naming a client goes to the
+    /// nearest region that can run it (none: regions by cost only).
+    pub geography: streamfleet_domain::instance::Geography,
 }
 
 impl NodeConfig {
@@ -47,6 +50,7 @@ impl NodeConfig {
             conflict_retries: 8,
             log: LogConfig::default(),
             checkpoint_every: 1000,
+            geography: Default::default(),
         }
     }
 }
@@ -101,11 +105,14 @@ impl Node {
         let client = connect(&config.nats).await?;
         let mut tasks = JoinSet::new();
 
-        let handler = Arc::new(CommandHandler::new(
-            log.clone(),
-            config.max_command_bytes,
-            config.conflict_retries,
-        ));
+        let handler = Arc::new(
+            CommandHandler::new(
+                log.clone(),
+                config.max_command_bytes,
+                config.conflict_retries,
+            )
+            .with_geography(config.geography.clone()),
+        );
         let mut commands = client
             .queue_subscribe(subjects::COMMANDS, QUEUE.into())
             .await?;

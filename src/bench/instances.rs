@@ -720,6 +720,7 @@ fn launch(id: &str, hypervisor: Hypervisor, region: &str) -> Cmd {
         hypervisor: Some(hypervisor),
         features: Vec::new(),
         region: Some(region.into()),
+        client_ip: None,
         cpus: 1,
         memory_mib: if sim { 16 } else { MEMORY_MIB },
         disk_mib: if sim { 1 } else { DISK_MIB },

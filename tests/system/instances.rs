@@ -140,6 +140,7 @@ fn launch(id: &str, hypervisor: Option<Hypervisor>, features: Vec<Feature>) -> C
         hypervisor,
         features,
         region: Some("r1".into()),
+        client_ip: None,
         cpus: 1,
         memory_mib: 128,
         disk_mib: 8,

@@ -577,6 +577,7 @@ pub(crate) async fn launch(
         hypervisor: Some(Hypervisor::Sim),
         features: vec![],
         region: Some(region.into()),
+        client_ip: None,
         cpus: 1,
         memory_mib: 16,
         disk_mib: 1,
