@@ -9,7 +9,7 @@
 //! `--cgroup-manager=disabled`).
 
 use crate::driver::{
-    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, remove_folder, unsupported,
+    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, remove_folder,
 };
 use crate::network::HostNetwork;
 use crate::process::{alive, exited, run};
@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use streamfleet_bus_schemas::compute::Hypervisor;
 use streamfleet_bus_schemas::ids::InstanceId;
-use streamfleet_bus_schemas::instance::Volume;
 use tokio::sync::{Mutex, mpsc};
 
 /// How long a container may take to answer.
@@ -414,14 +413,6 @@ impl Driver for CrunDriver {
         remove_folder(&self.dir(id))
     }
 
-    async fn attach_volume(&self, _: &InstanceSpec, _: &Volume) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Crun, "attach-volume")
-    }
-
-    async fn detach_volume(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Crun, "detach-volume")
-    }
-
     async fn attach_network(
         &self,
         spec: &InstanceSpec,
@@ -447,10 +438,6 @@ impl Driver for CrunDriver {
             .remove_network_interface(&spec.instance_id, network_id)
             .await;
         Ok(())
-    }
-
-    async fn snapshot(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Crun, "snapshot")
     }
 
     async fn next_happening(&self) -> (InstanceId, Happening) {

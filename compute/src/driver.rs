@@ -108,7 +108,8 @@ impl DriverError {
     }
 }
 
-/// One hypervisor on one compute host.
+/// One hypervisor on one compute host. What its capability row lacks it need not implement:
+/// the changes (volumes, networks, snapshots) answer `unsupported` unless it does.
 pub trait Driver: Send + Sync + 'static {
     /// The hypervisor.
     fn hypervisor(&self) -> Hypervisor;
@@ -155,35 +156,55 @@ pub trait Driver: Send + Sync + 'static {
         &self,
         spec: &InstanceSpec,
         volume: &Volume,
-    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        let _ = (spec, volume);
+        let hypervisor = self.hypervisor();
+        async move { unsupported(hypervisor, "attach-volume") }
+    }
 
     /// Detaches a volume and deletes it.
     fn detach_volume(
         &self,
         spec: &InstanceSpec,
         volume_id: &str,
-    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        let _ = (spec, volume_id);
+        let hypervisor = self.hypervisor();
+        async move { unsupported(hypervisor, "detach-volume") }
+    }
 
     /// Gives the running instance one more interface, on network `network_id`.
     fn attach_network(
         &self,
         spec: &InstanceSpec,
         network_id: &str,
-    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        let _ = (spec, network_id);
+        let hypervisor = self.hypervisor();
+        async move { unsupported(hypervisor, "attach-network") }
+    }
 
     /// Takes the running instance's interface on network `network_id` away.
     fn detach_network(
         &self,
         spec: &InstanceSpec,
         network_id: &str,
-    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        let _ = (spec, network_id);
+        let hypervisor = self.hypervisor();
+        async move { unsupported(hypervisor, "detach-network") }
+    }
 
     /// Takes a snapshot of the instance's disks.
     fn snapshot(
         &self,
         spec: &InstanceSpec,
         snapshot_id: &str,
-    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        let _ = (spec, snapshot_id);
+        let hypervisor = self.hypervisor();
+        async move { unsupported(hypervisor, "snapshot") }
+    }
 
     /// The next thing that happened to one of its instances without being asked.
     fn next_happening(&self) -> impl Future<Output = (InstanceId, Happening)> + Send;
@@ -201,7 +222,10 @@ pub(crate) fn remove_folder(dir: &std::path::Path) -> Result<(), DriverError> {
 }
 
 /// Refuses `operation` on `hypervisor`.
-pub fn unsupported<T>(hypervisor: Hypervisor, operation: &'static str) -> Result<T, DriverError> {
+pub(crate) fn unsupported<T>(
+    hypervisor: Hypervisor,
+    operation: &'static str,
+) -> Result<T, DriverError> {
     Err(DriverError::Unsupported {
         hypervisor,
         operation,

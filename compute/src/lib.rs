@@ -23,4 +23,4 @@ pub mod qmp;
 pub mod sim;
 pub mod teardown;
 
-pub use driver::{Driver, DriverError, Happening, InstanceSpec, Running, unsupported};
+pub use driver::{Driver, DriverError, Happening, InstanceSpec, Running};

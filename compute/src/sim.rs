@@ -4,11 +4,10 @@
 //! Invariant: it keeps the same contract as the real drivers — what its row lacks is refused as
 //! `unsupported` — and nothing happens to its instances unless asked.
 
-use crate::driver::{Driver, DriverError, Happening, InstanceSpec, Running, unsupported};
+use crate::driver::{Driver, DriverError, Happening, InstanceSpec, Running};
 use std::collections::HashSet;
 use streamfleet_bus_schemas::compute::Hypervisor;
 use streamfleet_bus_schemas::ids::InstanceId;
-use streamfleet_bus_schemas::instance::Volume;
 
 /// The pid a simulated instance reports: it has no process of its own (0, which no process has).
 pub const SIM_PID: u32 = 0;
@@ -67,26 +66,6 @@ impl Driver for SimDriver {
 
     async fn terminate(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
         self.stop(spec).await
-    }
-
-    async fn attach_volume(&self, _: &InstanceSpec, _: &Volume) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "attach-volume")
-    }
-
-    async fn detach_volume(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "detach-volume")
-    }
-
-    async fn attach_network(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "attach-network")
-    }
-
-    async fn detach_network(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "detach-network")
-    }
-
-    async fn snapshot(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "snapshot")
     }
 
     async fn next_happening(&self) -> (InstanceId, Happening) {

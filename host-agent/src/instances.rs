@@ -15,9 +15,8 @@ use streamfleet_bus_client::LogReader;
 use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::compute::Hypervisor;
 use streamfleet_bus_schemas::ids::{HostId, InstanceId};
-use streamfleet_bus_schemas::instance::Volume;
 use streamfleet_compute::sim::SIM_PID;
-use streamfleet_compute::{Driver, DriverError, Happening, InstanceSpec, Running, unsupported};
+use streamfleet_compute::{Driver, DriverError, Happening, InstanceSpec, Running};
 use tokio::sync::{Mutex, mpsc};
 
 /// The driver: the agent's streaming hosts, as instances.
@@ -131,26 +130,6 @@ impl Driver for StreamingHosts {
 
     async fn terminate(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
         self.stop(spec).await
-    }
-
-    async fn attach_volume(&self, _: &InstanceSpec, _: &Volume) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "attach-volume")
-    }
-
-    async fn detach_volume(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "detach-volume")
-    }
-
-    async fn attach_network(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "attach-network")
-    }
-
-    async fn detach_network(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "detach-network")
-    }
-
-    async fn snapshot(&self, _: &InstanceSpec, _: &str) -> Result<(), DriverError> {
-        unsupported(Hypervisor::Sim, "snapshot")
     }
 
     async fn next_happening(&self) -> (InstanceId, Happening) {
