@@ -9,10 +9,10 @@
 //! `--cgroup-manager=disabled`).
 
 use crate::driver::{
-    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, remove_folder,
+    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, Turns, remove_folder,
 };
 use crate::network::HostNetwork;
-use crate::process::{alive, exited, run};
+use crate::process::{alive, exited, run, start_detached};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -39,9 +39,119 @@ pub struct CrunDriver {
     network: HostNetwork,
     hybrid_cgroups: bool,
     containers: std::sync::Mutex<HashMap<InstanceId, Container>>,
-    locks: std::sync::Mutex<HashMap<InstanceId, Arc<Mutex<()>>>>,
+    turns: Turns,
     happened_tx: mpsc::UnboundedSender<(InstanceId, u32)>,
     happened_rx: Mutex<mpsc::UnboundedReceiver<(InstanceId, u32)>>,
+}
+
+/// crun's global arguments on this host: its state folder `root`, and no cgroup manager where
+/// cgroups are hybrid (crun refuses them).
+pub fn global_args(root: &Path, hybrid: bool) -> Vec<String> {
+    let mut args = vec!["--root".to_string(), root.display().to_string()];
+    if hybrid {
+        args.push("--cgroup-manager=disabled".into());
+    }
+    args
+}
+
+/// `crun run -d` of `bundle` as container `id` (its init's pid into `pid_file`), started as this
+/// host must: on hybrid cgroups in a mount namespace of its own without the v2 mount (then
+/// without cgroup limits).
+pub fn run_detached(
+    root: &Path,
+    hybrid: bool,
+    bundle: &Path,
+    id: &str,
+    pid_file: Option<&Path>,
+) -> tokio::process::Command {
+    let mut args = global_args(root, hybrid);
+    args.extend(["run".into(), "-d".into()]);
+    if let Some(pid_file) = pid_file {
+        args.push(format!("--pid-file={}", pid_file.display()));
+    }
+    args.extend(["--bundle".into(), bundle.display().to_string(), id.into()]);
+    let mut command = if hybrid {
+        let mut c = tokio::process::Command::new("unshare");
+        c.args([
+            "-m",
+            "sh",
+            "-c",
+            "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun \"$@\"",
+            "crun",
+        ]);
+        c
+    } else {
+        tokio::process::Command::new("crun")
+    };
+    command.args(args);
+    command
+}
+
+/// A folder or file bound into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Where the container sees it.
+    pub destination: String,
+    /// What it is on the host.
+    pub source: PathBuf,
+    /// Read-only for the container.
+    pub read_only: bool,
+}
+
+/// The OCI configuration of a container of the catalogue: `rootfs` read-only, its `/bin/init`
+/// with two capabilities, `/proc`, `/dev`, `/run`, `/tmp`, a read-only `/sys`, `binds`, its
+/// memory limit, and network namespace `netns` (none: a fresh one of crun's making).
+pub fn oci_config(
+    hostname: &str,
+    rootfs: &Path,
+    binds: &[Bind],
+    netns: Option<&str>,
+    memory_mib: u32,
+) -> serde_json::Value {
+    let mut mounts = vec![
+        serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}),
+        serde_json::json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs"}),
+        serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}),
+        serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid", "noexec"]}),
+    ];
+    mounts.extend(binds.iter().map(|b| {
+        let options = if b.read_only {
+            ["bind", "ro"]
+        } else {
+            ["rbind", "rw"]
+        };
+        serde_json::json!({
+            "destination": b.destination, "type": "bind",
+            "source": b.source.display().to_string(), "options": options,
+        })
+    }));
+    let network = match netns {
+        Some(path) => serde_json::json!({"type": "network", "path": path}),
+        None => serde_json::json!({"type": "network"}),
+    };
+    let caps = ["CAP_NET_BIND_SERVICE", "CAP_KILL"];
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/init"],
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "noNewPrivileges": true,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        },
+        "root": {"path": rootfs.display().to_string(), "readonly": true},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, network,
+            ],
+            "resources": {"memory": {"limit": u64::from(memory_mib) << 20}},
+        },
+    })
 }
 
 /// Waits until the ready line appears in the container's output file `log` past offset `from`;
@@ -63,7 +173,7 @@ async fn ready_in(log: &Path, from: u64, pid: u32) -> bool {
 }
 
 /// Whether cgroups are mounted in hybrid mode (v1 controllers with v2 at `unified`).
-fn hybrid_cgroups() -> bool {
+pub fn hybrid_cgroups() -> bool {
     std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
         m.lines()
             .any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/cgroup/unified"))
@@ -87,36 +197,19 @@ impl CrunDriver {
             network,
             hybrid_cgroups: hybrid_cgroups(),
             containers: Default::default(),
-            locks: Default::default(),
+            turns: Turns::default(),
             happened_tx,
             happened_rx: Mutex::new(happened_rx),
         }
-    }
-
-    fn lock(&self, id: &InstanceId) -> Arc<Mutex<()>> {
-        self.locks
-            .lock()
-            .expect("instance locks")
-            .entry(id.clone())
-            .or_default()
-            .clone()
     }
 
     fn dir(&self, id: &InstanceId) -> PathBuf {
         self.volumes.join(id.as_str())
     }
 
-    fn crun_args<'a>(&'a self, rest: &[&'a str]) -> Vec<String> {
-        let mut args = vec!["--root".to_string(), self.state.display().to_string()];
-        if self.hybrid_cgroups {
-            args.push("--cgroup-manager=disabled".into());
-        }
-        args.extend(rest.iter().map(|s| s.to_string()));
-        args
-    }
-
     async fn crun(&self, rest: &[&str]) -> Result<String, DriverError> {
-        let args = self.crun_args(rest);
+        let mut args = global_args(&self.state, self.hybrid_cgroups);
+        args.extend(rest.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         run("crun", &argv).await
     }
@@ -140,13 +233,7 @@ impl CrunDriver {
         if !rootfs.join("bin/init").exists() {
             return Err(DriverError::MissingImage(spec.image.clone()));
         }
-        let mut mounts = vec![
-            serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"}),
-            serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}),
-            serde_json::json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs"}),
-            serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}),
-            serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid", "noexec"]}),
-        ];
+        let mut binds = Vec::new();
         for (i, volume) in spec.volumes.iter().enumerate() {
             let folder = dir.join(&volume.volume_id);
             std::fs::create_dir_all(&folder).map_err(DriverError::io(&folder))?;
@@ -155,43 +242,27 @@ impl CrunDriver {
             } else {
                 format!("/volumes/{}", volume.volume_id)
             };
-            mounts.push(serde_json::json!({
-                "destination": destination, "type": "bind",
-                "source": folder.display().to_string(), "options": ["rbind", "rw"],
-            }));
+            binds.push(Bind {
+                destination,
+                source: folder,
+                read_only: false,
+            });
         }
         let env = dir.join("sf.env");
         std::fs::write(&env, format!("SF_ID={}\n", spec.instance_id))
             .map_err(DriverError::io(&env))?;
-        mounts.push(serde_json::json!({
-            "destination": "/etc/sf.env", "type": "bind",
-            "source": env.display().to_string(), "options": ["bind", "ro"],
-        }));
-        let caps = ["CAP_NET_BIND_SERVICE", "CAP_KILL"];
-        let config = serde_json::json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": 0, "gid": 0},
-                "args": ["/bin/init"],
-                "env": ["PATH=/bin"],
-                "cwd": "/",
-                "noNewPrivileges": true,
-                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            },
-            "root": {"path": rootfs.display().to_string(), "readonly": true},
-            "hostname": spec.instance_id.as_str(),
-            "mounts": mounts,
-            "linux": {
-                "namespaces": [
-                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                    {"type": "network", "path": netns},
-                ],
-                "resources": {
-                    "memory": {"limit": u64::from(spec.memory_mib) << 20},
-                },
-            },
+        binds.push(Bind {
+            destination: "/etc/sf.env".into(),
+            source: env,
+            read_only: true,
         });
+        let config = oci_config(
+            spec.instance_id.as_str(),
+            &rootfs,
+            &binds,
+            Some(netns),
+            spec.memory_mib,
+        );
         let path = dir.join("config.json");
         std::fs::write(
             &path,
@@ -215,36 +286,15 @@ impl CrunDriver {
         if self.state.join(id.as_str()).exists() {
             let _ = self.crun(&["delete", "-f", id.as_str()]).await;
         }
-        let bundle_text = bundle.display().to_string();
         let pid_file = dir.join("init.pid");
         let _ = std::fs::remove_file(&pid_file);
-        let pid_file_arg = format!("--pid-file={}", pid_file.display());
-        let args = self.crun_args(&[
-            "run",
-            "-d",
-            &pid_file_arg,
-            "--bundle",
-            &bundle_text,
+        let command = run_detached(
+            &self.state,
+            self.hybrid_cgroups,
+            &bundle,
             id.as_str(),
-        ]);
-        let mut command = if self.hybrid_cgroups {
-            // crun refuses hybrid cgroups; without the v2 mount in its own mount namespace it
-            // runs (with no cgroup limits).
-            let mut c = tokio::process::Command::new("unshare");
-            c.args([
-                "-m",
-                "sh",
-                "-c",
-                "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun \"$@\"",
-                "crun",
-            ]);
-            c.args(&args);
-            c
-        } else {
-            let mut c = tokio::process::Command::new("crun");
-            c.args(&args);
-            c
-        };
+            Some(&pid_file),
+        );
         // The container's init inherits these: its output goes to a file, never a pipe, so the
         // container outlives the agent (a pipe whose reader died would end it with SIGPIPE);
         // its ready line is looked for there. crun's complaints go to a file of their own.
@@ -255,25 +305,10 @@ impl CrunDriver {
             .open(&log)
             .map_err(DriverError::io(&log))?;
         let from = console.metadata().map_err(DriverError::io(&log))?.len();
+        // crun's complaints start afresh each boot.
         let errors_path = dir.join("crun.err");
-        let errors = std::fs::File::create(&errors_path).map_err(DriverError::io(&errors_path))?;
-        let status = command
-            .stdin(Stdio::null())
-            .stdout(console)
-            .stderr(errors)
-            .status()
-            .await
-            .map_err(|e| DriverError::Program {
-                program: "crun run".into(),
-                detail: e.to_string(),
-            })?;
-        if !status.success() {
-            let said = std::fs::read_to_string(&errors_path).unwrap_or_default();
-            return Err(DriverError::Program {
-                program: "crun run".into(),
-                detail: format!("{status}: {}", said.trim()),
-            });
-        }
+        let _ = std::fs::remove_file(&errors_path);
+        start_detached(command, "crun run", Stdio::from(console), &errors_path).await?;
         // The init's pid, as crun wrote it (no `crun state` to run).
         let pid = std::fs::read_to_string(&pid_file)
             .ok()
@@ -355,8 +390,7 @@ impl Driver for CrunDriver {
     }
 
     async fn launch(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
-        let lock = self.lock(&spec.instance_id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(&spec.instance_id).await;
         if let Some(pid) = self.running_pid(&spec.instance_id).await {
             if !self
                 .containers
@@ -373,8 +407,7 @@ impl Driver for CrunDriver {
 
     async fn adopt(&self, spec: &InstanceSpec) -> Result<Option<Running>, DriverError> {
         let id = &spec.instance_id;
-        let lock = self.lock(id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(id).await;
         match self.running_pid(id).await {
             Some(pid) => {
                 if !self.containers.lock().expect("containers").contains_key(id) {
@@ -391,23 +424,20 @@ impl Driver for CrunDriver {
     }
 
     async fn stop(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
-        let lock = self.lock(&spec.instance_id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(&spec.instance_id).await;
         self.end(&spec.instance_id).await;
         Ok(())
     }
 
     async fn reboot(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
-        let lock = self.lock(&spec.instance_id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(&spec.instance_id).await;
         self.end(&spec.instance_id).await;
         self.boot(spec).await
     }
 
     async fn terminate(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
         let id = &spec.instance_id;
-        let lock = self.lock(id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(id).await;
         self.end(id).await;
         self.network.withdraw(spec).await;
         remove_folder(&self.dir(id))
@@ -418,8 +448,7 @@ impl Driver for CrunDriver {
         spec: &InstanceSpec,
         network_id: &str,
     ) -> Result<(), DriverError> {
-        let lock = self.lock(&spec.instance_id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(&spec.instance_id).await;
         // The container's namespace is its own and outlives its init: the interface is there
         // at once, and after a reboot too.
         self.network
@@ -432,8 +461,7 @@ impl Driver for CrunDriver {
         spec: &InstanceSpec,
         network_id: &str,
     ) -> Result<(), DriverError> {
-        let lock = self.lock(&spec.instance_id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(&spec.instance_id).await;
         self.network
             .remove_network_interface(&spec.instance_id, network_id)
             .await;

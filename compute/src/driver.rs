@@ -154,60 +154,71 @@ pub trait Driver: Send + Sync + 'static {
     /// Attaches a new, empty volume to the running instance.
     fn attach_volume(
         &self,
-        spec: &InstanceSpec,
-        volume: &Volume,
+        _spec: &InstanceSpec,
+        _volume: &Volume,
     ) -> impl Future<Output = Result<(), DriverError>> + Send {
-        let _ = (spec, volume);
-        let hypervisor = self.hypervisor();
-        async move { unsupported(hypervisor, "attach-volume") }
+        refused(self.hypervisor(), "attach-volume")
     }
 
     /// Detaches a volume and deletes it.
     fn detach_volume(
         &self,
-        spec: &InstanceSpec,
-        volume_id: &str,
+        _spec: &InstanceSpec,
+        _volume_id: &str,
     ) -> impl Future<Output = Result<(), DriverError>> + Send {
-        let _ = (spec, volume_id);
-        let hypervisor = self.hypervisor();
-        async move { unsupported(hypervisor, "detach-volume") }
+        refused(self.hypervisor(), "detach-volume")
     }
 
     /// Gives the running instance one more interface, on network `network_id`.
     fn attach_network(
         &self,
-        spec: &InstanceSpec,
-        network_id: &str,
+        _spec: &InstanceSpec,
+        _network_id: &str,
     ) -> impl Future<Output = Result<(), DriverError>> + Send {
-        let _ = (spec, network_id);
-        let hypervisor = self.hypervisor();
-        async move { unsupported(hypervisor, "attach-network") }
+        refused(self.hypervisor(), "attach-network")
     }
 
     /// Takes the running instance's interface on network `network_id` away.
     fn detach_network(
         &self,
-        spec: &InstanceSpec,
-        network_id: &str,
+        _spec: &InstanceSpec,
+        _network_id: &str,
     ) -> impl Future<Output = Result<(), DriverError>> + Send {
-        let _ = (spec, network_id);
-        let hypervisor = self.hypervisor();
-        async move { unsupported(hypervisor, "detach-network") }
+        refused(self.hypervisor(), "detach-network")
     }
 
     /// Takes a snapshot of the instance's disks.
     fn snapshot(
         &self,
-        spec: &InstanceSpec,
-        snapshot_id: &str,
+        _spec: &InstanceSpec,
+        _snapshot_id: &str,
     ) -> impl Future<Output = Result<(), DriverError>> + Send {
-        let _ = (spec, snapshot_id);
-        let hypervisor = self.hypervisor();
-        async move { unsupported(hypervisor, "snapshot") }
+        refused(self.hypervisor(), "snapshot")
     }
 
     /// The next thing that happened to one of its instances without being asked.
     fn next_happening(&self) -> impl Future<Output = (InstanceId, Happening)> + Send;
+}
+
+/// One instance at a time: a driver does one thing to an instance at once (its agent queues
+/// them in log order; a happening the driver handles itself waits its turn too).
+#[derive(Default)]
+pub(crate) struct Turns(
+    std::sync::Mutex<std::collections::HashMap<InstanceId, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl Turns {
+    /// Waits for instance `id`'s turn; it ends when the guard is dropped.
+    pub(crate) async fn take(&self, id: &InstanceId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
 }
 
 /// Deletes an instance's folder (gone already: done).
@@ -219,6 +230,14 @@ pub(crate) fn remove_folder(dir: &std::path::Path) -> Result<(), DriverError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// A driver's answer to what its row lacks: refused at once.
+fn refused(
+    hypervisor: Hypervisor,
+    operation: &'static str,
+) -> std::future::Ready<Result<(), DriverError>> {
+    std::future::ready(unsupported(hypervisor, operation))
 }
 
 /// Refuses `operation` on `hypervisor`.

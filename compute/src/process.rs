@@ -34,6 +34,54 @@ pub async fn run(program: &str, args: &[&str]) -> Result<String, DriverError> {
     }
 }
 
+/// Starts something that leaves a process running behind it (QEMU daemonizing, `crun run -d`)
+/// and waits for the starter to end: its standard error is appended to `errors` (a file, since
+/// what stays behind keeps it open: a pipe would never end), its standard output goes to
+/// `output`. A failure names `program`, its status and the last line it wrote there.
+pub async fn start_detached(
+    mut command: Command,
+    program: &str,
+    output: std::process::Stdio,
+    errors: &std::path::Path,
+) -> Result<(), DriverError> {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(errors)
+        .map_err(DriverError::io(errors))?;
+    let status = command
+        .stdin(std::process::Stdio::null())
+        .stdout(output)
+        .stderr(err)
+        .status()
+        .await
+        .map_err(|e| DriverError::Program {
+            program: program.into(),
+            detail: e.to_string(),
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(DriverError::Program {
+            program: program.into(),
+            detail: format!("{status}: {}", last_words(errors)),
+        })
+    }
+}
+
+/// The last line a program wrote to `errors`, or that it said nothing.
+pub fn last_words(errors: &std::path::Path) -> String {
+    std::fs::read_to_string(errors)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "it said nothing".into())
+}
+
 /// Runs `ip args…`.
 pub async fn ip(args: &[&str]) -> Result<String, DriverError> {
     run("ip", args).await

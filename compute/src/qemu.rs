@@ -11,10 +11,10 @@
 
 use crate::accel::Probed;
 use crate::driver::{
-    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, remove_folder,
+    Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, Turns, remove_folder,
 };
 use crate::network::HostNetwork;
-use crate::process::{alive, exited, run, signal};
+use crate::process::{alive, exited, last_words, run, signal, start_detached};
 use crate::qmp::{BlockdevAdd, NetdevAdd, Qmp, QmpEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -56,7 +56,7 @@ pub struct QemuDriver {
     network: HostNetwork,
     accel: Probed,
     sessions: std::sync::Mutex<HashMap<InstanceId, Arc<Session>>>,
-    locks: std::sync::Mutex<HashMap<InstanceId, Arc<Mutex<()>>>>,
+    turns: Turns,
     happened_tx: mpsc::UnboundedSender<(InstanceId, u32, QmpEvent)>,
     happened_rx: Mutex<mpsc::UnboundedReceiver<(InstanceId, u32, QmpEvent)>>,
     /// What each running instance was booted with (a reboot the guest asks for boots it again).
@@ -102,7 +102,7 @@ impl QemuDriver {
             network,
             accel,
             sessions: Default::default(),
-            locks: Default::default(),
+            turns: Turns::default(),
             happened_tx,
             happened_rx: Mutex::new(happened_rx),
             booted: Default::default(),
@@ -111,15 +111,6 @@ impl QemuDriver {
 
     fn dir(&self, id: &InstanceId) -> PathBuf {
         self.volumes.join(id.as_str())
-    }
-
-    fn lock(&self, id: &InstanceId) -> Arc<Mutex<()>> {
-        self.locks
-            .lock()
-            .expect("instance locks")
-            .entry(id.clone())
-            .or_default()
-            .clone()
     }
 
     fn session(&self, id: &InstanceId) -> Option<Arc<Session>> {
@@ -273,28 +264,15 @@ impl QemuDriver {
         arg("-D");
         arg(&dir.join("qemu.log").display().to_string());
         let err_path = dir.join("qemu.err");
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&err_path)
-            .map_err(DriverError::io(&err_path))?;
-        let status = tokio::process::Command::new("ip")
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(err)
-            .status()
-            .await
-            .map_err(|e| DriverError::Program {
-                program: "qemu-system-x86_64".into(),
-                detail: e.to_string(),
-            })?;
-        if !status.success() {
-            return Err(DriverError::Program {
-                program: "qemu-system-x86_64".into(),
-                detail: format!("{status}: {}", last_words(&err_path)),
-            });
-        }
+        let mut command = tokio::process::Command::new("ip");
+        command.args(&args);
+        start_detached(
+            command,
+            "qemu-system-x86_64",
+            std::process::Stdio::null(),
+            &err_path,
+        )
+        .await?;
         let pid: u32 = std::fs::read_to_string(&pid_path)
             .map_err(DriverError::io(&pid_path))?
             .trim()
@@ -415,6 +393,35 @@ impl QemuDriver {
         .unwrap_or(false)
     }
 
+    /// Adds device `id` of `driver` with `properties` (QEMU's free-form device options).
+    async fn plug(
+        session: &Session,
+        driver: &str,
+        id: String,
+        properties: &[(&str, String)],
+    ) -> Result<(), DriverError> {
+        let arguments = properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+            .collect();
+        session
+            .qmp
+            .execute(qapi::qmp::device_add {
+                driver: driver.into(),
+                id: Some(id),
+                bus: None,
+                arguments,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The session of a running instance's QEMU, or that it does not run here.
+    fn running(&self, id: &InstanceId) -> Result<Arc<Session>, DriverError> {
+        self.session(id)
+            .ok_or_else(|| DriverError::NotRunning(id.clone()))
+    }
+
     /// Asks the guest to let go of `device` (`device_del`) and waits until QEMU says it is gone.
     async fn unplug(session: &Session, device: &str) -> Result<(), DriverError> {
         session
@@ -472,19 +479,6 @@ impl QemuDriver {
     }
 }
 
-/// The last line QEMU wrote to its standard error (`qemu.err`), or that it said nothing.
-fn last_words(err: &Path) -> String {
-    std::fs::read_to_string(err)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "it said nothing".into())
-}
-
 /// Whether `pid` has ended and waits to be reaped (QEMU daemonized: its parent is init).
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -513,8 +507,7 @@ impl Driver for QemuDriver {
     }
 
     async fn launch(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
-        let lock = self.lock(&spec.instance_id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(&spec.instance_id).await;
         if let Some(s) = self.session(&spec.instance_id) {
             return Ok(Running { pid: s.pid });
         }
@@ -524,8 +517,7 @@ impl Driver for QemuDriver {
 
     async fn adopt(&self, spec: &InstanceSpec) -> Result<Option<Running>, DriverError> {
         let id = &spec.instance_id;
-        let lock = self.lock(id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(id).await;
         if let Some(s) = self.session(id) {
             return Ok(Some(Running { pid: s.pid }));
         }
@@ -560,23 +552,20 @@ impl Driver for QemuDriver {
     }
 
     async fn stop(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
-        let lock = self.lock(&spec.instance_id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(&spec.instance_id).await;
         self.end(&spec.instance_id, true).await;
         Ok(())
     }
 
     async fn reboot(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
-        let lock = self.lock(&spec.instance_id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(&spec.instance_id).await;
         self.end(&spec.instance_id, false).await;
         self.boot(spec).await
     }
 
     async fn terminate(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
         let id = &spec.instance_id;
-        let lock = self.lock(id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(id).await;
         self.end(id, false).await;
         self.network.withdraw(spec).await;
         remove_folder(&self.dir(id))
@@ -584,11 +573,8 @@ impl Driver for QemuDriver {
 
     async fn attach_volume(&self, spec: &InstanceSpec, volume: &Volume) -> Result<(), DriverError> {
         let id = &spec.instance_id;
-        let lock = self.lock(id);
-        let _turn = lock.lock().await;
-        let session = self
-            .session(id)
-            .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
+        let _turn = self.turns.take(id).await;
+        let session = self.running(id)?;
         let file = self.ensure_disk(id, volume)?;
         let node = node_of(&volume.volume_id);
         session
@@ -599,17 +585,14 @@ impl Driver for QemuDriver {
                 "file": { "driver": "file", "filename": file.display().to_string() },
             })))
             .await?;
-        let mut arguments = qapi::Dictionary::new();
-        arguments.insert("drive".into(), serde_json::Value::String(node.clone()));
-        session
-            .qmp
-            .execute(qapi::qmp::device_add {
-                driver: "virtio-blk-pci".into(),
-                id: Some(format!("dev-{}", volume.volume_id)),
-                bus: None,
-                arguments,
-            })
-            .await?;
+        let device = format!("dev-{}", volume.volume_id);
+        Self::plug(
+            &session,
+            "virtio-blk-pci",
+            device,
+            &[("drive", node.clone())],
+        )
+        .await?;
         if let Some(booted) = self.booted.lock().expect("booted").get_mut(id) {
             booted.volumes.push(volume.clone());
         }
@@ -618,11 +601,8 @@ impl Driver for QemuDriver {
 
     async fn detach_volume(&self, spec: &InstanceSpec, volume_id: &str) -> Result<(), DriverError> {
         let id = &spec.instance_id;
-        let lock = self.lock(id);
-        let _turn = lock.lock().await;
-        let session = self
-            .session(id)
-            .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
+        let _turn = self.turns.take(id).await;
+        let session = self.running(id)?;
         // The guest lets go of the disk first (ACPI hot-unplug); then its node can go.
         Self::unplug(&session, &format!("dev-{volume_id}")).await?;
         let top = self.top(id, volume_id);
@@ -655,11 +635,8 @@ impl Driver for QemuDriver {
         network_id: &str,
     ) -> Result<(), DriverError> {
         let id = &spec.instance_id;
-        let lock = self.lock(id);
-        let _turn = lock.lock().await;
-        let session = self
-            .session(id)
-            .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
+        let _turn = self.turns.take(id).await;
+        let session = self.running(id)?;
         let tap = self.network.network_tap(id, network_id).await?;
         let netdev = format!("net-{network_id}");
         session
@@ -668,21 +645,15 @@ impl Driver for QemuDriver {
                 "type": "tap", "id": netdev, "ifname": tap, "script": "no", "downscript": "no",
             })))
             .await?;
-        let mut arguments = qapi::Dictionary::new();
-        arguments.insert("netdev".into(), serde_json::Value::String(netdev));
-        arguments.insert(
-            "mac".into(),
-            serde_json::Value::String(mac_of(&format!("{id}/{network_id}"))),
-        );
-        session
-            .qmp
-            .execute(qapi::qmp::device_add {
-                driver: "virtio-net-pci".into(),
-                id: Some(format!("nic-{network_id}")),
-                bus: None,
-                arguments,
-            })
-            .await?;
+        let mac = mac_of(&format!("{id}/{network_id}"));
+        let device = format!("nic-{network_id}");
+        Self::plug(
+            &session,
+            "virtio-net-pci",
+            device,
+            &[("netdev", netdev), ("mac", mac)],
+        )
+        .await?;
         if let Some(booted) = self.booted.lock().expect("booted").get_mut(id) {
             booted.networks.push(network_id.to_string());
         }
@@ -695,11 +666,8 @@ impl Driver for QemuDriver {
         network_id: &str,
     ) -> Result<(), DriverError> {
         let id = &spec.instance_id;
-        let lock = self.lock(id);
-        let _turn = lock.lock().await;
-        let session = self
-            .session(id)
-            .ok_or_else(|| DriverError::NotRunning(id.clone()))?;
+        let _turn = self.turns.take(id).await;
+        let session = self.running(id)?;
         // The guest lets go of the interface first (ACPI hot-unplug); then its backend can go.
         Self::unplug(&session, &format!("nic-{network_id}")).await?;
         session
@@ -717,8 +685,7 @@ impl Driver for QemuDriver {
 
     async fn snapshot(&self, spec: &InstanceSpec, snapshot_id: &str) -> Result<(), DriverError> {
         let id = &spec.instance_id;
-        let lock = self.lock(id);
-        let _turn = lock.lock().await;
+        let _turn = self.turns.take(id).await;
         let dir = self.dir(id);
         let mut layers = self.layers(id);
         let session = self.session(id);
@@ -782,8 +749,7 @@ impl Driver for QemuDriver {
                 std::future::pending::<()>().await;
                 continue;
             };
-            let lock = self.lock(&id);
-            let _turn = lock.lock().await;
+            let _turn = self.turns.take(&id).await;
             // Only what the current QEMU of the instance says counts.
             match self.session(&id) {
                 Some(s) if s.pid == pid => {}

@@ -26,7 +26,9 @@ use streamfleet_bus_schemas::instance::{
 };
 use streamfleet_bus_schemas::principal::Role;
 use streamfleet_compute::agent::{self, HostOffer};
-use streamfleet_compute::crun::CrunDriver;
+use streamfleet_compute::crun::{
+    Bind, CrunDriver, global_args, hybrid_cgroups, oci_config, run_detached,
+};
 use streamfleet_compute::network::{Fabric, HostNetwork, host_namespace, instance_namespace};
 use streamfleet_compute::process::exited;
 use streamfleet_compute::qemu::QemuDriver;
@@ -173,9 +175,7 @@ impl Cleanup {
         let containers = std::mem::take(&mut *self.containers.lock().expect("cleanup"));
         for (root, id) in containers {
             let _ = Command::new("crun")
-                .arg("--root")
-                .arg(&root)
-                .args(crun_flags())
+                .args(global_args(&root, hybrid_cgroups()))
                 .args(["delete", "-f", &id])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -365,23 +365,6 @@ impl Breakdown {
             ms(self.driver_launch_p50_ms),
             ms(self.report_p50_ms)
         )
-    }
-}
-
-/// Whether cgroups are mounted in hybrid mode (as `compute/src/crun.rs` checks).
-fn hybrid_cgroups() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
-        m.lines()
-            .any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/cgroup/unified"))
-    })
-}
-
-/// crun's global flags after `--root` (the crun driver's: no cgroups on hybrid hosts).
-fn crun_flags() -> Vec<&'static str> {
-    if hybrid_cgroups() {
-        vec!["--cgroup-manager=disabled"]
-    } else {
-        vec![]
     }
 }
 
@@ -1017,63 +1000,26 @@ async fn direct_crun(b: &Bench<'_>, run: usize) -> anyhow::Result<Duration> {
     let env = dir.join("sf.env");
     std::fs::write(&env, format!("SF_ID={id}\n"))?;
     let rootfs = b.images.join(IMAGE).join("rootfs");
-    let caps = ["CAP_NET_BIND_SERVICE", "CAP_KILL"];
-    let config = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": 0, "gid": 0},
-            "args": ["/bin/init"],
-            "env": ["PATH=/bin"],
-            "cwd": "/",
-            "noNewPrivileges": true,
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+    let binds = [
+        Bind {
+            destination: "/data".into(),
+            source: data,
+            read_only: false,
         },
-        "root": {"path": rootfs.display().to_string(), "readonly": true},
-        "hostname": id,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
-            {"destination": "/run", "type": "tmpfs", "source": "tmpfs"},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid", "noexec"]},
-            {"destination": "/data", "type": "bind", "source": data.display().to_string(), "options": ["rbind", "rw"]},
-            {"destination": "/etc/sf.env", "type": "bind", "source": env.display().to_string(), "options": ["bind", "ro"]},
-        ],
-        "linux": {
-            "namespaces": [
-                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-                {"type": "network"},
-            ],
-            "resources": {"memory": {"limit": u64::from(MEMORY_MIB) << 20}},
+        Bind {
+            destination: "/etc/sf.env".into(),
+            source: env,
+            read_only: true,
         },
-    });
+    ];
+    let config = oci_config(&id, &rootfs, &binds, None, MEMORY_MIB);
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     let state = b.work.join("direct-crun-state");
     std::fs::create_dir_all(&state)?;
     b.cleanup.container(&state, &id);
-    let mut args: Vec<String> = vec!["--root".into(), state.display().to_string()];
-    args.extend(crun_flags().into_iter().map(String::from));
-    let global = args.clone();
-    args.extend(["run", "-d", "--bundle"].map(String::from));
-    args.push(dir.display().to_string());
-    args.push(id.clone());
-    let mut command = if hybrid_cgroups() {
-        let mut c = tokio::process::Command::new("unshare");
-        c.args([
-            "-m",
-            "sh",
-            "-c",
-            "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun \"$@\"",
-            "crun",
-        ]);
-        c.args(&args);
-        c
-    } else {
-        let mut c = tokio::process::Command::new("crun");
-        c.args(&args);
-        c
-    };
+    let hybrid = hybrid_cgroups();
+    let global = global_args(&state, hybrid);
+    let mut command = run_detached(&state, hybrid, &dir, &id, None);
     let errors = dir.join("crun.err");
     command
         .stdin(Stdio::null())

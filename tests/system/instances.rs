@@ -219,14 +219,14 @@ fn qemus_of(id: &str) -> Vec<u32> {
     pids
 }
 
-fn pid_exits(pid: u32) -> bool {
-    for _ in 0..300 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+/// Whether process `pid` ends within 30 s (its pidfd says so when it does).
+async fn pid_exits(pid: u32) -> bool {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        streamfleet_compute::process::exited(pid),
+    )
+    .await
+    .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -371,13 +371,16 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
         .await,
     );
     let ct_rebooted = launched(events.until("instance-i-ct", "InstanceLaunched").await);
-    assert!(pid_exits(ct_up.pid), "the reboot ended the old container");
+    assert!(
+        pid_exits(ct_up.pid).await,
+        "the reboot ended the old container"
+    );
     assert_eq!(
         ask(&fabric, &ct_ip),
         "id=i-ct boots=2 counter=3 disks=none nics=eth0"
     );
     let vm_rebooted = launched(events.until("instance-i-vm", "InstanceLaunched").await);
-    assert!(pid_exits(vm_up.pid), "the reboot ended the old QEMU");
+    assert!(pid_exits(vm_up.pid).await, "the reboot ended the old QEMU");
     assert_ne!(vm_rebooted.pid, vm_up.pid);
     assert_eq!(
         ask(&fabric, &vm_ip),
@@ -481,7 +484,7 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
         )
         .await,
     );
-    assert!(pid_exits(vm_rebooted.pid), "stop ends QEMU");
+    assert!(pid_exits(vm_rebooted.pid).await, "stop ends QEMU");
     assert_eq!(
         rule(
             &send(
@@ -584,9 +587,12 @@ async fn a_vm_and_a_container_live_their_whole_life_through_the_instance_command
         )
         .await,
     );
-    assert!(pid_exits(vm_started.pid), "QEMU is gone");
+    assert!(pid_exits(vm_started.pid).await, "QEMU is gone");
     assert!(qemus_of("i-vm").is_empty(), "no QEMU left behind");
-    assert!(pid_exits(ct_rebooted.pid), "terminate ends the container");
+    assert!(
+        pid_exits(ct_rebooted.pid).await,
+        "terminate ends the container"
+    );
     for address in [&vm_ip, &ct_ip] {
         let mut gone = false;
         for _ in 0..100 {
@@ -796,5 +802,5 @@ async fn an_agent_killed_during_a_launch_finishes_it_once_when_it_comes_back() {
         )
         .await,
     );
-    assert!(pid_exits(launched.pid), "terminated");
+    assert!(pid_exits(launched.pid).await, "terminated");
 }
