@@ -76,16 +76,19 @@ pub enum Feature {
     Reboot,
     /// Stop it and start it again, keeping its disks.
     StopStart,
+    /// Move it to another host at a reboot, its disks synced ahead (reboot-initiated migration).
+    Migrate,
 }
 
 impl Feature {
     /// Every feature.
-    pub const ALL: [Feature; 5] = [
+    pub const ALL: [Feature; 6] = [
         Feature::HotAttachVolume,
         Feature::HotAttachNetwork,
         Feature::Snapshot,
         Feature::Reboot,
         Feature::StopStart,
+        Feature::Migrate,
     ];
 
     /// Its name on the wire, e.g. `hot_attach_volume`.
@@ -96,6 +99,7 @@ impl Feature {
             Feature::Snapshot => "snapshot",
             Feature::Reboot => "reboot",
             Feature::StopStart => "stop_start",
+            Feature::Migrate => "migrate",
         }
     }
 }

@@ -168,6 +168,16 @@ pub enum InstanceReport {
         /// Why, from the hypervisor.
         reason: String,
     },
+    /// The instance runs on the reporting host now, moved there by migration `migration_id`
+    /// from `from_host` (sent by the target once its launch is recorded on the migration).
+    Moved {
+        /// The migration.
+        migration_id: crate::ids::MigrationId,
+        /// The host it ran on.
+        from_host: HostId,
+        /// The hypervisor's process on the new host.
+        pid: u32,
+    },
     /// A change recorded for the running instance could not be carried out (the instance runs
     /// on without it).
     ChangeFailed {
@@ -409,4 +419,20 @@ pub struct ComputeHostRegistered {
     pub memory_mib: u32,
     /// How it runs its hypervisor.
     pub detail: String,
+}
+
+/// The instance runs on another host now, with the same disks' contents, addresses and MAC:
+/// moved by a migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InstanceMoved {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// The migration.
+    pub migration_id: crate::ids::MigrationId,
+    /// Where it ran.
+    pub from_host: HostId,
+    /// Where it runs.
+    pub host_id: HostId,
+    /// The hypervisor's process there.
+    pub pid: u32,
 }

@@ -28,6 +28,7 @@ mod health;
 pub mod ids;
 pub mod instance;
 mod messages;
+pub mod migration;
 pub mod nats_conf;
 pub mod payloads;
 pub mod principal;

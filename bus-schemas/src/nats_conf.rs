@@ -96,7 +96,7 @@ pub fn role_permissions(role: Role) -> Permissions {
             allow_responses: false,
         },
         Role::Worker => Permissions {
-            publish: commands_and(&["sf.log.read", "sf.host.>", "sf.svc.hms.>"]),
+            publish: commands_and(&["sf.log.read", "sf.host.>", "sf.svc.hms.>", "sf.customer.>"]),
             subscribe: with_inbox(&["sf.evt.>", "sf.log.head", "sf.svc.>"]),
             allow_responses: true,
         },
@@ -112,6 +112,7 @@ pub fn role_permissions(role: Role) -> Permissions {
             subscribe: with_inbox(&[
                 crate::subjects::INSTANCE_EVENTS,
                 crate::subjects::COMPUTE_EVENTS,
+                crate::subjects::MIGRATION_EVENTS,
                 "sf.log.head",
             ]),
             allow_responses: true,

@@ -3,12 +3,13 @@
 //! [`crate::SCHEMA_VERSION`].
 
 pub use crate::instance::*;
+pub use crate::migration::*;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{
-    AppId, GroupId, HostId, InstanceId, MigrationId, NodeId, RegionId, SessionId, TokenId, UserId,
+    AppId, GroupId, HostId, NodeId, RegionId, SessionId, TokenId, UserId,
 };
 
 /// A cipher a hop can use.
@@ -399,22 +400,6 @@ pub struct ResolveDiscrepancy {
     pub resolution: String,
 }
 
-/// Schedule the migration of an instance off a server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleMigration {
-    /// Migration id: the stream is `migration-<migration_id>`.
-    pub migration_id: MigrationId,
-    /// The instance to move.
-    pub instance_id: InstanceId,
-    /// The server it runs on now.
-    pub source_server: String,
-    /// The server it moves to (hardware settings match).
-    pub target_server: String,
-    /// The latest moment of the move; a reboot by the customer before it migrates early.
-    pub deadline: DateTime<Utc>,
-}
-
 /// Report that a node stopped answering.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -700,21 +685,6 @@ pub struct DiscrepancyResolved {
     pub host_runs_session: bool,
     /// What was done.
     pub resolution: String,
-}
-
-/// A migration was scheduled and the customer notified.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct MigrationScheduled {
-    /// Migration id.
-    pub migration_id: MigrationId,
-    /// The instance.
-    pub instance_id: InstanceId,
-    /// From.
-    pub source_server: String,
-    /// To.
-    pub target_server: String,
-    /// The deadline.
-    pub deadline: DateTime<Utc>,
 }
 
 /// A node was declared failed.

@@ -22,6 +22,12 @@ pub fn command_as(command_subject: &str, principal: &crate::principal::Principal
 pub const EVENTS: &str = "sf.evt.>";
 /// The instances' events (`instance-*` streams): what compute hosts follow live.
 pub const INSTANCE_EVENTS: &str = "sf.evt.instance.>";
+/// The migrations' events (`migration-*` streams): what compute hosts follow live too.
+pub const MIGRATION_EVENTS: &str = "sf.evt.migration.>";
+/// The notices to customer `customer` (a migration scheduled, done, rolled back).
+pub fn customer_notice(customer: &str) -> String {
+    format!("sf.customer.{customer}.notice")
+}
 /// The compute hosts' registrations (`compute-*` streams).
 pub const COMPUTE_EVENTS: &str = "sf.evt.compute.>";
 /// Request/reply: read a range of the log ([`crate::ReadRequest`] → [`crate::ReadReply`]).

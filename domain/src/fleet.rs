@@ -110,6 +110,7 @@ impl Fleet {
                 | Event::InstanceStarted(_)
                 | Event::InstanceFailed(_)
                 | Event::InstanceTerminated(_)
+                | Event::InstanceMoved(_)
         )
     }
 
@@ -157,6 +158,14 @@ impl Fleet {
                 self.hold(&e.instance_id, true);
             }
             Event::InstanceStarted(e) => self.hold(&e.instance_id, true),
+            // Its room moves with it.
+            Event::InstanceMoved(e) => {
+                self.hold(&e.instance_id, false);
+                if let Some(held) = self.instances.get_mut(&e.instance_id) {
+                    held.host_id = e.host_id.clone();
+                }
+                self.hold(&e.instance_id, true);
+            }
             Event::InstanceStopped(e) => self.hold(&e.instance_id, false),
             Event::InstanceFailed(e) => self.hold(&e.instance_id, false),
             Event::InstanceTerminated(e) => {

@@ -35,8 +35,9 @@ pub const CAPABILITIES: [Capabilities; 3] = [
             Feature::Snapshot,
             Feature::Reboot,
             Feature::StopStart,
+            Feature::Migrate,
         ],
-        notes: "TCG unless a KVM probe guest boots",
+        notes: "TCG unless a KVM probe guest boots; migration carries the disks' contents, not their snapshots",
     },
     Capabilities {
         hypervisor: Hypervisor::Crun,

@@ -614,7 +614,8 @@ pub(crate) fn decide_report(
     state: Option<&InstanceState>,
 ) -> Result<Vec<Event>, Rejection> {
     let s = live(&c.instance_id, state)?;
-    if s.host_id != c.host_id {
+    // A move is reported by the host the instance moves to; everything else by its own.
+    if s.host_id != c.host_id && !matches!(c.report, InstanceReport::Moved { .. }) {
         return Err(Rejection::InstanceOnOtherHost {
             instance_id: c.instance_id.clone(),
             expected: s.host_id.clone(),
@@ -672,6 +673,11 @@ pub(crate) fn decide_report(
                 by: ChangeCause::Guest,
             })
         }
+        InstanceReport::Moved {
+            migration_id,
+            from_host,
+            pid,
+        } => return decide_moved(c, s, migration_id, from_host, *pid),
         InstanceReport::ChangeFailed {
             operation,
             target,
@@ -695,6 +701,35 @@ pub(crate) fn decide_report(
         }
     };
     Ok(vec![event])
+}
+
+/// The target of a migration says the instance runs there now (it reports only once the
+/// migration recorded its launch, which fenced the source).
+fn decide_moved(
+    c: &ReportInstance,
+    s: &InstanceState,
+    migration_id: &streamfleet_bus_schemas::ids::MigrationId,
+    from_host: &HostId,
+    pid: u32,
+) -> Result<Vec<Event>, Rejection> {
+    if s.host_id == c.host_id {
+        // Told twice (a restarted target): it is there already.
+        return Ok(vec![]);
+    }
+    if s.host_id != *from_host {
+        return Err(Rejection::InstanceOnOtherHost {
+            instance_id: c.instance_id.clone(),
+            expected: s.host_id.clone(),
+            reported: from_host.clone(),
+        });
+    }
+    Ok(vec![Event::InstanceMoved(InstanceMoved {
+        instance_id: c.instance_id.clone(),
+        migration_id: migration_id.clone(),
+        from_host: from_host.clone(),
+        host_id: c.host_id.clone(),
+        pid,
+    })])
 }
 
 pub(crate) fn decide_register_host(c: &RegisterComputeHost) -> Result<Vec<Event>, Rejection> {
@@ -741,6 +776,12 @@ pub(crate) fn evolve(state: Option<InstanceState>, event: &Event) -> Option<Inst
             s.status = InstanceStatus::Booting
         }
         Event::InstanceStopped(_) => s.status = InstanceStatus::Stopped,
+        // It booted on its new host and answers there.
+        Event::InstanceMoved(e) => {
+            s.host_id = e.host_id.clone();
+            s.status = InstanceStatus::Running;
+            s.boots += 1;
+        }
         // Started: the host boots it again and reports it running.
         Event::InstanceStarted(_) => s.status = InstanceStatus::Booting,
         Event::InstanceRebooted(_) => s.boots += 1,

@@ -30,7 +30,7 @@ pub mod host;
 pub mod hypervisor;
 pub mod image;
 pub mod instance;
-mod migration;
+pub mod migration;
 mod node;
 pub mod placement;
 pub mod session;
@@ -56,6 +56,9 @@ pub struct Context {
     /// The compute fleet and the costs, for the commands that place instances
     /// ([`needs_fleet`]); `None` for the others.
     pub compute: Option<instance::ComputeContext>,
+    /// The state of the instance the command names on another stream ([`instance_named`]),
+    /// folded from its `instance-*` stream; `None`: never launched (or the command names none).
+    pub instance: Option<instance::InstanceState>,
 }
 
 impl Context {
@@ -65,6 +68,7 @@ impl Context {
             now,
             app: None,
             compute: None,
+            instance: None,
         }
     }
 }
@@ -358,6 +362,46 @@ pub enum Rejection {
         now: DateTime<Utc>,
     },
     /// The node is already failed.
+    /// No migration with this id was scheduled.
+    #[error("migration `{migration_id}` was never scheduled")]
+    UnknownMigration {
+        /// The migration.
+        migration_id: MigrationId,
+    },
+    /// The migration is over.
+    #[error("migration `{migration_id}` is over ({outcome})")]
+    MigrationOver {
+        /// The migration.
+        migration_id: MigrationId,
+        /// How it ended.
+        outcome: &'static str,
+    },
+    /// A step reported out of its order.
+    #[error("migration `{migration_id}` cannot take step `{step}` now: it is {now}")]
+    MigrationStepOutOfOrder {
+        /// The migration.
+        migration_id: MigrationId,
+        /// The step.
+        step: &'static str,
+        /// Where the migration is.
+        now: &'static str,
+    },
+    /// A step reported by a host whose step it is not.
+    #[error("step `{step}` of migration `{migration_id}` is not host `{reported}`'s")]
+    MigrationWrongHost {
+        /// The migration.
+        migration_id: MigrationId,
+        /// The step.
+        step: &'static str,
+        /// The reporting host.
+        reported: HostId,
+    },
+    /// No host can take the instance.
+    #[error("no host matches the instance: {detail}")]
+    NoMatchingHost {
+        /// Why, in words.
+        detail: String,
+    },
     #[error("node `{node_id}` is already failed")]
     NodeAlreadyFailed {
         /// The node.
@@ -519,6 +563,11 @@ impl Rejection {
             Rejection::MigrationTargetIsSource { .. } => "migration_target_is_source",
             Rejection::DeadlineInPast { .. } => "deadline_in_past",
             Rejection::NodeAlreadyFailed { .. } => "node_already_failed",
+            Rejection::UnknownMigration { .. } => "unknown_migration",
+            Rejection::MigrationOver { .. } => "migration_over",
+            Rejection::MigrationStepOutOfOrder { .. } => "migration_step_out_of_order",
+            Rejection::MigrationWrongHost { .. } => "migration_wrong_host",
+            Rejection::NoMatchingHost { .. } => "no_matching_host",
             Rejection::NoCommonCipher { .. } => "no_common_cipher",
             Rejection::CipherAlreadySelected { .. } => "cipher_already_selected",
             Rejection::WrongStreamKind { .. } => "wrong_stream_kind",
@@ -597,6 +646,8 @@ pub fn stream_of(command: &Command) -> String {
         Command::OpenDiscrepancy(c) => format!("discrepancy-{}", c.discrepancy_id),
         Command::ResolveDiscrepancy(c) => format!("discrepancy-{}", c.discrepancy_id),
         Command::ScheduleMigration(c) => format!("migration-{}", c.migration_id),
+        Command::CancelMigration(c) => format!("migration-{}", c.migration_id),
+        Command::ReportMigration(c) => format!("migration-{}", c.migration_id),
         Command::ReportNodeFailure(c) => format!("node-{}", c.node_id),
         Command::SelectCipher(c) => format!("cipher-{}", c.connection_id),
         Command::LaunchInstance(c) => format!("instance-{}", c.instance_id),
@@ -631,8 +682,17 @@ pub fn app_of(command: &Command) -> Option<&AppId> {
 pub fn needs_fleet(command: &Command) -> bool {
     matches!(
         command,
-        Command::LaunchInstance(_) | Command::StartInstance(_)
+        Command::LaunchInstance(_) | Command::StartInstance(_) | Command::ScheduleMigration(_)
     )
+}
+
+/// The instance a command on another stream is about, whose state the decision reads
+/// ([`Context::instance`]): a migration's.
+pub fn instance_named(command: &Command) -> Option<&InstanceId> {
+    match command {
+        Command::ScheduleMigration(c) => Some(&c.instance_id),
+        _ => None,
+    }
 }
 
 /// Decides what a command records, given its stream's state.
@@ -666,6 +726,8 @@ pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Eve
         Command::ScheduleMigration(c) => {
             migration::decide_schedule(c, state.expect_migration()?, ctx)
         }
+        Command::CancelMigration(c) => migration::decide_cancel(c, state.expect_migration()?),
+        Command::ReportMigration(c) => migration::decide_report(c, state.expect_migration()?),
         Command::ReportNodeFailure(c) => node::decide_failure(c, state.expect_node()?),
         Command::SelectCipher(c) => cipher::decide_select(c, state.expect_cipher()?),
         Command::LaunchInstance(c) => instance::decide_launch(c, state.expect_instance()?, ctx),
@@ -728,7 +790,31 @@ pub fn evolve(state: State, event: &Event) -> State {
             d.resolved = true;
             State::Discrepancy(d)
         }
-        (_, Event::MigrationScheduled(e)) => State::Migration(migration::evolve(e)),
+        (
+            state @ (State::Empty | State::Migration(_)),
+            e @ (Event::MigrationScheduled(_)
+            | Event::MigrationTargetReady(_)
+            | Event::VolumeSyncStarted(_)
+            | Event::VolumeSyncRound(_)
+            | Event::VolumeSynced(_)
+            | Event::CustomerNotified(_)
+            | Event::MigrationStarted(_)
+            | Event::MigrationNetworkDetached(_)
+            | Event::MigrationFinalSynced(_)
+            | Event::MigrationSourceStopped(_)
+            | Event::MigrationTargetLaunched(_)
+            | Event::MigrationNetworkAttached(_)
+            | Event::MigrationCompleted(_)
+            | Event::MigrationFailed(_)
+            | Event::MigrationRolledBack(_)
+            | Event::MigrationCancelled(_)),
+        ) => {
+            let current = match state {
+                State::Migration(s) => Some(s),
+                _ => None,
+            };
+            migration::evolve(current, e).map_or(State::Empty, State::Migration)
+        }
         (_, Event::NodeFailed(e)) => State::Node(node::evolve(e)),
         (_, Event::CipherSelected(e)) => State::Cipher(cipher::evolve(e)),
         (State::Empty | State::Compute, Event::ComputeHostRegistered(_)) => State::Compute,
@@ -747,7 +833,8 @@ pub fn evolve(state: State, event: &Event) -> State {
             | Event::NetworkDetached(_)
             | Event::SnapshotTaken(_)
             | Event::InstanceFailed(_)
-            | Event::InstanceChangeFailed(_)),
+            | Event::InstanceChangeFailed(_)
+            | Event::InstanceMoved(_)),
         ) => {
             let current = match state {
                 State::Instance(s) => Some(s),

@@ -85,6 +85,7 @@ impl World {
                 costs: self.costs.clone(),
                 geography: self.geography.clone(),
             }),
+            instance: None,
         }
     }
 

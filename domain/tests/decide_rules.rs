@@ -239,6 +239,24 @@ fn one_of_each() -> Vec<Rejection> {
             expected: s().into(),
             reported: s().into(),
         },
+        Rejection::UnknownMigration {
+            migration_id: s().into(),
+        },
+        Rejection::MigrationOver {
+            migration_id: s().into(),
+            outcome: "completed",
+        },
+        Rejection::MigrationStepOutOfOrder {
+            migration_id: s().into(),
+            step: "answered",
+            now: "scheduled",
+        },
+        Rejection::MigrationWrongHost {
+            migration_id: s().into(),
+            step: "answered",
+            reported: s().into(),
+        },
+        Rejection::NoMatchingHost { detail: s() },
     ];
     // Exhaustiveness guard: every variant maps to its position in `all`.
     let index = |r: &Rejection| match r {
@@ -293,6 +311,11 @@ fn one_of_each() -> Vec<Rejection> {
         Rejection::NetworkNotAttached { .. } => 48,
         Rejection::SnapshotExists { .. } => 49,
         Rejection::InstanceOnOtherHost { .. } => 50,
+        Rejection::UnknownMigration { .. } => 51,
+        Rejection::MigrationOver { .. } => 52,
+        Rejection::MigrationStepOutOfOrder { .. } => 53,
+        Rejection::MigrationWrongHost { .. } => 54,
+        Rejection::NoMatchingHost { .. } => 55,
     };
     for (i, r) in all.iter().enumerate() {
         assert_eq!(index(r), i, "{r:?} out of place");

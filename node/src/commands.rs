@@ -17,7 +17,9 @@ use streamfleet_bus_schemas::{
 };
 use streamfleet_domain::fleet::{Costs, Fleet};
 use streamfleet_domain::instance::{ComputeContext, Geography};
-use streamfleet_domain::{Context, State, app_of, decide, evolve, needs_fleet, stream_of};
+use streamfleet_domain::{
+    Context, State, app_of, decide, evolve, instance_named, needs_fleet, stream_of,
+};
 use streamfleet_eventlog::{AppendError, AppendRequest, CommandDigest, EventLog, NewEvent};
 use uuid::Uuid;
 
@@ -231,7 +233,20 @@ impl CommandHandler {
                 }),
                 _ => None,
             };
-            let events = decide(command, &state, &Context { now, app, compute }).map_err(|r| {
+            let instance = match instance_named(command) {
+                Some(id) => match self.state_of(&format!("instance-{id}")).await?.1 {
+                    State::Instance(s) => Some(s),
+                    _ => None,
+                },
+                None => None,
+            };
+            let context = Context {
+                now,
+                app,
+                compute,
+                instance,
+            };
+            let events = decide(command, &state, &context).map_err(|r| {
                 RejectionReason::Domain {
                     rule: r.rule().to_string(),
                     detail: r.to_string(),

@@ -343,9 +343,25 @@ impl Fleet {
             Event::TokenRedeemed(e) => {
                 self.tokens.remove(&e.token_id);
             }
-            // Instances are the compute layer's (streamfleet_domain::fleet); this fleet is the
-            // streaming hosts'.
+            // Instances and their migrations are the compute layer's
+            // (streamfleet_domain::fleet); this fleet is the streaming hosts'.
             Event::MigrationScheduled(_)
+            | Event::MigrationTargetReady(_)
+            | Event::VolumeSyncStarted(_)
+            | Event::VolumeSyncRound(_)
+            | Event::VolumeSynced(_)
+            | Event::CustomerNotified(_)
+            | Event::MigrationStarted(_)
+            | Event::MigrationNetworkDetached(_)
+            | Event::MigrationFinalSynced(_)
+            | Event::MigrationSourceStopped(_)
+            | Event::MigrationTargetLaunched(_)
+            | Event::MigrationNetworkAttached(_)
+            | Event::MigrationCompleted(_)
+            | Event::MigrationFailed(_)
+            | Event::MigrationRolledBack(_)
+            | Event::MigrationCancelled(_)
+            | Event::InstanceMoved(_)
             | Event::NodeFailed(_)
             | Event::CipherSelected(_)
             | Event::HypervisorChosen(_)

@@ -33,6 +33,7 @@ pub fn ctx() -> Context {
         now: now(),
         app: Some(chess()),
         compute: None,
+        instance: None,
     }
 }
 
@@ -41,6 +42,7 @@ pub fn ctx_at(seconds_later: i64) -> Context {
         now: now() + Duration::seconds(seconds_later),
         app: Some(chess()),
         compute: None,
+        instance: None,
     }
 }
 
