@@ -24,13 +24,13 @@ use streamfleet_domain::instance::InstanceState;
 pub struct ServiceLogin {
     /// NATS server URL.
     #[arg(long, env = "SF_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    pub(crate) nats_url: String,
     /// The certificate authority to trust: NATS over TLS (`up` writes `<state>/tls/ca.pem`).
     #[arg(long, env = "SF_NATS_CA")]
-    nats_ca: Option<PathBuf>,
+    pub(crate) nats_ca: Option<PathBuf>,
     /// The service user's NATS password (user `service`).
     #[arg(long, env = "SF_SERVICE_PASSWORD", hide_env_values = true)]
-    nats_password: String,
+    pub(crate) nats_password: String,
 }
 
 /// How a changing command ends.

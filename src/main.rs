@@ -7,6 +7,7 @@ mod compute_host;
 mod fleet_args;
 mod host;
 mod instance;
+mod migration;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,12 @@ enum Cmd {
         #[command(subcommand)]
         which: instance::InstanceCmd,
     },
+    /// Migrations: move an instance to a host with the same settings at its next reboot or a
+    /// deadline; list and show them from the views.
+    Migration {
+        #[command(subcommand)]
+        which: migration::MigrationCmd,
+    },
     /// Print the nats-server configuration Streamfleet renders (no hosts admitted).
     NatsConf,
     /// The projections: serve the views over gRPC, rebuild them, compare two stores.
@@ -77,7 +84,7 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ProjectionsCmd {
-    /// Follow the log into the six views and serve them over gRPC (prints `ready grpc=ADDR`).
+    /// Follow the log into the seven views and serve them over gRPC (prints `ready grpc=ADDR`).
     Serve {
         /// Folder of the views' redb files.
         #[arg(long, default_value = ".streamfleet/projections")]
@@ -270,6 +277,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::ComputeHost(args) => compute_host::run(args).await,
             Cmd::App { which } => app::run(which).await,
             Cmd::Instance { which } => instance::run(which).await,
+            Cmd::Migration { which } => migration::run(which).await,
             Cmd::NatsConf => {
                 print!("{}", streamfleet_bus_schemas::nats_conf::render(&[], None));
                 Ok(())

@@ -79,7 +79,8 @@ update!(
     pb::SessionsUpdate,
     pb::HostsUpdate,
     pb::RolloutsUpdate,
-    pb::InstancesUpdate
+    pb::InstancesUpdate,
+    pb::MigrationsUpdate
 );
 
 /// How one view answers a watch.
@@ -560,6 +561,57 @@ const INSTANCES: Watched<pb::InstancesRequest, pb::InstancesUpdate> = Watched {
     },
 };
 
+// ---- migrations
+
+fn migration_wanted(req: &pb::MigrationsRequest, r: &pb::MigrationRow) -> bool {
+    want(&req.migration_id, &r.migration_id)
+        && want(&req.instance_id, &r.instance_id)
+        && (req.host_id.is_empty() || req.host_id == r.source_host || req.host_id == r.target_host)
+        && want(&req.step, &r.step)
+        && !(req.active_only && r.over)
+}
+
+fn migrations(v: &ViewSet, req: &pb::MigrationsRequest) -> pb::MigrationsResponse {
+    pb::MigrationsResponse {
+        position: v.migrations.position,
+        migrations: (v.migrations.view.migrations.iter())
+            .filter(|(_, r)| migration_wanted(req, r))
+            .map(|(_, r)| r.clone())
+            .collect(),
+    }
+}
+
+const MIGRATIONS: Watched<pb::MigrationsRequest, pb::MigrationsUpdate> = Watched {
+    view: <crate::views::MigrationsView as crate::views::View>::NAME,
+    snapshot: |v, req, _| {
+        chunks(migrations(v, req).migrations)
+            .into_iter()
+            .map(|migrations| pb::MigrationsUpdate {
+                migrations,
+                ..Default::default()
+            })
+            .collect()
+    },
+    change: |_, b, req, _| {
+        // A watcher of one step, or of active migrations, still gets the row of a migration
+        // that just left the step or ended.
+        let all = pb::MigrationsRequest {
+            step: String::new(),
+            active_only: false,
+            ..req.clone()
+        };
+        let migrations: Vec<pb::MigrationRow> =
+            decoded::<pb::MigrationRow>(&b.changes, "migrations")
+                .into_iter()
+                .filter(|r| migration_wanted(&all, r))
+                .collect();
+        (!migrations.is_empty()).then(|| pb::MigrationsUpdate {
+            migrations,
+            ..Default::default()
+        })
+    },
+};
+
 #[tonic::async_trait]
 impl Views for ViewsApi {
     async fn get_heartbeats(
@@ -689,6 +741,27 @@ impl Views for ViewsApi {
             self.shared.clone(),
             request.into_inner(),
             INSTANCES,
+        )))
+    }
+
+    async fn get_migrations(
+        &self,
+        request: Request<pb::MigrationsRequest>,
+    ) -> Result<Response<pb::MigrationsResponse>, Status> {
+        let views = self.shared.views.read().await;
+        Ok(Response::new(migrations(&views, request.get_ref())))
+    }
+
+    type WatchMigrationsStream = UpdateStream<pb::MigrationsUpdate>;
+
+    async fn watch_migrations(
+        &self,
+        request: Request<pb::MigrationsRequest>,
+    ) -> Result<Response<Self::WatchMigrationsStream>, Status> {
+        Ok(Response::new(watch(
+            self.shared.clone(),
+            request.into_inner(),
+            MIGRATIONS,
         )))
     }
 

@@ -1,4 +1,4 @@
-//! Streamfleet's projections: six views of the event log for dashboards, stored in redb and
+//! Streamfleet's projections: seven views of the event log for dashboards, stored in redb and
 //! served over gRPC.
 //!
 //! Invariant: every view is a pure fold of the log in position order ([`views::View`]); its rows
@@ -7,11 +7,12 @@
 //!
 //! - [`views`]: heartbeats (liveness), consistency (recorded vs reported, discrepancies),
 //!   sessions, hosts and capacity, rollouts, instances (with their compute hosts and the
-//!   hypervisors' capability table).
+//!   hypervisors' capability table), migrations (instances moved between hosts).
 //! - [`store`]: `<dir>/<view>.redb` files, [`store::dump`] and [`store::diff`].
 //! - [`runner`]: follows the log over NATS (or any [`runner::EventFeed`]), applies, stores in
 //!   batches, broadcasts changes, serves gRPC ([`pb`], service `streamfleet.views.v1.Views`,
 //!   with reflection and health).
+//! - [`client`]: connecting to the views from a command line (TLS, the dashboards' token).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), streamfleet_projections::ProjectionsError> {
@@ -34,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod client;
 pub mod codec;
 pub mod error;
 pub mod grpc;

@@ -32,7 +32,7 @@ pub fn view_path(dir: &Path, view: &str) -> PathBuf {
     dir.join(format!("{view}.redb"))
 }
 
-/// The six view files of a data directory, open for writing.
+/// The view files of a data directory, open for writing.
 pub struct Store {
     files: Vec<(&'static str, PathBuf, Database)>,
 }
@@ -242,6 +242,7 @@ pub fn describe(table: &str, bytes: &[u8]) -> String {
         "rollout_hosts" => show::<pb::RolloutHostRow>(bytes),
         "instances" => show::<pb::InstanceRow>(bytes),
         "compute_hosts" => show::<pb::ComputeHostRow>(bytes),
+        "migrations" => show::<pb::MigrationRow>(bytes),
         META_TABLE => match <[u8; 8]>::try_from(bytes) {
             Ok(b) => format!("position {}", u64::from_be_bytes(b)),
             Err(_) => format!("{bytes:02x?}"),

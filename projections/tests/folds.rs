@@ -6,7 +6,8 @@ use common::{at, views_after};
 use prost::Message;
 use std::time::Duration;
 use streamfleet_projections::pb::{
-    Agreement, HostStatus, InstanceRow, InstanceStatus, Liveness, RecordedStatus, SessionStatus,
+    Agreement, HostStatus, InstanceRow, InstanceStatus, Liveness, MigrationRow, RecordedStatus,
+    SessionStatus,
 };
 use streamfleet_projections::rows::timestamp;
 use streamfleet_projections::views::ViewSet;
@@ -381,32 +382,45 @@ fn a_host_placed_on_before_it_registered_still_counts_its_instances() {
     for (i, (time, event)) in events.iter().enumerate() {
         v.apply(i as u64 + 1, *time, Some(event));
     }
+    // i3 ran on c1, then a migration moved it to c3: both unregistered.
     let c1 = v
         .instances
         .view
         .hosts
         .get("c1")
         .expect("c1 from its instances");
-    assert_eq!(
-        (c1.instances, c1.used_cpus, c1.used_memory_mib),
-        (1, 4, 8192)
-    );
+    assert_eq!((c1.instances, c1.used_cpus, c1.used_memory_mib), (0, 0, 0));
     assert_eq!(
         (c1.region.as_str(), c1.hypervisor.as_str(), c1.cpus),
         ("eu", "qemu", 0)
     );
     assert!(c1.registered_at.is_none());
+    let c3 = v
+        .instances
+        .view
+        .hosts
+        .get("c3")
+        .expect("c3 from the instance moved there");
+    assert_eq!(
+        (c3.instances, c3.used_cpus, c3.used_memory_mib),
+        (1, 4, 8192)
+    );
+    assert_eq!(
+        (c3.region.as_str(), c3.hypervisor.as_str(), c3.cpus),
+        ("eu", "qemu", 0)
+    );
+    assert!(c3.registered_at.is_none());
     let n = events.len();
     for (i, (time, event)) in registrations.iter().enumerate() {
         v.apply((n + i) as u64 + 1, *time, Some(event));
     }
-    let c1 = v.instances.view.hosts.get("c1").expect("c1");
+    let c3 = v.instances.view.hosts.get("c3").expect("c3");
     assert_eq!(
-        (c1.instances, c1.used_cpus, c1.used_memory_mib),
+        (c3.instances, c3.used_cpus, c3.used_memory_mib),
         (1, 4, 8192)
     );
-    assert_eq!((c1.cpus, c1.memory_mib), (8, 16384));
-    assert!(c1.registered_at.is_some());
+    assert_eq!((c3.cpus, c3.memory_mib), (8, 16384));
+    assert!(c3.registered_at.is_some());
 }
 
 #[test]
@@ -431,6 +445,7 @@ fn instances_follow_the_domain_fold_at_every_position() {
             Event::NetworkDetached(e) => e.instance_id.as_str(),
             Event::SnapshotTaken(e) => e.instance_id.as_str(),
             Event::InstanceFailed(e) => e.instance_id.as_str(),
+            Event::InstanceMoved(e) => e.instance_id.as_str(),
             _ => return None,
         })
     }
@@ -533,4 +548,236 @@ fn the_capability_table_is_the_domains() {
         rows.len(),
         streamfleet_domain::hypervisor::CAPABILITIES.len()
     );
+}
+
+/// The migration view's row of `id` after positions `1..=n` (`None`: no row).
+fn migration_after(n: usize, id: &str) -> Option<MigrationRow> {
+    views_after(n).migrations.view.migrations.get(id).cloned()
+}
+
+#[test]
+fn a_migration_syncs_moves_completes_and_moves_its_instance() {
+    use common::{DISK_BYTES, MIGRATIONS_FROM};
+    assert!(migration_after(MIGRATIONS_FROM, "m1").is_none());
+    let m1 = migration_after(43, "m1").expect("scheduled");
+    assert_eq!(m1.step, "scheduled");
+    assert_eq!(
+        (
+            m1.instance_id.as_str(),
+            m1.source_host.as_str(),
+            m1.target_host.as_str()
+        ),
+        ("i3", "c1", "c3")
+    );
+    assert_eq!(
+        (
+            m1.reason.as_str(),
+            m1.customer.as_str(),
+            m1.hypervisor.as_str()
+        ),
+        ("host retirement", "acme", "qemu")
+    );
+    assert_eq!(m1.deadline, Some(timestamp(at(86_400))));
+    assert_eq!((m1.sync_interval_seconds, m1.matched.len()), (5, 3));
+    assert_eq!(m1.scheduled_at, Some(timestamp(at(43))));
+    assert!(m1.trigger.is_empty() && !m1.over && m1.last_notice.is_empty());
+
+    let m1 = migration_after(45, "m1").expect("m1");
+    assert_eq!((m1.step.as_str(), m1.volume_bytes), ("syncing", DISK_BYTES));
+    // The full copy, then the notice, then an incremental round.
+    let m1 = migration_after(48, "m1").expect("m1");
+    assert_eq!(
+        (
+            m1.step.as_str(),
+            m1.rounds,
+            m1.bytes_synced,
+            m1.dirty_bytes_left
+        ),
+        ("synced", 1, DISK_BYTES, 65_536)
+    );
+    assert_eq!(m1.last_notice_kind, "scheduled");
+    assert!(m1.last_notice.starts_with("Your instance i3 moves"));
+    let m1 = migration_after(49, "m1").expect("m1");
+    assert_eq!(
+        (m1.rounds, m1.bytes_synced, m1.dirty_bytes_left),
+        (2, DISK_BYTES + 65_536, 4096)
+    );
+
+    let m1 = migration_after(50, "m1").expect("m1");
+    assert_eq!(
+        (m1.step.as_str(), m1.trigger.as_str()),
+        ("started", "reboot")
+    );
+    assert_eq!(m1.guest_stopped_at, Some(timestamp(at(50))));
+    let m1 = migration_after(52, "m1").expect("m1");
+    assert_eq!(
+        (m1.step.as_str(), m1.bytes_synced, m1.dirty_bytes_left),
+        ("final_synced", DISK_BYTES + 65_536 + 4096, 0)
+    );
+    let m1 = migration_after(54, "m1").expect("m1");
+    assert_eq!((m1.step.as_str(), m1.boot_ms), ("target_launched", 800));
+
+    // The target reports the instance moved: it runs on c3, which holds it now.
+    let i3 = instance_after(55, "i3");
+    assert_eq!(
+        (i3.host_id.as_str(), i3.status(), i3.pid, i3.boots),
+        ("c3", InstanceStatus::Running, 6000, 2)
+    );
+    assert_eq!(compute_host_after(54, "c1"), (1, 4, 8192));
+    assert_eq!(compute_host_after(55, "c1"), (0, 0, 0));
+    assert_eq!(compute_host_after(55, "c3"), (1, 4, 8192));
+
+    let m1 = migration_after(58, "m1").expect("m1");
+    assert_eq!(m1.step, "completed");
+    assert!(m1.over);
+    assert_eq!(
+        (m1.downtime_ms, m1.boot_ms, m1.control_plane_ms),
+        (1500, 800, 700)
+    );
+    assert_eq!(m1.ended_at, Some(timestamp(at(57))));
+    assert_eq!(m1.updated_at, Some(timestamp(at(58))));
+    assert_eq!(m1.last_notice_kind, "completed");
+    assert!(m1.failed_step.is_empty() && m1.failure_cause.is_empty());
+}
+
+#[test]
+fn a_failed_migration_is_rolled_back_and_a_cancelled_one_ends() {
+    let m2 = migration_after(62, "m2").expect("m2");
+    assert_eq!(m2.step, "failed");
+    assert!(!m2.over, "failed: the source still undoes the move");
+    assert_eq!(
+        (
+            m2.failed_step.as_str(),
+            m2.failure_cause.as_str(),
+            m2.failure_host.as_str()
+        ),
+        ("initial_sync", "nbd: connection reset", "c3")
+    );
+    let v = views_after(history_len());
+    let m = &v.migrations.view.migrations;
+    let m2 = m.get("m2").expect("m2");
+    assert_eq!((m2.step.as_str(), m2.over), ("rolled_back", true));
+    assert_eq!(
+        m2.failed_step, "initial_sync",
+        "the failure stays on record"
+    );
+    assert_eq!(m2.last_notice_kind, "rolled_back");
+    assert_eq!(m2.ended_at, Some(timestamp(at(63))));
+    let m3 = m.get("m3").expect("m3");
+    assert_eq!((m3.step.as_str(), m3.over), ("cancelled", true));
+    assert_eq!(m3.cancel_reason, "the customer asked to wait");
+    assert_eq!(m3.last_notice_kind, "cancelled");
+    // A step of a migration never scheduled has nothing to fold into.
+    assert!(m.get("m9").is_none());
+    assert_eq!(m.len(), 3);
+    // The instance stayed on c3.
+    let i3 = v.instances.view.instances.get("i3").expect("i3");
+    assert_eq!(i3.host_id, "c3");
+}
+
+fn history_len() -> usize {
+    common::history().len()
+}
+
+#[test]
+fn migrations_follow_the_domain_fold_at_every_position() {
+    use std::collections::BTreeMap;
+    use streamfleet_bus_schemas::Event;
+    use streamfleet_domain::State;
+
+    fn migration_of(e: &Event) -> Option<&str> {
+        Some(match e {
+            Event::MigrationScheduled(e) => e.migration_id.as_str(),
+            Event::MigrationTargetReady(e) => e.migration_id.as_str(),
+            Event::VolumeSyncStarted(e) => e.migration_id.as_str(),
+            Event::VolumeSyncRound(e) => e.migration_id.as_str(),
+            Event::VolumeSynced(e) => e.migration_id.as_str(),
+            Event::CustomerNotified(e) => e.migration_id.as_str(),
+            Event::MigrationStarted(e) => e.migration_id.as_str(),
+            Event::MigrationNetworkDetached(e) => e.migration_id.as_str(),
+            Event::MigrationFinalSynced(e) => e.migration_id.as_str(),
+            Event::MigrationSourceStopped(e) => e.migration_id.as_str(),
+            Event::MigrationTargetLaunched(e) => e.migration_id.as_str(),
+            Event::MigrationNetworkAttached(e) => e.migration_id.as_str(),
+            Event::MigrationCompleted(e) => e.migration_id.as_str(),
+            Event::MigrationFailed(e) => e.migration_id.as_str(),
+            Event::MigrationRolledBack(e) => e.migration_id.as_str(),
+            Event::MigrationCancelled(e) => e.migration_id.as_str(),
+            _ => return None,
+        })
+    }
+
+    let mut v = ViewSet::default();
+    // By stream, as the node folds them.
+    let mut states: BTreeMap<String, State> = BTreeMap::new();
+    for (i, (time, event)) in common::history().into_iter().enumerate() {
+        let at = i + 1;
+        v.apply(at as u64, time, Some(&event));
+        if let Some(id) = migration_of(&event) {
+            let state = states.remove(id).unwrap_or_default();
+            states.insert(id.to_string(), streamfleet_domain::evolve(state, &event));
+        }
+        let view = &v.migrations.view;
+        let folded: BTreeMap<&String, _> = (states.iter())
+            .filter_map(|(id, s)| match s {
+                State::Migration(m) => Some((id, m)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            view.migrations.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            folded.keys().copied().collect::<Vec<_>>(),
+            "a row per scheduled migration at {at}"
+        );
+        for (id, s) in folded {
+            let row = view.migrations.get(id).expect("a row");
+            let p = &s.plan;
+            assert_eq!(row.step, s.step.name(), "{id} at {at}");
+            assert_eq!(row.over, s.step.is_over(), "{id} at {at}");
+            assert_eq!(
+                (row.rounds, row.bytes_synced, row.dirty_bytes_left),
+                (s.rounds, s.bytes_synced, s.dirty_bytes_left),
+                "{id} at {at}"
+            );
+            assert_eq!(
+                row.trigger,
+                s.trigger.map_or("", |t| t.name()),
+                "{id} at {at}"
+            );
+            assert_eq!(
+                row.guest_stopped_at,
+                s.guest_stopped_at.map(timestamp),
+                "{id} at {at}"
+            );
+            assert_eq!(row.boot_ms, s.boot_ms.unwrap_or(0), "{id} at {at}");
+            assert_eq!(row.downtime_ms, s.downtime_ms.unwrap_or(0), "{id} at {at}");
+            assert_eq!(
+                (row.failed_step.clone(), row.failure_cause.clone()),
+                s.failure.clone().unwrap_or_default(),
+                "{id} at {at}"
+            );
+            assert_eq!(
+                (
+                    row.instance_id.as_str(),
+                    row.source_host.as_str(),
+                    row.target_host.as_str(),
+                    row.reason.as_str(),
+                    row.customer.as_str(),
+                ),
+                (
+                    p.instance_id.as_str(),
+                    p.source_host.as_str(),
+                    p.target_host.as_str(),
+                    p.reason.as_str(),
+                    p.customer.as_str(),
+                ),
+                "{id} at {at}"
+            );
+            assert_eq!(row.deadline, Some(timestamp(p.deadline)));
+            assert_eq!(row.hypervisor, p.hypervisor.name());
+            assert_eq!(row.matched, p.matched);
+            assert_eq!(row.sync_interval_seconds, p.sync_interval_seconds);
+        }
+    }
+    assert_eq!(states.len(), 4, "m1, m2, m3 and the stray m9");
 }

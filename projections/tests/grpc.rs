@@ -171,7 +171,7 @@ async fn queries_and_watches_answer_the_stored_rows() {
         .await
         .expect("status")
         .into_inner();
-    assert_eq!(status.views.len(), 6);
+    assert_eq!(status.views.len(), 7);
     assert!(status.views.iter().all(|v| v.position == n));
     assert_eq!((status.head, status.lag, status.caught_up), (n, 0, true));
 
@@ -429,6 +429,165 @@ async fn instances_are_filtered_and_watched() {
     tokio::time::timeout(WAIT, running.wait_for_position(n as u64))
         .await
         .expect("applied");
+    running.shutdown().await.expect("stopped");
+}
+
+async fn get_migrations(
+    client: &mut ViewsClient<tonic::transport::Channel>,
+    req: pb::MigrationsRequest,
+) -> Vec<pb::MigrationRow> {
+    client
+        .get_migrations(req)
+        .await
+        .expect("migrations")
+        .into_inner()
+        .migrations
+}
+
+fn migration_ids(rows: &[pb::MigrationRow]) -> Vec<&str> {
+    rows.iter().map(|m| m.migration_id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn migrations_are_filtered_and_watched() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_in(&dir);
+    let (sender, events) = EventFeed::channel(64);
+    let running = start_with_source(config, events).await.expect("started");
+    // Through m1's first incremental round: synced, c1 → c3.
+    feed(&sender, 1, 49).await;
+    tokio::time::timeout(WAIT, running.wait_for_position(49))
+        .await
+        .expect("applied");
+    let mut client = ViewsClient::connect(format!("http://{}", running.grpc_addr()))
+        .await
+        .expect("connected");
+
+    let all = client
+        .get_migrations(pb::MigrationsRequest::default())
+        .await
+        .expect("migrations")
+        .into_inner();
+    assert_eq!(all.position, 49);
+    assert_eq!(migration_ids(&all.migrations), ["m1"]);
+    let m1 = &all.migrations[0];
+    assert_eq!((m1.step.as_str(), m1.rounds), ("synced", 2));
+    for (req, expected) in [
+        (
+            pb::MigrationsRequest {
+                host_id: "c3".into(),
+                ..Default::default()
+            },
+            vec!["m1"],
+        ),
+        (
+            pb::MigrationsRequest {
+                host_id: "c2".into(),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            pb::MigrationsRequest {
+                step: "synced".into(),
+                instance_id: "i3".into(),
+                ..Default::default()
+            },
+            vec!["m1"],
+        ),
+        (
+            pb::MigrationsRequest {
+                step: "completed".into(),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            pb::MigrationsRequest {
+                migration_id: "m2".into(),
+                ..Default::default()
+            },
+            vec![],
+        ),
+    ] {
+        let rows = get_migrations(&mut client, req.clone()).await;
+        assert_eq!(migration_ids(&rows), expected, "{req:?}");
+    }
+
+    // A watch of the active migrations of c1: the snapshot, then m1 step by step until it
+    // ends (sent although it is no longer active), then the migrations back to c1.
+    let mut watch = client
+        .watch_migrations(pb::MigrationsRequest {
+            host_id: "c1".into(),
+            active_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let snapshot = next(&mut watch).await;
+    assert_eq!(
+        (snapshot.kind(), snapshot.position),
+        (UpdateKind::SnapshotEnd, 49)
+    );
+    assert_eq!(migration_ids(&snapshot.migrations), ["m1"]);
+
+    feed(&sender, 50, 58).await;
+    // Changes may come one position at a time or several at once (a stored batch), each with
+    // the row as of its position; the last one is the completion's notice.
+    let done = loop {
+        let u = next(&mut watch).await;
+        assert_eq!(u.kind(), UpdateKind::Change);
+        assert_eq!(migration_ids(&u.migrations), ["m1"]);
+        let m1 = &u.migrations[0];
+        assert!(m1.step != "synced", "only what changed after the snapshot");
+        if m1.last_notice_kind == "completed" {
+            break u;
+        }
+    };
+    assert_eq!(done.position, 58);
+    let m1 = &done.migrations[0];
+    assert_eq!((m1.step.as_str(), m1.over), ("completed", true));
+    assert_eq!(m1.downtime_ms, 1500);
+
+    // The migrations back to c1: m2 (rolled back) and m3 (cancelled).
+    let n = history().len();
+    feed(&sender, 59, n).await;
+    let mut last = std::collections::BTreeMap::new();
+    while last
+        .get("m3")
+        .is_none_or(|m: &pb::MigrationRow| m.last_notice_kind != "cancelled")
+    {
+        let u = next(&mut watch).await;
+        for m in u.migrations {
+            assert_eq!(m.target_host, "c1");
+            last.insert(m.migration_id.clone(), m);
+        }
+    }
+    assert_eq!(
+        last.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["m2", "m3"]
+    );
+    assert_eq!(last["m2"].step, "rolled_back");
+    tokio::time::timeout(WAIT, running.wait_for_position(n as u64))
+        .await
+        .expect("applied");
+
+    let active = get_migrations(
+        &mut client,
+        pb::MigrationsRequest {
+            active_only: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(active.is_empty(), "all over: {active:?}");
+    let all = get_migrations(&mut client, pb::MigrationsRequest::default()).await;
+    assert_eq!(migration_ids(&all), ["m1", "m2", "m3"]);
+    assert_eq!(
+        all.iter().map(|m| m.step.as_str()).collect::<Vec<_>>(),
+        ["completed", "rolled_back", "cancelled"]
+    );
     running.shutdown().await.expect("stopped");
 }
 

@@ -64,8 +64,8 @@ fn resuming_anywhere_in_the_instances_lives_equals_one_pass() {
         let (store, mut views) = Store::open(once.path()).expect("open");
         apply_and_store(&store, &mut views, 1, n, true);
     }
-    // Positions 20..: the compute hosts and instances; every split point, host counters
-    // included, resumes to the same bytes.
+    // Positions 20..: the compute hosts, instances and migrations; every split point, host
+    // counters and migration steps included, resumes to the same bytes.
     for split in 20..n {
         let halves = tempfile::tempdir().expect("dir");
         {
@@ -80,6 +80,12 @@ fn resuming_anywhere_in_the_instances_lives_equals_one_pass() {
         let a = dump(&view_path(halves.path(), view)).expect("dump");
         assert!(a.iter().any(|r| r.table == "compute_hosts"));
         assert!(a.iter().any(|r| r.table == "instances"));
+        let m = dump(&view_path(
+            halves.path(),
+            streamfleet_projections::views::MigrationsView::NAME,
+        ))
+        .expect("dump");
+        assert!(m.iter().any(|r| r.table == "migrations"));
         assert_eq!(
             diff(halves.path(), once.path()).expect("diff"),
             vec![],

@@ -192,6 +192,15 @@ impl View for InstancesView {
                 r.failure_reason.clear();
                 r.launched_at = at;
             }),
+            // Moved by a migration: it booted on the target, which holds its resources now.
+            Event::InstanceMoved(e) => self.instance(&e.instance_id, false, time, |r| {
+                r.host_id = e.host_id.to_string();
+                r.set_status(InstanceStatus::Running);
+                r.boots = r.boots.saturating_add(1);
+                r.pid = e.pid;
+                r.failure_reason.clear();
+                r.launched_at = at;
+            }),
             Event::InstanceRebooted(e) => self.instance(&e.instance_id, false, time, |r| {
                 match e.by {
                     // The host boots it again and reports it running.

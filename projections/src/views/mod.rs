@@ -1,4 +1,4 @@
-//! The six views: pure folds of events into rows.
+//! The seven views: pure folds of events into rows.
 //!
 //! Invariant: a view's rows depend only on the events applied and their order (never on the
 //! clock, hash order or where the process started), and everything a view needs to go on
@@ -9,6 +9,7 @@ pub mod consistency;
 pub mod heartbeats;
 pub mod hosts;
 pub mod instances;
+pub mod migrations;
 pub mod rollouts;
 pub mod sessions;
 
@@ -16,6 +17,7 @@ pub use consistency::ConsistencyView;
 pub use heartbeats::HeartbeatsView;
 pub use hosts::HostsView;
 pub use instances::InstancesView;
+pub use migrations::MigrationsView;
 pub use rollouts::RolloutsView;
 pub use sessions::SessionsView;
 
@@ -36,13 +38,14 @@ pub trait View: Default + Send + Sync + 'static {
 }
 
 /// The names of all views, in the order they are stored and reported.
-pub const VIEW_NAMES: [&str; 6] = [
+pub const VIEW_NAMES: [&str; 7] = [
     HeartbeatsView::NAME,
     ConsistencyView::NAME,
     SessionsView::NAME,
     HostsView::NAME,
     RolloutsView::NAME,
     InstancesView::NAME,
+    MigrationsView::NAME,
 ];
 
 /// A view and the last position applied to it.
@@ -98,7 +101,7 @@ pub struct ViewBatch {
     pub changes: Vec<RowChange>,
 }
 
-/// All six views, each with its own position.
+/// All seven views, each with its own position.
 #[derive(Debug, Default)]
 pub struct ViewSet {
     /// Heartbeats and liveness.
@@ -113,6 +116,8 @@ pub struct ViewSet {
     pub rollouts: Positioned<RolloutsView>,
     /// Instances and compute hosts.
     pub instances: Positioned<InstancesView>,
+    /// Migrations of instances between hosts.
+    pub migrations: Positioned<MigrationsView>,
 }
 
 impl ViewSet {
@@ -125,6 +130,7 @@ impl ViewSet {
         self.hosts.apply(position, time, event);
         self.rollouts.apply(position, time, event);
         self.instances.apply(position, time, event);
+        self.migrations.apply(position, time, event);
     }
 
     /// The lowest position of the views: everything up to it is applied everywhere.
@@ -141,7 +147,7 @@ impl ViewSet {
     }
 
     /// `(view, position)` for every view.
-    pub fn positions(&self) -> [(&'static str, u64); 6] {
+    pub fn positions(&self) -> [(&'static str, u64); 7] {
         [
             (HeartbeatsView::NAME, self.heartbeats.position),
             (ConsistencyView::NAME, self.consistency.position),
@@ -149,6 +155,7 @@ impl ViewSet {
             (HostsView::NAME, self.hosts.position),
             (RolloutsView::NAME, self.rollouts.position),
             (InstancesView::NAME, self.instances.position),
+            (MigrationsView::NAME, self.migrations.position),
         ]
     }
 
@@ -161,6 +168,7 @@ impl ViewSet {
             self.hosts.take_batch(),
             self.rollouts.take_batch(),
             self.instances.take_batch(),
+            self.migrations.take_batch(),
         ]
         .into_iter()
         .flatten()
@@ -176,6 +184,7 @@ impl ViewSet {
             HostsView::NAME => self.hosts.view.tables_mut(),
             RolloutsView::NAME => self.rollouts.view.tables_mut(),
             InstancesView::NAME => self.instances.view.tables_mut(),
+            MigrationsView::NAME => self.migrations.view.tables_mut(),
             _ => return None,
         })
     }
@@ -189,6 +198,7 @@ impl ViewSet {
             HostsView::NAME => set_loaded(&mut self.hosts, position),
             RolloutsView::NAME => set_loaded(&mut self.rollouts, position),
             InstancesView::NAME => set_loaded(&mut self.instances, position),
+            MigrationsView::NAME => set_loaded(&mut self.migrations, position),
             _ => {}
         }
     }

@@ -1,5 +1,8 @@
 //! A scripted history shared by the tests: one region, one app, a release, a lost session;
-//! then (positions 20..=41) two compute hosts and three instances over their lives.
+//! then (positions 20..=41) two compute hosts and three instances over their lives; then
+//! (positions 42..=68) a third compute host and migrations of i3: m1 moves it from c1 to c3,
+//! m2 fails and is rolled back, m3 is cancelled, and an event of m9 (never scheduled) comes
+//! astray.
 
 #![allow(dead_code)]
 
@@ -7,6 +10,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::compute::{Feature, Hypervisor, HypervisorOffer};
 use streamfleet_bus_schemas::instance::*;
+use streamfleet_bus_schemas::migration::*;
 use streamfleet_bus_schemas::payloads::*;
 
 /// When the history starts.
@@ -190,6 +194,183 @@ fn instance_events() -> Vec<Event> {
     ]
 }
 
+/// The first position of the migrations' part of the history.
+pub const MIGRATIONS_FROM: usize = 42;
+
+fn scheduled(migration: &str, from: &str, to: &str, reason: &str, deadline: i64) -> Event {
+    Event::MigrationScheduled(MigrationScheduled {
+        migration_id: migration.into(),
+        instance_id: "i3".into(),
+        reason: reason.into(),
+        customer: "acme".into(),
+        source_host: from.into(),
+        target_host: to.into(),
+        matched: vec![
+            "same hypervisor: qemu".into(),
+            "same region: eu".into(),
+            format!("{to} has room for 4 cpus and 8192 MiB"),
+        ],
+        deadline: at(deadline),
+        sync_interval_seconds: 5,
+        hypervisor: Hypervisor::Qemu,
+        image: "windows-2022".into(),
+        cpus: 4,
+        memory_mib: 8192,
+        addresses: InstanceAddresses {
+            private: "10.77.0.4".into(),
+            public: "198.18.0.4".into(),
+        },
+        volumes: vec![Volume {
+            volume_id: "root".into(),
+            size_mib: 10240,
+        }],
+        networks: vec![],
+    })
+}
+
+fn notified(migration: &str, notice: Notice, message: &str) -> Event {
+    Event::CustomerNotified(CustomerNotified {
+        migration_id: migration.into(),
+        instance_id: "i3".into(),
+        customer: "acme".into(),
+        notice,
+        message: message.into(),
+    })
+}
+
+fn round(migration: &str, round: u32, bytes_copied: u64, dirty_bytes_left: u64) -> Event {
+    Event::VolumeSyncRound(VolumeSyncRound {
+        migration_id: migration.into(),
+        round,
+        bytes_copied,
+        dirty_bytes_left,
+        duration_ms: 900,
+    })
+}
+
+/// The root disk's bytes.
+pub const DISK_BYTES: u64 = 10240 * 1024 * 1024;
+
+/// The migration events of the history (positions 42..=68).
+fn migration_events() -> Vec<Event> {
+    let m1 = || "m1".into();
+    let m2 = || "m2".into();
+    vec![
+        compute_host("c3", "eu", Hypervisor::Qemu, 8, 16384),
+        // m1: i3 from c1 to c3, moved at the customer's reboot.
+        scheduled("m1", "c1", "c3", "host retirement", 86_400),
+        Event::MigrationTargetReady(MigrationTargetReady {
+            migration_id: m1(),
+            exports: vec![VolumeExport {
+                volume_id: "root".into(),
+                address: "10.0.0.3:10809".into(),
+            }],
+        }),
+        Event::VolumeSyncStarted(VolumeSyncStarted {
+            migration_id: m1(),
+            bytes: DISK_BYTES,
+        }),
+        round("m1", 0, DISK_BYTES, 65_536),
+        Event::VolumeSynced(VolumeSynced {
+            migration_id: m1(),
+            bytes_copied: DISK_BYTES,
+            duration_ms: 900,
+        }),
+        notified(
+            "m1",
+            Notice::Scheduled {
+                deadline: at(86_400),
+            },
+            "Your instance i3 moves to another host (host retirement).",
+        ),
+        round("m1", 1, 65_536, 4096),
+        Event::MigrationStarted(MigrationStarted {
+            migration_id: m1(),
+            trigger: MigrationTrigger::Reboot,
+            guest_stopped_at: at(50),
+        }),
+        Event::MigrationNetworkDetached(MigrationNetworkDetached { migration_id: m1() }),
+        Event::MigrationFinalSynced(MigrationFinalSynced {
+            migration_id: m1(),
+            bytes_copied: 4096,
+            duration_ms: 12,
+        }),
+        Event::MigrationSourceStopped(MigrationSourceStopped { migration_id: m1() }),
+        Event::MigrationTargetLaunched(MigrationTargetLaunched {
+            migration_id: m1(),
+            host_id: "c3".into(),
+            pid: 6000,
+            boot_ms: 800,
+        }),
+        Event::InstanceMoved(InstanceMoved {
+            instance_id: "i3".into(),
+            migration_id: m1(),
+            from_host: "c1".into(),
+            host_id: "c3".into(),
+            pid: 6000,
+        }),
+        Event::MigrationNetworkAttached(MigrationNetworkAttached { migration_id: m1() }),
+        Event::MigrationCompleted(MigrationCompleted {
+            migration_id: m1(),
+            instance_id: "i3".into(),
+            host_id: "c3".into(),
+            downtime_ms: 1500,
+            boot_ms: 800,
+            control_plane_ms: 700,
+        }),
+        notified(
+            "m1",
+            Notice::Completed { downtime_ms: 1500 },
+            "Your instance i3 moved; it did not answer for 1.5 s.",
+        ),
+        // m2: back to c1; the copy fails, the source rolls back.
+        scheduled("m2", "c3", "c1", "rebalance", 7200),
+        Event::MigrationTargetReady(MigrationTargetReady {
+            migration_id: m2(),
+            exports: vec![VolumeExport {
+                volume_id: "root".into(),
+                address: "10.0.0.1:10809".into(),
+            }],
+        }),
+        Event::VolumeSyncStarted(VolumeSyncStarted {
+            migration_id: m2(),
+            bytes: DISK_BYTES,
+        }),
+        Event::MigrationFailed(MigrationFailed {
+            migration_id: m2(),
+            step: "initial_sync".into(),
+            host_id: "c3".into(),
+            cause: "nbd: connection reset".into(),
+        }),
+        Event::MigrationRolledBack(MigrationRolledBack {
+            migration_id: m2(),
+            instance_id: "i3".into(),
+            host_id: "c3".into(),
+        }),
+        notified(
+            "m2",
+            Notice::RolledBack,
+            "The move of your instance i3 failed; it runs where it ran.",
+        ),
+        // m3: cancelled before anything happened.
+        scheduled("m3", "c3", "c1", "rebalance", 7200),
+        Event::MigrationCancelled(MigrationCancelled {
+            migration_id: "m3".into(),
+            reason: "the customer asked to wait".into(),
+        }),
+        notified(
+            "m3",
+            Notice::Cancelled,
+            "The move of your instance was cancelled: the customer asked to wait",
+        ),
+        // A step of a migration never scheduled: nothing to fold it into.
+        Event::VolumeSyncStarted(VolumeSyncStarted {
+            migration_id: "m9".into(),
+            bytes: 1,
+        }),
+    ]
+}
+
 /// `(time, event)` in log order; positions are the 1-based indexes.
 pub fn history() -> Vec<(DateTime<Utc>, Event)> {
     let events = vec![
@@ -289,6 +470,7 @@ pub fn history() -> Vec<(DateTime<Utc>, Event)> {
     events
         .into_iter()
         .chain(instance_events())
+        .chain(migration_events())
         .enumerate()
         .map(|(i, e)| (at(i as i64 + 1), e))
         .collect()
