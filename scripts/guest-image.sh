@@ -10,6 +10,9 @@
 # boot count and a request counter kept in the first block of its first disk (/dev/vda, raw), and
 # the disks and interfaces it sees, so a test sees a real guest with real persistent data and a
 # hot-attached disk or interface.
+# A connection to port 7001 reboots the guest from inside (`reboot -f`), as a customer would; a
+# background writer rewrites a random 64 KiB block between 1 and 5 MiB of the disk every second,
+# so a migration's sync has a guest that keeps writing.
 # `acpid` turns a power button press (QMP system_powerdown) into a clean poweroff: the ACPI
 # button and evdev modules give it the button as an input device.
 #
@@ -18,7 +21,7 @@
 set -euo pipefail
 OUT="${1:-.streamfleet/images/linux-busybox}"
 # Bumped when the image changes, so a cached older build is replaced.
-FORMAT=8
+FORMAT=9
 built() {
   [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ] && [ -x "$OUT/rootfs/bin/busybox" ] &&
     [ "$(cat "$OUT/format" 2>/dev/null)" = "$FORMAT" ]
@@ -84,6 +87,11 @@ echo /dev/vda > /run/disk
 mkdir -p /var/log /var/run
 acpid
 nc -ll -p 7000 -e /bin/app &
+nc -ll -p 7001 -e /bin/reboot-now &
+( while true; do
+    dd if=/dev/urandom of=/dev/vda bs=65536 count=1 seek=$((16 + RANDOM % 64)) conv=notrunc,fsync 2>/dev/null
+    sleep 1
+  done ) &
 # Ready once the app listens (a connection before would find the port closed).
 until netstat -ltn 2>/dev/null | grep -q ':7000 '; do usleep 10000; done
 echo "streamfleet guest ready"
@@ -113,6 +121,13 @@ set -- $(dd if=$disk bs=64 count=1 2>/dev/null | tr -d '\000') 0 0
 boots=$(($1 + 1)); counter=$2
 printf '%-63s\n' "$boots $counter" | dd of=$disk bs=64 count=1 conv=notrunc,fsync 2>/dev/null
 STATE
+cat > "$root/bin/reboot-now" <<'REBOOT'
+#!/bin/sh
+echo rebooting
+sync
+reboot -f
+REBOOT
+chmod +x "$root/bin/reboot-now"
 mkdir -p "$root/etc/acpi/PWRF"
 printf '#!/bin/sh\npoweroff -f\n' > "$root/etc/acpi/PWRF/00000080"
 chmod +x "$root/init" "$root/bin/app" "$root/bin/state" "$root/etc/acpi/PWRF/00000080"

@@ -5,11 +5,13 @@
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use streamfleet_bus_client::NatsLogin;
 use streamfleet_bus_schemas::compute::Hypervisor;
 use streamfleet_compute::accel::{self, Accel, Probed};
 use streamfleet_compute::agent::{self, HostOffer};
 use streamfleet_compute::crun::CrunDriver;
+use streamfleet_compute::migration::MigrationSettings;
 use streamfleet_compute::network::{Fabric, HostNetwork};
 use streamfleet_compute::qemu::QemuDriver;
 use streamfleet_compute::sim::SimDriver;
@@ -54,6 +56,14 @@ pub struct ComputeHostArgs {
     /// The launchers' NATS password (user `launcher`).
     #[arg(long, env = "SF_LAUNCHER_PASSWORD", hide_env_values = true)]
     nats_password: String,
+    /// Migration, at the deadline: seconds the guest may take to power off cleanly before it is
+    /// paused for its move.
+    #[arg(long, default_value_t = 20)]
+    migration_grace: u64,
+    /// Migration, as the source: seconds to wait for the target's launch after stopping the
+    /// instance, before starting it here again.
+    #[arg(long, default_value_t = 240)]
+    migration_launch_timeout: u64,
 }
 
 fn parse_hypervisor(text: &str) -> Result<Hypervisor, String> {
@@ -80,8 +90,22 @@ pub async fn run(args: ComputeHostArgs) -> anyhow::Result<()> {
     let images = std::path::absolute(&args.images)?;
     let dir = std::path::absolute(&dir)?;
     let ready = || println!("ready host={}", args.host_id);
+    let settings = MigrationSettings {
+        grace: Duration::from_secs(args.migration_grace),
+        launch_timeout: Duration::from_secs(args.migration_launch_timeout),
+        ..MigrationSettings::default()
+    };
     match args.hypervisor {
-        Hypervisor::Sim => agent::run(Arc::new(SimDriver::default()), client, offer, ready).await?,
+        Hypervisor::Sim => {
+            agent::run_with(
+                Arc::new(SimDriver::default()),
+                client,
+                offer,
+                settings,
+                ready,
+            )
+            .await?
+        }
         hypervisor => {
             let fabric = Fabric::create(&args.fabric).await?;
             let network = HostNetwork::prepare(&host_id, &fabric).await?;
@@ -96,10 +120,10 @@ pub async fn run(args: ComputeHostArgs) -> anyhow::Result<()> {
                 };
                 tracing::info!(host = %args.host_id, accel = accel.accel.name(), why = %accel.why, "qemu accelerator");
                 let driver = QemuDriver::new(images, volumes, network, accel);
-                agent::run(Arc::new(driver), client, offer, ready).await?
+                agent::run_with(Arc::new(driver), client, offer, settings, ready).await?
             } else {
                 let driver = CrunDriver::new(images, volumes, dir.join("crun"), network);
-                agent::run(Arc::new(driver), client, offer, ready).await?
+                agent::run_with(Arc::new(driver), client, offer, settings, ready).await?
             }
         }
     }

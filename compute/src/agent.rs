@@ -8,6 +8,7 @@
 //! (one queue per instance); different instances' run side by side.
 
 use crate::driver::{Driver, Happening, InstanceSpec};
+use crate::migration::{MigrationSettings, Mover};
 use std::collections::HashMap;
 use std::sync::Arc;
 use streamfleet_bus_client::{CommandClient, FollowError, Follower, log_head};
@@ -99,6 +100,17 @@ pub async fn run<D: Driver>(
     offer: HostOffer,
     ready: impl FnOnce(),
 ) -> Result<(), AgentError> {
+    run_with(driver, client, offer, MigrationSettings::default(), ready).await
+}
+
+/// [`run`], with the migrations' waiting times.
+pub async fn run_with<D: Driver>(
+    driver: Arc<D>,
+    client: async_nats::Client,
+    offer: HostOffer,
+    settings: MigrationSettings,
+    ready: impl FnOnce(),
+) -> Result<(), AgentError> {
     let commands = CommandClient::new(
         client.clone(),
         Role::Launcher,
@@ -122,8 +134,14 @@ pub async fn run<D: Driver>(
         commands: commands.clone(),
         host_id: offer.host_id.clone(),
     };
+    let mover = Mover::new(
+        driver.clone(),
+        reporter.clone(),
+        offer.host_id.clone(),
+        settings,
+    );
     {
-        let (driver, reporter) = (driver.clone(), reporter.clone());
+        let (driver, reporter, mover) = (driver.clone(), reporter.clone(), mover.clone());
         tokio::spawn(async move {
             loop {
                 let (id, happening) = driver.next_happening().await;
@@ -131,6 +149,17 @@ pub async fn run<D: Driver>(
                     Happening::GuestRebooted(r) => InstanceReport::GuestRebooted { pid: r.pid },
                     Happening::GuestPoweredOff => InstanceReport::GuestPoweredOff,
                     Happening::Gone(reason) => InstanceReport::Failed { reason },
+                    Happening::RebootHeld { at } => {
+                        if mover.reboot_held(&id, at).await {
+                            continue;
+                        }
+                        // Its migration ended meanwhile: nothing moves it; say it is halted.
+                        driver.hold_reboots(&id, false);
+                        InstanceReport::Failed {
+                            reason: "the guest rebooted as its migration ended; start it again"
+                                .into(),
+                        }
+                    }
                 };
                 reporter.report(&id, report).await;
             }
@@ -145,6 +174,7 @@ pub async fn run<D: Driver>(
         &[
             streamfleet_bus_schemas::subjects::INSTANCE_EVENTS,
             streamfleet_bus_schemas::subjects::COMPUTE_EVENTS,
+            streamfleet_bus_schemas::subjects::MIGRATION_EVENTS,
         ],
     )
     .await?;
@@ -165,7 +195,13 @@ pub async fn run<D: Driver>(
             continue;
         };
         let body = envelope.body;
-        if streamfleet_bus_schemas::category_of(&body.subject) == "instance"
+        let category = streamfleet_bus_schemas::category_of(&body.subject);
+        if category == "migration"
+            && let Ok(event) = Event::from_parts(&body.event_type, body.data.clone())
+        {
+            mover.follow(&event, position, reconciled);
+        }
+        if category == "instance"
             && let Ok(event) = Event::from_parts(&body.event_type, body.data)
             && let Some(id) = instance_of(&event)
         {
@@ -179,12 +215,18 @@ pub async fn run<D: Driver>(
                     && mine
                     && let Some(action) = action_of(&event)
                 {
-                    enqueue(&mut queues, &driver, &reporter, &id, action, now.clone());
+                    enqueue(
+                        &mut queues,
+                        &driver,
+                        &reporter,
+                        &mover,
+                        &id,
+                        action,
+                        now.clone(),
+                    );
                 }
-                // Only this host's instances are kept.
-                if mine {
-                    instances.insert(id, now);
-                }
+                // Every instance is kept: one may move here.
+                instances.insert(id, now);
             }
         }
         if !reconciled && position >= head {
@@ -200,11 +242,13 @@ pub async fn run<D: Driver>(
                     &mut queues,
                     &driver,
                     &reporter,
+                    &mover,
                     &id,
                     Action::Reconcile,
                     state,
                 );
             }
+            mover.resume_all();
         }
     }
 }
@@ -220,16 +264,18 @@ fn enqueue<D: Driver>(
     queues: &mut HashMap<InstanceId, mpsc::UnboundedSender<(Action, InstanceState)>>,
     driver: &Arc<D>,
     reporter: &Reporter,
+    mover: &Arc<Mover<D>>,
     id: &InstanceId,
     action: Action,
     state: InstanceState,
 ) {
     let queue = queues.entry(id.clone()).or_insert_with(|| {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Action, InstanceState)>();
-        let (driver, reporter, id) = (driver.clone(), reporter.clone(), id.clone());
+        let (driver, reporter, mover, id) =
+            (driver.clone(), reporter.clone(), mover.clone(), id.clone());
         tokio::spawn(async move {
             while let Some((action, state)) = rx.recv().await {
-                carry_out(driver.as_ref(), &reporter, &id, action, &state).await;
+                carry_out(driver.as_ref(), &reporter, &mover, &id, action, &state).await;
             }
         });
         tx
@@ -240,6 +286,7 @@ fn enqueue<D: Driver>(
 async fn carry_out<D: Driver>(
     driver: &D,
     reporter: &Reporter,
+    mover: &Mover<D>,
     id: &InstanceId,
     action: Action,
     state: &InstanceState,
@@ -249,6 +296,8 @@ async fn carry_out<D: Driver>(
     tracing::debug!(instance = %id, ?action, %hypervisor, "carrying out");
     match action {
         Action::Launch => reporter.booted(id, driver.launch(&spec).await, "").await,
+        // Synced for a migration: the reboot is the move.
+        Action::Reboot if mover.reboot_by_command(&spec).await => {}
         Action::Reboot => {
             let booted = driver.reboot(&spec).await;
             reporter.booted(id, booted, "reboot: ").await
@@ -289,6 +338,8 @@ async fn carry_out<D: Driver>(
             let done = driver.snapshot(&spec, &snapshot_id).await;
             reporter.change(id, "snapshot", &snapshot_id, done).await
         }
+        // Stopped for its move: the migration takes it from here (or rolls it back).
+        Action::Reconcile if mover.moved_away(id) => {}
         Action::Reconcile => reconcile(driver, reporter, id, &spec, state.status).await,
     }
 }
@@ -344,14 +395,14 @@ async fn reconcile<D: Driver>(
 
 /// Sends the host's reports.
 #[derive(Clone)]
-struct Reporter {
+pub(crate) struct Reporter {
     commands: CommandClient,
     host_id: HostId,
 }
 
 impl Reporter {
     /// Reports a boot's outcome: running, or failed (the reason after `context`).
-    async fn booted(
+    pub(crate) async fn booted(
         &self,
         id: &InstanceId,
         booted: Result<crate::Running, crate::DriverError>,
@@ -383,6 +434,43 @@ impl Reporter {
             };
             self.report(id, report).await;
         }
+    }
+
+    /// Reports a migration step; the log position of what it recorded, or why it was refused.
+    pub(crate) async fn migration(
+        &self,
+        id: &streamfleet_bus_schemas::ids::MigrationId,
+        report: streamfleet_bus_schemas::migration::MigrationReport,
+    ) -> Result<u64, String> {
+        let command =
+            Command::ReportMigration(streamfleet_bus_schemas::migration::ReportMigration {
+                migration_id: id.clone(),
+                host_id: self.host_id.clone(),
+                report,
+            });
+        match self.commands.submit(Uuid::now_v7(), &command).await {
+            Ok(events) => Ok(events.iter().map(|e| e.position).max().unwrap_or(0)),
+            Err(e) => {
+                tracing::warn!(migration = %id, error = %e, "migration step refused");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Reports that instance `id` runs here now, moved by `migration` from `from`.
+    pub(crate) async fn moved(
+        &self,
+        id: &InstanceId,
+        migration: &streamfleet_bus_schemas::ids::MigrationId,
+        from: &HostId,
+        pid: u32,
+    ) {
+        let report = InstanceReport::Moved {
+            migration_id: migration.clone(),
+            from_host: from.clone(),
+            pid,
+        };
+        self.report(id, report).await
     }
 
     async fn report(&self, id: &InstanceId, report: InstanceReport) {

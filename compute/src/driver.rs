@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use streamfleet_bus_schemas::compute::Hypervisor;
 use streamfleet_bus_schemas::ids::InstanceId;
 use streamfleet_bus_schemas::instance::{InstanceAddresses, Volume};
+use streamfleet_bus_schemas::migration::VolumeExport;
 use streamfleet_domain::hypervisor::{Capabilities, capabilities};
 
 /// The line the catalogue's images print (on the serial console, or a container's standard
@@ -53,6 +54,23 @@ pub enum Happening {
     GuestPoweredOff,
     /// Its process ended behind the driver's back.
     Gone(String),
+    /// The guest asked for a reboot while reboots are held for its migration
+    /// ([`Driver::hold_reboots`]): it is paused, not rebooted, since `at`.
+    RebootHeld {
+        /// When the guest stopped running.
+        at: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+/// What one sync round of a migration copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncFigures {
+    /// Bytes written to the target.
+    pub bytes_copied: u64,
+    /// Bytes the guest wrote meanwhile (the next round's).
+    pub dirty_bytes_left: u64,
+    /// How long it took.
+    pub duration: std::time::Duration,
 }
 
 /// Why a driver could not do what it was asked.
@@ -194,6 +212,96 @@ pub trait Driver: Send + Sync + 'static {
         _snapshot_id: &str,
     ) -> impl Future<Output = Result<(), DriverError>> + Send {
         refused(self.hypervisor(), "snapshot")
+    }
+
+    // ---- migration (the `migrate` capability) ----
+
+    /// Target: empty disks of the instance's sizes (kept when they exist: a resumed
+    /// migration), each exported on the hosts' network for the source to write.
+    fn export_disks(
+        &self,
+        _spec: &InstanceSpec,
+    ) -> impl Future<Output = Result<Vec<VolumeExport>, DriverError>> + Send {
+        std::future::ready(unsupported(self.hypervisor(), "migrate"))
+    }
+
+    /// Target: stops exporting the disks (they stay, synced, for the boot).
+    fn unexport_disks(
+        &self,
+        _spec: &InstanceSpec,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        refused(self.hypervisor(), "migrate")
+    }
+
+    /// Source: one sync round onto the target's exports — a full copy when `full` (which
+    /// also starts recording the guest's writes), else what the guest wrote since the last one.
+    fn sync_round(
+        &self,
+        _spec: &InstanceSpec,
+        _exports: &[VolumeExport],
+        _full: bool,
+    ) -> impl Future<Output = Result<SyncFigures, DriverError>> + Send {
+        std::future::ready(unsupported(self.hypervisor(), "migrate"))
+    }
+
+    /// Source: stops syncing and forgets the exports and the record of writes (nothing to do
+    /// when it never started).
+    fn end_sync(&self, _spec: &InstanceSpec) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    /// Source: from now on (`hold`) a reboot the guest asks for leaves it paused and comes as
+    /// [`Happening::RebootHeld`], for the move; `false`: reboots are reboots again.
+    fn hold_reboots(&self, _id: &InstanceId, _hold: bool) {}
+
+    /// Source: brings the guest to a halt for the move and says since when it has not run:
+    /// paused at once, or with a `grace`, powered off cleanly within it and paused after.
+    fn halt(
+        &self,
+        _spec: &InstanceSpec,
+        _grace: Option<std::time::Duration>,
+    ) -> impl Future<Output = Result<chrono::DateTime<chrono::Utc>, DriverError>> + Send {
+        std::future::ready(unsupported(self.hypervisor(), "migrate"))
+    }
+
+    /// Withdraws the instance's addresses from this host (a move's first step).
+    fn detach_addresses(&self, _spec: &InstanceSpec) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    /// Routes the instance's addresses to this host (a move's last step, or its rollback).
+    fn attach_addresses(
+        &self,
+        _spec: &InstanceSpec,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        refused(self.hypervisor(), "migrate")
+    }
+
+    /// Ends the instance's process at once, keeping its disks (the source of a move: the fence).
+    fn power_off(
+        &self,
+        _spec: &InstanceSpec,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        refused(self.hypervisor(), "migrate")
+    }
+
+    /// Boots the instance from its disks without routing its addresses here (the target of a
+    /// move, before its launch is recorded); running already: that one.
+    fn boot_unrouted(
+        &self,
+        _spec: &InstanceSpec,
+    ) -> impl Future<Output = Result<Running, DriverError>> + Send {
+        std::future::ready(unsupported(self.hypervisor(), "migrate"))
+    }
+
+    /// The first moment the instance's address answers from where clients come, trying for up
+    /// to `within`.
+    fn first_answer(
+        &self,
+        _spec: &InstanceSpec,
+        _within: std::time::Duration,
+    ) -> impl Future<Output = Option<chrono::DateTime<chrono::Utc>>> + Send {
+        std::future::ready(None)
     }
 
     /// The next thing that happened to one of its instances without being asked.

@@ -6,6 +6,7 @@
 //! - [`qemu`] (over [`qmp`], on the accelerator [`accel`] chose), [`crun`], [`sim`]: the drivers.
 //! - [`network`]: the fabric, a host's namespace and bridge, the routed addresses.
 //! - [`agent`]: the thin loop from the log's instance events to a driver and back to commands.
+//! - [`migration`]: a host's part in a migration — the duties its events give, carried out.
 //! - [`teardown`]: ending what a compute host runs, as a power cut would (`up` stopping).
 //!
 //! Invariant: the domain decides, the agent carries out. Nothing here decides what an instance
@@ -16,6 +17,7 @@ pub mod accel;
 pub mod agent;
 pub mod crun;
 pub mod driver;
+pub mod migration;
 pub mod network;
 pub mod process;
 pub mod qemu;

@@ -7,9 +7,13 @@
 //! idempotent (set up again over what exists, removed when already gone), so an agent that
 //! restarts finds its network as it left it.
 //!
+//! Each host also has an address of its own on its uplink ([`HostNetwork::address`],
+//! `10.98.x.y`), routed in the fabric like an instance's, for what hosts say to each other (a
+//! migration's disk copy).
+//!
 //! ```text
-//!   fabric ns (10.99.0.1)  ──u<host>══uplink──  host ns: br0 10.77.0.1/16 ── tap / veth ── instance
-//!   routes: 10.77.x.y/32, 198.18.x.y/32 dev u<host>
+//!   fabric ns (10.99.0.1)  ──u<host>══uplink 10.98.x.y──  host ns: br0 10.77.0.1/16 ── tap / veth ── instance
+//!   routes: 10.77.x.y/32, 198.18.x.y/32, 10.98.x.y/32 dev u<host>
 //! ```
 
 use crate::driver::DriverError;
@@ -43,6 +47,9 @@ impl Fabric {
             "lo",
         ])
         .await;
+        // Hosts reach each other through the fabric (a migration's copy).
+        sysctl(namespace, "net.ipv4.ip_forward=1").await?;
+        sysctl(namespace, "net.ipv4.conf.all.proxy_arp=1").await?;
         Ok(Fabric {
             namespace: namespace.to_string(),
         })
@@ -63,6 +70,16 @@ pub struct HostNetwork {
     pub fabric: Fabric,
     /// The uplink's name on the fabric's side.
     uplink: String,
+    /// The host's own address, reachable from the other hosts through the fabric.
+    pub address: String,
+}
+
+/// The address of host `host_id` on the fabric: `10.98.x.y` from its id's hash (x.y never 0 or
+/// 255; two hosts of one deployment sharing one is a 1-in-64 000 chance, and `prepare` says so).
+pub fn host_address(host_id: &HostId) -> String {
+    let h = crc32fast::hash(host_id.as_bytes());
+    let (x, y) = (1 + (h >> 8) % 254, 1 + h % 254);
+    format!("10.98.{x}.{y}")
 }
 
 /// Makes namespace `name` unless it exists; whether it was made now.
@@ -148,6 +165,39 @@ impl HostNetwork {
         }
         ip(&["-n", &fabric.namespace, "link", "set", &uplink, "up"]).await?;
         ip(&["-n", ns, "link", "set", "uplink", "up"]).await?;
+        let address = host_address(host_id);
+        let _ = ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{address}/32"),
+            "dev",
+            "uplink",
+        ])
+        .await;
+        let host_route = format!("{address}/32");
+        if let Ok(routes) = ip(&["-n", &fabric.namespace, "route", "show", &host_route]).await
+            && !routes.trim().is_empty()
+            && !routes.contains(&uplink)
+        {
+            return Err(DriverError::Program {
+                program: "ip route".into(),
+                detail: format!(
+                    "host address {address} of {host_id} is another host's already (a hash collision): rename one of them"
+                ),
+            });
+        }
+        ip(&[
+            "-n",
+            &fabric.namespace,
+            "route",
+            "replace",
+            &host_route,
+            "dev",
+            &uplink,
+        ])
+        .await?;
         let _ = ip(&["-n", ns, "route", "replace", "default", "dev", "uplink"]).await;
         sysctl(ns, "net.ipv4.ip_forward=1").await?;
         // The host answers the fabric's ARP for its instances' addresses.
@@ -157,6 +207,7 @@ impl HostNetwork {
             namespace,
             fabric: fabric.clone(),
             uplink,
+            address,
         })
     }
 
@@ -181,7 +232,8 @@ impl HostNetwork {
         Ok(())
     }
 
-    /// Withdraws the instance's routes (gone already: nothing to do).
+    /// Withdraws the instance's routes to this host (gone already, or leading to another host
+    /// since a migration: nothing to do).
     pub async fn unroute(&self, addresses: &InstanceAddresses) {
         for address in [&addresses.private, &addresses.public] {
             let _ = ip(&[
@@ -190,6 +242,8 @@ impl HostNetwork {
                 "route",
                 "del",
                 &format!("{address}/32"),
+                "dev",
+                &self.uplink,
             ])
             .await;
         }
@@ -351,8 +405,50 @@ impl HostNetwork {
         let _ = ip(&["netns", "del", &instance_namespace(instance_id)]).await;
     }
 
+    /// The first moment `address` answers a ping from the fabric (where clients come from),
+    /// trying for up to `within`; `None`: it did not.
+    pub async fn first_answer(
+        &self,
+        address: &str,
+        within: std::time::Duration,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let until = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < until {
+            let answered = run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &self.fabric.namespace,
+                    "busybox",
+                    "ping",
+                    "-c",
+                    "1",
+                    "-W",
+                    "1",
+                    "-q",
+                    address,
+                ],
+            )
+            .await
+            .is_ok();
+            if answered {
+                return Some(chrono::Utc::now());
+            }
+        }
+        None
+    }
+
     /// Removes the host's namespace (its devices go with it).
     pub async fn remove(&self) {
+        let _ = ip(&[
+            "-n",
+            &self.fabric.namespace,
+            "route",
+            "del",
+            &format!("{}/32", self.address),
+        ])
+        .await;
         let _ = ip(&["-n", &self.fabric.namespace, "link", "del", &self.uplink]).await;
         let _ = ip(&["netns", "del", &self.namespace]).await;
     }

@@ -9,6 +9,8 @@
 //! disks (`<volume>.raw`, and a qcow2 overlay per snapshot taken, recorded in `layers.json`),
 //! its sockets and its console log.
 
+mod migration;
+
 use crate::accel::Probed;
 use crate::driver::{
     Driver, DriverError, Happening, InstanceSpec, READY_LINE, Running, Turns, remove_folder,
@@ -61,6 +63,10 @@ pub struct QemuDriver {
     happened_rx: Mutex<mpsc::UnboundedReceiver<(InstanceId, u32, QmpEvent)>>,
     /// What each running instance was booted with (a reboot the guest asks for boots it again).
     booted: std::sync::Mutex<HashMap<InstanceId, InstanceSpec>>,
+    /// Instances whose guest reboots are held for their migration.
+    held: std::sync::Mutex<std::collections::HashSet<InstanceId>>,
+    /// Instances being halted or halted for their move: their guest's shutdown is expected.
+    moving: std::sync::Mutex<std::collections::HashSet<InstanceId>>,
 }
 
 /// Which file and block node is the top of each volume (after snapshots, a qcow2 overlay).
@@ -106,6 +112,8 @@ impl QemuDriver {
             happened_tx,
             happened_rx: Mutex::new(happened_rx),
             booted: Default::default(),
+            held: Default::default(),
+            moving: Default::default(),
         }
     }
 
@@ -156,8 +164,10 @@ impl QemuDriver {
         Ok(path)
     }
 
-    /// Starts QEMU for `spec` and waits until the guest answers.
-    async fn boot(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
+    /// Starts QEMU for `spec` and waits until the guest answers; `route`: its addresses lead
+    /// here from then on (not for the target of a move, which routes once its launch is
+    /// recorded).
+    async fn boot(&self, spec: &InstanceSpec, route: bool) -> Result<Running, DriverError> {
         let id = &spec.instance_id;
         let image = self.images.join(&spec.image);
         let (kernel, initrd) = (image.join("vmlinuz"), image.join("initramfs.cpio.gz"));
@@ -286,10 +296,24 @@ impl QemuDriver {
             .expect("booted")
             .insert(id.clone(), spec.clone());
         let session = self.attach(id, pid, &qmp_path).await?;
-        self.network.route(&spec.addresses).await?;
+        if route {
+            self.network.route(&spec.addresses).await?;
+        }
         match tokio::time::timeout(BOOT_TIMEOUT, ready).await {
             Ok(Ok(())) => Ok(Running { pid }),
-            _ => {
+            // The console closed before the ready line: QEMU ended.
+            Ok(Err(_)) => {
+                session.expected.store(true, Ordering::SeqCst);
+                self.sessions.lock().expect("sessions").remove(id);
+                Err(DriverError::Program {
+                    program: "qemu-system-x86_64".into(),
+                    detail: format!(
+                        "ended before the guest was ready: {}",
+                        last_words(&dir.join("qemu.err"))
+                    ),
+                })
+            }
+            Err(_) => {
                 session.expected.store(true, Ordering::SeqCst);
                 signal(pid, libc::SIGKILL);
                 exited(pid).await;
@@ -512,7 +536,7 @@ impl Driver for QemuDriver {
             return Ok(Running { pid: s.pid });
         }
         self.end(&spec.instance_id, false).await;
-        self.boot(spec).await
+        self.boot(spec, true).await
     }
 
     async fn adopt(&self, spec: &InstanceSpec) -> Result<Option<Running>, DriverError> {
@@ -560,7 +584,7 @@ impl Driver for QemuDriver {
     async fn reboot(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
         let _turn = self.turns.take(&spec.instance_id).await;
         self.end(&spec.instance_id, false).await;
-        self.boot(spec).await
+        self.boot(spec, true).await
     }
 
     async fn terminate(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
@@ -742,6 +766,68 @@ impl Driver for QemuDriver {
         Ok(())
     }
 
+    async fn export_disks(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<Vec<streamfleet_bus_schemas::migration::VolumeExport>, DriverError> {
+        self.export(spec).await
+    }
+
+    async fn unexport_disks(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        self.unexport(spec).await
+    }
+
+    async fn sync_round(
+        &self,
+        spec: &InstanceSpec,
+        exports: &[streamfleet_bus_schemas::migration::VolumeExport],
+        full: bool,
+    ) -> Result<crate::driver::SyncFigures, DriverError> {
+        self.round(spec, exports, full).await
+    }
+
+    async fn end_sync(&self, spec: &InstanceSpec) {
+        self.stop_sync(spec).await
+    }
+
+    fn hold_reboots(&self, id: &InstanceId, hold: bool) {
+        self.hold(id, hold)
+    }
+
+    async fn halt(
+        &self,
+        spec: &InstanceSpec,
+        grace: Option<Duration>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, DriverError> {
+        self.bring_to_halt(spec, grace).await
+    }
+
+    async fn detach_addresses(&self, spec: &InstanceSpec) {
+        self.network.unroute(&spec.addresses).await
+    }
+
+    async fn attach_addresses(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        self.network.route(&spec.addresses).await
+    }
+
+    async fn power_off(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        self.cut_power(spec).await
+    }
+
+    async fn boot_unrouted(&self, spec: &InstanceSpec) -> Result<Running, DriverError> {
+        self.boot_here(spec).await
+    }
+
+    async fn first_answer(
+        &self,
+        spec: &InstanceSpec,
+        within: Duration,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.network
+            .first_answer(&spec.addresses.private, within)
+            .await
+    }
+
     async fn next_happening(&self) -> (InstanceId, Happening) {
         loop {
             let next = self.happened_rx.lock().await.recv().await;
@@ -755,12 +841,26 @@ impl Driver for QemuDriver {
                 Some(s) if s.pid == pid => {}
                 _ => continue,
             }
+            let moving = self.moving.lock().expect("moving").contains(&id);
+            let held = self.held.lock().expect("held").contains(&id);
             match event {
+                // Its move halted it: expected.
+                QmpEvent::Shutdown { .. } if moving => continue,
+                // Its migration takes the reboot: the guest stays paused for the move.
+                QmpEvent::Shutdown { reset: true, .. } if held => {
+                    self.moving.lock().expect("moving").insert(id.clone());
+                    return (
+                        id,
+                        Happening::RebootHeld {
+                            at: chrono::Utc::now(),
+                        },
+                    );
+                }
                 QmpEvent::Shutdown { reset: true, .. } => {
                     let spec = self.spec_on_disk(&id);
                     self.end(&id, false).await;
                     match spec {
-                        Some(spec) => match self.boot(&spec).await {
+                        Some(spec) => match self.boot(&spec, true).await {
                             Ok(running) => return (id, Happening::GuestRebooted(running)),
                             Err(e) => return (id, Happening::Gone(format!("reboot failed: {e}"))),
                         },
@@ -810,7 +910,7 @@ impl Driver for QemuDriver {
                         Happening::Gone(format!("qemu (pid {pid}) ended unexpectedly: {said}")),
                     );
                 }
-                QmpEvent::DeviceDeleted(_) => continue,
+                QmpEvent::DeviceDeleted(_) | QmpEvent::JobConcluded(_) => continue,
             }
         }
     }

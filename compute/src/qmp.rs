@@ -27,6 +27,8 @@ pub enum QmpEvent {
     },
     /// A device was removed (after `device_del`, once the guest let go of it).
     DeviceDeleted(String),
+    /// A block job (a sync round) concluded, well or not (`query-jobs` says which).
+    JobConcluded(String),
     /// The monitor closed: QEMU ended.
     Closed,
 }
@@ -41,13 +43,16 @@ pub struct Qmp {
 /// QEMU's schema names them.
 macro_rules! json_command {
     ($(#[$doc:meta])* $name:ident, $qmp:literal) => {
+        json_command!($(#[$doc])* $name, $qmp, qapi::Empty);
+    };
+    ($(#[$doc:meta])* $name:ident, $qmp:literal, $ok:ty) => {
         $(#[$doc])*
         #[derive(Debug, Serialize)]
         #[serde(transparent)]
         pub struct $name(pub serde_json::Value);
 
         impl qapi::Command for $name {
-            type Ok = qapi::Empty;
+            type Ok = $ok;
             const NAME: &'static str = $qmp;
             const ALLOW_OOB: bool = false;
         }
@@ -64,6 +69,43 @@ json_command!(
     /// `netdev_add`: a network backend (a tap device).
     NetdevAdd,
     "netdev_add"
+);
+json_command!(
+    /// `blockdev-backup`: a sync round onto the migration target's export.
+    BlockdevBackup,
+    "blockdev-backup"
+);
+json_command!(
+    /// `block-dirty-bitmap-add`: start recording which blocks the guest writes.
+    DirtyBitmapAdd,
+    "block-dirty-bitmap-add"
+);
+json_command!(
+    /// `block-dirty-bitmap-remove`.
+    DirtyBitmapRemove,
+    "block-dirty-bitmap-remove"
+);
+json_command!(
+    /// `query-jobs`: the block jobs, with their progress and error.
+    QueryJobs,
+    "query-jobs",
+    serde_json::Value
+);
+json_command!(
+    /// `job-cancel`: end a job (a sync round a restarted agent left running).
+    JobCancel,
+    "job-cancel"
+);
+json_command!(
+    /// `job-dismiss`: forget a concluded job.
+    JobDismiss,
+    "job-dismiss"
+);
+json_command!(
+    /// `query-named-block-nodes`: the block nodes, with their dirty bitmaps' counts.
+    QueryNamedBlockNodes,
+    "query-named-block-nodes",
+    serde_json::Value
 );
 
 impl Qmp {
@@ -84,6 +126,11 @@ impl Qmp {
                         guest: data.guest,
                         reset: matches!(data.reason, ShutdownCause::guest_reset),
                     },
+                    Ok(Event::JOB_STATUS_CHANGE { data, .. })
+                        if matches!(data.status, qapi::qmp::JobStatus::concluded) =>
+                    {
+                        QmpEvent::JobConcluded(data.id)
+                    }
                     Ok(Event::DEVICE_DELETED { data, .. }) => match data.device {
                         Some(id) => QmpEvent::DeviceDeleted(id),
                         None => continue,

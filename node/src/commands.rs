@@ -135,7 +135,8 @@ impl CommandHandler {
             .clone();
         let result = {
             let _turn = lock.lock().await;
-            if touches_fleet(&stream) {
+            // A migration's schedule reads the fleet too (for its target).
+            if touches_fleet(&stream) || needs_fleet(command) {
                 let mut fleet = self.fleet.lock().await;
                 let result = self
                     .decide_and_append(
@@ -246,13 +247,12 @@ impl CommandHandler {
                 compute,
                 instance,
             };
-            let events = decide(command, &state, &context).map_err(|r| {
-                RejectionReason::Domain {
+            let events =
+                decide(command, &state, &context).map_err(|r| RejectionReason::Domain {
                     rule: r.rule().to_string(),
                     detail: r.to_string(),
                     offer: r.offer().cloned(),
-                }
-            })?;
+                })?;
             let new_events = events
                 .iter()
                 .map(|e| new_event(envelope, principal, &stream, e, now))

@@ -30,7 +30,7 @@ pub fn images() -> PathBuf {
 }
 
 /// Removes the test's namespaces however the test ends.
-struct Namespaces(Vec<String>);
+pub(crate) struct Namespaces(pub(crate) Vec<String>);
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
@@ -50,10 +50,10 @@ impl Drop for Namespaces {
 }
 
 /// Follows the log for the test: waits for an event of a type on a stream.
-struct Events(Follower);
+pub(crate) struct Events(pub(crate) Follower);
 
 impl Events {
-    async fn until(&mut self, stream: &str, type_name: &str) -> Event {
+    pub(crate) async fn until(&mut self, stream: &str, type_name: &str) -> Event {
         let wait = async {
             loop {
                 let e = self.0.next().await.expect("following the log");
@@ -70,10 +70,11 @@ impl Events {
 }
 
 /// One line from the instance's app, asked from the fabric namespace.
-fn ask(fabric: &str, address: &str) -> String {
-    let out = Command::new("ip")
+pub(crate) fn ask(fabric: &str, address: &str) -> String {
+    // A paused guest holds a connection open: `timeout` ends the wait.
+    let out = Command::new("timeout")
         .args([
-            "netns", "exec", fabric, "busybox", "nc", "-w", "5", address, "7000",
+            "6", "ip", "netns", "exec", fabric, "busybox", "nc", "-w", "5", address, "7000",
         ])
         .stdin(Stdio::null())
         .output()
@@ -95,7 +96,7 @@ fn ask_until(fabric: &str, address: &str, tries: u32, wanted: impl Fn(&str) -> b
     panic!("{address} never answered as expected; last: {last:?}")
 }
 
-fn field(answer: &str, name: &str) -> u64 {
+pub(crate) fn field(answer: &str, name: &str) -> u64 {
     answer
         .split_whitespace()
         .find_map(|w| w.strip_prefix(&format!("{name}=")))
@@ -103,14 +104,14 @@ fn field(answer: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {answer:?}"))
 }
 
-async fn send(service: &CommandClient, command: Cmd) -> CommandReply {
+pub(crate) async fn send(service: &CommandClient, command: Cmd) -> CommandReply {
     service
         .send(uuid::Uuid::now_v7(), &command)
         .await
         .expect("the node answers")
 }
 
-fn accepted(reply: &CommandReply) -> Vec<Event> {
+pub(crate) fn accepted(reply: &CommandReply) -> Vec<Event> {
     match reply {
         CommandReply::Accepted { events, .. } => events
             .iter()
@@ -123,7 +124,7 @@ fn accepted(reply: &CommandReply) -> Vec<Event> {
     }
 }
 
-fn rule(reply: &CommandReply) -> String {
+pub(crate) fn rule(reply: &CommandReply) -> String {
     match reply {
         CommandReply::Rejected {
             reason: RejectionReason::Domain { rule, .. },
@@ -133,7 +134,7 @@ fn rule(reply: &CommandReply) -> String {
     }
 }
 
-fn launch(id: &str, hypervisor: Option<Hypervisor>, features: Vec<Feature>) -> Cmd {
+pub(crate) fn launch(id: &str, hypervisor: Option<Hypervisor>, features: Vec<Feature>) -> Cmd {
     Cmd::LaunchInstance(LaunchInstance {
         instance_id: id.into(),
         image: "linux-busybox".into(),
@@ -147,13 +148,26 @@ fn launch(id: &str, hypervisor: Option<Hypervisor>, features: Vec<Feature>) -> C
     })
 }
 
-fn compute_host(
+pub(crate) fn compute_host(
     nats: &Nats,
     id: &str,
     hypervisor: &str,
     images: &Path,
     state: &Path,
     fabric: &str,
+) -> NodeProcess {
+    compute_host_with(nats, id, hypervisor, images, state, fabric, &[])
+}
+
+/// [`compute_host`] with more arguments.
+pub(crate) fn compute_host_with(
+    nats: &Nats,
+    id: &str,
+    hypervisor: &str,
+    images: &Path,
+    state: &Path,
+    fabric: &str,
+    more: &[&str],
 ) -> NodeProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_streamfleet"));
     command
@@ -175,6 +189,7 @@ fn compute_host(
         .arg(state)
         .arg("--nats-url")
         .arg(&nats.url)
+        .args(more)
         .env("SF_LAUNCHER_PASSWORD", nats.password("launcher"))
         .envs(nats.ca_env());
     NodeProcess::spawn_command(command).0
@@ -195,7 +210,7 @@ fn detach_network(id: &str) -> Cmd {
 }
 
 /// The pids of the QEMU processes running instance `id`.
-fn qemus_of(id: &str) -> Vec<u32> {
+pub(crate) fn qemus_of(id: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -220,7 +235,7 @@ fn qemus_of(id: &str) -> Vec<u32> {
 }
 
 /// Whether process `pid` ends within 30 s (its pidfd says so when it does).
-async fn pid_exits(pid: u32) -> bool {
+pub(crate) async fn pid_exits(pid: u32) -> bool {
     tokio::time::timeout(
         Duration::from_secs(30),
         streamfleet_compute::process::exited(pid),

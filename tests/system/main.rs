@@ -11,6 +11,7 @@ mod guest;
 mod harness;
 mod instances;
 mod media;
+mod migration;
 mod permissions;
 mod reads;
 mod sessions;

@@ -258,6 +258,12 @@ async fn apply_next(
         .unwrap_or_else(|e| e.into_inner())
         .apply(followed.position, time, &event);
     shared.changed.notify_waiters();
+    // A customer hears of their migration on their own subject.
+    if live && let Event::CustomerNotified(notice) = &event {
+        let subject = streamfleet_bus_schemas::subjects::customer_notice(&notice.customer);
+        let body = serde_json::to_vec(notice).unwrap_or_default();
+        shared.tell(subject, body).await;
+    }
     if let Event::HeartbeatReceived(report) = &event {
         for finding in findings {
             tokio::spawn(consistency::resolve(

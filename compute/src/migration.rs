@@ -1,0 +1,576 @@
+//! A compute host's part in migrations: what it does when a migration's event concerns it
+//! ([`duty`], pure), and the thin loops that carry a duty out with the driver and report each
+//! step back ([`Mover`]).
+//!
+//! Invariant: the host acts on what the log recorded, never on what it did before: each duty
+//! starts from the migration's recorded step, so an agent restarted at any step resumes with the
+//! next one ([`resume`]) and never does a recorded step twice. Each step is reported before the
+//! next begins; a step the node refuses (a failure was recorded first) ends the duty, and the
+//! host undoes only its own side.
+
+use crate::agent::Reporter;
+use crate::driver::{Driver, InstanceSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use streamfleet_bus_schemas::Event;
+use streamfleet_bus_schemas::ids::{HostId, InstanceId, MigrationId};
+use streamfleet_bus_schemas::migration::{MigrationReport, MigrationTrigger};
+use streamfleet_domain::migration::{MigrationState, MigrationStep};
+use tokio::sync::watch;
+
+/// How long each waiting step may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationSettings {
+    /// At the deadline: how long the guest may take to power off cleanly before it is paused.
+    pub grace: Duration,
+    /// Source: how long after its instance stopped it waits for the target's launch before it
+    /// gives up and starts the instance again.
+    pub launch_timeout: Duration,
+    /// Target: how long the instance may take to answer once its addresses lead here.
+    pub answer_timeout: Duration,
+}
+
+impl Default for MigrationSettings {
+    fn default() -> Self {
+        MigrationSettings {
+            grace: Duration::from_secs(20),
+            launch_timeout: Duration::from_secs(240),
+            answer_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What this host does for a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duty {
+    /// Target: export empty disks.
+    PrepareTarget,
+    /// Source: copy, then a round every interval until the move (or the deadline: then halt
+    /// and start it).
+    Sync,
+    /// Source: detach the addresses, sync the rest, stop; then wait for the target's launch.
+    Move,
+    /// Target: boot from the synced disks, take the addresses, see it answer.
+    Launch,
+    /// Source: after a failure, run the instance here again.
+    RollBack,
+    /// Source: stop syncing (cancelled).
+    EndSync,
+    /// Target: drop the copy (failed or cancelled).
+    DiscardCopy,
+    /// Source: the instance runs on the target; drop the old copy.
+    RemoveSource,
+}
+
+/// Which side `host` is of `s`.
+fn side(host: &HostId, s: &MigrationState) -> (bool, bool) {
+    (s.plan.source_host == *host, s.plan.target_host == *host)
+}
+
+/// What `host` does when `event` has made the migration `s`.
+pub fn duty(host: &HostId, event: &Event, s: &MigrationState) -> Option<Duty> {
+    let (source, target) = side(host, s);
+    Some(match event {
+        Event::MigrationScheduled(_) if target => Duty::PrepareTarget,
+        Event::MigrationTargetReady(_) if source => Duty::Sync,
+        Event::MigrationStarted(_) if source => Duty::Move,
+        Event::MigrationSourceStopped(_) if target => Duty::Launch,
+        Event::MigrationFailed(_) if source => Duty::RollBack,
+        Event::MigrationFailed(_) | Event::MigrationCancelled(_) if target => Duty::DiscardCopy,
+        Event::MigrationCancelled(_) if source => Duty::EndSync,
+        Event::MigrationCompleted(_) if source => Duty::RemoveSource,
+        _ => return None,
+    })
+}
+
+/// What `host` takes up again after a restart, from the migration's recorded step.
+pub fn resume(host: &HostId, s: &MigrationState) -> Option<Duty> {
+    use MigrationStep as S;
+    let (source, target) = side(host, s);
+    Some(match s.step {
+        S::Scheduled if target => Duty::PrepareTarget,
+        S::TargetReady | S::Syncing | S::Synced if source => Duty::Sync,
+        // The target's exports end with its agent's process only if it ran them; ask again.
+        S::TargetReady | S::Syncing | S::Synced | S::Started | S::NetworkDetached if target => {
+            Duty::PrepareTarget
+        }
+        S::Started | S::NetworkDetached | S::FinalSynced | S::SourceStopped if source => Duty::Move,
+        S::SourceStopped | S::TargetLaunched | S::NetworkAttached if target => Duty::Launch,
+        S::Failed if source => Duty::RollBack,
+        S::Failed | S::Cancelled | S::RolledBack if target => Duty::DiscardCopy,
+        S::Completed if source => Duty::RemoveSource,
+        _ => return None,
+    })
+}
+
+/// The instance as the migration runs it.
+fn spec_of(s: &MigrationState) -> InstanceSpec {
+    InstanceSpec {
+        instance_id: s.plan.instance_id.clone(),
+        image: s.plan.image.clone(),
+        cpus: s.plan.cpus,
+        memory_mib: s.plan.memory_mib,
+        addresses: s.plan.addresses.clone(),
+        volumes: s.plan.volumes.clone(),
+        networks: s.plan.networks.clone(),
+    }
+}
+
+/// Carries out this host's duties.
+pub struct Mover<D> {
+    driver: Arc<D>,
+    reporter: Reporter,
+    host: HostId,
+    settings: MigrationSettings,
+    /// Every migration's state, as folded from the log.
+    states: Mutex<HashMap<MigrationId, MigrationState>>,
+    /// The log position folded last, for the duties that wait for a step.
+    folded: watch::Sender<u64>,
+}
+
+impl<D: Driver> Mover<D> {
+    /// A mover for `host`.
+    pub(crate) fn new(
+        driver: Arc<D>,
+        reporter: Reporter,
+        host: HostId,
+        settings: MigrationSettings,
+    ) -> Arc<Self> {
+        Arc::new(Mover {
+            driver,
+            reporter,
+            host,
+            settings,
+            states: Mutex::new(HashMap::new()),
+            folded: watch::channel(0).0,
+        })
+    }
+
+    /// Folds one migration event recorded at `position`; with `live`, starts the duty it gives
+    /// this host.
+    pub(crate) fn follow(self: &Arc<Self>, event: &Event, position: u64, live: bool) {
+        let Some(id) = migration_of(event) else {
+            return;
+        };
+        let next = {
+            let mut states = self.states.lock().expect("migrations");
+            let before = states
+                .remove(&id)
+                .map(streamfleet_domain::State::Migration)
+                .unwrap_or_default();
+            match streamfleet_domain::evolve(before, event) {
+                streamfleet_domain::State::Migration(s) => {
+                    states.insert(id.clone(), s.clone());
+                    s
+                }
+                _ => return,
+            }
+        };
+        self.folded.send_replace(position);
+        if live && let Some(d) = duty(&self.host, event, &next) {
+            self.start(id, d);
+        }
+    }
+
+    /// After the history is folded: takes up every unfinished duty.
+    pub(crate) fn resume_all(self: &Arc<Self>) {
+        let pending: Vec<(MigrationId, Duty)> = self
+            .states
+            .lock()
+            .expect("migrations")
+            .iter()
+            .filter_map(|(id, s)| resume(&self.host, s).map(|d| (id.clone(), d)))
+            .collect();
+        for (id, d) in pending {
+            tracing::info!(host = %self.host, migration = %id, duty = ?d, "resuming a migration");
+            self.start(id, d);
+        }
+    }
+
+    fn state(&self, id: &MigrationId) -> Option<MigrationState> {
+        self.states.lock().expect("migrations").get(id).cloned()
+    }
+
+    /// The migration of `instance` this host is the source of, once it is synced (a reboot
+    /// moves it then).
+    pub(crate) fn synced_from_here(&self, instance: &InstanceId) -> Option<MigrationId> {
+        self.states
+            .lock()
+            .expect("migrations")
+            .iter()
+            .find(|(_, s)| {
+                s.plan.instance_id == *instance
+                    && s.plan.source_host == self.host
+                    && s.step == MigrationStep::Synced
+            })
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Whether `instance` left this host's hypervisor for a move that has not been undone (its
+    /// process is gone on purpose: not a failure to report).
+    pub(crate) fn moved_away(&self, instance: &InstanceId) -> bool {
+        self.states.lock().expect("migrations").values().any(|s| {
+            s.plan.instance_id == *instance
+                && s.plan.source_host == self.host
+                && s.source_stopped
+                && s.step != MigrationStep::RolledBack
+        })
+    }
+
+    fn start(self: &Arc<Self>, id: MigrationId, duty: Duty) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(cause) = me.carry_out(&id, duty).await {
+                tracing::warn!(migration = %id, ?duty, %cause, "migration duty failed");
+            }
+        });
+    }
+
+    /// Reports one step and waits until it is folded here; `Err`: refused (the migration moved
+    /// on without this host).
+    async fn report(&self, id: &MigrationId, report: MigrationReport) -> Result<(), String> {
+        let position = self.reporter.migration(id, report).await?;
+        let mut folded = self.folded.subscribe();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(60),
+            folded.wait_for(|at| *at >= position),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Reports that the step under way failed.
+    async fn fail(&self, id: &MigrationId, cause: String) -> Result<(), String> {
+        tracing::warn!(migration = %id, %cause, "migration step failed");
+        self.report(
+            id,
+            MigrationReport::Failed {
+                cause: cause.clone(),
+            },
+        )
+        .await?;
+        Err(cause)
+    }
+
+    /// Waits until the migration's step is not `step` any more, up to `within`; the step then.
+    async fn left(&self, id: &MigrationId, step: MigrationStep, within: Duration) -> MigrationStep {
+        let mut changed = self.folded.subscribe();
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let now = self.state(id).map(|s| s.step).unwrap_or(step);
+            if now != step {
+                return now;
+            }
+            if tokio::time::timeout_at(until, changed.changed())
+                .await
+                .is_err()
+            {
+                return step;
+            }
+        }
+    }
+
+    async fn carry_out(self: &Arc<Self>, id: &MigrationId, duty: Duty) -> Result<(), String> {
+        let Some(s) = self.state(id) else {
+            return Ok(());
+        };
+        let spec = spec_of(&s);
+        let driver = self.driver.as_ref();
+        match duty {
+            Duty::PrepareTarget => match driver.export_disks(&spec).await {
+                Ok(exports) if s.step == MigrationStep::Scheduled => {
+                    self.report(id, MigrationReport::TargetReady { exports })
+                        .await
+                }
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    self.fail(id, format!("preparing the target's disks: {e}"))
+                        .await
+                }
+            },
+            Duty::Sync => self.sync(id, &spec).await,
+            Duty::Move => self.move_out(id, &spec).await,
+            Duty::Launch => self.launch(id, &spec).await,
+            Duty::RollBack => {
+                driver.end_sync(&spec).await;
+                // Halted for the move (or stopped): it runs again from its own disks, with its
+                // addresses. Never halted: it ran on untouched.
+                if s.trigger.is_some() {
+                    let _ = driver.power_off(&spec).await;
+                    let booted = driver.launch(&spec).await;
+                    let failed = booted.as_ref().err().map(|e| e.to_string());
+                    self.reporter
+                        .booted(&spec.instance_id, booted, "rollback: ")
+                        .await;
+                    if let Some(e) = failed {
+                        return Err(format!("rollback: the instance did not start again: {e}"));
+                    }
+                }
+                self.report(id, MigrationReport::RolledBack).await
+            }
+            Duty::EndSync => {
+                driver.end_sync(&spec).await;
+                Ok(())
+            }
+            Duty::DiscardCopy => {
+                let _ = driver.unexport_disks(&spec).await;
+                driver.terminate(&spec).await.map_err(|e| e.to_string())
+            }
+            Duty::RemoveSource => {
+                driver.end_sync(&spec).await;
+                driver.terminate(&spec).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Source: the initial copy, then a round every interval while synced; at the deadline,
+    /// the move.
+    async fn sync(&self, id: &MigrationId, spec: &InstanceSpec) -> Result<(), String> {
+        let driver = self.driver.as_ref();
+        let Some(s) = self.state(id) else {
+            return Ok(());
+        };
+        // After a restart the instance's hypervisor may not be adopted yet.
+        if let Err(e) = driver.adopt(spec).await {
+            return self.fail(id, format!("the source instance: {e}")).await;
+        }
+        if s.step == MigrationStep::TargetReady {
+            let bytes = spec
+                .volumes
+                .iter()
+                .map(|v| u64::from(v.size_mib) << 20)
+                .sum();
+            self.report(id, MigrationReport::SyncStarted { bytes })
+                .await?;
+        }
+        // Every start of this duty copies in full: after a restart nothing says what the
+        // guest wrote meanwhile.
+        let mut full = true;
+        let interval = Duration::from_secs(u64::from(s.plan.sync_interval_seconds));
+        loop {
+            let Some(s) = self.state(id) else {
+                return Ok(());
+            };
+            if !matches!(s.step, MigrationStep::Syncing | MigrationStep::Synced) {
+                return Ok(());
+            }
+            let now = chrono::Utc::now();
+            if s.step == MigrationStep::Synced && now >= s.plan.deadline {
+                let at = match driver.halt(spec, Some(self.settings.grace)).await {
+                    Ok(at) => at,
+                    Err(e) => return self.fail(id, format!("halting at the deadline: {e}")).await,
+                };
+                return self
+                    .report(
+                        id,
+                        MigrationReport::Triggered {
+                            trigger: MigrationTrigger::Deadline,
+                            guest_stopped_at: at,
+                        },
+                    )
+                    .await;
+            }
+            let figures = match driver.sync_round(spec, &s.exports, full).await {
+                Ok(f) => f,
+                Err(e) => return self.fail(id, format!("sync round {}: {e}", s.rounds)).await,
+            };
+            full = false;
+            self.report(
+                id,
+                MigrationReport::SyncRound {
+                    round: s.rounds,
+                    bytes_copied: figures.bytes_copied,
+                    dirty_bytes_left: figures.dirty_bytes_left,
+                    duration_ms: figures.duration.as_millis() as u64,
+                },
+            )
+            .await?;
+            // Synced: from now on the guest's reboot is the move's.
+            driver.hold_reboots(&spec.instance_id, true);
+            let until_deadline = (s.plan.deadline - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            self.left(id, MigrationStep::Synced, interval.min(until_deadline))
+                .await;
+        }
+    }
+
+    /// Source: a reboot the guest asked for while synced (it is paused since `at`).
+    pub(crate) async fn reboot_held(
+        &self,
+        instance: &InstanceId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        let Some(id) = self.synced_from_here(instance) else {
+            return false;
+        };
+        let report = MigrationReport::Triggered {
+            trigger: MigrationTrigger::Reboot,
+            guest_stopped_at: at,
+        };
+        self.report(&id, report).await.is_ok()
+    }
+
+    /// Source: a reboot by command while synced: halt the guest and move it.
+    pub(crate) async fn reboot_by_command(&self, spec: &InstanceSpec) -> bool {
+        let Some(id) = self.synced_from_here(&spec.instance_id) else {
+            return false;
+        };
+        match self.driver.halt(spec, None).await {
+            Ok(at) => {
+                let report = MigrationReport::Triggered {
+                    trigger: MigrationTrigger::Reboot,
+                    guest_stopped_at: at,
+                };
+                self.report(&id, report).await.is_ok()
+            }
+            Err(e) => {
+                let _ = self.fail(&id, format!("halting for the move: {e}")).await;
+                false
+            }
+        }
+    }
+
+    /// Source: the move's steps from the one recorded last.
+    async fn move_out(&self, id: &MigrationId, spec: &InstanceSpec) -> Result<(), String> {
+        let driver = self.driver.as_ref();
+        let step = || self.state(id).map(|s| s.step);
+        if matches!(
+            step(),
+            Some(MigrationStep::Started | MigrationStep::NetworkDetached)
+        ) {
+            // After a restart: take the halted instance's hypervisor over again (which routes
+            // its addresses: the detach below is done again too).
+            if let Err(e) = driver.adopt(spec).await {
+                return self
+                    .fail(id, format!("the halted source instance: {e}"))
+                    .await;
+            }
+        }
+        if step() == Some(MigrationStep::NetworkDetached) {
+            driver.detach_addresses(spec).await;
+        }
+        if step() == Some(MigrationStep::Started) {
+            driver.detach_addresses(spec).await;
+            self.report(id, MigrationReport::NetworkDetached).await?;
+        }
+        if step() == Some(MigrationStep::NetworkDetached) {
+            let exports = self.state(id).map(|s| s.exports).unwrap_or_default();
+            let figures = match driver.sync_round(spec, &exports, false).await {
+                Ok(f) => f,
+                Err(e) => return self.fail(id, format!("final sync: {e}")).await,
+            };
+            self.report(
+                id,
+                MigrationReport::FinalSynced {
+                    bytes_copied: figures.bytes_copied,
+                    duration_ms: figures.duration.as_millis() as u64,
+                },
+            )
+            .await?;
+        }
+        if step() == Some(MigrationStep::FinalSynced) {
+            if let Err(e) = driver.power_off(spec).await {
+                return self.fail(id, format!("stopping the source: {e}")).await;
+            }
+            self.report(id, MigrationReport::SourceStopped).await?;
+        }
+        if step() == Some(MigrationStep::SourceStopped) {
+            let after = self
+                .left(
+                    id,
+                    MigrationStep::SourceStopped,
+                    self.settings.launch_timeout,
+                )
+                .await;
+            if after == MigrationStep::SourceStopped {
+                // Refused if the target's launch was recorded meanwhile: then it is the target's.
+                let _ = self
+                    .fail(
+                        id,
+                        format!(
+                            "the target did not launch the instance within {} s",
+                            self.settings.launch_timeout.as_secs()
+                        ),
+                    )
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Target: boot from the synced disks, then take the addresses once the launch is recorded.
+    async fn launch(&self, id: &MigrationId, spec: &InstanceSpec) -> Result<(), String> {
+        let driver = self.driver.as_ref();
+        let Some(s) = self.state(id) else {
+            return Ok(());
+        };
+        if s.step == MigrationStep::SourceStopped {
+            if let Err(e) = driver.unexport_disks(spec).await {
+                return self.fail(id, format!("ending the exports: {e}")).await;
+            }
+            let started = std::time::Instant::now();
+            let running = match driver.boot_unrouted(spec).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = driver.power_off(spec).await;
+                    return self.fail(id, format!("launching on the target: {e}")).await;
+                }
+            };
+            let launched = MigrationReport::TargetLaunched {
+                pid: running.pid,
+                boot_ms: started.elapsed().as_millis() as u64,
+            };
+            if let Err(refused) = self.report(id, launched).await {
+                // A failure was recorded first: the source runs it; this copy must not.
+                let _ = driver.power_off(spec).await;
+                return Err(format!("launch not recorded ({refused}); copy stopped"));
+            }
+        }
+        let Some(s) = self.state(id) else {
+            return Ok(());
+        };
+        if s.step == MigrationStep::TargetLaunched {
+            let pid = match driver.boot_unrouted(spec).await {
+                Ok(r) => r.pid,
+                Err(e) => return self.fail(id, format!("launching on the target: {e}")).await,
+            };
+            self.reporter
+                .moved(&spec.instance_id, id, &s.plan.source_host, pid)
+                .await;
+            if let Err(e) = driver.attach_addresses(spec).await {
+                return self
+                    .fail(id, format!("routing the addresses here: {e}"))
+                    .await;
+            }
+            self.report(id, MigrationReport::NetworkAttached).await?;
+        }
+        if self.state(id).map(|s| s.step) == Some(MigrationStep::NetworkAttached) {
+            match driver
+                .first_answer(spec, self.settings.answer_timeout)
+                .await
+            {
+                Some(at) => self.report(id, MigrationReport::Answered { at }).await?,
+                None => {
+                    return self
+                        .fail(
+                            id,
+                            format!(
+                                "{} did not answer within {} s of its addresses moving",
+                                spec.addresses.private,
+                                self.settings.answer_timeout.as_secs()
+                            ),
+                        )
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn migration_of(event: &Event) -> Option<MigrationId> {
+    let data = event.to_data();
+    Some(MigrationId::from(data.get("migration_id")?.as_str()?))
+}
