@@ -8,9 +8,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{
-    AppId, GroupId, HostId, NodeId, RegionId, SessionId, TokenId, UserId,
-};
+use crate::ids::{AppId, GroupId, HostId, NodeId, RegionId, SessionId, TokenId, UserId};
 
 /// A cipher a hop can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

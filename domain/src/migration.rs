@@ -174,7 +174,10 @@ fn mismatch(fleet: &Fleet, host_id: &HostId, instance: &InstanceState) -> String
     };
     let mut why = Vec::new();
     if h.hypervisor != instance.hypervisor {
-        why.push(format!("runs {}, not {}", h.hypervisor, instance.hypervisor));
+        why.push(format!(
+            "runs {}, not {}",
+            h.hypervisor, instance.hypervisor
+        ));
     }
     if h.region != instance.region {
         why.push(format!("is in {}, not {}", h.region, instance.region));

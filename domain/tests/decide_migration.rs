@@ -96,11 +96,7 @@ fn schedule_cmd() -> ScheduleMigration {
 }
 
 fn schedule(c: ScheduleMigration, inst: Option<InstanceState>) -> Result<Vec<Event>, Rejection> {
-    decide(
-        &Command::ScheduleMigration(c),
-        &State::Empty,
-        &ctx(inst),
-    )
+    decide(&Command::ScheduleMigration(c), &State::Empty, &ctx(inst))
 }
 
 fn running_qemu() -> Option<InstanceState> {
@@ -219,8 +215,16 @@ fn the_target_is_the_matching_host_with_the_most_free_cpus_and_says_why() {
     assert_eq!(e.source_host.as_str(), "q1");
     assert_eq!(e.customer, "acme");
     assert_eq!(e.sync_interval_seconds, 5);
-    assert!(e.matched.iter().any(|m| m.contains("same hypervisor (qemu)")));
-    assert!(e.matched.iter().any(|m| m.contains("same region (eu-west)")));
+    assert!(
+        e.matched
+            .iter()
+            .any(|m| m.contains("same hypervisor (qemu)"))
+    );
+    assert!(
+        e.matched
+            .iter()
+            .any(|m| m.contains("same region (eu-west)"))
+    );
     assert_eq!(e.volumes.len(), 1);
     assert_eq!(e.addresses.private, "10.77.0.10");
 }
@@ -288,14 +292,20 @@ fn what_cannot_migrate_is_refused_with_a_typed_reason() {
         Some(instance(Crun, "c1", InstanceStatus::Running)),
     )
     .unwrap_err();
-    assert_eq!(crun.to_string(), "crun cannot migrate: unsupported by its driver");
+    assert_eq!(
+        crun.to_string(),
+        "crun cannot migrate: unsupported by its driver"
+    );
 
     // Nowhere to go: the only other eu-west qemu hosts are full.
     let mut big = instance(Qemu, "q1", InstanceStatus::Running);
     big.cpus = 9;
     let r = schedule(schedule_cmd(), Some(big)).unwrap_err();
     assert_eq!(r.rule(), "no_matching_host");
-    assert!(r.to_string().contains("no other qemu host in eu-west"), "{r}");
+    assert!(
+        r.to_string().contains("no other qemu host in eu-west"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -405,7 +415,10 @@ fn every_step_in_order_ends_in_completed_with_the_downtime_split() {
     let Event::MigrationCompleted(c) = &events[0] else {
         panic!()
     };
-    assert_eq!((c.downtime_ms, c.boot_ms, c.control_plane_ms), (13_600, 13_000, 600));
+    assert_eq!(
+        (c.downtime_ms, c.boot_ms, c.control_plane_ms),
+        (13_600, 13_000, 600)
+    );
     // Over: nothing more.
     for (host, r) in the_move() {
         assert_eq!(
@@ -426,7 +439,11 @@ fn a_step_out_of_order_or_from_the_wrong_host_is_refused() {
                 let other = if *host == "q1" { "q2" } else { "q1" };
                 for wrong in [other, "q9"] {
                     let refused = apply(state.clone(), &report(wrong, r.clone())).unwrap_err();
-                    assert_eq!(refused.rule(), "migration_wrong_host", "{at}: {r:?} from {wrong}");
+                    assert_eq!(
+                        refused.rule(),
+                        "migration_wrong_host",
+                        "{at}: {r:?} from {wrong}"
+                    );
                 }
                 continue;
             }
@@ -463,10 +480,18 @@ fn each_host_may_fail_the_move_only_while_it_can_still_be_undone() {
         let step = step_of(&state);
         // The source, until its instance is stopped (before the target's launch).
         let source = apply(state.clone(), &failed("q1"));
-        assert_eq!(source.is_ok(), step <= MigrationStep::SourceStopped, "source at {step:?}");
+        assert_eq!(
+            source.is_ok(),
+            step <= MigrationStep::SourceStopped,
+            "source at {step:?}"
+        );
         // The target, until the instance answers from it.
         let target = apply(state.clone(), &failed("q2"));
-        assert_eq!(target.is_ok(), step <= MigrationStep::NetworkAttached, "target at {step:?}");
+        assert_eq!(
+            target.is_ok(),
+            step <= MigrationStep::NetworkAttached,
+            "target at {step:?}"
+        );
         if let Ok((s, events)) = source {
             let Event::MigrationFailed(f) = &events[0] else {
                 panic!()
@@ -526,11 +551,7 @@ fn a_cancel_is_taken_only_before_the_move_starts() {
 
 #[test]
 fn the_notice_of_the_schedule_comes_with_the_initial_copy_and_names_the_deadline() {
-    let (_, events) = apply(
-        after(2),
-        &report("q1", the_move()[2].1.clone()),
-    )
-    .expect("round 0");
+    let (_, events) = apply(after(2), &report("q1", the_move()[2].1.clone())).expect("round 0");
     let Event::CustomerNotified(n) = &events[2] else {
         panic!("{events:?}")
     };
@@ -541,7 +562,10 @@ fn the_notice_of_the_schedule_comes_with_the_initial_copy_and_names_the_deadline
             deadline: now() + Duration::hours(2)
         }
     );
-    assert!(n.message.contains("Rebooting it before then moves it at once"));
+    assert!(
+        n.message
+            .contains("Rebooting it before then moves it at once")
+    );
 }
 
 // ---- the instance's side ----
