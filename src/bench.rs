@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 mod instances;
 mod media;
+mod migration;
 mod replay;
 mod sessions;
 
@@ -26,6 +27,9 @@ pub enum Which {
     /// Instances: command → answering on its address per driver, beside a start by hand; sim
     /// launches per second.
     Instances(instances::InstancesArgs),
+    /// Migration: a QEMU instance moved between two hosts at its reboot; downtime, its boot and
+    /// control-plane parts, the disk sync beside `cp`.
+    Migration(migration::MigrationArgs),
     /// The media plane: encode fps, glass-to-glass latency, concurrent streams, bitrate settling.
     Media(media::MediaArgs),
     /// The auditors' tools: offline read and verify, projection rebuild, export, live catch-up.
@@ -64,6 +68,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         Which::Sessions(args) => sessions::run(args).await,
         Which::Media(args) => media::run(args).await,
         Which::Instances(args) => instances::run(args).await,
+        Which::Migration(args) => migration::run(args).await,
         Which::Replay { events } => replay::run(events).await,
         Which::Log {
             catch_up_events,

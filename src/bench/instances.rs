@@ -42,13 +42,13 @@ use uuid::Uuid;
 /// The line the catalogue's guest prints on its console once its app listens.
 const READY_LINE: &str = "streamfleet guest ready";
 /// The image the real drivers launch.
-const IMAGE: &str = "linux-busybox";
+pub(super) const IMAGE: &str = "linux-busybox";
 /// The image the sim driver runs.
 const SIM_IMAGE: &str = "synthetic-app";
 /// How long one boot may take (TCG on a busy 2-core machine: ~10–20 s).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+pub(super) const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// The instance's size, the same by command and by hand.
-const MEMORY_MIB: u32 = 128;
+pub(super) const MEMORY_MIB: u32 = 128;
 /// Its root disk, MiB.
 const DISK_MIB: u32 = 8;
 
@@ -131,7 +131,7 @@ pub async fn run(args: InstancesArgs) -> anyhow::Result<()> {
 }
 
 /// Builds the catalogue's guest (kernel, initramfs, crun root) when it is missing.
-fn build_image(images: &Path) -> anyhow::Result<()> {
+pub(super) fn build_image(images: &Path) -> anyhow::Result<()> {
     let script = Path::new("scripts/guest-image.sh");
     anyhow::ensure!(
         script.exists(),
@@ -148,14 +148,14 @@ fn build_image(images: &Path) -> anyhow::Result<()> {
 
 /// What the bench made outside this process: removed when it ends, however it ends.
 #[derive(Default)]
-struct Cleanup {
+pub(super) struct Cleanup {
     namespaces: Mutex<Vec<String>>,
     /// crun containers: (crun's state folder, container id).
     containers: Mutex<Vec<(PathBuf, String)>>,
 }
 
 impl Cleanup {
-    fn namespace(&self, name: &str) {
+    pub(super) fn namespace(&self, name: &str) {
         self.namespaces
             .lock()
             .expect("cleanup")
@@ -170,7 +170,7 @@ impl Cleanup {
     }
 
     /// Deletes the containers, kills what still runs in the namespaces, removes them (once).
-    fn run(&self) {
+    pub(super) fn run(&self) {
         use std::process::Command;
         let containers = std::mem::take(&mut *self.containers.lock().expect("cleanup"));
         for (root, id) in containers {
@@ -207,7 +207,7 @@ impl Drop for Cleanup {
 }
 
 /// Aborts the compute hosts' agents when the bench ends.
-struct Agents(Vec<tokio::task::AbortHandle>);
+pub(super) struct Agents(pub(super) Vec<tokio::task::AbortHandle>);
 
 impl Drop for Agents {
     fn drop(&mut self) {
@@ -440,23 +440,23 @@ async fn outcome(id: &str, rx: oneshot::Receiver<Outcome>) -> anyhow::Result<Out
 
 /// Latency figures of one series, in milliseconds.
 #[derive(Clone, Debug, serde::Serialize)]
-struct Stats {
-    n: usize,
-    p50_ms: f64,
-    p95_ms: f64,
-    min_ms: f64,
-    max_ms: f64,
+pub(super) struct Stats {
+    pub(super) n: usize,
+    pub(super) p50_ms: f64,
+    pub(super) p95_ms: f64,
+    pub(super) min_ms: f64,
+    pub(super) max_ms: f64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     samples_ms: Vec<f64>,
 }
 
 /// Milliseconds to the microsecond, for the JSON.
-fn micros(v: f64) -> f64 {
+pub(super) fn micros(v: f64) -> f64 {
     (v * 1e3).round() / 1e3
 }
 
 impl Stats {
-    fn of(samples: &[Duration], keep: bool) -> Stats {
+    pub(super) fn of(samples: &[Duration], keep: bool) -> Stats {
         let mut ms: Vec<f64> = samples
             .iter()
             .map(|d| micros(d.as_secs_f64() * 1e3))
@@ -487,7 +487,7 @@ impl Stats {
         }
     }
 
-    fn line(&self) -> String {
+    pub(super) fn line(&self) -> String {
         format!(
             "p50 {} p95 {} (min {}, max {}; {} run{})",
             ms(self.p50_ms),
@@ -500,7 +500,7 @@ impl Stats {
     }
 }
 
-fn ms(v: f64) -> String {
+pub(super) fn ms(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.2} s", v / 1e3)
     } else {
@@ -640,7 +640,7 @@ async fn bench(
 }
 
 /// The first line of `program --version`.
-async fn version(program: &str) -> String {
+pub(super) async fn version(program: &str) -> String {
     match tokio::process::Command::new(program)
         .arg("--version")
         .output()
@@ -901,7 +901,7 @@ async fn control_plane(
 }
 
 /// One line from an instance's app, asked from the fabric namespace.
-async fn ask(fabric: &str, address: &str) -> anyhow::Result<String> {
+pub(super) async fn ask(fabric: &str, address: &str) -> anyhow::Result<String> {
     let out = tokio::process::Command::new("ip")
         .args([
             "netns", "exec", fabric, "busybox", "nc", "-w", "5", address, "7000",
