@@ -100,6 +100,7 @@ pub fn resume(host: &HostId, s: &MigrationState) -> Option<Duty> {
         S::Failed if source => Duty::RollBack,
         S::Failed | S::Cancelled | S::RolledBack if target => Duty::DiscardCopy,
         S::Completed if source => Duty::RemoveSource,
+        S::Cancelled if source => Duty::EndSync,
         _ => return None,
     })
 }
@@ -125,6 +126,8 @@ pub struct Mover<D> {
     settings: MigrationSettings,
     /// Every migration's state, as folded from the log.
     states: Mutex<HashMap<MigrationId, MigrationState>>,
+    /// Where each migration was scheduled in the log (the latest of an instance's counts).
+    scheduled: Mutex<HashMap<MigrationId, u64>>,
     /// The log position folded last, for the duties that wait for a step.
     folded: watch::Sender<u64>,
 }
@@ -143,6 +146,7 @@ impl<D: Driver> Mover<D> {
             host,
             settings,
             states: Mutex::new(HashMap::new()),
+            scheduled: Mutex::new(HashMap::new()),
             folded: watch::channel(0).0,
         })
     }
@@ -153,6 +157,12 @@ impl<D: Driver> Mover<D> {
         let Some(id) = migration_of(event) else {
             return;
         };
+        if let Event::MigrationScheduled(_) = event {
+            self.scheduled
+                .lock()
+                .expect("scheduled")
+                .insert(id.clone(), position);
+        }
         let next = {
             let mut states = self.states.lock().expect("migrations");
             let before = states
@@ -173,14 +183,25 @@ impl<D: Driver> Mover<D> {
         }
     }
 
-    /// After the history is folded: takes up every unfinished duty.
+    /// After the history is folded: takes up every unfinished duty of each instance's latest
+    /// migration (an earlier one's clean-up would remove the copy a later one uses).
     pub(crate) fn resume_all(self: &Arc<Self>) {
-        let pending: Vec<(MigrationId, Duty)> = self
-            .states
-            .lock()
-            .expect("migrations")
-            .iter()
-            .filter_map(|(id, s)| resume(&self.host, s).map(|d| (id.clone(), d)))
+        let scheduled = self.scheduled.lock().expect("scheduled").clone();
+        let states = self.states.lock().expect("migrations").clone();
+        let mut latest: HashMap<&InstanceId, (u64, &MigrationId)> = HashMap::new();
+        for (id, s) in &states {
+            let at = scheduled.get(id).copied().unwrap_or(0);
+            let entry = latest.entry(&s.plan.instance_id).or_insert((at, id));
+            if entry.0 < at {
+                *entry = (at, id);
+            }
+        }
+        let pending: Vec<(MigrationId, Duty)> = latest
+            .into_values()
+            .filter_map(|(_, id)| {
+                let s = states.get(id)?;
+                resume(&self.host, s).map(|d| (id.clone(), d))
+            })
             .collect();
         for (id, d) in pending {
             tracing::info!(host = %self.host, migration = %id, duty = ?d, "resuming a migration");
@@ -573,4 +594,83 @@ impl<D: Driver> Mover<D> {
 fn migration_of(event: &Event) -> Option<MigrationId> {
     let data = event.to_data();
     Some(MigrationId::from(data.get("migration_id")?.as_str()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamfleet_bus_schemas::compute::Hypervisor;
+    use streamfleet_bus_schemas::instance::InstanceAddresses;
+    use streamfleet_bus_schemas::migration::MigrationScheduled;
+
+    fn state(step: MigrationStep) -> MigrationState {
+        MigrationState {
+            plan: MigrationScheduled {
+                migration_id: "m".into(),
+                instance_id: "i".into(),
+                reason: "r".into(),
+                customer: "c".into(),
+                source_host: "src".into(),
+                target_host: "dst".into(),
+                matched: vec![],
+                deadline: chrono::Utc::now(),
+                sync_interval_seconds: 5,
+                hypervisor: Hypervisor::Qemu,
+                image: "linux-busybox".into(),
+                cpus: 1,
+                memory_mib: 128,
+                addresses: InstanceAddresses {
+                    private: "10.77.0.2".into(),
+                    public: "198.18.0.2".into(),
+                },
+                volumes: vec![],
+                networks: vec![],
+            },
+            step,
+            exports: vec![],
+            rounds: 0,
+            bytes_synced: 0,
+            dirty_bytes_left: 0,
+            trigger: None,
+            guest_stopped_at: None,
+            boot_ms: None,
+            downtime_ms: None,
+            failure: None,
+            source_stopped: false,
+        }
+    }
+
+    /// After a restart each side takes up exactly the duty its recorded step leaves it, and a
+    /// third host none.
+    #[test]
+    fn a_restarted_host_takes_up_the_duty_its_recorded_step_leaves() {
+        use Duty::*;
+        use MigrationStep as S;
+        let table: [(S, Option<Duty>, Option<Duty>); 14] = [
+            (S::Scheduled, None, Some(PrepareTarget)),
+            (S::TargetReady, Some(Sync), Some(PrepareTarget)),
+            (S::Syncing, Some(Sync), Some(PrepareTarget)),
+            (S::Synced, Some(Sync), Some(PrepareTarget)),
+            (S::Started, Some(Move), Some(PrepareTarget)),
+            (S::NetworkDetached, Some(Move), Some(PrepareTarget)),
+            (S::FinalSynced, Some(Move), None),
+            (S::SourceStopped, Some(Move), Some(Launch)),
+            (S::TargetLaunched, None, Some(Launch)),
+            (S::NetworkAttached, None, Some(Launch)),
+            (S::Completed, Some(RemoveSource), None),
+            (S::Failed, Some(RollBack), Some(DiscardCopy)),
+            (S::RolledBack, None, Some(DiscardCopy)),
+            (S::Cancelled, Some(EndSync), Some(DiscardCopy)),
+        ];
+        for (step, source, target) in table {
+            let s = state(step);
+            assert_eq!(resume(&"src".into(), &s), source, "source at {step:?}");
+            assert_eq!(resume(&"dst".into(), &s), target, "target at {step:?}");
+            assert_eq!(
+                resume(&"other".into(), &s),
+                None,
+                "a third host at {step:?}"
+            );
+        }
+    }
 }

@@ -29,6 +29,7 @@ use streamfleet_compute::agent::{self, HostOffer};
 use streamfleet_compute::crun::{
     Bind, CrunDriver, global_args, hybrid_cgroups, oci_config, run_detached,
 };
+use streamfleet_compute::migration::MigrationSettings;
 use streamfleet_compute::network::{Fabric, HostNetwork, host_namespace, instance_namespace};
 use streamfleet_compute::process::exited;
 use streamfleet_compute::qemu::QemuDriver;
@@ -668,10 +669,22 @@ async fn start_agent<D: Driver>(
         inner: driver,
         launches: b.launches.clone(),
     };
+    run_agent(client, driver, offer, MigrationSettings::default(), agents).await
+}
+
+/// Runs a compute host's agent with `driver` as a task of this process; returns once its host
+/// is registered (the task is aborted with `agents`).
+pub(super) async fn run_agent<D: Driver>(
+    client: async_nats::Client,
+    driver: D,
+    offer: HostOffer,
+    settings: MigrationSettings,
+    agents: &mut Agents,
+) -> anyhow::Result<()> {
     let (tx, rx) = oneshot::channel();
     let host = offer.host_id.clone();
     let mut task = tokio::spawn(async move {
-        agent::run(Arc::new(driver), client, offer, move || {
+        agent::run_with(Arc::new(driver), client, offer, settings, move || {
             let _ = tx.send(());
         })
         .await

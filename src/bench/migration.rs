@@ -10,7 +10,8 @@
 //! namespace the bench makes and removes (needs root), as `bench instances` runs its hosts.
 
 use super::instances::{
-    Agents, BOOT_TIMEOUT, Cleanup, IMAGE, MEMORY_MIB, Stats, ask, build_image, micros, ms, version,
+    Agents, BOOT_TIMEOUT, Cleanup, IMAGE, MEMORY_MIB, Stats, ask, build_image, micros, ms,
+    run_agent, version,
 };
 use super::{NatsServer, row};
 use anyhow::{Context as _, bail};
@@ -27,12 +28,12 @@ use streamfleet_bus_schemas::instance::{LaunchInstance, RebootInstance};
 use streamfleet_bus_schemas::migration::ScheduleMigration;
 use streamfleet_bus_schemas::principal::Role;
 use streamfleet_compute::accel::{Accel, Probed};
-use streamfleet_compute::agent::{self, HostOffer};
+use streamfleet_compute::agent::HostOffer;
 use streamfleet_compute::migration::MigrationSettings;
 use streamfleet_compute::network::{Fabric, HostNetwork, host_namespace};
 use streamfleet_compute::qemu::QemuDriver;
 use streamfleet_node::{Node, NodeConfig};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// How long one step of a move may take to be followed (a TCG boot on a busy 2-core machine
@@ -360,37 +361,7 @@ async fn start_host(
         cpus: 2,
         memory_mib: 1024,
     };
-    let (tx, rx) = oneshot::channel();
-    let host = host_id.to_string();
-    let mut task = tokio::spawn(async move {
-        agent::run_with(
-            Arc::new(driver),
-            client,
-            offer,
-            MigrationSettings::default(),
-            move || {
-                let _ = tx.send(());
-            },
-        )
-        .await
-    });
-    let registered = tokio::select! {
-        r = rx => r.is_ok(),
-        r = &mut task => bail!("the agent of {host} stopped before it registered: {:?}", r.map(|r| r.err())),
-    };
-    if !registered {
-        bail!(
-            "the agent of {host} stopped before it registered: {:?}",
-            task.await.map(|r| r.err())
-        );
-    }
-    agents.0.push(task.abort_handle());
-    tokio::spawn(async move {
-        if let Ok(Err(e)) = task.await {
-            tracing::warn!(host = %host, error = %e, "compute agent stopped");
-        }
-    });
-    Ok(())
+    run_agent(client, driver, offer, MigrationSettings::default(), agents).await
 }
 
 /// Waits until `folder` is gone (the old source removed its copy), up to 60 s.

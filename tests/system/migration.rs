@@ -133,9 +133,20 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
     ]);
     let state = tempfile::tempdir().expect("tempdir");
     // A short wait for the target's launch, so the killed target's rollback comes soon.
-    let timeout = ["--migration-launch-timeout", "45"];
-    let _a = compute_host_with(&nats, &qa, "qemu", &images, state.path(), &fabric, &timeout);
-    let mut b = compute_host_with(&nats, &qb, "qemu", &images, state.path(), &fabric, &timeout);
+    let spawn = |id: &str| {
+        compute_host_with(
+            &nats,
+            id,
+            "qemu",
+            &images,
+            state.path(),
+            &fabric,
+            &["--migration-launch-timeout", "45"],
+        )
+    };
+    let mut hosts = std::collections::HashMap::new();
+    hosts.insert(qa.clone(), spawn(&qa));
+    hosts.insert(qb.clone(), spawn(&qb));
     let _c = compute_host(&nats, &cc, "crun", &images, state.path(), &fabric);
     let service = nats.commands("service").await;
     let operator = nats.commands("operator").await;
@@ -268,18 +279,30 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
         "the source's copy is removed once the move completed"
     );
 
-    // (b) Back at its deadline, without a reboot.
-    accepted(&send(&operator, schedule("m2", 6, None)).await);
+    // (b) Back at its deadline, without a reboot; each host's agent killed -9 and started again
+    // on the way (the source while it syncs, the target once the source stopped): each takes up
+    // the step it was at.
+    accepted(&send(&operator, schedule("m2", 25, None)).await);
+    events.until("migration-m2", "VolumeSynced").await;
+    let mut restart = |host: &str| {
+        let mut old = hosts.remove(host).expect("a host");
+        old.kill9();
+        hosts.insert(host.to_string(), spawn(host));
+    };
+    restart(&target);
     let Event::MigrationStarted(started) = events.until("migration-m2", "MigrationStarted").await
     else {
         panic!()
     };
     assert_eq!(started.trigger, MigrationTrigger::Deadline);
+    events.until("migration-m2", "MigrationSourceStopped").await;
+    restart(&source);
     let Event::MigrationCompleted(done) = events.until("migration-m2", "MigrationCompleted").await
     else {
         panic!()
     };
     assert_eq!(done.host_id.as_str(), source, "back on the first host");
+    assert_eq!(qemus_of("i-vm").len(), 1, "one copy runs");
     let answered = seen.lock().expect("seen").answers.len();
     let (back, _) = answers_again(&seen, answered);
     assert!(back > after);
@@ -296,7 +319,7 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
     .await;
     events.until("migration-m3", "MigrationSourceStopped").await;
     // The target host loses power: its agent and everything in its namespace.
-    b.kill9();
+    hosts.get_mut(&target).expect("the target").kill9();
     let target_ns = host_namespace(&target.as_str().into());
     if let Ok(out) = Command::new("ip")
         .args(["netns", "pids", &target_ns])
