@@ -5,7 +5,10 @@
 //! when the guest reboots itself — the same address answers from the other host, the counter
 //! goes on, the steps are recorded in order; (b) moved back at its deadline without a reboot;
 //! (c) the target host killed during the move — rolled back, answering from the source again;
-//! (d) a container and a host that does not match refused with typed reasons.
+//! (d) a container and a host that does not match refused with typed reasons; (e) the dead host
+//! back, a migration to it cancelled after its sync — its copy gone, the guest's reboot an
+//! ordinary one again. On the way each host's agent is killed -9 and started again mid-sync and
+//! mid-move.
 
 use crate::harness::{Nats, NodeProcess};
 use crate::instances::{
@@ -338,6 +341,64 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
     let answered = seen.lock().expect("seen").answers.len();
     let (again, _) = answers_again(&seen, answered);
     assert!(again > back, "the counter went on after the rollback");
+
+    // (e) The dead host comes back (and discards its copy of m3); a migration to it cancelled
+    // after its sync: its copy goes, and the guest's own reboot is an ordinary reboot again.
+    hosts.insert(target.clone(), spawn(&target));
+    let copy = state.path().join(&target).join("instances/i-vm");
+    accepted(&send(&operator, schedule("m4", 3600, None)).await);
+    events.until("migration-m4", "VolumeSynced").await;
+    assert!(copy.exists(), "the target holds a copy while synced");
+    let cancelled = accepted(
+        &send(
+            &operator,
+            Cmd::CancelMigration(CancelMigration {
+                migration_id: "m4".into(),
+                reason: "host repaired".into(),
+            }),
+        )
+        .await,
+    );
+    assert_eq!(cancelled[0].type_name(), "MigrationCancelled");
+    assert_eq!(
+        rule(
+            &send(
+                &operator,
+                Cmd::CancelMigration(CancelMigration {
+                    migration_id: "m4".into(),
+                    reason: "again".into(),
+                }),
+            )
+            .await
+        ),
+        "migration_over"
+    );
+    let gone = tokio::time::timeout(Duration::from_secs(30), async {
+        while copy.exists() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the target's copy is removed on cancel");
+    let (_, boots) = last_seen(&seen);
+    let reboot = Command::new("timeout")
+        .args([
+            "5", "ip", "netns", "exec", &fabric, "busybox", "nc", "-w", "3", &address, "7001",
+        ])
+        .output()
+        .expect("nc");
+    assert!(String::from_utf8_lossy(&reboot.stdout).contains("rebooting"));
+    let Event::InstanceRebooted(rebooted) = events.until("instance-i-vm", "InstanceRebooted").await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        rebooted.by,
+        streamfleet_bus_schemas::instance::ChangeCause::Guest
+    );
+    let answered = seen.lock().expect("seen").answers.len();
+    let (_, boots_now) = answers_again(&seen, answered);
+    assert_eq!(boots_now, boots + 1, "rebooted in place");
     *stop.lock().expect("stop") = true;
 
     // Nothing the client saw went backwards: every answered (synced) write survived the moves.
