@@ -2,7 +2,7 @@
 //! instance's, then carried out step by step by the two hosts, each step recorded in order.
 //!
 //! Invariant: a step is recorded only in its order and only from the host whose step it is
-//! ([`owner`]); a failure is recorded only while the move can still be undone by the host that
+//! (`owner`); a failure is recorded only while the move can still be undone by the host that
 //! reports it — the source until its instance is stopped and the target has not launched, the
 //! target until the instance answers from it. So the target's launch and the source's failure
 //! exclude each other: whichever is recorded first decides who runs the instance. Once
