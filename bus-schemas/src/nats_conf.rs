@@ -90,9 +90,15 @@ pub fn role_permissions(role: Role) -> Permissions {
         },
         // Services are the trusted internal callers of `sf.svc.redeem` (naming the client's
         // address themselves); clients redeem at the front door, which sees theirs.
+        // Services also relay the customers' notices (`sf.customer.<customer>.notice`).
         Role::Service => Permissions {
             publish: commands_and(&["sf.log.read", crate::subjects::REDEEM]),
-            subscribe: with_inbox(&follow),
+            subscribe: with_inbox(&[
+                "sf.evt.>",
+                "sf.log.head",
+                "sf.log.checkpoint",
+                crate::subjects::CUSTOMER_NOTICES,
+            ]),
             allow_responses: false,
         },
         Role::Worker => Permissions {

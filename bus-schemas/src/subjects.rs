@@ -24,6 +24,8 @@ pub const EVENTS: &str = "sf.evt.>";
 pub const INSTANCE_EVENTS: &str = "sf.evt.instance.>";
 /// The migrations' events (`migration-*` streams): what compute hosts follow live too.
 pub const MIGRATION_EVENTS: &str = "sf.evt.migration.>";
+/// Every customer's notices: the workers publish them, services relay them.
+pub const CUSTOMER_NOTICES: &str = "sf.customer.>";
 /// The notices to customer `customer` (a migration scheduled, done, rolled back).
 pub fn customer_notice(customer: &str) -> String {
     format!("sf.customer.{customer}.notice")

@@ -6,7 +6,9 @@
 //! starts from the migration's recorded step, so an agent restarted at any step resumes with the
 //! next one ([`resume`]) and never does a recorded step twice. Each step is reported before the
 //! next begins; a step the node refuses (a failure was recorded first) ends the duty, and the
-//! host undoes only its own side.
+//! host undoes only its own side. An instance's duties run one at a time, in the order they
+//! came (a queue per instance), and a migration's clean-up never touches the copy a later
+//! migration of the same instance uses.
 
 use crate::agent::Reporter;
 use crate::driver::{Driver, InstanceSpec};
@@ -128,6 +130,8 @@ pub struct Mover<D> {
     states: Mutex<HashMap<MigrationId, MigrationState>>,
     /// Where each migration was scheduled in the log (the latest of an instance's counts).
     scheduled: Mutex<HashMap<MigrationId, u64>>,
+    /// One duty at a time per instance, in the order they were started: a queue each.
+    queues: Mutex<HashMap<InstanceId, tokio::sync::mpsc::UnboundedSender<(MigrationId, Duty)>>>,
     /// The log position folded last, for the duties that wait for a step.
     folded: watch::Sender<u64>,
 }
@@ -147,6 +151,7 @@ impl<D: Driver> Mover<D> {
             settings,
             states: Mutex::new(HashMap::new()),
             scheduled: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
             folded: watch::channel(0).0,
         })
     }
@@ -239,13 +244,38 @@ impl<D: Driver> Mover<D> {
         })
     }
 
+    /// Whether a later migration of the same instance was scheduled (an earlier one's clean-up
+    /// must not touch the copy the later one uses).
+    fn superseded(&self, id: &MigrationId) -> bool {
+        let scheduled = self.scheduled.lock().expect("scheduled");
+        let states = self.states.lock().expect("migrations");
+        let (Some(at), Some(s)) = (scheduled.get(id), states.get(id)) else {
+            return false;
+        };
+        states.iter().any(|(other, o)| {
+            o.plan.instance_id == s.plan.instance_id
+                && scheduled.get(other).is_some_and(|later| later > at)
+        })
+    }
+
     fn start(self: &Arc<Self>, id: MigrationId, duty: Duty) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Err(cause) = me.carry_out(&id, duty).await {
-                tracing::warn!(migration = %id, ?duty, %cause, "migration duty failed");
-            }
+        let Some(instance) = self.state(&id).map(|s| s.plan.instance_id) else {
+            return;
+        };
+        let mut queues = self.queues.lock().expect("queues");
+        let queue = queues.entry(instance).or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(MigrationId, Duty)>();
+            let me = self.clone();
+            tokio::spawn(async move {
+                while let Some((id, duty)) = rx.recv().await {
+                    if let Err(cause) = me.carry_out(&id, duty).await {
+                        tracing::warn!(migration = %id, ?duty, %cause, "migration duty failed");
+                    }
+                }
+            });
+            tx
         });
+        let _ = queue.send((id, duty));
     }
 
     /// Reports one step and waits until it is folded here; `Err`: refused (the migration moved
@@ -334,6 +364,8 @@ impl<D: Driver> Mover<D> {
                 driver.end_sync(&spec).await;
                 Ok(())
             }
+            // A later migration of the instance uses the same folder: not this one's to remove.
+            Duty::DiscardCopy | Duty::RemoveSource if self.superseded(id) => Ok(()),
             Duty::DiscardCopy => {
                 let _ = driver.unexport_disks(&spec).await;
                 driver.terminate(&spec).await.map_err(|e| e.to_string())

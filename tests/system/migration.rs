@@ -15,6 +15,7 @@ use crate::instances::{
     Events, Namespaces, accepted, ask, compute_host, compute_host_with, field, images, launch,
     qemus_of, rule, send,
 };
+use futures::StreamExt;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,7 +63,7 @@ fn poll(fabric: String, address: String, seen: Arc<Mutex<Seen>>, stop: Arc<Mutex
 
 /// The events recorded on `stream` and on the instance's stream until `last` on `stream`, in
 /// order, with their stream.
-async fn steps_until(events: &mut Events, stream: &str, last: &str) -> Vec<(String, Event)> {
+async fn steps_until(events: &mut Events, stream: &str, last: &str) -> Vec<(String, u64, Event)> {
     let mut seen = Vec::new();
     let wait = async {
         loop {
@@ -71,15 +72,15 @@ async fn steps_until(events: &mut Events, stream: &str, last: &str) -> Vec<(Stri
             if body.subject == stream || body.subject == "instance-i-vm" {
                 let event = Event::from_parts(&body.event_type, body.data).expect("known event");
                 let done = body.subject == stream && body.event_type == last;
-                seen.push((body.subject.clone(), event));
+                seen.push((body.subject.clone(), e.position, event));
                 if done {
                     return;
                 }
             }
         }
     };
-    let types = |seen: &Vec<(String, Event)>| -> Vec<&'static str> {
-        seen.iter().map(|(_, e)| e.type_name()).collect()
+    let types = |seen: &Vec<(String, u64, Event)>| -> Vec<&'static str> {
+        seen.iter().map(|(_, _, e)| e.type_name()).collect()
     };
     if tokio::time::timeout(Duration::from_secs(300), wait)
         .await
@@ -88,6 +89,32 @@ async fn steps_until(events: &mut Events, stream: &str, last: &str) -> Vec<(Stri
         panic!("no {last} on {stream} within 300 s; saw {:?}", types(&seen));
     }
     seen
+}
+
+/// `streamfleet replay as-of <stream> --position <p> --json`, as the auditor.
+async fn as_of(nats: &Nats, stream: &str, position: u64) -> serde_json::Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_streamfleet"))
+        .args([
+            "replay",
+            "as-of",
+            stream,
+            "--position",
+            &position.to_string(),
+            "--json",
+        ])
+        .env("SF_NATS_URL", &nats.url)
+        .env("SF_AUDITOR_PASSWORD", nats.password("auditor"))
+        .envs(nats.ca_env())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("streamfleet replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("as-of JSON")
 }
 
 /// Answers seen so far: the last counter, and its boot count.
@@ -151,6 +178,23 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
     hosts.insert(qa.clone(), spawn(&qa));
     hosts.insert(qb.clone(), spawn(&qb));
     let _c = compute_host(&nats, &cc, "crun", &images, state.path(), &fabric);
+    // The workers publish the customers' notices; a service relays them.
+    let mut workers = Command::new(env!("CARGO_BIN_EXE_streamfleet"));
+    workers
+        .args(["workers", "--nats-url", &nats.url])
+        .env("SF_WORKER_PASSWORD", nats.password("worker"))
+        .env(
+            "SF_TOKEN_KEY",
+            streamfleet_workers::TokenKey::generate_hex(),
+        )
+        .envs(nats.ca_env());
+    let _workers = NodeProcess::spawn_command(workers).0;
+    let mut notices = nats
+        .client("service")
+        .await
+        .subscribe(streamfleet_bus_schemas::subjects::customer_notice("acme"))
+        .await
+        .expect("a service may hear the customers' notices");
     let service = nats.commands("service").await;
     let operator = nats.commands("operator").await;
     let mut events = Events(
@@ -201,6 +245,12 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
         panic!()
     };
     assert!(matches!(told.notice, Notice::Scheduled { .. }));
+    let heard = tokio::time::timeout(Duration::from_secs(30), notices.next())
+        .await
+        .expect("the notice reaches the customer's subject")
+        .expect("a message");
+    let heard: CustomerNotified = serde_json::from_slice(&heard.payload).expect("a notice");
+    assert_eq!(heard, told, "the same notice on the customer's subject");
     loop {
         let Event::VolumeSyncRound(r) = events.until("migration-m1", "VolumeSyncRound").await
         else {
@@ -228,8 +278,8 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
     // Sync rounds may still come before the move starts.
     let steps: Vec<String> = recorded
         .iter()
-        .filter(|(stream, e)| stream == "migration-m1" && e.type_name() != "VolumeSyncRound")
-        .map(|(_, e)| e.type_name().to_string())
+        .filter(|(stream, _, e)| stream == "migration-m1" && e.type_name() != "VolumeSyncRound")
+        .map(|(_, _, e)| e.type_name().to_string())
         .collect();
     assert_eq!(
         steps,
@@ -255,16 +305,31 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
         boots_before + 1,
         "one more boot, on the target"
     );
-    let moved = recorded.iter().find_map(|(_, e)| match e {
+    let moved = recorded.iter().find_map(|(_, _, e)| match e {
         Event::InstanceMoved(m) => Some(m.clone()),
         _ => None,
     });
     let moved = moved.expect("the instance is recorded as moved");
     assert_eq!(moved.host_id.as_str(), target);
     assert_eq!(moved.from_host.as_str(), source);
-    let Some((_, Event::MigrationCompleted(done))) = recorded.last() else {
+    let Some((_, _, Event::MigrationCompleted(done))) = recorded.last() else {
         panic!()
     };
+    // An auditor sees the step at any moment of it.
+    for (_, position, e) in &recorded {
+        let step = match e.type_name() {
+            "MigrationNetworkDetached" => "network_detached",
+            "MigrationSourceStopped" => "source_stopped",
+            "MigrationCompleted" => "completed",
+            _ => continue,
+        };
+        let then = as_of(&nats, "migration-m1", *position).await;
+        assert_eq!(then["state"]["kind"], "migration", "{then}");
+        assert_eq!(
+            then["state"]["state"]["step"], step,
+            "as of {position}: {then}"
+        );
+    }
     assert!(
         done.downtime_ms >= done.boot_ms && done.control_plane_ms < 5_000,
         "the control plane's share stays small: {done:?}"
