@@ -244,18 +244,39 @@ impl<D: Driver> Mover<D> {
         })
     }
 
-    /// Whether a later migration of the same instance was scheduled (an earlier one's clean-up
-    /// must not touch the copy the later one uses).
+    /// Whether another migration of the same instance may use the copy here: one that copied
+    /// and came later or is not over (an earlier one's clean-up, or a refused second one's, must
+    /// leave it).
     fn superseded(&self, id: &MigrationId) -> bool {
         let scheduled = self.scheduled.lock().expect("scheduled");
         let states = self.states.lock().expect("migrations");
         let (Some(at), Some(s)) = (scheduled.get(id), states.get(id)) else {
             return false;
         };
+        // One that made a copy (exported disks) and is under way, or came later.
         states.iter().any(|(other, o)| {
-            o.plan.instance_id == s.plan.instance_id
-                && scheduled.get(other).is_some_and(|later| later > at)
+            other != id
+                && o.plan.instance_id == s.plan.instance_id
+                && (o.plan.source_host == self.host || o.plan.target_host == self.host)
+                && !o.exports.is_empty()
+                && (scheduled.get(other).is_some_and(|later| later > at) || !o.step.is_over())
         })
+    }
+
+    /// Another migration of the same instance, scheduled earlier and not over.
+    fn earlier_under_way(&self, id: &MigrationId) -> Option<MigrationId> {
+        let scheduled = self.scheduled.lock().expect("scheduled");
+        let states = self.states.lock().expect("migrations");
+        let (at, s) = (scheduled.get(id)?, states.get(id)?);
+        states
+            .iter()
+            .find(|(other, o)| {
+                o.plan.instance_id == s.plan.instance_id
+                    && !o.step.is_over()
+                    && o.step != MigrationStep::Failed
+                    && scheduled.get(*other).is_some_and(|earlier| earlier < at)
+            })
+            .map(|(other, _)| other.clone())
     }
 
     fn start(self: &Arc<Self>, id: MigrationId, duty: Duty) {
@@ -268,14 +289,24 @@ impl<D: Driver> Mover<D> {
             let me = self.clone();
             tokio::spawn(async move {
                 while let Some((id, duty)) = rx.recv().await {
-                    if let Err(cause) = me.carry_out(&id, duty).await {
-                        tracing::warn!(migration = %id, ?duty, %cause, "migration duty failed");
+                    // The sync runs until the move (hours): beside the queue, not in it.
+                    if duty == Duty::Sync {
+                        let me = me.clone();
+                        tokio::spawn(async move { me.carry_out_logged(&id, duty).await });
+                        continue;
                     }
+                    me.carry_out_logged(&id, duty).await;
                 }
             });
             tx
         });
         let _ = queue.send((id, duty));
+    }
+
+    async fn carry_out_logged(self: &Arc<Self>, id: &MigrationId, duty: Duty) {
+        if let Err(cause) = self.carry_out(id, duty).await {
+            tracing::warn!(migration = %id, ?duty, %cause, "migration duty failed");
+        }
     }
 
     /// Reports one step and waits until it is folded here; `Err`: refused (the migration moved
@@ -329,6 +360,17 @@ impl<D: Driver> Mover<D> {
         let spec = spec_of(&s);
         let driver = self.driver.as_ref();
         match duty {
+            // One move of an instance at a time: a second one fails before anything is copied.
+            Duty::PrepareTarget if let Some(other) = self.earlier_under_way(id) => {
+                self.fail(
+                    id,
+                    format!(
+                        "instance {} is already migrating under {other}",
+                        s.plan.instance_id
+                    ),
+                )
+                .await
+            }
             Duty::PrepareTarget => match driver.export_disks(&spec).await {
                 Ok(exports) if s.step == MigrationStep::Scheduled => {
                     self.report(id, MigrationReport::TargetReady { exports })
@@ -344,7 +386,10 @@ impl<D: Driver> Mover<D> {
             Duty::Move => self.move_out(id, &spec).await,
             Duty::Launch => self.launch(id, &spec).await,
             Duty::RollBack => {
-                driver.end_sync(&spec).await;
+                // Copying started (else nothing of this migration is on the instance).
+                if !s.exports.is_empty() {
+                    driver.end_sync(&spec).await;
+                }
                 // Halted for the move (or stopped): it runs again from its own disks, with its
                 // addresses. Never halted: it ran on untouched.
                 if s.trigger.is_some() {
@@ -364,7 +409,7 @@ impl<D: Driver> Mover<D> {
                 driver.end_sync(&spec).await;
                 Ok(())
             }
-            // A later migration of the instance uses the same folder: not this one's to remove.
+            // Another migration of the instance uses the same folder: not this one's to remove.
             Duty::DiscardCopy | Duty::RemoveSource if self.superseded(id) => Ok(()),
             Duty::DiscardCopy => {
                 let _ = driver.unexport_disks(&spec).await;
@@ -486,7 +531,11 @@ impl<D: Driver> Mover<D> {
     }
 
     /// Source: the move's steps from the one recorded last.
-    async fn move_out(&self, id: &MigrationId, spec: &InstanceSpec) -> Result<(), String> {
+    async fn move_out(
+        self: &Arc<Self>,
+        id: &MigrationId,
+        spec: &InstanceSpec,
+    ) -> Result<(), String> {
         let driver = self.driver.as_ref();
         let step = || self.state(id).map(|s| s.step);
         if matches!(
@@ -530,27 +579,34 @@ impl<D: Driver> Mover<D> {
             self.report(id, MigrationReport::SourceStopped).await?;
         }
         if step() == Some(MigrationStep::SourceStopped) {
-            let after = self
-                .left(
-                    id,
-                    MigrationStep::SourceStopped,
-                    self.settings.launch_timeout,
-                )
-                .await;
-            if after == MigrationStep::SourceStopped {
-                // Refused if the target's launch was recorded meanwhile: then it is the target's.
-                let _ = self
-                    .fail(
-                        id,
-                        format!(
-                            "the target did not launch the instance within {} s",
-                            self.settings.launch_timeout.as_secs()
-                        ),
-                    )
-                    .await;
-            }
+            // The wait for the target's launch holds nothing of the instance's.
+            let (me, id) = (self.clone(), id.clone());
+            tokio::spawn(async move { me.await_launch(&id).await });
         }
         Ok(())
+    }
+
+    /// Source: waits for the target's launch; none in time: the move failed (refused if the
+    /// launch was recorded meanwhile: then it is the target's).
+    async fn await_launch(&self, id: &MigrationId) {
+        let after = self
+            .left(
+                id,
+                MigrationStep::SourceStopped,
+                self.settings.launch_timeout,
+            )
+            .await;
+        if after == MigrationStep::SourceStopped {
+            let _ = self
+                .fail(
+                    id,
+                    format!(
+                        "the target did not launch the instance within {} s",
+                        self.settings.launch_timeout.as_secs()
+                    ),
+                )
+                .await;
+        }
     }
 
     /// Target: boot from the synced disks, then take the addresses once the launch is recorded.

@@ -251,6 +251,18 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
         .expect("a message");
     let heard: CustomerNotified = serde_json::from_slice(&heard.payload).expect("a notice");
     assert_eq!(heard, told, "the same notice on the customer's subject");
+    // A second move of the same instance while the first is under way fails before anything is
+    // copied, and leaves the first alone.
+    accepted(&send(&operator, schedule("m1b", 3600, None)).await);
+    let Event::MigrationFailed(second) = events.until("migration-m1b", "MigrationFailed").await
+    else {
+        panic!()
+    };
+    assert!(
+        second.cause.contains("already migrating under m1"),
+        "{second:?}"
+    );
+    events.until("migration-m1b", "MigrationRolledBack").await;
     loop {
         let Event::VolumeSyncRound(r) = events.until("migration-m1", "VolumeSyncRound").await
         else {
