@@ -692,40 +692,29 @@ mod tests {
     use streamfleet_bus_schemas::migration::MigrationScheduled;
 
     fn state(step: MigrationStep) -> MigrationState {
-        MigrationState {
-            plan: MigrationScheduled {
-                migration_id: "m".into(),
-                instance_id: "i".into(),
-                reason: "r".into(),
-                customer: "c".into(),
-                source_host: "src".into(),
-                target_host: "dst".into(),
-                matched: vec![],
-                deadline: chrono::Utc::now(),
-                sync_interval_seconds: 5,
-                hypervisor: Hypervisor::Qemu,
-                image: "linux-busybox".into(),
-                cpus: 1,
-                memory_mib: 128,
-                addresses: InstanceAddresses {
-                    private: "10.77.0.2".into(),
-                    public: "198.18.0.2".into(),
-                },
-                volumes: vec![],
-                networks: vec![],
+        let mut s = MigrationState::scheduled(MigrationScheduled {
+            migration_id: "m".into(),
+            instance_id: "i".into(),
+            reason: "r".into(),
+            customer: "c".into(),
+            source_host: "src".into(),
+            target_host: "dst".into(),
+            matched: vec![],
+            deadline: chrono::Utc::now(),
+            sync_interval_seconds: 5,
+            hypervisor: Hypervisor::Qemu,
+            image: "linux-busybox".into(),
+            cpus: 1,
+            memory_mib: 128,
+            addresses: InstanceAddresses {
+                private: "10.77.0.2".into(),
+                public: "198.18.0.2".into(),
             },
-            step,
-            exports: vec![],
-            rounds: 0,
-            bytes_synced: 0,
-            dirty_bytes_left: 0,
-            trigger: None,
-            guest_stopped_at: None,
-            boot_ms: None,
-            downtime_ms: None,
-            failure: None,
-            source_stopped: false,
-        }
+            volumes: vec![],
+            networks: vec![],
+        });
+        s.step = step;
+        s
     }
 
     /// After a restart each side takes up exactly the duty its recorded step leaves it, and a

@@ -790,25 +790,10 @@ pub fn evolve(state: State, event: &Event) -> State {
             d.resolved = true;
             State::Discrepancy(d)
         }
-        (
-            state @ (State::Empty | State::Migration(_)),
-            e @ (Event::MigrationScheduled(_)
-            | Event::MigrationTargetReady(_)
-            | Event::VolumeSyncStarted(_)
-            | Event::VolumeSyncRound(_)
-            | Event::VolumeSynced(_)
-            | Event::CustomerNotified(_)
-            | Event::MigrationStarted(_)
-            | Event::MigrationNetworkDetached(_)
-            | Event::MigrationFinalSynced(_)
-            | Event::MigrationSourceStopped(_)
-            | Event::MigrationTargetLaunched(_)
-            | Event::MigrationNetworkAttached(_)
-            | Event::MigrationCompleted(_)
-            | Event::MigrationFailed(_)
-            | Event::MigrationRolledBack(_)
-            | Event::MigrationCancelled(_)),
-        ) => {
+        // Every event of the `migration` category belongs to its migration's stream.
+        (state @ (State::Empty | State::Migration(_)), e)
+            if Event::category_of_type(e.type_name()) == Some("migration") =>
+        {
             let current = match state {
                 State::Migration(s) => Some(s),
                 _ => None,

@@ -121,6 +121,26 @@ pub struct MigrationState {
     pub source_stopped: bool,
 }
 
+impl MigrationState {
+    /// A migration just scheduled with `plan`.
+    pub fn scheduled(plan: MigrationScheduled) -> MigrationState {
+        MigrationState {
+            plan,
+            step: MigrationStep::Scheduled,
+            exports: vec![],
+            rounds: 0,
+            bytes_synced: 0,
+            dirty_bytes_left: 0,
+            trigger: None,
+            guest_stopped_at: None,
+            boot_ms: None,
+            downtime_ms: None,
+            failure: None,
+            source_stopped: false,
+        }
+    }
+}
+
 fn invalid(field: &'static str, detail: impl Into<String>) -> Rejection {
     Rejection::InvalidField {
         field,
@@ -612,20 +632,7 @@ fn notice(s: &MigrationState, notice: Notice, message: String) -> Event {
 /// Folds one migration event.
 pub(crate) fn evolve(state: Option<MigrationState>, event: &Event) -> Option<MigrationState> {
     if let Event::MigrationScheduled(e) = event {
-        return Some(MigrationState {
-            plan: e.clone(),
-            step: MigrationStep::Scheduled,
-            exports: vec![],
-            rounds: 0,
-            bytes_synced: 0,
-            dirty_bytes_left: 0,
-            trigger: None,
-            guest_stopped_at: None,
-            boot_ms: None,
-            downtime_ms: None,
-            failure: None,
-            source_stopped: false,
-        });
+        return Some(MigrationState::scheduled(e.clone()));
     }
     let mut s = state?;
     match event {
