@@ -200,9 +200,18 @@ impl HostNetwork {
         .await?;
         let _ = ip(&["-n", ns, "route", "replace", "default", "dev", "uplink"]).await;
         sysctl(ns, "net.ipv4.ip_forward=1").await?;
-        // The host answers the fabric's ARP for its instances' addresses.
+        // The host answers the fabric's ARP for its instances' addresses, at once: a proxy
+        // waits up to 0.8 s by default (for a real owner to answer first), which a moved
+        // address's first packet, and a host's first connection to another, would pay.
         sysctl(ns, "net.ipv4.conf.uplink.proxy_arp=1").await?;
         sysctl(ns, "net.ipv4.conf.br0.proxy_arp=1").await?;
+        sysctl(ns, "net.ipv4.neigh.uplink.proxy_delay=0").await?;
+        sysctl(ns, "net.ipv4.neigh.br0.proxy_delay=0").await?;
+        sysctl(
+            &fabric.namespace,
+            &format!("net.ipv4.neigh.{uplink}.proxy_delay=0"),
+        )
+        .await?;
         Ok(HostNetwork {
             namespace,
             fabric: fabric.clone(),

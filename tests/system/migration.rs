@@ -28,7 +28,7 @@ use streamfleet_compute::network::host_namespace;
 fn schedule(id: &str, deadline_in: i64, target: Option<&str>) -> Cmd {
     Cmd::ScheduleMigration(ScheduleMigration {
         migration_id: id.into(),
-        instance_id: "i-vm".into(),
+        instance_id: "i-mv".into(),
         reason: "host maintenance".into(),
         deadline: Some(chrono::Utc::now() + chrono::Duration::seconds(deadline_in)),
         target_host: target.map(Into::into),
@@ -48,7 +48,7 @@ fn poll(fabric: String, address: String, seen: Arc<Mutex<Seen>>, stop: Arc<Mutex
     std::thread::spawn(move || {
         while !*stop.lock().expect("stop") {
             let answer = ask(&fabric, &address);
-            if answer.starts_with("id=i-vm") {
+            if answer.starts_with("id=i-mv") {
                 let at = Instant::now();
                 let (counter, boots) = (field(&answer, "counter"), field(&answer, "boots"));
                 seen.lock()
@@ -69,7 +69,7 @@ async fn steps_until(events: &mut Events, stream: &str, last: &str) -> Vec<(Stri
         loop {
             let e = events.0.next().await.expect("following");
             let body = e.envelope().expect("envelope").body;
-            if body.subject == stream || body.subject == "instance-i-vm" {
+            if body.subject == stream || body.subject == "instance-i-mv" {
                 let event = Event::from_parts(&body.event_type, body.data).expect("known event");
                 let done = body.subject == stream && body.event_type == last;
                 seen.push((body.subject.clone(), e.position, event));
@@ -155,7 +155,7 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
         format!("cc{me}"),
     );
     let _cleanup = Namespaces(vec![
-        streamfleet_compute::network::instance_namespace(&"i-ct".into()),
+        streamfleet_compute::network::instance_namespace(&"i-mct".into()),
         host_namespace(&qa.as_str().into()),
         host_namespace(&qb.as_str().into()),
         host_namespace(&cc.as_str().into()),
@@ -203,7 +203,7 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
             .expect("follow"),
     );
 
-    let vm = accepted(&send(&service, launch("i-vm", Some(Hypervisor::Qemu), vec![])).await);
+    let vm = accepted(&send(&service, launch("i-mv", Some(Hypervisor::Qemu), vec![])).await);
     let Some(Event::InstancePlaced(placed)) = vm.iter().find(|e| e.type_name() == "InstancePlaced")
     else {
         panic!("placed: {vm:?}")
@@ -211,13 +211,13 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
     let source = placed.host_id.to_string();
     let target = if source == qa { qb.clone() } else { qa.clone() };
     let address = placed.addresses.private.clone();
-    events.until("instance-i-vm", "InstanceLaunched").await;
-    accepted(&send(&service, launch("i-ct", Some(Hypervisor::Crun), vec![])).await);
+    events.until("instance-i-mv", "InstanceLaunched").await;
+    accepted(&send(&service, launch("i-mct", Some(Hypervisor::Crun), vec![])).await);
 
     // (d) What cannot move is refused, naming why.
     let mut ct = schedule("m-ct", 3600, None);
     if let Cmd::ScheduleMigration(s) = &mut ct {
-        s.instance_id = "i-ct".into();
+        s.instance_id = "i-mct".into();
     }
     assert_eq!(rule(&send(&operator, ct).await), "unsupported");
     assert_eq!(
@@ -346,11 +346,11 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
         done.downtime_ms >= done.boot_ms && done.control_plane_ms < 5_000,
         "the control plane's share stays small: {done:?}"
     );
-    assert_eq!(qemus_of("i-vm").len(), 1, "one copy runs");
+    assert_eq!(qemus_of("i-mv").len(), 1, "one copy runs");
     assert!(
-        !state.path().join(&source).join("instances/i-vm").exists()
+        !state.path().join(&source).join("instances/i-mv").exists()
             || tokio::time::timeout(Duration::from_secs(30), async {
-                while state.path().join(&source).join("instances/i-vm").exists() {
+                while state.path().join(&source).join("instances/i-mv").exists() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
@@ -382,7 +382,7 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
         panic!()
     };
     assert_eq!(done.host_id.as_str(), source, "back on the first host");
-    assert_eq!(qemus_of("i-vm").len(), 1, "one copy runs");
+    assert_eq!(qemus_of("i-mv").len(), 1, "one copy runs");
     let answered = seen.lock().expect("seen").answers.len();
     let (back, _) = answers_again(&seen, answered);
     assert!(back > after);
@@ -393,7 +393,7 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
     send(
         &service,
         Cmd::RebootInstance(streamfleet_bus_schemas::instance::RebootInstance {
-            instance_id: "i-vm".into(),
+            instance_id: "i-mv".into(),
         }),
     )
     .await;
@@ -422,7 +422,7 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
     // (e) The dead host comes back (and discards its copy of m3); a migration to it cancelled
     // after its sync: its copy goes, and the guest's own reboot is an ordinary reboot again.
     hosts.insert(target.clone(), spawn(&target));
-    let copy = state.path().join(&target).join("instances/i-vm");
+    let copy = state.path().join(&target).join("instances/i-mv");
     accepted(&send(&operator, schedule("m4", 3600, None)).await);
     events.until("migration-m4", "VolumeSynced").await;
     assert!(copy.exists(), "the target holds a copy while synced");
@@ -465,7 +465,7 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
         .output()
         .expect("nc");
     assert!(String::from_utf8_lossy(&reboot.stdout).contains("rebooting"));
-    let Event::InstanceRebooted(rebooted) = events.until("instance-i-vm", "InstanceRebooted").await
+    let Event::InstanceRebooted(rebooted) = events.until("instance-i-mv", "InstanceRebooted").await
     else {
         panic!()
     };
