@@ -196,12 +196,14 @@ pub async fn run_with<D: Driver>(
         };
         let body = envelope.body;
         let category = streamfleet_bus_schemas::category_of(&body.subject);
-        if category == "migration"
-            && let Ok(event) = Event::from_parts(&body.event_type, body.data.clone())
-        {
-            mover.follow(&event, position, reconciled);
-        }
-        if category == "instance"
+        if category == "migration" {
+            // The stream is `migration-<id>`.
+            if let Some(id) = body.subject.strip_prefix("migration-")
+                && let Ok(event) = Event::from_parts(&body.event_type, body.data)
+            {
+                mover.follow(id.into(), &event, position, reconciled);
+            }
+        } else if category == "instance"
             && let Ok(event) = Event::from_parts(&body.event_type, body.data)
             && let Some(id) = instance_of(&event)
         {

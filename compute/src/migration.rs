@@ -156,12 +156,15 @@ impl<D: Driver> Mover<D> {
         })
     }
 
-    /// Folds one migration event recorded at `position`; with `live`, starts the duty it gives
-    /// this host.
-    pub(crate) fn follow(self: &Arc<Self>, event: &Event, position: u64, live: bool) {
-        let Some(id) = migration_of(event) else {
-            return;
-        };
+    /// Folds one event of migration `id` recorded at `position`; with `live`, starts the duty it
+    /// gives this host.
+    pub(crate) fn follow(
+        self: &Arc<Self>,
+        id: MigrationId,
+        event: &Event,
+        position: u64,
+        live: bool,
+    ) {
         if let Event::MigrationScheduled(_) = event {
             self.scheduled
                 .lock()
@@ -677,11 +680,6 @@ impl<D: Driver> Mover<D> {
         }
         Ok(())
     }
-}
-
-fn migration_of(event: &Event) -> Option<MigrationId> {
-    let data = event.to_data();
-    Some(MigrationId::from(data.get("migration_id")?.as_str()?))
 }
 
 #[cfg(test)]

@@ -422,7 +422,10 @@ impl HostNetwork {
         within: std::time::Duration,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
         let until = tokio::time::Instant::now() + within;
+        // A try a moment apart at most: an unreachable address fails at once, not after `-W`.
+        const TRY_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
         while tokio::time::Instant::now() < until {
+            let tried = tokio::time::Instant::now();
             let answered = run(
                 "ip",
                 &[
@@ -444,6 +447,7 @@ impl HostNetwork {
             if answered {
                 return Some(chrono::Utc::now());
             }
+            tokio::time::sleep_until(tried + TRY_EVERY).await;
         }
         None
     }
