@@ -170,6 +170,10 @@ identifier!(
     NodeId
 );
 identifier!(
+    /// A distributed file system: its stream is `dfs-<id>`.
+    FileSystemId
+);
+identifier!(
     /// A migration of an instance between servers: its stream is `migration-<id>`.
     MigrationId
 );

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod compute;
+pub mod dfs;
 mod envelope;
 mod health;
 pub mod ids;

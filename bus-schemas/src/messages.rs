@@ -1,6 +1,7 @@
 //! The closed sets of command and event types, each declared once in a table below; the enum,
 //! its type names, subjects, parsing and schema listing all come from that table.
 
+use crate::dfs::*;
 use crate::payloads::*;
 use serde::Serialize;
 
@@ -124,6 +125,10 @@ message_set! {
         CancelMigration => "sf.cmd.migration.cancel",
         ReportMigration => "sf.cmd.migration.report",
         ReportNodeFailure => "sf.cmd.node.report-failure",
+        CreateFileSystem => "sf.cmd.dfs.create",
+        CheckpointNode => "sf.cmd.node.checkpoint",
+        ReportNode => "sf.cmd.node.report",
+        RecordNodeLiveness => "sf.cmd.node.liveness",
         SelectCipher => "sf.cmd.cipher.select",
         LaunchInstance => "sf.cmd.instance.launch",
         StopInstance => "sf.cmd.instance.stop",
@@ -176,7 +181,21 @@ message_set! {
         MigrationFailed => "migration",
         MigrationRolledBack => "migration",
         MigrationCancelled => "migration",
+        FileSystemCreated => "dfs",
+        NodeServing => "node",
+        NodeUnresponsive => "node",
+        NodeAnswering => "node",
         NodeFailed => "node",
+        ReplacementChosen => "node",
+        NodeFenced => "node",
+        NetworkVolumeAttached => "node",
+        CheckpointRequested => "node",
+        CheckpointTaken => "node",
+        ReplacementLaunched => "node",
+        AddressReassigned => "node",
+        NodeRecovered => "node",
+        BlockReportReceived => "node",
+        RecoveryFailed => "node",
         CipherSelected => "cipher",
         HypervisorChosen => "instance",
         InstancePlaced => "instance",

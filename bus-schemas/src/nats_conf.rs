@@ -103,7 +103,12 @@ pub fn role_permissions(role: Role) -> Permissions {
         },
         Role::Worker => Permissions {
             publish: commands_and(&["sf.log.read", "sf.host.>", "sf.svc.hms.>", "sf.customer.>"]),
-            subscribe: with_inbox(&["sf.evt.>", "sf.log.head", "sf.svc.>"]),
+            subscribe: with_inbox(&[
+                "sf.evt.>",
+                "sf.log.head",
+                "sf.svc.>",
+                crate::subjects::NODE_PROBES,
+            ]),
             allow_responses: true,
         },
         Role::Entitlement => Permissions {
@@ -114,11 +119,13 @@ pub fn role_permissions(role: Role) -> Permissions {
         // Compute hosts' agents (the host agents among them): they follow the instances' and
         // compute hosts' events (and read the log to catch up) and report on what they run.
         Role::Launcher => Permissions {
-            publish: commands_and(&["sf.log.read"]),
+            publish: commands_and(&["sf.log.read", crate::subjects::NODE_PROBES]),
             subscribe: with_inbox(&[
                 crate::subjects::INSTANCE_EVENTS,
                 crate::subjects::COMPUTE_EVENTS,
                 crate::subjects::MIGRATION_EVENTS,
+                crate::subjects::DFS_EVENTS,
+                crate::subjects::NODE_EVENTS,
                 "sf.log.head",
             ]),
             allow_responses: true,

@@ -685,13 +685,26 @@ pub struct DiscrepancyResolved {
     pub resolution: String,
 }
 
-/// A node was declared failed.
+/// A node was declared failed: by the watcher (its probes went unanswered for the timeout) or by
+/// hand (`ReportNodeFailure`). For a node of a file system, recovery starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeFailed {
     /// The node.
     pub node_id: NodeId,
-    /// How it was detected.
+    /// How it was detected, with the evidence.
     pub reason: String,
+    /// The host it failed on (a file system's node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<HostId>,
+    /// The placement that failed (a file system's node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// When it last answered (the watcher's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_answer_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The timeout it was judged by, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Ciphers were selected for both hops of a connection.

@@ -106,8 +106,12 @@ impl std::fmt::Display for Role {
 pub const HOST_REPORTS: [&str; 2] = ["RegisterHost", "RecordHeartbeats"];
 /// What compute hosts' agents (role `launcher`) report about the instances they run and about
 /// themselves; nobody else may.
-pub const LAUNCHER_REPORTS: [&str; 3] =
-    ["ReportInstance", "RegisterComputeHost", "ReportMigration"];
+pub const LAUNCHER_REPORTS: [&str; 4] = [
+    "ReportInstance",
+    "RegisterComputeHost",
+    "ReportMigration",
+    "ReportNode",
+];
 /// What a host may also send about its own sessions (the keepers send it too).
 pub const HOST_SESSION_COMMANDS: [&str; 1] = ["EndSession"];
 /// What only an operator may send.

@@ -24,6 +24,17 @@ pub const EVENTS: &str = "sf.evt.>";
 pub const INSTANCE_EVENTS: &str = "sf.evt.instance.>";
 /// The migrations' events (`migration-*` streams): what compute hosts follow live too.
 pub const MIGRATION_EVENTS: &str = "sf.evt.migration.>";
+/// The file systems' declarations (`dfs-*` streams): what compute hosts follow live.
+pub const DFS_EVENTS: &str = "sf.evt.dfs.>";
+/// The file-system nodes' events (`node-*` streams): what compute hosts follow live too.
+pub const NODE_EVENTS: &str = "sf.evt.node.>";
+/// What compute hosts' probes of their nodes saw, `sf.node.probe.<host>` (not recorded: the
+/// watcher judges them and records its verdicts).
+pub const NODE_PROBES: &str = "sf.node.probe.>";
+/// The subject host `host_id` publishes its node probes on.
+pub fn node_probe(host_id: &str) -> String {
+    format!("sf.node.probe.{host_id}")
+}
 /// Every customer's notices: the workers publish them, services relay them.
 pub const CUSTOMER_NOTICES: &str = "sf.customer.>";
 /// The notices to customer `customer` (a migration scheduled, done, rolled back).

@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::compute::Hypervisor;
-use streamfleet_bus_schemas::ids::{HostId, InstanceId, RegionId};
+use streamfleet_bus_schemas::dfs::NodeRole;
+use streamfleet_bus_schemas::ids::{FileSystemId, HostId, InstanceId, NodeId, RegionId};
 use streamfleet_bus_schemas::instance::InstanceAddresses;
 
 /// The private pool: `10.77.0.0/16`; `10.77.0.1` is every host's gateway.
@@ -68,6 +69,28 @@ struct Held {
     holding: bool,
 }
 
+/// One node of a file system where it runs now: it holds its room on its host and its address
+/// index for good (file systems are never deleted).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FleetNode {
+    /// Its file system.
+    pub file_system: FileSystemId,
+    /// Its role.
+    pub role: NodeRole,
+    /// Its host now.
+    pub host_id: HostId,
+    /// Its placement now (0 at creation, one more per replacement).
+    pub generation: u32,
+    /// Its dedicated address.
+    pub address: String,
+    /// Its network volume.
+    pub volume_id: String,
+    /// Cpus it holds.
+    pub cpus: u32,
+    /// Memory it holds, MiB.
+    pub memory_mib: u32,
+}
+
 /// The fleet.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Fleet {
@@ -75,6 +98,10 @@ pub struct Fleet {
     pub hosts: BTreeMap<HostId, ComputeHost>,
     instances: BTreeMap<InstanceId, Held>,
     indices: BTreeSet<u32>,
+    /// Every file-system node.
+    pub nodes: BTreeMap<NodeId, FleetNode>,
+    /// Every file system's region.
+    pub file_systems: BTreeMap<FileSystemId, RegionId>,
 }
 
 /// The addresses of pool index `index`.
@@ -111,7 +138,33 @@ impl Fleet {
                 | Event::InstanceFailed(_)
                 | Event::InstanceTerminated(_)
                 | Event::InstanceMoved(_)
+                | Event::FileSystemCreated(_)
+                | Event::ReplacementChosen(_)
         )
+    }
+
+    /// The pool index of a node's address, if it is the pool's.
+    pub fn index_of_address(address: &str) -> Option<u32> {
+        index_of(&InstanceAddresses {
+            private: address.to_string(),
+            public: String::new(),
+        })
+    }
+
+    /// Moves `cpus` and `memory_mib` onto host `host_id` (`true`) or off it.
+    fn hold_room(&mut self, host_id: &HostId, cpus: u32, memory_mib: u32, holding: bool) {
+        let Some(host) = self.hosts.get_mut(host_id) else {
+            return;
+        };
+        if holding {
+            host.used_cpus += cpus;
+            host.used_memory_mib += memory_mib;
+            host.instances += 1;
+        } else {
+            host.used_cpus = host.used_cpus.saturating_sub(cpus);
+            host.used_memory_mib = host.used_memory_mib.saturating_sub(memory_mib);
+            host.instances = host.instances.saturating_sub(1);
+        }
     }
 
     /// The lowest free address index, if the pool has one.
@@ -165,6 +218,41 @@ impl Fleet {
                     held.host_id = e.host_id.clone();
                 }
                 self.hold(&e.instance_id, true);
+            }
+            Event::FileSystemCreated(e) => {
+                self.file_systems
+                    .insert(e.file_system.clone(), e.region.clone());
+                for n in &e.nodes {
+                    if let Some(index) = Fleet::index_of_address(&n.address) {
+                        self.indices.insert(index);
+                    }
+                    self.hold_room(&n.host_id, n.cpus, n.memory_mib, true);
+                    self.nodes.insert(
+                        n.node_id.clone(),
+                        FleetNode {
+                            file_system: e.file_system.clone(),
+                            role: n.role,
+                            host_id: n.host_id.clone(),
+                            generation: 0,
+                            address: n.address.clone(),
+                            volume_id: n.volume_id.clone(),
+                            cpus: n.cpus,
+                            memory_mib: n.memory_mib,
+                        },
+                    );
+                }
+            }
+            // A node's room moves with its replacement.
+            Event::ReplacementChosen(e) => {
+                let Some(node) = self.nodes.get(&e.node_id).cloned() else {
+                    return;
+                };
+                self.hold_room(&node.host_id, node.cpus, node.memory_mib, false);
+                self.hold_room(&e.host_id, node.cpus, node.memory_mib, true);
+                if let Some(n) = self.nodes.get_mut(&e.node_id) {
+                    n.host_id = e.host_id.clone();
+                    n.generation = e.generation;
+                }
             }
             Event::InstanceStopped(e) => self.hold(&e.instance_id, false),
             Event::InstanceFailed(e) => self.hold(&e.instance_id, false),

@@ -24,14 +24,15 @@
 
 pub mod app;
 mod cipher;
+pub mod dfs;
 mod discrepancy;
 pub mod fleet;
 pub mod host;
 pub mod hypervisor;
 pub mod image;
 pub mod instance;
+pub mod liveness;
 pub mod migration;
-mod node;
 pub mod placement;
 pub mod session;
 pub mod token;
@@ -96,7 +97,9 @@ pub enum State {
     /// A `migration-*` stream.
     Migration(migration::MigrationState),
     /// A `node-*` stream.
-    Node(node::NodeState),
+    Node(dfs::NodeState),
+    /// A `dfs-*` stream (its declaration is in the fleet; that it exists is all there is here).
+    FileSystem,
     /// A `cipher-*` stream.
     Cipher(cipher::CipherState),
     /// An `instance-*` stream.
@@ -408,6 +411,45 @@ pub enum Rejection {
         node_id: NodeId,
     },
     /// A hop has no cipher both ends support.
+    /// The file system exists already.
+    #[error("file system `{file_system}` already exists")]
+    FileSystemExists {
+        /// The file system.
+        file_system: streamfleet_bus_schemas::ids::FileSystemId,
+    },
+    /// No file system has this node.
+    #[error("node `{node_id}` belongs to no file system")]
+    UnknownNode {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// A report or verdict about a placement the node has left (or not reached).
+    #[error("node `{node_id}` placement {generation} is not its current one ({current}): the node was replaced")]
+    NodePlacementGone {
+        /// The node.
+        node_id: NodeId,
+        /// The placement named.
+        generation: u32,
+        /// The current one.
+        current: u32,
+    },
+    /// A node's step out of its order.
+    #[error("node `{node_id}` cannot take step `{step}` now: it is {now}")]
+    NodeStepOutOfOrder {
+        /// The node.
+        node_id: NodeId,
+        /// The step.
+        step: &'static str,
+        /// Its phase.
+        now: &'static str,
+    },
+    /// Only a metadata node takes checkpoints.
+    #[error("node `{node_id}` is a data node: only the metadata node takes checkpoints")]
+    NotMetadataNode {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// No cipher in common on a hop.
     #[error("no cipher in common on the {hop} hop")]
     NoCommonCipher {
         /// `source→relay` or `relay→destination`.
@@ -569,6 +611,11 @@ impl Rejection {
             Rejection::MigrationWrongHost { .. } => "migration_wrong_host",
             Rejection::NoMatchingHost { .. } => "no_matching_host",
             Rejection::NoCommonCipher { .. } => "no_common_cipher",
+            Rejection::FileSystemExists { .. } => "file_system_exists",
+            Rejection::UnknownNode { .. } => "unknown_node",
+            Rejection::NodePlacementGone { .. } => "node_placement_gone",
+            Rejection::NodeStepOutOfOrder { .. } => "node_step_out_of_order",
+            Rejection::NotMetadataNode { .. } => "not_metadata_node",
             Rejection::CipherAlreadySelected { .. } => "cipher_already_selected",
             Rejection::WrongStreamKind { .. } => "wrong_stream_kind",
             Rejection::InstanceAlreadyExists { .. } => "instance_already_exists",
@@ -618,6 +665,7 @@ impl State {
             State::Discrepancy(_) => "discrepancy",
             State::Migration(_) => "migration",
             State::Node(_) => "node",
+            State::FileSystem => "dfs",
             State::Cipher(_) => "cipher",
             State::Instance(_) => "instance",
             State::Compute => "compute",
@@ -649,6 +697,10 @@ pub fn stream_of(command: &Command) -> String {
         Command::CancelMigration(c) => format!("migration-{}", c.migration_id),
         Command::ReportMigration(c) => format!("migration-{}", c.migration_id),
         Command::ReportNodeFailure(c) => format!("node-{}", c.node_id),
+        Command::CreateFileSystem(c) => format!("dfs-{}", c.file_system),
+        Command::CheckpointNode(c) => format!("node-{}", c.node_id),
+        Command::ReportNode(c) => format!("node-{}", c.node_id),
+        Command::RecordNodeLiveness(c) => format!("node-{}", c.node_id),
         Command::SelectCipher(c) => format!("cipher-{}", c.connection_id),
         Command::LaunchInstance(c) => format!("instance-{}", c.instance_id),
         Command::StopInstance(c) => format!("instance-{}", c.instance_id),
@@ -682,7 +734,14 @@ pub fn app_of(command: &Command) -> Option<&AppId> {
 pub fn needs_fleet(command: &Command) -> bool {
     matches!(
         command,
-        Command::LaunchInstance(_) | Command::StartInstance(_) | Command::ScheduleMigration(_)
+        Command::LaunchInstance(_)
+            | Command::StartInstance(_)
+            | Command::ScheduleMigration(_)
+            | Command::CreateFileSystem(_)
+            | Command::CheckpointNode(_)
+            | Command::ReportNode(_)
+            | Command::RecordNodeLiveness(_)
+            | Command::ReportNodeFailure(_)
     )
 }
 
@@ -728,7 +787,23 @@ pub fn decide(command: &Command, state: &State, ctx: &Context) -> Result<Vec<Eve
         }
         Command::CancelMigration(c) => migration::decide_cancel(c, state.expect_migration()?),
         Command::ReportMigration(c) => migration::decide_report(c, state.expect_migration()?),
-        Command::ReportNodeFailure(c) => node::decide_failure(c, state.expect_node()?),
+        Command::ReportNodeFailure(c) => dfs::decide_failure(c, state.expect_node()?, ctx),
+        Command::CreateFileSystem(c) => {
+            let existing = match state {
+                State::Empty => false,
+                State::FileSystem => true,
+                other => {
+                    return Err(Rejection::WrongStreamKind {
+                        expected: "dfs",
+                        found: other.kind(),
+                    });
+                }
+            };
+            dfs::decide_create(c, existing, ctx)
+        }
+        Command::CheckpointNode(c) => dfs::decide_checkpoint(c, state.expect_node()?, ctx),
+        Command::ReportNode(c) => dfs::decide_report(c, state.expect_node()?, ctx),
+        Command::RecordNodeLiveness(c) => dfs::decide_liveness(c, state.expect_node()?, ctx),
         Command::SelectCipher(c) => cipher::decide_select(c, state.expect_cipher()?),
         Command::LaunchInstance(c) => instance::decide_launch(c, state.expect_instance()?, ctx),
         Command::StopInstance(c) => instance::decide_stop(c, state.expect_instance()?),
@@ -800,7 +875,17 @@ pub fn evolve(state: State, event: &Event) -> State {
             };
             migration::evolve(current, e).map_or(State::Empty, State::Migration)
         }
-        (_, Event::NodeFailed(e)) => State::Node(node::evolve(e)),
+        (State::Empty | State::FileSystem, Event::FileSystemCreated(_)) => State::FileSystem,
+        // Every event of the `node` category belongs to its node's stream.
+        (state @ (State::Empty | State::Node(_)), e)
+            if Event::category_of_type(e.type_name()) == Some("node") =>
+        {
+            let current = match state {
+                State::Node(s) => Some(s),
+                _ => None,
+            };
+            dfs::evolve(current, e).map_or(State::Empty, State::Node)
+        }
         (_, Event::CipherSelected(e)) => State::Cipher(cipher::evolve(e)),
         (State::Empty | State::Compute, Event::ComputeHostRegistered(_)) => State::Compute,
         (
@@ -854,7 +939,7 @@ expect_kind! {
     expect_app => App(app::AppState), "app";
     expect_discrepancy => Discrepancy(discrepancy::DiscrepancyState), "discrepancy";
     expect_migration => Migration(migration::MigrationState), "migration";
-    expect_node => Node(node::NodeState), "node";
+    expect_node => Node(dfs::NodeState), "node";
     expect_cipher => Cipher(cipher::CipherState), "cipher";
     expect_instance => Instance(instance::InstanceState), "instance";
 }

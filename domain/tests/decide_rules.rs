@@ -257,6 +257,21 @@ fn one_of_each() -> Vec<Rejection> {
             reported: s().into(),
         },
         Rejection::NoMatchingHost { detail: s() },
+        Rejection::FileSystemExists {
+            file_system: s().into(),
+        },
+        Rejection::UnknownNode { node_id: s().into() },
+        Rejection::NodePlacementGone {
+            node_id: s().into(),
+            generation: 1,
+            current: 2,
+        },
+        Rejection::NodeStepOutOfOrder {
+            node_id: s().into(),
+            step: "fenced",
+            now: "serving",
+        },
+        Rejection::NotMetadataNode { node_id: s().into() },
     ];
     // Exhaustiveness guard: every variant maps to its position in `all`.
     let index = |r: &Rejection| match r {
@@ -316,6 +331,11 @@ fn one_of_each() -> Vec<Rejection> {
         Rejection::MigrationStepOutOfOrder { .. } => 53,
         Rejection::MigrationWrongHost { .. } => 54,
         Rejection::NoMatchingHost { .. } => 55,
+        Rejection::FileSystemExists { .. } => 56,
+        Rejection::UnknownNode { .. } => 57,
+        Rejection::NodePlacementGone { .. } => 58,
+        Rejection::NodeStepOutOfOrder { .. } => 59,
+        Rejection::NotMetadataNode { .. } => 60,
     };
     for (i, r) in all.iter().enumerate() {
         assert_eq!(index(r), i, "{r:?} out of place");

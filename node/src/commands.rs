@@ -48,7 +48,7 @@ pub struct CommandHandler {
 fn touches_fleet(stream: &str) -> bool {
     matches!(
         streamfleet_bus_schemas::category_of(stream),
-        "instance" | "compute"
+        "instance" | "compute" | "dfs" | "node"
     )
 }
 
