@@ -429,3 +429,28 @@ pub struct RecoveryFailed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<HostId>,
 }
+
+// ---- probes (published on `sf.node.probe.<host>`, not recorded) ----
+
+/// One probe of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeProbe {
+    /// The node.
+    pub node_id: NodeId,
+    /// The placement probed.
+    pub generation: u32,
+    /// Whether its service answered (a MooseFS request answered, not just a port open).
+    pub answered: bool,
+    /// What the probe saw, in words.
+    pub detail: String,
+}
+
+/// What a compute host's probes of the nodes it runs saw, every probe interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeProbes {
+    /// The host.
+    pub host_id: HostId,
+    /// One result per node it runs.
+    pub nodes: Vec<NodeProbe>,
+}
