@@ -10,7 +10,12 @@ use streamfleet_bus_client::NatsLogin;
 use streamfleet_bus_schemas::compute::Hypervisor;
 use streamfleet_compute::accel::{self, Accel, Probed};
 use streamfleet_compute::agent::{self, HostOffer};
+use streamfleet_bus_client::CommandClient;
+use streamfleet_bus_schemas::principal::Role;
 use streamfleet_compute::crun::CrunDriver;
+use streamfleet_compute::dfs::container::Containers;
+use streamfleet_compute::dfs::host::{NodeHost, NodeSettings};
+use streamfleet_compute::dfs::volume::VolumeStore;
 use streamfleet_compute::migration::MigrationSettings;
 use streamfleet_compute::network::{Fabric, HostNetwork};
 use streamfleet_compute::qemu::QemuDriver;
@@ -64,6 +69,13 @@ pub struct ComputeHostArgs {
     /// instance, before starting it here again.
     #[arg(long, default_value_t = 240)]
     migration_launch_timeout: u64,
+    /// The deployment's network-volume store (every host of the deployment names the same
+    /// folder): the file-system nodes' volumes.
+    #[arg(long, default_value = ".streamfleet/network-volumes")]
+    volume_store: PathBuf,
+    /// How often (ms) the host probes the file-system nodes it runs.
+    #[arg(long, default_value_t = 250)]
+    node_probe_ms: u64,
 }
 
 fn parse_hypervisor(text: &str) -> Result<Hypervisor, String> {
@@ -78,7 +90,7 @@ pub async fn run(args: ComputeHostArgs) -> anyhow::Result<()> {
     let client = streamfleet_bus_client::connect(&login)
         .await
         .context("connecting as launcher")?;
-    let host_id = args.host_id.as_str().into();
+    let host_id: streamfleet_bus_schemas::ids::HostId = args.host_id.as_str().into();
     let offer = HostOffer {
         host_id: args.host_id.as_str().into(),
         region: args.region.as_str().into(),
@@ -122,6 +134,29 @@ pub async fn run(args: ComputeHostArgs) -> anyhow::Result<()> {
                 let driver = QemuDriver::new(images, volumes, network, accel);
                 agent::run_with(Arc::new(driver), client, offer, settings, ready).await?
             } else {
+                // A crun host also runs file-system nodes (`streamfleet_compute::dfs`).
+                let nodes = NodeHost::new(
+                    host_id.clone(),
+                    Containers::new(dir.join("nodes"), network.clone()),
+                    VolumeStore {
+                        folder: std::path::absolute(&args.volume_store)?,
+                    },
+                    CommandClient::new(
+                        client.clone(),
+                        Role::Launcher,
+                        format!("compute/{}/nodes", args.host_id),
+                    ),
+                    NodeSettings {
+                        probe_every: Duration::from_millis(args.node_probe_ms.max(10)),
+                        ..NodeSettings::default()
+                    },
+                );
+                let node_client = client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = nodes.run(node_client).await {
+                        tracing::error!(error = %e, "the file-system nodes' loop ended");
+                    }
+                });
                 let driver = CrunDriver::new(images, volumes, dir.join("crun"), network);
                 agent::run_with(Arc::new(driver), client, offer, settings, ready).await?
             }

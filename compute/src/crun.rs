@@ -108,6 +108,28 @@ pub fn oci_config(
     netns: Option<&str>,
     memory_mib: u32,
 ) -> serde_json::Value {
+    oci_config_running(
+        hostname,
+        rootfs,
+        binds,
+        netns,
+        memory_mib,
+        &["/bin/init".to_string()],
+        &["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+    )
+}
+
+/// [`oci_config`] for a container that runs `args` with capabilities `caps` (a daemon that
+/// drops to its own user needs `CAP_SETUID`, `CAP_SETGID` and the like).
+pub fn oci_config_running(
+    hostname: &str,
+    rootfs: &Path,
+    binds: &[Bind],
+    netns: Option<&str>,
+    memory_mib: u32,
+    args: &[String],
+    caps: &[&str],
+) -> serde_json::Value {
     let mut mounts = vec![
         serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"}),
         serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}),
@@ -130,14 +152,13 @@ pub fn oci_config(
         Some(path) => serde_json::json!({"type": "network", "path": path}),
         None => serde_json::json!({"type": "network"}),
     };
-    let caps = ["CAP_NET_BIND_SERVICE", "CAP_KILL"];
     serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
-            "args": ["/bin/init"],
-            "env": ["PATH=/bin"],
+            "args": args,
+            "env": ["PATH=/bin:/usr/bin:/usr/sbin"],
             "cwd": "/",
             "noNewPrivileges": true,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},

@@ -16,6 +16,7 @@
 pub mod accel;
 pub mod agent;
 pub mod crun;
+pub mod dfs;
 pub mod driver;
 pub mod migration;
 pub mod network;

@@ -474,7 +474,8 @@ pub(crate) fn decide_failure(
             node,
             fleet,
             format!("reported by hand: {}", c.reason),
-            state.and_then(|s| s.last_answer_at),
+            // A person's word, not a probe's: its recovery is timed from now.
+            Some(ctx.now),
             None,
         )),
     }
@@ -781,6 +782,11 @@ pub(crate) fn evolve(state: Option<NodeState>, event: &Event) -> Option<NodeStat
         Event::RecoveryFailed(e) => {
             if let Some(h) = &e.host_id {
                 s.tried.insert(h.clone());
+                // A first launch or a checkpoint's restart that failed: the host it failed on
+                // is the one the replacement fences.
+                if s.failed_host.is_none() {
+                    s.failed_host = Some(h.clone());
+                }
             }
             if e.next.is_none() {
                 s.phase = NodePhase::Stuck;
