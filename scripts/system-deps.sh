@@ -23,6 +23,15 @@ ensure_system_deps() {
   busybox --list 2>/dev/null | grep -qx insmod || missing+=(busybox-static)
   # crun runs the catalogue's OCI containers (one per crun instance).
   command -v crun >/dev/null 2>&1 || missing+=(crun)
+  # File-system nodes (issue 16): MooseFS's master, chunk server and client, arping to announce
+  # a moved address, mkfs.ext4 for the network volumes.
+  command -v mfsmaster >/dev/null 2>&1 || missing+=(moosefs-master)
+  command -v mfschunkserver >/dev/null 2>&1 || missing+=(moosefs-chunkserver)
+  command -v mfsmount >/dev/null 2>&1 || missing+=(moosefs-client)
+  command -v mfscli >/dev/null 2>&1 || missing+=(moosefs-cli)
+  command -v arping >/dev/null 2>&1 || missing+=(iputils-arping)
+  command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+  command -v fuser >/dev/null 2>&1 || missing+=(psmisc)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing from the distribution: ${missing[*]}" >&2
     local sudo=""

@@ -4,6 +4,7 @@ mod app;
 mod bench;
 mod client;
 mod compute_host;
+mod dfs;
 mod fleet_args;
 mod host;
 mod instance;
@@ -26,6 +27,28 @@ struct Cli {
     command: Cmd,
 }
 
+/// The node watcher's settings (on `streamfleet workers`).
+#[derive(clap::Args, Debug, Clone)]
+struct NodeWatchArgs {
+    /// Silence after which a file system's node is failed and recovered elsewhere, ms.
+    #[arg(long, default_value_t = 2_000)]
+    node_timeout_ms: u64,
+    /// The compute hosts' node probe interval, ms: the node watcher looks this often (a node
+    /// is unresponsive after a third of the timeout, at least two intervals).
+    #[arg(long, default_value_t = 250)]
+    node_probe_ms: u64,
+}
+
+impl NodeWatchArgs {
+    fn config(&self) -> streamfleet_workers::NodeWatchConfig {
+        let probe_ms = self.node_probe_ms.max(10);
+        streamfleet_workers::NodeWatchConfig {
+            timeout: std::time::Duration::from_millis(self.node_timeout_ms.max(probe_ms)),
+            probe_interval: std::time::Duration::from_millis(probe_ms),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Bring the whole system up on this machine: nats-server, the node, workers, projections,
@@ -33,8 +56,14 @@ enum Cmd {
     Up(up::UpArgs),
     /// Run the node: the only process that opens the event log.
     Node(NodeArgs),
-    /// Run the workers: token service, redemption node, host-management services, keepers.
-    Workers(fleet_args::WorkersArgs),
+    /// Run the workers: token service, redemption node, host-management services, keepers, and
+    /// the node watcher of the file systems' nodes.
+    Workers {
+        #[command(flatten)]
+        args: fleet_args::WorkersArgs,
+        #[command(flatten)]
+        node_watch: NodeWatchArgs,
+    },
     /// Run a host agent: simulated hosts of one region, each with its own admitted key.
     HostAgent(fleet_args::AgentArgs),
     /// Run a compute host: its network namespace, its hypervisor's driver, and the agent that
@@ -61,6 +90,12 @@ enum Cmd {
         #[command(subcommand)]
         which: migration::MigrationCmd,
     },
+    /// Distributed file systems whose nodes heal: create one, show its nodes from the views
+    /// (`--watch`), ask its metadata node for a checkpoint.
+    Dfs {
+        #[command(subcommand)]
+        which: dfs::DfsCmd,
+    },
     /// Print the nats-server configuration Streamfleet renders (no hosts admitted).
     NatsConf,
     /// The projections: serve the views over gRPC, rebuild them, compare two stores.
@@ -84,7 +119,7 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ProjectionsCmd {
-    /// Follow the log into the seven views and serve them over gRPC (prints `ready grpc=ADDR`).
+    /// Follow the log into the eight views and serve them over gRPC (prints `ready grpc=ADDR`).
     Serve {
         /// Folder of the views' redb files.
         #[arg(long, default_value = ".streamfleet/projections")]
@@ -238,7 +273,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Cmd::Up(args) => up::run(args).await,
             Cmd::Node(args) => run_node(args).await,
-            Cmd::Workers(args) => {
+            Cmd::Workers { args, node_watch } => {
                 let config = args.config()?;
                 let scheme = match &config.front_door {
                     Some(door) if door.tls.is_some() => "https",
@@ -248,10 +283,24 @@ fn main() -> anyhow::Result<()> {
                     Some(addr) => println!("ready front-door={scheme}://{addr}"),
                     None => println!("ready"),
                 };
-                streamfleet_workers::run(config, ready, async {
+                // One signal stops both; either failing for good ends the process.
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
                     let _ = shutdown_signal().await;
-                })
-                .await?;
+                    let _ = stop_tx.send(true);
+                });
+                let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                let login = config.login.clone();
+                tokio::try_join!(
+                    streamfleet_workers::run(config, ready, stopped(stop_rx.clone())),
+                    streamfleet_workers::node_watch::run(
+                        login,
+                        node_watch.config(),
+                        stopped(stop_rx)
+                    ),
+                )?;
                 Ok(())
             }
             Cmd::Projections { which } => projections(which).await,
@@ -278,6 +327,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::App { which } => app::run(which).await,
             Cmd::Instance { which } => instance::run(which).await,
             Cmd::Migration { which } => migration::run(which).await,
+            Cmd::Dfs { which } => dfs::run(which).await,
             Cmd::NatsConf => {
                 print!("{}", streamfleet_bus_schemas::nats_conf::render(&[], None));
                 Ok(())

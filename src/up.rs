@@ -318,6 +318,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    // The node watcher of the file systems' nodes, with the workers' login and its defaults.
+    let node_watch = tokio::spawn({
+        let login = workers_config.login.clone();
+        let stop = stopped(stop_rx.clone());
+        async move {
+            let config = streamfleet_workers::NodeWatchConfig::default();
+            if let Err(error) = streamfleet_workers::node_watch::run(login, config, stop).await {
+                tracing::error!(%error, "the node watcher stopped");
+            }
+        }
+    });
     let workers = tokio::spawn(streamfleet_workers::run(
         workers_config,
         move |door| {
@@ -705,6 +716,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         streamfleet_compute::teardown::remove_fabric(&args.fabric).await;
     }
     let _ = workers.await;
+    let _ = node_watch.await;
     if let Err(error) = projections.shutdown().await {
         tracing::warn!(%error, "projections did not stop cleanly");
     }

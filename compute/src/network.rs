@@ -131,17 +131,31 @@ impl HostNetwork {
         ip(&["-n", ns, "link", "set", "lo", "up"]).await?;
         if ip(&["-n", ns, "link", "show", "br0"]).await.is_err() {
             ip(&["-n", ns, "link", "add", "br0", "type", "bridge"]).await?;
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{GATEWAY}/{PREFIX}"),
-                "dev",
-                "br0",
-            ])
-            .await?;
         }
+        // The gateway as a /32: the host reaches its own instances by their /32 routes (see
+        // `route`) and every other address of the pool through the fabric, so an instance on
+        // one host reaches an instance on another by its private address (the bridge answers
+        // the ARP for it). A /16 on the bridge would claim the whole pool as local.
+        let _ = ip(&[
+            "-n",
+            ns,
+            "addr",
+            "del",
+            &format!("{GATEWAY}/{PREFIX}"),
+            "dev",
+            "br0",
+        ])
+        .await;
+        let _ = ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{GATEWAY}/32"),
+            "dev",
+            "br0",
+        ])
+        .await;
         ip(&["-n", ns, "link", "set", "br0", "up"]).await?;
         if ip(&["-n", &fabric.namespace, "link", "show", &uplink])
             .await
@@ -220,7 +234,7 @@ impl HostNetwork {
         })
     }
 
-    /// Routes the instance's addresses to this host (the public one also onto the bridge).
+    /// Routes the instance's addresses to this host, and in the host onto its bridge.
     pub async fn route(&self, addresses: &InstanceAddresses) -> Result<(), DriverError> {
         ip_batch(
             &self.fabric.namespace,
@@ -228,15 +242,11 @@ impl HostNetwork {
                 .map(|a| format!("route replace {a}/32 dev {}", self.uplink)),
         )
         .await?;
-        ip(&[
-            "-n",
+        ip_batch(
             &self.namespace,
-            "route",
-            "replace",
-            &format!("{}/32", addresses.public),
-            "dev",
-            "br0",
-        ])
+            &[&addresses.private, &addresses.public]
+                .map(|a| format!("route replace {a}/32 dev br0")),
+        )
         .await?;
         Ok(())
     }
@@ -256,14 +266,16 @@ impl HostNetwork {
             ])
             .await;
         }
-        let _ = ip(&[
-            "-n",
-            &self.namespace,
-            "route",
-            "del",
-            &format!("{}/32", addresses.public),
-        ])
-        .await;
+        for address in [&addresses.private, &addresses.public] {
+            let _ = ip(&[
+                "-n",
+                &self.namespace,
+                "route",
+                "del",
+                &format!("{address}/32"),
+            ])
+            .await;
+        }
     }
 
     /// A tap device on the bridge for a virtual machine's interface.

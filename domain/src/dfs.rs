@@ -87,9 +87,7 @@ impl NodePhase {
             NodePhase::Recovering(RecoveryStep::VolumeAttached) => "recovering (volume attached)",
             NodePhase::Recovering(RecoveryStep::Checkpointed) => "recovering (checkpointed)",
             NodePhase::Recovering(RecoveryStep::Launched) => "recovering (launched)",
-            NodePhase::Recovering(RecoveryStep::Addressed) => {
-                "recovering (address reassigned)"
-            }
+            NodePhase::Recovering(RecoveryStep::Addressed) => "recovering (address reassigned)",
             NodePhase::Stuck => "failed, no host left",
             NodePhase::Failed => "failed",
         }
@@ -236,7 +234,10 @@ pub(crate) fn decide_create(
     if !(1..=c.data_nodes).contains(&c.goal) {
         return Err(Rejection::InvalidField {
             field: "goal",
-            detail: format!("{} is outside 1..={} (the data nodes)", c.goal, c.data_nodes),
+            detail: format!(
+                "{} is outside 1..={} (the data nodes)",
+                c.goal, c.data_nodes
+            ),
         });
     }
     let volume_mib = c.volume_mib.unwrap_or(256);
@@ -272,9 +273,8 @@ pub(crate) fn decide_create(
     };
     let mut nodes = Vec::new();
     let mut reasons = Vec::new();
-    let roles = std::iter::once((metadata_node(&c.file_system), NodeRole::Metadata)).chain(
-        (1..=c.data_nodes).map(|n| (data_node(&c.file_system, n), NodeRole::Data)),
-    );
+    let roles = std::iter::once((metadata_node(&c.file_system), NodeRole::Metadata))
+        .chain((1..=c.data_nodes).map(|n| (data_node(&c.file_system, n), NodeRole::Data)));
     for (node_id, role) in roles {
         let (cpus, memory_mib) = room_of(role);
         let picked = candidates(&fleet, &region, &c.file_system, role, &BTreeSet::new());
@@ -335,9 +335,12 @@ fn placed<'a>(node_id: &NodeId, ctx: &'a Context) -> Result<(&'a FleetNode, &'a 
         .ok_or_else(|| Rejection::UnknownNode {
             node_id: node_id.clone(),
         })?;
-    let node = fleet.nodes.get(node_id).ok_or_else(|| Rejection::UnknownNode {
-        node_id: node_id.clone(),
-    })?;
+    let node = fleet
+        .nodes
+        .get(node_id)
+        .ok_or_else(|| Rejection::UnknownNode {
+            node_id: node_id.clone(),
+        })?;
     Ok((node, fleet))
 }
 
@@ -404,7 +407,11 @@ fn replace(
             step: "choose_host".into(),
             cause: format!(
                 "no crun host in {region} has room for it, other than {}",
-                excluded.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
+                excluded
+                    .iter()
+                    .map(|h| h.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             next: None,
         })),
@@ -640,7 +647,12 @@ pub(crate) fn decide_report(
             })
         }
         (NodeReport::ReplacementLaunched { pid }, phase)
-            if phase == Recovering(if metadata { Checkpointed } else { VolumeAttached }) =>
+            if phase
+                == Recovering(if metadata {
+                    Checkpointed
+                } else {
+                    VolumeAttached
+                }) =>
         {
             Event::ReplacementLaunched(ReplacementLaunched {
                 node_id: id.clone(),
@@ -769,9 +781,7 @@ pub(crate) fn evolve(state: Option<NodeState>, event: &Event) -> Option<NodeStat
             }
         }
         Event::ReplacementLaunched(_) => s.phase = NodePhase::Recovering(RecoveryStep::Launched),
-        Event::AddressReassigned(_) => {
-            s.phase = NodePhase::Recovering(RecoveryStep::Addressed)
-        }
+        Event::AddressReassigned(_) => s.phase = NodePhase::Recovering(RecoveryStep::Addressed),
         Event::NodeRecovered(e) => {
             s.phase = NodePhase::Serving;
             s.failed = false;

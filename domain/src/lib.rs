@@ -424,7 +424,9 @@ pub enum Rejection {
         node_id: NodeId,
     },
     /// A report or verdict about a placement the node has left (or not reached).
-    #[error("node `{node_id}` placement {generation} is not its current one ({current}): the node was replaced")]
+    #[error(
+        "node `{node_id}` placement {generation} is not its current one ({current}): the node was replaced"
+    )]
     NodePlacementGone {
         /// The node.
         node_id: NodeId,

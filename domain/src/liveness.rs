@@ -191,7 +191,11 @@ mod tests {
         assert!(d.tick(t(1500)).is_empty(), "said once");
         let v = d.tick(t(2200));
         assert_eq!(kinds(&v), [Liveness::Failed]);
-        assert!(v[0].evidence.contains("connection refused"), "{}", v[0].evidence);
+        assert!(
+            v[0].evidence.contains("connection refused"),
+            "{}",
+            v[0].evidence
+        );
         assert!(d.tick(t(9000)).is_empty(), "failed once, then not watched");
         assert_eq!(d.watching(&n), None);
     }
@@ -222,7 +226,11 @@ mod tests {
         d.watch(&b, 0, t(0));
         let v = d.tick(t(1000));
         assert_eq!(kinds(&v), [Liveness::Failed, Liveness::Failed]);
-        assert!(v[0].evidence.contains("no probe result"), "{}", v[0].evidence);
+        assert!(
+            v[0].evidence.contains("no probe result"),
+            "{}",
+            v[0].evidence
+        );
         assert_eq!(v.iter().find(|v| v.node_id == a).unwrap().generation, 3);
     }
 

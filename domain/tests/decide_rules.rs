@@ -260,7 +260,9 @@ fn one_of_each() -> Vec<Rejection> {
         Rejection::FileSystemExists {
             file_system: s().into(),
         },
-        Rejection::UnknownNode { node_id: s().into() },
+        Rejection::UnknownNode {
+            node_id: s().into(),
+        },
         Rejection::NodePlacementGone {
             node_id: s().into(),
             generation: 1,
@@ -271,7 +273,9 @@ fn one_of_each() -> Vec<Rejection> {
             step: "fenced",
             now: "serving",
         },
-        Rejection::NotMetadataNode { node_id: s().into() },
+        Rejection::NotMetadataNode {
+            node_id: s().into(),
+        },
     ];
     // Exhaustiveness guard: every variant maps to its position in `all`.
     let index = |r: &Rejection| match r {

@@ -392,10 +392,12 @@ fn fold_fleet(log: &EventLog) -> Result<Fleet, RejectionReason> {
     let mut stored = log
         .read_category("compute", 1, usize::MAX)
         .map_err(unavailable)?;
-    stored.extend(
-        log.read_category("instance", 1, usize::MAX)
-            .map_err(unavailable)?,
-    );
+    for category in ["instance", "dfs", "node"] {
+        stored.extend(
+            log.read_category(category, 1, usize::MAX)
+                .map_err(unavailable)?,
+        );
+    }
     stored.sort_by_key(|e| e.position);
     let mut fleet = Fleet::default();
     for e in &stored {

@@ -80,7 +80,8 @@ update!(
     pb::HostsUpdate,
     pb::RolloutsUpdate,
     pb::InstancesUpdate,
-    pb::MigrationsUpdate
+    pb::MigrationsUpdate,
+    pb::NodesUpdate
 );
 
 /// How one view answers a watch.
@@ -612,6 +613,76 @@ const MIGRATIONS: Watched<pb::MigrationsRequest, pb::MigrationsUpdate> = Watched
     },
 };
 
+// ---- nodes
+
+fn node_wanted(req: &pb::NodesRequest, r: &pb::NodeRow) -> bool {
+    want(&req.file_system, &r.file_system)
+        && want(&req.node_id, &r.node_id)
+        && want(&req.host_id, &r.host_id)
+        && want(&req.role, &r.role)
+        && want(&req.phase, &r.phase)
+}
+
+/// A file system is sent with its nodes: filtered by its id, and by a node's when one is asked
+/// for (host, role and phase filters leave the file systems alone).
+fn file_system_wanted(req: &pb::NodesRequest, r: &pb::FileSystemRow) -> bool {
+    want(&req.file_system, &r.file_system)
+        && (req.node_id.is_empty() || r.nodes.contains(&req.node_id))
+}
+
+fn nodes(v: &ViewSet, req: &pb::NodesRequest) -> pb::NodesResponse {
+    let view = &v.nodes.view;
+    pb::NodesResponse {
+        position: v.nodes.position,
+        file_systems: (view.file_systems.iter())
+            .filter(|(_, r)| file_system_wanted(req, r))
+            .map(|(_, r)| r.clone())
+            .collect(),
+        nodes: (view.nodes.iter())
+            .filter(|(_, r)| node_wanted(req, r))
+            .map(|(_, r)| r.clone())
+            .collect(),
+    }
+}
+
+const NODES: Watched<pb::NodesRequest, pb::NodesUpdate> = Watched {
+    view: <crate::views::NodesView as crate::views::View>::NAME,
+    snapshot: |v, req, _| {
+        let r = nodes(v, req);
+        let file_systems = chunks(r.file_systems)
+            .into_iter()
+            .map(|file_systems| pb::NodesUpdate {
+                file_systems,
+                ..Default::default()
+            });
+        let nodes = chunks(r.nodes).into_iter().map(|nodes| pb::NodesUpdate {
+            nodes,
+            ..Default::default()
+        });
+        file_systems.chain(nodes).collect()
+    },
+    change: |_, b, req, _| {
+        // A watcher of one phase (or one host) still gets the row of a node that just left it.
+        let all = pb::NodesRequest {
+            phase: String::new(),
+            host_id: String::new(),
+            ..req.clone()
+        };
+        let u = pb::NodesUpdate {
+            file_systems: decoded::<pb::FileSystemRow>(&b.changes, "file_systems")
+                .into_iter()
+                .filter(|r| file_system_wanted(req, r))
+                .collect(),
+            nodes: decoded::<pb::NodeRow>(&b.changes, "nodes")
+                .into_iter()
+                .filter(|r| node_wanted(&all, r))
+                .collect(),
+            ..Default::default()
+        };
+        (!u.file_systems.is_empty() || !u.nodes.is_empty()).then_some(u)
+    },
+};
+
 #[tonic::async_trait]
 impl Views for ViewsApi {
     async fn get_heartbeats(
@@ -762,6 +833,27 @@ impl Views for ViewsApi {
             self.shared.clone(),
             request.into_inner(),
             MIGRATIONS,
+        )))
+    }
+
+    async fn get_nodes(
+        &self,
+        request: Request<pb::NodesRequest>,
+    ) -> Result<Response<pb::NodesResponse>, Status> {
+        let views = self.shared.views.read().await;
+        Ok(Response::new(nodes(&views, request.get_ref())))
+    }
+
+    type WatchNodesStream = UpdateStream<pb::NodesUpdate>;
+
+    async fn watch_nodes(
+        &self,
+        request: Request<pb::NodesRequest>,
+    ) -> Result<Response<Self::WatchNodesStream>, Status> {
+        Ok(Response::new(watch(
+            self.shared.clone(),
+            request.into_inner(),
+            NODES,
         )))
     }
 

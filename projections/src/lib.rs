@@ -1,4 +1,4 @@
-//! Streamfleet's projections: seven views of the event log for dashboards, stored in redb and
+//! Streamfleet's projections: eight views of the event log for dashboards, stored in redb and
 //! served over gRPC.
 //!
 //! Invariant: every view is a pure fold of the log in position order ([`views::View`]); its rows
@@ -7,7 +7,8 @@
 //!
 //! - [`views`]: heartbeats (liveness), consistency (recorded vs reported, discrepancies),
 //!   sessions, hosts and capacity, rollouts, instances (with their compute hosts and the
-//!   hypervisors' capability table), migrations (instances moved between hosts).
+//!   hypervisors' capability table), migrations (instances moved between hosts), nodes
+//!   (distributed file systems, their nodes' health and recoveries).
 //! - [`store`]: `<dir>/<view>.redb` files, [`store::dump`] and [`store::diff`].
 //! - [`runner`]: follows the log over NATS (or any [`runner::EventFeed`]), applies, stores in
 //!   batches, broadcasts changes, serves gRPC ([`pb`], service `streamfleet.views.v1.Views`,

@@ -243,6 +243,8 @@ pub fn describe(table: &str, bytes: &[u8]) -> String {
         "instances" => show::<pb::InstanceRow>(bytes),
         "compute_hosts" => show::<pb::ComputeHostRow>(bytes),
         "migrations" => show::<pb::MigrationRow>(bytes),
+        "file_systems" => show::<pb::FileSystemRow>(bytes),
+        "nodes" => show::<pb::NodeRow>(bytes),
         META_TABLE => match <[u8; 8]>::try_from(bytes) {
             Ok(b) => format!("position {}", u64::from_be_bytes(b)),
             Err(_) => format!("{bytes:02x?}"),

@@ -781,3 +781,243 @@ fn migrations_follow_the_domain_fold_at_every_position() {
     }
     assert_eq!(states.len(), 4, "m1, m2, m3 and the stray m9");
 }
+
+/// The nodes view's row of `id` after positions `1..=n` (`None`: no row).
+fn node_after(n: usize, id: &str) -> Option<streamfleet_projections::pb::NodeRow> {
+    views_after(n).nodes.view.nodes.get(id).cloned()
+}
+
+#[test]
+fn a_file_systems_nodes_serve_checkpoint_fail_and_recover() {
+    use common::dfs_from;
+    let from = dfs_from();
+    let p = |i: usize| from + i;
+    assert!(views_after(from - 1).nodes.view.nodes.is_empty());
+
+    // Declared: the plan of each node, launching, and the file system's row.
+    let v = views_after(p(0));
+    let fs1 = v.nodes.view.file_systems.get("fs1").expect("fs1");
+    assert_eq!(
+        (
+            fs1.region.as_str(),
+            fs1.goal,
+            fs1.data_nodes,
+            fs1.volume_mib
+        ),
+        ("eu", 2, 2, 256)
+    );
+    assert_eq!(fs1.nodes, ["fs1-master", "fs1-cs1", "fs1-cs2"]);
+    assert_eq!((fs1.nodes_serving, fs1.nodes_failed), (0, 0));
+    let m = v.nodes.view.nodes.get("fs1-master").expect("planned");
+    assert_eq!(
+        (
+            m.role.as_str(),
+            m.host_id.as_str(),
+            m.address.as_str(),
+            m.phase.as_str(),
+            m.state.as_str()
+        ),
+        ("metadata", "d1", "10.99.0.10", "launching", "launching")
+    );
+    assert_eq!((m.cpus, m.memory_mib, m.generation), (1, 512, 0));
+
+    let v = views_after(p(3));
+    assert_eq!(
+        v.nodes
+            .view
+            .file_systems
+            .get("fs1")
+            .expect("fs1")
+            .nodes_serving,
+        3
+    );
+    let m = node_after(p(5), "fs1-master").expect("row");
+    assert_eq!(m.phase, "checkpointing");
+    let c = m.last_checkpoint.expect("checkpoint");
+    assert_eq!(
+        (c.cause.as_str(), c.image_bytes, c.version, c.replayed),
+        ("command", 4096, 10, 0)
+    );
+    assert_eq!(c.at, Some(timestamp(at(p(5) as i64))));
+    let m = node_after(p(6), "fs1-master").expect("row");
+    assert_eq!((m.phase.as_str(), m.pid), ("serving", 101));
+
+    let m = node_after(p(7), "fs1-master").expect("row");
+    assert_eq!(m.phase, "unresponsive");
+    assert_eq!(m.last_answer_at, Some(timestamp(at(p(6) as i64))));
+    assert_eq!(m.phase_since, Some(timestamp(at(p(7) as i64))));
+    assert_eq!(
+        node_after(p(8), "fs1-master").expect("row").phase,
+        "serving"
+    );
+
+    // Failed on d1: a replacement on d2 fenced it and attached the volume, then failed there.
+    let m = node_after(p(10), "fs1-master").expect("row");
+    assert!(m.failed);
+    assert_eq!((m.failures, m.failed_host.as_str()), (1, "d1"));
+    assert_eq!(m.failure_host, "d1");
+    assert!(m.failure_reason.starts_with("no answer for 6000 ms"));
+    assert_eq!(m.failed_at, Some(timestamp(at(p(10) as i64))));
+    let m = node_after(p(13), "fs1-master").expect("row");
+    assert_eq!(
+        (m.phase.as_str(), m.recovery_step.as_str(), m.state.as_str()),
+        (
+            "recovering",
+            "volume_attached",
+            "recovering (volume attached)"
+        )
+    );
+    assert_eq!((m.host_id.as_str(), m.generation), ("d2", 1));
+    assert_eq!(m.device, "/dev/nbd0");
+    assert_eq!(m.fenced_at, Some(timestamp(at(p(12) as i64))));
+    let v = views_after(p(14));
+    let m = v.nodes.view.nodes.get("fs1-master").expect("row");
+    assert_eq!(m.tried, ["d2"]);
+    let f = m.last_recovery_failure.as_ref().expect("recovery failure");
+    assert_eq!(
+        (
+            f.step.as_str(),
+            f.host_id.as_str(),
+            f.next_host.as_str(),
+            f.generation
+        ),
+        ("checkpoint", "d2", "d3", 1)
+    );
+    assert_eq!(
+        v.nodes
+            .view
+            .file_systems
+            .get("fs1")
+            .expect("fs1")
+            .nodes_recovering,
+        1
+    );
+
+    // Recovered on d3, placement 2: the recovery's checkpoint and figures, then a block report.
+    let m = node_after(p(18), "fs1-master").expect("row");
+    assert_eq!(
+        (
+            m.recovery_step.as_str(),
+            m.last_checkpoint.expect("c").cause.as_str()
+        ),
+        ("checkpointed", "recovery")
+    );
+    let v = views_after(p(22));
+    let m = v.nodes.view.nodes.get("fs1-master").expect("row");
+    assert_eq!(
+        (m.phase.as_str(), m.host_id.as_str(), m.generation, m.pid),
+        ("serving", "d3", 2, 400)
+    );
+    assert!(!m.failed && m.failed_host.is_empty() && m.tried.is_empty());
+    assert_eq!(m.failure_host, "d1", "the last failure stays on record");
+    assert_eq!(m.failures, 1);
+    let r = m.last_recovery.as_ref().expect("recovery");
+    assert_eq!(
+        (
+            r.recovery_ms,
+            r.fence_to_serving_ms,
+            r.host_id.as_str(),
+            r.generation
+        ),
+        (12_000, 9_000, "d3", 2)
+    );
+    assert_eq!(
+        m.placement_reasons,
+        ["d3: crun in eu with room; not d1, d2"]
+    );
+    let b = m.last_block_report.as_ref().expect("block report");
+    assert_eq!((b.chunks, b.chunk_servers.len()), (23, 2));
+    assert!(!b.chunk_servers[1].connected);
+    assert_eq!(
+        m.last_recovery_failure.as_ref().expect("kept").step,
+        "checkpoint",
+        "the last recovery failure stays on record"
+    );
+
+    // fs1-cs2 failed with no host left; n-legacy, outside any file system, failed by hand.
+    let v = views_after(history_len());
+    let cs2 = v.nodes.view.nodes.get("fs1-cs2").expect("cs2");
+    assert_eq!(
+        (cs2.phase.as_str(), cs2.state.as_str()),
+        ("stuck", "failed, no host left")
+    );
+    assert_eq!(cs2.last_recovery_failure.as_ref().expect("f").next_host, "");
+    let fs1 = v.nodes.view.file_systems.get("fs1").expect("fs1");
+    assert_eq!(
+        (fs1.nodes_serving, fs1.nodes_recovering, fs1.nodes_failed),
+        (2, 0, 1)
+    );
+    let legacy = v.nodes.view.nodes.get("n-legacy").expect("legacy");
+    assert_eq!(
+        (
+            legacy.phase.as_str(),
+            legacy.file_system.as_str(),
+            legacy.role.as_str()
+        ),
+        ("failed", "", "")
+    );
+    assert_eq!(v.nodes.view.file_systems.len(), 1);
+    assert_eq!(v.nodes.view.nodes.len(), 4);
+}
+
+#[test]
+fn nodes_follow_the_domain_fold_at_every_position() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use streamfleet_bus_schemas::Event;
+    use streamfleet_domain::State;
+    use streamfleet_projections::views::nodes::{node_of, state_of};
+
+    let mut v = ViewSet::default();
+    // By stream, as the node folds them.
+    let mut states: BTreeMap<String, State> = BTreeMap::new();
+    let mut planned: BTreeSet<String> = BTreeSet::new();
+    let mut types: BTreeSet<&str> = BTreeSet::new();
+    for (i, (time, event)) in common::history().into_iter().enumerate() {
+        let at = i + 1;
+        v.apply(at as u64, time, Some(&event));
+        if let Event::FileSystemCreated(e) = &event {
+            planned.extend(e.nodes.iter().map(|n| n.node_id.to_string()));
+        }
+        if Event::category_of_type(event.type_name()) == Some("node") {
+            types.insert(event.type_name());
+            let id = node_of(&event)
+                .expect("a node event names its node")
+                .to_string();
+            let state = states.remove(&id).unwrap_or_default();
+            states.insert(id, streamfleet_domain::evolve(state, &event));
+        }
+        let view = &v.nodes.view;
+        let mut expected: BTreeSet<&String> = planned.iter().collect();
+        expected.extend(states.keys());
+        assert_eq!(
+            view.nodes.iter().map(|(id, _)| id).collect::<BTreeSet<_>>(),
+            expected,
+            "a row per planned or folded node at {at}"
+        );
+        for (id, s) in &states {
+            let State::Node(s) = s else {
+                panic!("{id} folds to a node at {at}");
+            };
+            let row = view.nodes.get(id).expect("a row");
+            let mut held = state_of(row);
+            // The domain learns these when the node first serves; the row has them from its
+            // plan.
+            if s.file_system.is_none() {
+                held.file_system = None;
+            }
+            if s.role.is_none() {
+                held.role = None;
+            }
+            if s.host_id.is_none() {
+                held.host_id = None;
+            }
+            assert_eq!(&held, s, "{id} at {at}");
+            assert_eq!(row.state, s.phase.name(), "{id} at {at}");
+        }
+    }
+    // The history has every event of the `node` category.
+    let all: BTreeSet<&str> = (Event::TYPES.iter().copied())
+        .filter(|t| Event::category_of_type(t) == Some("node"))
+        .collect();
+    assert_eq!(types, all);
+}

@@ -171,7 +171,7 @@ async fn queries_and_watches_answer_the_stored_rows() {
         .await
         .expect("status")
         .into_inner();
-    assert_eq!(status.views.len(), 7);
+    assert_eq!(status.views.len(), 8);
     assert!(status.views.iter().all(|v| v.position == n));
     assert_eq!((status.head, status.lag, status.caught_up), (n, 0, true));
 
@@ -588,6 +588,163 @@ async fn migrations_are_filtered_and_watched() {
         all.iter().map(|m| m.step.as_str()).collect::<Vec<_>>(),
         ["completed", "rolled_back", "cancelled"]
     );
+    running.shutdown().await.expect("stopped");
+}
+
+fn node_ids(rows: &[pb::NodeRow]) -> Vec<&str> {
+    rows.iter().map(|n| n.node_id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn nodes_are_filtered_and_watched() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_in(&dir);
+    let (sender, events) = EventFeed::channel(64);
+    let running = start_with_source(config, events).await.expect("started");
+    let from = common::dfs_from();
+    // Through the metadata node's first unresponsive spell: all three serve or are suspected.
+    let first = from + 7;
+    feed(&sender, 1, first).await;
+    tokio::time::timeout(WAIT, running.wait_for_position(first as u64))
+        .await
+        .expect("applied");
+    let mut client = ViewsClient::connect(format!("http://{}", running.grpc_addr()))
+        .await
+        .expect("connected");
+
+    let all = client
+        .get_nodes(pb::NodesRequest::default())
+        .await
+        .expect("nodes")
+        .into_inner();
+    assert_eq!(all.position, first as u64);
+    assert_eq!(node_ids(&all.nodes), ["fs1-cs1", "fs1-cs2", "fs1-master"]);
+    assert_eq!(all.file_systems.len(), 1);
+    assert_eq!(all.file_systems[0].nodes_serving, 2);
+    for (req, expected, file_systems) in [
+        (
+            pb::NodesRequest {
+                role: "data".into(),
+                ..Default::default()
+            },
+            vec!["fs1-cs1", "fs1-cs2"],
+            1,
+        ),
+        (
+            pb::NodesRequest {
+                phase: "unresponsive".into(),
+                ..Default::default()
+            },
+            vec!["fs1-master"],
+            1,
+        ),
+        (
+            pb::NodesRequest {
+                host_id: "d2".into(),
+                file_system: "fs1".into(),
+                ..Default::default()
+            },
+            vec!["fs1-cs1"],
+            1,
+        ),
+        (
+            pb::NodesRequest {
+                file_system: "fs9".into(),
+                ..Default::default()
+            },
+            vec![],
+            0,
+        ),
+        (
+            pb::NodesRequest {
+                node_id: "n-legacy".into(),
+                ..Default::default()
+            },
+            vec![],
+            0,
+        ),
+    ] {
+        let r = client
+            .get_nodes(req.clone())
+            .await
+            .expect("nodes")
+            .into_inner();
+        assert_eq!(node_ids(&r.nodes), expected, "{req:?}");
+        assert_eq!(r.file_systems.len(), file_systems, "{req:?}");
+    }
+
+    // A watch of the unresponsive nodes on d1: the snapshot, then every changed node whatever
+    // its phase and host now (so the metadata node comes on until it serves again on d3), the
+    // file system's counts with them.
+    let mut watch = client
+        .watch_nodes(pb::NodesRequest {
+            phase: "unresponsive".into(),
+            host_id: "d1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let snapshot = next(&mut watch).await;
+    assert_eq!(snapshot.kind(), UpdateKind::Snapshot);
+    assert_eq!(snapshot.file_systems.len(), 1);
+    let snapshot = next(&mut watch).await;
+    assert_eq!(
+        (snapshot.kind(), snapshot.position),
+        (UpdateKind::SnapshotEnd, first as u64)
+    );
+    assert_eq!(node_ids(&snapshot.nodes), ["fs1-master"]);
+
+    // Changes come one position at a time or several at once (a stored batch), each with the
+    // rows as of its position: through the volume's attachment on d2 first.
+    let attached = from + 13;
+    feed(&sender, first + 1, attached).await;
+    let mut recovering_counted = false;
+    loop {
+        let u = next(&mut watch).await;
+        assert_eq!(u.kind(), UpdateKind::Change);
+        recovering_counted |= u.file_systems.iter().any(|f| f.nodes_recovering == 1);
+        if let Some(m) = u.nodes.iter().rfind(|r| r.node_id == "fs1-master")
+            && m.recovery_step == "volume_attached"
+        {
+            assert_eq!(
+                (m.state.as_str(), m.host_id.as_str()),
+                ("recovering (volume attached)", "d2")
+            );
+            break;
+        }
+    }
+    assert!(recovering_counted, "the file system's counts came along");
+    let n = history().len();
+    feed(&sender, attached + 1, n).await;
+    let recovered = loop {
+        let u = next(&mut watch).await;
+        if let Some(m) = u.nodes.iter().rfind(|r| r.node_id == "fs1-master")
+            && m.last_recovery.is_some()
+        {
+            break m.clone();
+        }
+    };
+    assert_eq!(
+        (
+            recovered.phase.as_str(),
+            recovered.host_id.as_str(),
+            recovered.generation
+        ),
+        ("serving", "d3", 2)
+    );
+    tokio::time::timeout(WAIT, running.wait_for_position(n as u64))
+        .await
+        .expect("applied");
+    let stuck = client
+        .get_nodes(pb::NodesRequest {
+            phase: "stuck".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("nodes")
+        .into_inner();
+    assert_eq!(node_ids(&stuck.nodes), ["fs1-cs2"]);
     running.shutdown().await.expect("stopped");
 }
 

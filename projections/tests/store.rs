@@ -64,8 +64,9 @@ fn resuming_anywhere_in_the_instances_lives_equals_one_pass() {
         let (store, mut views) = Store::open(once.path()).expect("open");
         apply_and_store(&store, &mut views, 1, n, true);
     }
-    // Positions 20..: the compute hosts, instances and migrations; every split point, host
-    // counters and migration steps included, resumes to the same bytes.
+    // Positions 20..: the compute hosts, instances, migrations and file systems; every split
+    // point, host counters, migration steps and nodes' recoveries included, resumes to the same
+    // bytes.
     for split in 20..n {
         let halves = tempfile::tempdir().expect("dir");
         {
@@ -86,6 +87,13 @@ fn resuming_anywhere_in_the_instances_lives_equals_one_pass() {
         ))
         .expect("dump");
         assert!(m.iter().any(|r| r.table == "migrations"));
+        let nodes = dump(&view_path(
+            halves.path(),
+            streamfleet_projections::views::NodesView::NAME,
+        ))
+        .expect("dump");
+        assert!(nodes.iter().any(|r| r.table == "nodes"));
+        assert!(nodes.iter().any(|r| r.table == "file_systems"));
         assert_eq!(
             diff(halves.path(), once.path()).expect("diff"),
             vec![],

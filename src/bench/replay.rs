@@ -81,7 +81,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     let views = dir.path().join("views");
     rebuild_into(&source, &views, n as u64, ProgressMode::Quiet).await?;
     beside_raw(
-        "rebuild all seven views into a fresh store (reader + views)",
+        "rebuild all eight views into a fresh store (reader + views)",
         n,
         t.elapsed(),
         raw,

@@ -27,6 +27,7 @@ mod consistency;
 pub mod fleet;
 pub mod front_door;
 mod keepers;
+pub mod node_watch;
 mod services;
 pub mod token;
 
@@ -42,6 +43,7 @@ use tokio::sync::Notify;
 
 pub use fleet::Fleet;
 pub use front_door::FrontDoorConfig;
+pub use node_watch::NodeWatchConfig;
 pub use token::TokenKey;
 
 /// What the workers need to know.

@@ -89,7 +89,9 @@ impl Containers {
     /// The shared root: empty folders for the mounts, `bin`, `lib`… leading into `/usr`.
     fn rootfs(&self) -> Result<PathBuf, NodeError> {
         let root = self.dir.join("rootfs");
-        for folder in ["usr", "etc", "data", "proc", "dev", "run", "tmp", "sys", "var"] {
+        for folder in [
+            "usr", "etc", "data", "proc", "dev", "run", "tmp", "sys", "var",
+        ] {
             let path = root.join(folder);
             std::fs::create_dir_all(&path).map_err(NodeError::io(&path))?;
         }
@@ -175,8 +177,11 @@ impl Containers {
             &CAPS,
         );
         let path = bundle.join("config.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap_or_default())
-            .map_err(NodeError::io(&path))?;
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        )
+        .map_err(NodeError::io(&path))?;
         let id = Containers::container_id(node_id, generation);
         if self.crun_root().join(&id).exists() {
             let _ = self.crun(&["delete", "-f", &id]).await;
@@ -191,7 +196,13 @@ impl Containers {
             .map_err(NodeError::io(&log))?;
         let errors = bundle.join("crun.err");
         let _ = std::fs::remove_file(&errors);
-        let command = run_detached(&self.crun_root(), self.hybrid, &bundle, &id, Some(&pid_file));
+        let command = run_detached(
+            &self.crun_root(),
+            self.hybrid,
+            &bundle,
+            &id,
+            Some(&pid_file),
+        );
         start_detached(command, "crun run", Stdio::from(console), &errors).await?;
         std::fs::read_to_string(&pid_file)
             .ok()
@@ -240,7 +251,12 @@ impl Containers {
 
     /// Routes the node's address to this host and announces it on the host's bridge (a
     /// gratuitous ARP from the node's namespace, in the background).
-    pub async fn take_address(&self, node_id: &NodeId, generation: u32, address: &str) -> Result<(), NodeError> {
+    pub async fn take_address(
+        &self,
+        node_id: &NodeId,
+        generation: u32,
+        address: &str,
+    ) -> Result<(), NodeError> {
         self.network.route(&node_addresses(address)).await?;
         let netns = format!(
             "--net=/var/run/netns/{}",
@@ -250,7 +266,9 @@ impl Containers {
         tokio::spawn(async move {
             let _ = run(
                 "nsenter",
-                &[&netns, "arping", "-U", "-c", "1", "-w", "1", "-I", "eth0", &address],
+                &[
+                    &netns, "arping", "-U", "-c", "1", "-w", "1", "-I", "eth0", &address,
+                ],
             )
             .await;
         });

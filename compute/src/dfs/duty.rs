@@ -88,19 +88,35 @@ mod tests {
             from_host: "a".into(),
             reasons: vec![],
         });
-        assert_eq!(duties(&"b".into(), &chosen), [("fs-master".into(), Duty::Recover { after: None })]);
-        assert_eq!(duties(&"a".into(), &chosen), [("fs-master".into(), Duty::Leave { generation: 1 })]);
+        assert_eq!(
+            duties(&"b".into(), &chosen),
+            [("fs-master".into(), Duty::Recover { after: None })]
+        );
+        assert_eq!(
+            duties(&"a".into(), &chosen),
+            [("fs-master".into(), Duty::Leave { generation: 1 })]
+        );
         assert!(duties(&"c".into(), &chosen).is_empty());
     }
 
     #[test]
     fn a_returning_host_resumes_only_what_is_still_its_own() {
         let (a, b): (HostId, HostId) = ("a".into(), "b".into());
-        assert_eq!(resume(&a, &b, 1, NodePhase::Serving), Some(Duty::Leave { generation: 0 }));
+        assert_eq!(
+            resume(&a, &b, 1, NodePhase::Serving),
+            Some(Duty::Leave { generation: 0 })
+        );
         assert_eq!(resume(&a, &a, 0, NodePhase::Serving), Some(Duty::Keep));
         assert_eq!(
-            resume(&a, &a, 3, NodePhase::Recovering(RecoveryStep::VolumeAttached)),
-            Some(Duty::Recover { after: Some(RecoveryStep::VolumeAttached) })
+            resume(
+                &a,
+                &a,
+                3,
+                NodePhase::Recovering(RecoveryStep::VolumeAttached)
+            ),
+            Some(Duty::Recover {
+                after: Some(RecoveryStep::VolumeAttached)
+            })
         );
         assert_eq!(resume(&a, &a, 3, NodePhase::Stuck), None);
     }

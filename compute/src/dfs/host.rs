@@ -7,11 +7,11 @@
 //! is never carried out again (a restarted host resumes after the last recorded step); a report
 //! the node refuses (the node moved on) ends the duty.
 
+use super::NodeError;
 use super::container::Containers;
 use super::duty::{Duty, duties, resume};
 use super::moosefs::{self, chunk_servers, prepare_volume, restore};
 use super::volume::VolumeStore;
-use super::NodeError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -266,7 +266,9 @@ impl NodeHost {
             let (role, address) = (k.role, k.address.clone());
             let (ok, said) = self
                 .containers
-                .in_host_namespace(move || moosefs::probe(role, &address, Duration::from_millis(300)))
+                .in_host_namespace(move || {
+                    moosefs::probe(role, &address, Duration::from_millis(300))
+                })
                 .await?;
             if ok {
                 return Ok(());
@@ -286,8 +288,16 @@ impl NodeHost {
         }
     }
 
-    async fn launch(&self, node: &NodeId, k: &Known, generation: u32, _again: bool) -> Result<(), Step> {
-        self.attach(node, k).await.map_err(|e| Step("attach_volume", e))?;
+    async fn launch(
+        &self,
+        node: &NodeId,
+        k: &Known,
+        generation: u32,
+        _again: bool,
+    ) -> Result<(), Step> {
+        self.attach(node, k)
+            .await
+            .map_err(|e| Step("attach_volume", e))?;
         let pid = self.start_serving(node, k, generation).await?;
         self.containers
             .take_address(node, generation, &k.address)
@@ -295,14 +305,17 @@ impl NodeHost {
             .map_err(|e| Step("address", e))?;
         self.answers(k).await.map_err(|e| Step("serve", e))?;
         self.probe_here(node, k, generation);
-        self.report(node, generation, NodeReport::Serving { pid }).await;
+        self.report(node, generation, NodeReport::Serving { pid })
+            .await;
         Ok(())
     }
 
     /// A node recorded as serving here: adopt its container, or start it again in place.
     async fn keep(&self, node: &NodeId, k: &Known, generation: u32) -> Result<(), Step> {
         if self.containers.running(node, generation).await.is_none() {
-            self.attach(node, k).await.map_err(|e| Step("attach_volume", e))?;
+            self.attach(node, k)
+                .await
+                .map_err(|e| Step("attach_volume", e))?;
             self.start_serving(node, k, generation).await?;
         }
         self.containers
@@ -334,16 +347,28 @@ impl NodeHost {
             {
                 return Err(Step(
                     "fence",
-                    NodeError::Container(format!("volume {} is still held after its fence", k.volume_id)),
+                    NodeError::Container(format!(
+                        "volume {} is still held after its fence",
+                        k.volume_id
+                    )),
                 ));
             }
-            if !self.report(node, generation, NodeReport::Fenced { detail }).await {
+            if !self
+                .report(node, generation, NodeReport::Fenced { detail })
+                .await
+            {
                 return Ok(());
             }
         }
         if !done(RecoveryStep::VolumeAttached) {
-            let device = self.attach(node, k).await.map_err(|e| Step("attach_volume", e))?;
-            if !self.report(node, generation, NodeReport::VolumeAttached { device }).await {
+            let device = self
+                .attach(node, k)
+                .await
+                .map_err(|e| Step("attach_volume", e))?;
+            if !self
+                .report(node, generation, NodeReport::VolumeAttached { device })
+                .await
+            {
                 return Ok(());
             }
         }
@@ -367,7 +392,11 @@ impl NodeHost {
             let started = self.start_serving(node, k, generation).await?;
             pid = Some(started);
             if !self
-                .report(node, generation, NodeReport::ReplacementLaunched { pid: started })
+                .report(
+                    node,
+                    generation,
+                    NodeReport::ReplacementLaunched { pid: started },
+                )
                 .await
             {
                 return Ok(());
@@ -378,7 +407,10 @@ impl NodeHost {
                 .take_address(node, generation, &k.address)
                 .await
                 .map_err(|e| Step("address", e))?;
-            if !self.report(node, generation, NodeReport::AddressReassigned).await {
+            if !self
+                .report(node, generation, NodeReport::AddressReassigned)
+                .await
+            {
                 return Ok(());
             }
         }
@@ -388,7 +420,10 @@ impl NodeHost {
             None => self.containers.running(node, generation).await.unwrap_or(0),
         };
         self.probe_here(node, k, generation);
-        if !self.report(node, generation, NodeReport::Recovered { pid }).await {
+        if !self
+            .report(node, generation, NodeReport::Recovered { pid })
+            .await
+        {
             return Ok(());
         }
         self.block_report(node, k, generation).await;
@@ -412,17 +447,26 @@ impl NodeHost {
                 .await
             {
                 seen = list;
-                let back = wanted
-                    .iter()
-                    .all(|a| seen.iter().any(|c| &c.address == a && c.connected));
+                // Connected is not yet reported: a chunk server lists its chunks right after it
+                // registers.
+                let back = wanted.iter().all(|a| {
+                    seen.iter()
+                        .any(|c| &c.address == a && c.connected && c.chunks > 0)
+                });
                 if back {
                     break;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.report(node, generation, NodeReport::BlockReport { chunk_servers: seen })
-            .await;
+        self.report(
+            node,
+            generation,
+            NodeReport::BlockReport {
+                chunk_servers: seen,
+            },
+        )
+        .await;
     }
 
     async fn checkpoint(
@@ -458,7 +502,8 @@ impl NodeHost {
         let pid = self.start_serving(node, k, generation).await?;
         self.answers(k).await.map_err(|e| Step("serve", e))?;
         self.probe_here(node, k, generation);
-        self.report(node, generation, NodeReport::Serving { pid }).await;
+        self.report(node, generation, NodeReport::Serving { pid })
+            .await;
         Ok(())
     }
 

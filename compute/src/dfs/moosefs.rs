@@ -73,8 +73,19 @@ pub fn daemon_args(role: NodeRole) -> Vec<String> {
     let cfg = format!("{VOLUME_IN_CONTAINER}/{}", config(role, "", "", "").0);
     match role {
         // `-a`: always restore from the change logs (a clean stop's image is renamed on start).
-        NodeRole::Metadata => vec!["/usr/sbin/mfsmaster".into(), "-f".into(), "-a".into(), "-c".into(), cfg],
-        NodeRole::Data => vec!["/usr/sbin/mfschunkserver".into(), "-f".into(), "-c".into(), cfg],
+        NodeRole::Metadata => vec![
+            "/usr/sbin/mfsmaster".into(),
+            "-f".into(),
+            "-a".into(),
+            "-c".into(),
+            cfg,
+        ],
+        NodeRole::Data => vec![
+            "/usr/sbin/mfschunkserver".into(),
+            "-f".into(),
+            "-c".into(),
+            cfg,
+        ],
     }
 }
 
@@ -197,7 +208,8 @@ pub fn checkpoint_figures(meta: &Path) -> Result<(u64, u64), NodeError> {
     let mut file = std::fs::File::open(&image).map_err(NodeError::io(&image))?;
     let size = file.metadata().map_err(NodeError::io(&image))?.len();
     let mut header = [0u8; 16];
-    file.read_exact(&mut header).map_err(NodeError::io(&image))?;
+    file.read_exact(&mut header)
+        .map_err(NodeError::io(&image))?;
     if &header[..4] != b"MFSM" {
         return Err(NodeError::Restore(format!(
             "{} is not a MooseFS metadata image",
@@ -211,16 +223,32 @@ pub fn checkpoint_figures(meta: &Path) -> Result<(u64, u64), NodeError> {
 
 /// Sends one MooseFS request (`command`, no data) to `address` and reads the answer of type
 /// `answer`, within `timeout` overall.
-fn request(address: SocketAddr, command: u32, answer: u32, timeout: Duration) -> Result<Vec<u8>, String> {
+fn request(
+    address: SocketAddr,
+    command: u32,
+    answer: u32,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
     let deadline = std::time::Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| format!("connect {address}: {e}"))?;
-    let left = || deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1));
-    stream.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect_timeout(&address, timeout)
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    let left = || {
+        deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    stream
+        .set_write_timeout(Some(left()))
+        .map_err(|e| e.to_string())?;
     let mut packet = command.to_be_bytes().to_vec();
     packet.extend(0u32.to_be_bytes());
-    stream.write_all(&packet).map_err(|e| format!("send to {address}: {e}"))?;
+    stream
+        .write_all(&packet)
+        .map_err(|e| format!("send to {address}: {e}"))?;
     loop {
-        stream.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(left()))
+            .map_err(|e| e.to_string())?;
         let mut header = [0u8; 8];
         stream
             .read_exact(&mut header)
@@ -257,8 +285,11 @@ pub fn chunk_servers(address: &str, timeout: Duration) -> Result<Vec<ChunkServer
 /// (4), port, id, used, total, chunks, …
 pub fn parse_chunk_servers(body: &[u8]) -> Result<Vec<ChunkServerSeen>, String> {
     const RECORD: usize = 69;
-    if body.len() % RECORD != 0 {
-        return Err(format!("a chunk-server list of {} bytes is not 3.0's", body.len()));
+    if !body.len().is_multiple_of(RECORD) {
+        return Err(format!(
+            "a chunk-server list of {} bytes is not 3.0's",
+            body.len()
+        ));
     }
     Ok(body
         .chunks(RECORD)
@@ -313,7 +344,14 @@ mod tests {
         gone[0] = 1;
         gone[7] = 6;
         let list = parse_chunk_servers(&[record, gone].concat()).unwrap();
-        assert_eq!(list[0], ChunkServerSeen { address: "10.77.0.5".into(), chunks: 42, connected: true });
+        assert_eq!(
+            list[0],
+            ChunkServerSeen {
+                address: "10.77.0.5".into(),
+                chunks: 42,
+                connected: true
+            }
+        );
         assert!(!list[1].connected);
         assert!(parse_chunk_servers(&[0u8; 70]).is_err());
     }

@@ -48,7 +48,11 @@ impl VolumeStore {
             .map_err(NodeError::io(&partial))?;
         drop(file);
         let path = partial.display().to_string();
-        run("mkfs.ext4", &["-q", "-F", "-m", "0", "-L", volume_id, &path]).await?;
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", "-m", "0", "-L", volume_id, &path],
+        )
+        .await?;
         std::fs::rename(&partial, &image).map_err(NodeError::io(&image))?;
         Ok(true)
     }
@@ -57,7 +61,11 @@ impl VolumeStore {
     /// under its name while attached (`(deleted)`).
     async fn holders(&self, volume_id: &str) -> Result<Vec<Holder>, NodeError> {
         let image = self.image(volume_id).display().to_string();
-        let list = run("losetup", &["--list", "--noheadings", "-O", "NAME,BACK-FILE"]).await?;
+        let list = run(
+            "losetup",
+            &["--list", "--noheadings", "-O", "NAME,BACK-FILE"],
+        )
+        .await?;
         let mut found = Vec::new();
         for line in list.lines() {
             let Some((device, back)) = line.trim().split_once(char::is_whitespace) else {
@@ -175,7 +183,11 @@ fn kill_holders(rdev: u64) -> Vec<i32> {
         return killed;
     };
     for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == std::process::id() as i32 {

@@ -1,4 +1,4 @@
-//! The seven views: pure folds of events into rows.
+//! The eight views: pure folds of events into rows.
 //!
 //! Invariant: a view's rows depend only on the events applied and their order (never on the
 //! clock, hash order or where the process started), and everything a view needs to go on
@@ -10,6 +10,7 @@ pub mod heartbeats;
 pub mod hosts;
 pub mod instances;
 pub mod migrations;
+pub mod nodes;
 pub mod rollouts;
 pub mod sessions;
 
@@ -18,6 +19,7 @@ pub use heartbeats::HeartbeatsView;
 pub use hosts::HostsView;
 pub use instances::InstancesView;
 pub use migrations::MigrationsView;
+pub use nodes::NodesView;
 pub use rollouts::RolloutsView;
 pub use sessions::SessionsView;
 
@@ -38,7 +40,7 @@ pub trait View: Default + Send + Sync + 'static {
 }
 
 /// The names of all views, in the order they are stored and reported.
-pub const VIEW_NAMES: [&str; 7] = [
+pub const VIEW_NAMES: [&str; 8] = [
     HeartbeatsView::NAME,
     ConsistencyView::NAME,
     SessionsView::NAME,
@@ -46,6 +48,7 @@ pub const VIEW_NAMES: [&str; 7] = [
     RolloutsView::NAME,
     InstancesView::NAME,
     MigrationsView::NAME,
+    NodesView::NAME,
 ];
 
 /// A view and the last position applied to it.
@@ -101,7 +104,7 @@ pub struct ViewBatch {
     pub changes: Vec<RowChange>,
 }
 
-/// All seven views, each with its own position.
+/// All eight views, each with its own position.
 #[derive(Debug, Default)]
 pub struct ViewSet {
     /// Heartbeats and liveness.
@@ -118,6 +121,8 @@ pub struct ViewSet {
     pub instances: Positioned<InstancesView>,
     /// Migrations of instances between hosts.
     pub migrations: Positioned<MigrationsView>,
+    /// File systems and their nodes.
+    pub nodes: Positioned<NodesView>,
 }
 
 impl ViewSet {
@@ -131,6 +136,7 @@ impl ViewSet {
         self.rollouts.apply(position, time, event);
         self.instances.apply(position, time, event);
         self.migrations.apply(position, time, event);
+        self.nodes.apply(position, time, event);
     }
 
     /// The lowest position of the views: everything up to it is applied everywhere.
@@ -147,7 +153,7 @@ impl ViewSet {
     }
 
     /// `(view, position)` for every view.
-    pub fn positions(&self) -> [(&'static str, u64); 7] {
+    pub fn positions(&self) -> [(&'static str, u64); 8] {
         [
             (HeartbeatsView::NAME, self.heartbeats.position),
             (ConsistencyView::NAME, self.consistency.position),
@@ -156,6 +162,7 @@ impl ViewSet {
             (RolloutsView::NAME, self.rollouts.position),
             (InstancesView::NAME, self.instances.position),
             (MigrationsView::NAME, self.migrations.position),
+            (NodesView::NAME, self.nodes.position),
         ]
     }
 
@@ -169,6 +176,7 @@ impl ViewSet {
             self.rollouts.take_batch(),
             self.instances.take_batch(),
             self.migrations.take_batch(),
+            self.nodes.take_batch(),
         ]
         .into_iter()
         .flatten()
@@ -185,6 +193,7 @@ impl ViewSet {
             RolloutsView::NAME => self.rollouts.view.tables_mut(),
             InstancesView::NAME => self.instances.view.tables_mut(),
             MigrationsView::NAME => self.migrations.view.tables_mut(),
+            NodesView::NAME => self.nodes.view.tables_mut(),
             _ => return None,
         })
     }
@@ -199,6 +208,7 @@ impl ViewSet {
             RolloutsView::NAME => set_loaded(&mut self.rollouts, position),
             InstancesView::NAME => set_loaded(&mut self.instances, position),
             MigrationsView::NAME => set_loaded(&mut self.migrations, position),
+            NodesView::NAME => set_loaded(&mut self.nodes, position),
             _ => {}
         }
     }

@@ -2,13 +2,15 @@
 //! then (positions 20..=41) two compute hosts and three instances over their lives; then
 //! (positions 42..=68) a third compute host and migrations of i3: m1 moves it from c1 to c3,
 //! m2 fails and is rolled back, m3 is cancelled, and an event of m9 (never scheduled) comes
-//! astray.
+//! astray; then (from `dfs_from()`) a file system whose metadata node fails and is recovered.
 
 #![allow(dead_code)]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use streamfleet_bus_schemas::Event;
 use streamfleet_bus_schemas::compute::{Feature, Hypervisor, HypervisorOffer};
+use streamfleet_bus_schemas::dfs::*;
+use streamfleet_bus_schemas::ids::NodeId;
 use streamfleet_bus_schemas::instance::*;
 use streamfleet_bus_schemas::migration::*;
 use streamfleet_bus_schemas::payloads::*;
@@ -371,6 +373,225 @@ fn migration_events() -> Vec<Event> {
     ]
 }
 
+/// The file-system events of the history (from [`dfs_from`]): `fs1` with its metadata node on
+/// d1 and data nodes on d2 and d3 (hosts the compute hosts' rows do not know: the instances
+/// view does not count file-system nodes' room, which the domain's fleet does). The metadata node takes a checkpoint, goes unresponsive and
+/// answers again, then fails; its first replacement (d2) fails at the checkpoint, the second
+/// (d3) recovers it and sends a block report. `fs1-cs2` fails with no host left, and `n-legacy`
+/// (no file system) is failed by hand.
+fn dfs_events(from: usize) -> Vec<Event> {
+    // The time of the `i`th event of this part (as `history` numbers them).
+    let t = |i: usize| at((from + i) as i64);
+    let master = || NodeId::from("fs1-master");
+    let plan = |node: &str, role: NodeRole, host: &str, address: &str| NodePlan {
+        node_id: node.into(),
+        role,
+        host_id: host.into(),
+        address: address.into(),
+        volume_id: format!("{node}-vol"),
+        cpus: 1,
+        memory_mib: if role == NodeRole::Metadata { 512 } else { 256 },
+    };
+    let serving = |node: &str, role: NodeRole, host: &str, address: &str, pid: u32| {
+        Event::NodeServing(NodeServing {
+            node_id: node.into(),
+            file_system: "fs1".into(),
+            role,
+            host_id: host.into(),
+            generation: 0,
+            address: address.into(),
+            volume_id: format!("{node}-vol"),
+            pid,
+        })
+    };
+    vec![
+        // 0
+        Event::FileSystemCreated(FileSystemCreated {
+            file_system: "fs1".into(),
+            region: "eu".into(),
+            goal: 2,
+            volume_mib: 256,
+            checkpoint_every_seconds: 600,
+            nodes: vec![
+                plan("fs1-master", NodeRole::Metadata, "d1", "10.99.0.10"),
+                plan("fs1-cs1", NodeRole::Data, "d2", "10.99.0.11"),
+                plan("fs1-cs2", NodeRole::Data, "d3", "10.99.0.12"),
+            ],
+            reasons: vec!["fs1-master on d1: crun, eu, room".into()],
+        }),
+        serving("fs1-master", NodeRole::Metadata, "d1", "10.99.0.10", 100),
+        serving("fs1-cs1", NodeRole::Data, "d2", "10.99.0.11", 200),
+        serving("fs1-cs2", NodeRole::Data, "d3", "10.99.0.12", 300),
+        Event::CheckpointRequested(CheckpointRequested {
+            node_id: master(),
+            host_id: "d1".into(),
+            generation: 0,
+            cause: CheckpointCause::Command,
+        }),
+        // 5
+        Event::CheckpointTaken(CheckpointTaken {
+            node_id: master(),
+            host_id: "d1".into(),
+            cause: CheckpointCause::Command,
+            image_bytes: 4096,
+            version: 10,
+            replayed: 0,
+        }),
+        serving("fs1-master", NodeRole::Metadata, "d1", "10.99.0.10", 101),
+        Event::NodeUnresponsive(NodeUnresponsive {
+            node_id: master(),
+            generation: 0,
+            last_answer_at: t(6),
+            evidence: "3 probes unanswered".into(),
+        }),
+        Event::NodeAnswering(NodeAnswering {
+            node_id: master(),
+            generation: 0,
+            silent_ms: 2000,
+        }),
+        Event::NodeUnresponsive(NodeUnresponsive {
+            node_id: master(),
+            generation: 0,
+            last_answer_at: t(8),
+            evidence: "connection refused".into(),
+        }),
+        // 10
+        Event::NodeFailed(NodeFailed {
+            node_id: master(),
+            reason: "no answer for 6000 ms (timeout 6000 ms): connection refused".into(),
+            host_id: Some("d1".into()),
+            generation: Some(0),
+            last_answer_at: Some(t(9)),
+            timeout_ms: Some(6000),
+        }),
+        Event::ReplacementChosen(ReplacementChosen {
+            node_id: master(),
+            generation: 1,
+            host_id: "d2".into(),
+            from_host: "d1".into(),
+            reasons: vec!["d2: crun in eu with room".into()],
+        }),
+        Event::NodeFenced(NodeFenced {
+            node_id: master(),
+            fenced_host: "d1".into(),
+            host_id: "d2".into(),
+            detail: "container ended, volume detached, address withdrawn".into(),
+            at: t(12),
+        }),
+        Event::NetworkVolumeAttached(NetworkVolumeAttached {
+            node_id: master(),
+            volume_id: "fs1-master-vol".into(),
+            host_id: "d2".into(),
+            device: "/dev/nbd0".into(),
+        }),
+        Event::RecoveryFailed(RecoveryFailed {
+            node_id: master(),
+            generation: 1,
+            host_id: Some("d2".into()),
+            step: "checkpoint".into(),
+            cause: "metadata image unreadable".into(),
+            next: Some("d3".into()),
+        }),
+        // 15
+        Event::ReplacementChosen(ReplacementChosen {
+            node_id: master(),
+            generation: 2,
+            host_id: "d3".into(),
+            from_host: "d2".into(),
+            reasons: vec!["d3: crun in eu with room; not d1, d2".into()],
+        }),
+        Event::NodeFenced(NodeFenced {
+            node_id: master(),
+            fenced_host: "d1".into(),
+            host_id: "d3".into(),
+            detail: "already fenced".into(),
+            at: t(16),
+        }),
+        Event::NetworkVolumeAttached(NetworkVolumeAttached {
+            node_id: master(),
+            volume_id: "fs1-master-vol".into(),
+            host_id: "d3".into(),
+            device: "/dev/nbd1".into(),
+        }),
+        Event::CheckpointTaken(CheckpointTaken {
+            node_id: master(),
+            host_id: "d3".into(),
+            cause: CheckpointCause::Recovery,
+            image_bytes: 8192,
+            version: 25,
+            replayed: 15,
+        }),
+        Event::ReplacementLaunched(ReplacementLaunched {
+            node_id: master(),
+            host_id: "d3".into(),
+            generation: 2,
+            pid: 400,
+        }),
+        // 20
+        Event::AddressReassigned(AddressReassigned {
+            node_id: master(),
+            address: "10.99.0.10".into(),
+            from_host: "d1".into(),
+            host_id: "d3".into(),
+        }),
+        Event::NodeRecovered(NodeRecovered {
+            node_id: master(),
+            host_id: "d3".into(),
+            generation: 2,
+            recovery_ms: 12_000,
+            fence_to_serving_ms: 9_000,
+            pid: 400,
+        }),
+        Event::BlockReportReceived(BlockReportReceived {
+            node_id: master(),
+            host_id: "d3".into(),
+            chunk_servers: vec![
+                ChunkServerSeen {
+                    address: "10.99.0.11".into(),
+                    chunks: 12,
+                    connected: true,
+                },
+                ChunkServerSeen {
+                    address: "10.99.0.12".into(),
+                    chunks: 11,
+                    connected: false,
+                },
+            ],
+            chunks: 23,
+        }),
+        Event::NodeFailed(NodeFailed {
+            node_id: "fs1-cs2".into(),
+            reason: "no answer for 6000 ms (timeout 6000 ms): host silent".into(),
+            host_id: Some("d3".into()),
+            generation: Some(0),
+            last_answer_at: Some(t(22)),
+            timeout_ms: Some(6000),
+        }),
+        Event::RecoveryFailed(RecoveryFailed {
+            node_id: "fs1-cs2".into(),
+            generation: 0,
+            host_id: Some("d3".into()),
+            step: "choose_host".into(),
+            cause: "no crun host in eu has room for it, other than d3".into(),
+            next: None,
+        }),
+        // 25
+        Event::NodeFailed(NodeFailed {
+            node_id: "n-legacy".into(),
+            reason: "reported by hand".into(),
+            host_id: None,
+            generation: None,
+            last_answer_at: None,
+            timeout_ms: None,
+        }),
+    ]
+}
+
+/// The position of the file systems' first event (`FileSystemCreated`).
+pub fn dfs_from() -> usize {
+    19 + instance_events().len() + migration_events().len() + 1
+}
+
 /// `(time, event)` in log order; positions are the 1-based indexes.
 pub fn history() -> Vec<(DateTime<Utc>, Event)> {
     let events = vec![
@@ -471,6 +692,7 @@ pub fn history() -> Vec<(DateTime<Utc>, Event)> {
         .into_iter()
         .chain(instance_events())
         .chain(migration_events())
+        .chain(dfs_events(dfs_from()))
         .enumerate()
         .map(|(i, e)| (at(i as i64 + 1), e))
         .collect()
