@@ -71,6 +71,10 @@ pub struct UpArgs {
     /// Compute hosts running crun containers.
     #[arg(long, default_value_t = 1)]
     crun_hosts: u32,
+    /// Also run a small MooseFS file system (`demo`: a master and two chunk servers on crun
+    /// hosts, at least three of them) whose nodes heal; see `streamfleet dfs status`.
+    #[arg(long)]
+    dfs: bool,
     /// The compute hosts' region (default: the first region).
     #[arg(long)]
     compute_region: Option<String>,
@@ -512,8 +516,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut compute_agents = Vec::new();
     let wanted = [
         ("qemu", args.qemu_hosts, 2, 1024),
-        ("crun", args.crun_hosts, 4, 2048),
+        (
+            "crun",
+            if args.dfs {
+                args.crun_hosts.max(3)
+            } else {
+                args.crun_hosts
+            },
+            4,
+            2048,
+        ),
     ];
+    let volume_store = std::path::absolute(args.state_dir.join("network-volumes"))?;
     if wanted.iter().any(|(_, n, _, _)| *n > 0) && !streamfleet_compute::teardown::can_host() {
         tracing::warn!(
             "not root: no compute hosts (they need network namespaces); instances cannot launch"
@@ -531,6 +545,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 let (ca, launcher_password) = (ca.clone(), launcher_password.clone());
                 let (images, state_dir) = (images.clone(), args.state_dir.join("compute"));
                 let accel = args.accel.clone();
+                let volume_store = volume_store.clone();
                 let (fabric, filter, log_file) = (
                     args.fabric.clone(),
                     log_filter(&args.log_level),
@@ -552,6 +567,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                                 .arg(&images)
                                 .arg("--state-dir")
                                 .arg(&state_dir)
+                                .arg("--volume-store")
+                                .arg(&volume_store)
                                 .env("SF_LAUNCHER_PASSWORD", &launcher_password)
                                 .envs(ca.iter().map(|ca| ("SF_NATS_CA", ca.clone())))
                                 .env("RUST_LOG", &filter)
@@ -571,6 +588,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
 
+    // The demo file system, declared once: the same command id again gets the first answer
+    // back (the master's address with it).
+    let dfs_master = if args.dfs && !compute_hosts.is_empty() {
+        let create = Command::CreateFileSystem(streamfleet_bus_schemas::dfs::CreateFileSystem {
+            file_system: "demo".into(),
+            data_nodes: 2,
+            goal: 2,
+            region: Some(compute_region.as_str().into()),
+            volume_mib: None,
+            checkpoint_every_seconds: None,
+        });
+        match operator
+            .send(Uuid::new_v5(&Uuid::NAMESPACE_OID, b"up/dfs/demo"), &create)
+            .await?
+        {
+            CommandReply::Accepted { events, .. } => events
+                .iter()
+                .filter_map(|e| e.data.as_ref())
+                .filter_map(|d| d.get("nodes")?.get(0)?.get("address")?.as_str())
+                .map(str::to_string)
+                .next(),
+            CommandReply::Rejected { message, .. } => {
+                tracing::warn!(%message, "the demo file system was not created");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let projections = streamfleet_projections::start(streamfleet_projections::ProjectionsConfig {
         nats: NatsLogin::new(
             url.clone(),
@@ -664,6 +710,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  regions:     {} (host agents: 2 hosts of {APP} each)",
         regions.join(", ")
     );
+    if let Some(master) = &dfs_master {
+        println!(
+            "  file system: demo (MooseFS; streamfleet dfs status demo), mount it: nsenter --net=/var/run/netns/{} mfsmount <dir> -H {master} -o mfsioretries=10",
+            args.fabric
+        );
+    }
     if !compute_hosts.is_empty() {
         println!(
             "  instances:   {} in {compute_region}; streamfleet instance launch <id> (SF_SERVICE_PASSWORD), reach one: ip netns exec {} busybox nc <address> 7000",
@@ -705,12 +757,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         agent.stop().await;
     }
     for host_id in &compute_hosts {
-        let crun_state = args
-            .state_dir
-            .join("compute")
-            .join(host_id.as_str())
-            .join("crun");
-        streamfleet_compute::teardown::power_off(host_id, &crun_state).await;
+        let host_dir = args.state_dir.join("compute").join(host_id.as_str());
+        streamfleet_compute::teardown::power_off_nodes(&host_dir.join("nodes")).await;
+        streamfleet_compute::teardown::power_off(host_id, &host_dir.join("crun")).await;
     }
     if !compute_hosts.is_empty() {
         streamfleet_compute::teardown::remove_fabric(&args.fabric).await;

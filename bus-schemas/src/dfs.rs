@@ -295,6 +295,10 @@ pub struct ReplacementChosen {
     pub host_id: HostId,
     /// The host it leaves.
     pub from_host: HostId,
+    /// Cpus it holds (moved from the old host to the new one).
+    pub cpus: u32,
+    /// Memory it holds, MiB (moved likewise).
+    pub memory_mib: u32,
     /// Why this host.
     pub reasons: Vec<String>,
 }

@@ -56,3 +56,44 @@ pub fn can_host() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Ends what a host's file-system nodes left running, as a power cut would (the log is not
+/// touched; the host resumes its nodes when it starts again): every node container in crun's
+/// state folder under `nodes` (`<nodes>/crun`) and its namespace, then this host's mounts of
+/// their volumes (`<nodes>/<node>/mnt`) and the loop devices behind them.
+pub async fn power_off_nodes(nodes: &Path) {
+    let root = nodes.join("crun").display().to_string();
+    let containers = run("crun", &["--root", &root, "list", "-q"])
+        .await
+        .unwrap_or_default();
+    for id in containers.split_whitespace() {
+        let _ = run("crun", &["--root", &root, "kill", "--all", id, "KILL"]).await;
+        // `<node>-g<generation>` runs in the namespace of placement `node.<node>.g<generation>`.
+        if let Some((node, generation)) = id.rsplit_once("-g")
+            && let Ok(generation) = generation.parse::<u32>()
+        {
+            let placement = crate::dfs::container::placement_id(&node.into(), generation);
+            kill_namespace(&instance_namespace(&placement)).await;
+        }
+        let _ = run("crun", &["--root", &root, "delete", "-f", id]).await;
+    }
+    let Ok(folders) = std::fs::read_dir(nodes) else {
+        return;
+    };
+    for folder in folders.flatten() {
+        let mount = folder.path().join("mnt");
+        if crate::dfs::container::Containers::mounted(&mount) {
+            let device = std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.split_whitespace().nth(4) == Some(&*mount.display().to_string()))
+                .and_then(|l| l.split(" - ").nth(1))
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .map(str::to_string);
+            let _ = run("umount", &["-l", &mount.display().to_string()]).await;
+            if let Some(device) = device.filter(|d| d.starts_with("/dev/loop")) {
+                let _ = run("losetup", &["-d", &device]).await;
+            }
+        }
+    }
+}

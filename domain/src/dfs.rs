@@ -393,6 +393,8 @@ fn replace(
                 generation: node.generation + 1,
                 host_id: host_id.clone(),
                 from_host: node.host_id.clone(),
+                cpus: node.cpus,
+                memory_mib: node.memory_mib,
                 reasons: vec![format!(
                     "{host_id}: crun in {region} with {cpus} cpu and {memory} MiB free, {siblings} other node(s) of {} there; not {}",
                     node.file_system,

@@ -666,6 +666,8 @@ mod tests {
             generation,
             host_id: host.into(),
             from_host: from.into(),
+            cpus: 1,
+            memory_mib: 256,
             reasons: vec![],
         })
     }

@@ -86,6 +86,8 @@ mod tests {
             generation: 2,
             host_id: "b".into(),
             from_host: "a".into(),
+            cpus: 1,
+            memory_mib: 256,
             reasons: vec![],
         });
         assert_eq!(

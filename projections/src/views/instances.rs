@@ -97,6 +97,19 @@ fn volume_row(v: &Volume) -> VolumeRow {
 }
 
 impl InstancesView {
+    /// Adds (`add`) or takes out a file-system node's room on `host_id`, if the host is known.
+    fn node_share(&mut self, host_id: &str, cpus: u32, memory_mib: u32, add: bool) {
+        if self.hosts.get(host_id).is_none() {
+            return;
+        }
+        let share = Share {
+            instances: 1,
+            cpus,
+            memory_mib,
+        };
+        self.hosts.upsert(host_id, |h| share.apply_to(h, add));
+    }
+
     /// Changes an instance (creating it when `create`; otherwise only once it is placed, as the
     /// domain folds nothing before `InstancePlaced`), keeping its host's counters in step.
     fn instance(
@@ -254,6 +267,16 @@ impl View for InstancesView {
                         _ => {}
                     }
                 })
+            }
+            // A file system's nodes hold room on their hosts as the domain's fleet counts it.
+            Event::FileSystemCreated(e) => {
+                for n in &e.nodes {
+                    self.node_share(n.host_id.as_str(), n.cpus, n.memory_mib, true);
+                }
+            }
+            Event::ReplacementChosen(e) => {
+                self.node_share(e.from_host.as_str(), e.cpus, e.memory_mib, false);
+                self.node_share(e.host_id.as_str(), e.cpus, e.memory_mib, true);
             }
             Event::ComputeHostRegistered(e) => self.hosts.upsert(&e.host_id, |h| {
                 h.host_id = e.host_id.to_string();

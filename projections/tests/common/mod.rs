@@ -469,6 +469,8 @@ fn dfs_events(from: usize) -> Vec<Event> {
             generation: 1,
             host_id: "d2".into(),
             from_host: "d1".into(),
+            cpus: 1,
+            memory_mib: 512,
             reasons: vec!["d2: crun in eu with room".into()],
         }),
         Event::NodeFenced(NodeFenced {
@@ -498,6 +500,8 @@ fn dfs_events(from: usize) -> Vec<Event> {
             generation: 2,
             host_id: "d3".into(),
             from_host: "d2".into(),
+            cpus: 1,
+            memory_mib: 512,
             reasons: vec!["d3: crun in eu with room; not d1, d2".into()],
         }),
         Event::NodeFenced(NodeFenced {
