@@ -7,6 +7,7 @@
 //! `not_metadata_node: …`, `node_step_out_of_order: …`) and exit status 1.
 
 use crate::instance::ServiceLogin;
+use crate::views_login::ViewsLogin;
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::BTreeMap;
@@ -18,23 +19,6 @@ use streamfleet_bus_schemas::principal::Role;
 use streamfleet_bus_schemas::{Command, Event};
 use streamfleet_projections::pb::{FileSystemRow, NodeRow, NodesRequest, UpdateKind};
 use streamfleet_projections::rows::time_of;
-
-/// Where the projections' views are served, and how to reach them (the same flags as
-/// `streamfleet migration list`).
-#[derive(clap::Args)]
-pub struct ViewsLogin {
-    /// The views' gRPC URL (`projections serve --grpc`, `up --grpc`); `https://…` beyond
-    /// loopback.
-    #[arg(long, env = "SF_VIEWS_URL", default_value = "http://127.0.0.1:50051")]
-    views_url: String,
-    /// The certificate authority that signed the views' certificate (an `https` URL); absent:
-    /// the NATS CA (`SF_NATS_CA`: `up` signs both with `<state>/tls/ca.pem`).
-    #[arg(long, env = "SF_VIEWS_CA")]
-    views_ca: Option<PathBuf>,
-    /// The dashboards' token (required beyond loopback).
-    #[arg(long, env = "SF_VIEWS_TOKEN", hide_env_values = true)]
-    views_token: Option<String>,
-}
 
 /// File-system commands.
 #[derive(clap::Subcommand)]
@@ -153,20 +137,6 @@ fn print_event(event: &Event) {
             serde_json::to_string(other).unwrap_or_default()
         ),
     }
-}
-
-/// The views' client; an `https` URL without `--views-ca` trusts `SF_NATS_CA`.
-async fn views(login: &ViewsLogin) -> anyhow::Result<streamfleet_projections::client::Client> {
-    let nats_ca = std::env::var_os("SF_NATS_CA").map(PathBuf::from);
-    let ca = login.views_ca.as_deref().or(nats_ca.as_deref());
-    Ok(
-        streamfleet_projections::client::connect(
-            &login.views_url,
-            ca,
-            login.views_token.as_deref(),
-        )
-        .await?,
-    )
 }
 
 /// A row's time for people (empty when unset).
@@ -491,7 +461,8 @@ async fn status(
     watch: bool,
     login: &ViewsLogin,
 ) -> anyhow::Result<()> {
-    let mut client = views(login).await?;
+    let nats_ca = std::env::var_os("SF_NATS_CA").map(PathBuf::from);
+    let mut client = login.connect(nats_ca.as_deref()).await?;
     let request = NodesRequest {
         file_system: file_system.clone().unwrap_or_default(),
         ..Default::default()

@@ -10,6 +10,7 @@ mod host;
 mod instance;
 mod migration;
 mod up;
+mod views_login;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

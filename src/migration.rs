@@ -8,6 +8,7 @@
 //! `migration_step_out_of_order: …`) and exit status 1.
 
 use crate::instance::ServiceLogin;
+use crate::views_login::ViewsLogin;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::path::{Path, PathBuf};
@@ -18,22 +19,6 @@ use streamfleet_bus_schemas::principal::Role;
 use streamfleet_bus_schemas::{Command, Event};
 use streamfleet_projections::pb::{MigrationRow, MigrationsRequest};
 use streamfleet_projections::rows::time_of;
-
-/// Where the projections' views are served, and how to reach them.
-#[derive(clap::Args)]
-pub struct ViewsLogin {
-    /// The views' gRPC URL (`projections serve --grpc`, `up --grpc`); `https://…` beyond
-    /// loopback.
-    #[arg(long, env = "SF_VIEWS_URL", default_value = "http://127.0.0.1:50051")]
-    views_url: String,
-    /// The certificate authority that signed the views' certificate (an `https` URL); absent:
-    /// the NATS CA (`--nats-ca`, `SF_NATS_CA`: `up` signs both with `<state>/tls/ca.pem`).
-    #[arg(long, env = "SF_VIEWS_CA")]
-    views_ca: Option<PathBuf>,
-    /// The dashboards' token (required beyond loopback).
-    #[arg(long, env = "SF_VIEWS_TOKEN", hide_env_values = true)]
-    views_token: Option<String>,
-}
 
 /// Migration commands.
 #[derive(clap::Subcommand)]
@@ -148,29 +133,13 @@ async fn send(login: &ServiceLogin, migration_id: &str, command: Command) -> any
     Ok(())
 }
 
-/// The views' client; an `https` URL without `--views-ca` trusts `nats_ca`.
-async fn views(
-    login: &ViewsLogin,
-    nats_ca: Option<&Path>,
-) -> anyhow::Result<streamfleet_projections::client::Client> {
-    let ca = login.views_ca.as_deref().or(nats_ca);
-    Ok(
-        streamfleet_projections::client::connect(
-            &login.views_url,
-            ca,
-            login.views_token.as_deref(),
-        )
-        .await?,
-    )
-}
-
 /// The migrations the views hold that `request` asks for, and the position they reflect.
 async fn get(
     login: &ViewsLogin,
     nats_ca: Option<&Path>,
     request: MigrationsRequest,
 ) -> anyhow::Result<(u64, Vec<MigrationRow>)> {
-    let mut client = views(login, nats_ca).await?;
+    let mut client = login.connect(nats_ca).await?;
     let answer = client
         .get_migrations(request)
         .await

@@ -23,7 +23,7 @@ use streamfleet_compute::dfs::container::{node_addresses, placement_id};
 use streamfleet_compute::network::{host_namespace, instance_namespace};
 
 /// The detection timeout the watcher runs with.
-const TIMEOUT_MS: u64 = 2000;
+const TIMEOUT_MS: u64 = 3000;
 
 /// A file's content: its number, repeated (a checksum is then a comparison).
 fn content(n: u64) -> Vec<u8> {
@@ -141,7 +141,29 @@ fn holders_of(image: &Path) -> usize {
 struct Mount(PathBuf);
 
 impl Drop for Mount {
+    /// Aborts the mount's FUSE connection first: a writer blocked in it (a failed test's
+    /// master gone for good) could otherwise never end, nor the test process with it.
     fn drop(&mut self) {
+        // Its device from the mount table (a stat of the mount itself could block).
+        let point = self.0.display().to_string();
+        let minor = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(point.as_str()))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(2)?
+                    .split(':')
+                    .nth(1)
+                    .map(str::to_string)
+            });
+        if let Some(minor) = minor {
+            let _ = Command::new("mount")
+                .args(["-t", "fusectl", "none", "/sys/fs/fuse/connections"])
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
+        }
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
@@ -203,22 +225,11 @@ async fn moosefs_nodes_fail_and_heal_on_other_hosts_with_their_address_and_volum
     };
     let mut hosts: BTreeMap<String, NodeProcess> =
         names.iter().map(|h| (h.clone(), spawn(h))).collect();
-    let mut workers = Command::new(env!("CARGO_BIN_EXE_streamfleet"));
-    workers
-        .args(["workers", "--nats-url", &nats.url])
-        .args([
-            "--node-timeout-ms",
-            &TIMEOUT_MS.to_string(),
-            "--node-probe-ms",
-            "200",
-        ])
-        .env("SF_WORKER_PASSWORD", nats.password("worker"))
-        .env(
-            "SF_TOKEN_KEY",
-            streamfleet_workers::TokenKey::generate_hex(),
-        )
-        .envs(nats.ca_env());
-    let _workers = NodeProcess::spawn_command(workers).0;
+    let timeout = TIMEOUT_MS.to_string();
+    let _workers = NodeProcess::workers(
+        &nats,
+        &["--node-timeout-ms", &timeout, "--node-probe-ms", "200"],
+    );
     let operator = nats.commands("operator").await;
     let mut events = Events(
         streamfleet_bus_client::Follower::start(nats.client("operator").await, 1)
@@ -270,6 +281,9 @@ async fn moosefs_nodes_fail_and_heal_on_other_hosts_with_their_address_and_volum
             "mfsioretries=10",
             "-o",
             "mfserroronlostchunk",
+            // An operation gives up after a minute rather than waiting for ever.
+            "-o",
+            "mfstimeout=60",
         ])
         .status()
         .expect("mfsmount");

@@ -64,6 +64,21 @@ impl NodeProcess {
 }
 
 impl NodeProcess {
+    /// Starts `streamfleet workers` (with `more` flags) on `nats` and waits until it is ready.
+    pub fn workers(nats: &Nats, more: &[&str]) -> NodeProcess {
+        let mut workers = Command::new(env!("CARGO_BIN_EXE_streamfleet"));
+        workers
+            .args(["workers", "--nats-url", &nats.url])
+            .args(more)
+            .env("SF_WORKER_PASSWORD", nats.password("worker"))
+            .env(
+                "SF_TOKEN_KEY",
+                streamfleet_workers::TokenKey::generate_hex(),
+            )
+            .envs(nats.ca_env());
+        Self::spawn_command(workers).0
+    }
+
     /// Starts the node and waits for its `ready` line.
     pub fn start(nats: &Nats, data_dir: &Path) -> NodeProcess {
         Self::start_with(nats, data_dir, &[])

@@ -179,16 +179,7 @@ async fn a_vm_moves_at_its_reboot_and_at_its_deadline_keeping_address_and_disk_a
     hosts.insert(qb.clone(), spawn(&qb));
     let _c = compute_host(&nats, &cc, "crun", &images, state.path(), &fabric);
     // The workers publish the customers' notices; a service relays them.
-    let mut workers = Command::new(env!("CARGO_BIN_EXE_streamfleet"));
-    workers
-        .args(["workers", "--nats-url", &nats.url])
-        .env("SF_WORKER_PASSWORD", nats.password("worker"))
-        .env(
-            "SF_TOKEN_KEY",
-            streamfleet_workers::TokenKey::generate_hex(),
-        )
-        .envs(nats.ca_env());
-    let _workers = NodeProcess::spawn_command(workers).0;
+    let _workers = NodeProcess::workers(&nats, &[]);
     let mut notices = nats
         .client("service")
         .await

@@ -244,9 +244,16 @@ impl Containers {
     /// this host (a route that leads elsewhere now is left alone).
     pub async fn release(&self, node_id: &NodeId, generation: u32, address: &str) {
         self.network.unroute(&node_addresses(address)).await;
-        self.network
-            .release(&placement_id(node_id, generation))
-            .await;
+        let placement = placement_id(node_id, generation);
+        // Namespaces are the machine's, not the host's: only one joined to this host's bridge
+        // (its veth's host end is here) is this host's to remove.
+        let host_end = format!("v{}", crate::process::tag(&placement));
+        if crate::process::ip(&["-n", &self.network.namespace, "link", "show", &host_end])
+            .await
+            .is_ok()
+        {
+            self.network.release(&placement).await;
+        }
     }
 
     /// Routes the node's address to this host and announces it on the host's bridge (a

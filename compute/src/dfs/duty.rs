@@ -60,9 +60,10 @@ pub fn duties(me: &HostId, event: &Event) -> Vec<(NodeId, Duty)> {
 /// The duty host `me` resumes for a node at `phase` placed on `host` (after a restart).
 pub fn resume(me: &HostId, host: &HostId, generation: u32, phase: NodePhase) -> Option<Duty> {
     if host != me {
-        return Some(Duty::Leave {
-            generation: generation.saturating_sub(1),
-        });
+        // Only an earlier placement can have been here; the current one is another host's.
+        return generation
+            .checked_sub(1)
+            .map(|generation| Duty::Leave { generation });
     }
     match phase {
         NodePhase::Launching => Some(Duty::Launch),

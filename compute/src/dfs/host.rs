@@ -353,6 +353,17 @@ impl NodeHost {
                     )),
                 ));
             }
+            // The fenced placement's namespace goes too (its host may be gone with its end of
+            // the link): nothing of it is left to answer on the address.
+            if generation > 0 {
+                let old = super::container::placement_id(node, generation - 1);
+                let _ = crate::process::ip(&[
+                    "netns",
+                    "del",
+                    &crate::network::instance_namespace(&old),
+                ])
+                .await;
+            }
             if !self
                 .report(node, generation, NodeReport::Fenced { detail })
                 .await
@@ -361,10 +372,23 @@ impl NodeHost {
             }
         }
         if !done(RecoveryStep::VolumeAttached) {
-            let device = self
-                .attach(node, k)
-                .await
-                .map_err(|e| Step("attach_volume", e))?;
+            let device = match self.attach(node, k).await {
+                // The fence is recorded for this placement, so whatever holds the volume now
+                // is this host's own attach cut short (its agent killed mid-step): fenced
+                // again, attached afresh.
+                Err(NodeError::VolumeAttachedElsewhere { .. }) => {
+                    self.store
+                        .fence(&k.volume_id)
+                        .await
+                        .map_err(|e| Step("attach_volume", e))?;
+                    self.store
+                        .free_within(&k.volume_id, Duration::from_secs(10))
+                        .await;
+                    self.attach(node, k).await
+                }
+                other => other,
+            }
+            .map_err(|e| Step("attach_volume", e))?;
             if !self
                 .report(node, generation, NodeReport::VolumeAttached { device })
                 .await
