@@ -113,6 +113,63 @@ async fn recovery(events: &mut Events, node: &str) -> Vec<Event> {
     seen
 }
 
+/// The master's current host and placement once it serves: its stream read from the start
+/// until it has been read whole and the last word is that it serves.
+async fn master_now(nats: &Nats) -> (String, u32) {
+    let wait = async {
+        loop {
+            let mut follower =
+                streamfleet_bus_client::Follower::start(nats.client("operator").await, 1)
+                    .await
+                    .expect("follow");
+            let head = streamfleet_bus_client::log_head(&nats.client("operator").await)
+                .await
+                .expect("head");
+            let mut at = (String::new(), 0u32, false);
+            while follower.position() <= head {
+                let e = follower.next().await.expect("following the log");
+                let body = e.envelope().expect("an envelope").body;
+                if body.subject != "node-fsx-master" {
+                    continue;
+                }
+                match Event::from_parts(&body.event_type, body.data).expect("a known event") {
+                    Event::NodeServing(s) => at = (s.host_id.to_string(), s.generation, true),
+                    Event::NodeRecovered(r) => at = (r.host_id.to_string(), r.generation, true),
+                    Event::NodeAnswering(_) => at.2 = true,
+                    Event::NodeUnresponsive(_)
+                    | Event::NodeFailed(_)
+                    | Event::ReplacementChosen(_)
+                    | Event::CheckpointRequested(_) => at.2 = false,
+                    _ => {}
+                }
+            }
+            if at.2 {
+                return (at.0, at.1);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), wait)
+        .await
+        .expect("the master serves again")
+}
+
+/// The master's next event of `type_name` for placement `generation` (earlier placements'
+/// events passed over).
+async fn until_placement(events: &mut Events, type_name: &str, generation: u32) -> Event {
+    loop {
+        let e = events.until("node-fsx-master", type_name).await;
+        let of = match &e {
+            Event::NodeUnresponsive(u) => u.generation,
+            Event::NodeAnswering(a) => a.generation,
+            _ => generation,
+        };
+        if of == generation {
+            return e;
+        }
+    }
+}
+
 fn types(events: &[Event]) -> Vec<&'static str> {
     events.iter().map(|e| e.type_name()).collect()
 }
@@ -381,8 +438,7 @@ async fn moosefs_nodes_fail_and_heal_on_other_hosts_with_their_address_and_volum
         unreachable!()
     };
     master_pid = rec.pid;
-    let master_host = rec.host_id.to_string();
-    let master_generation = rec.generation;
+    let _ = (rec.host_id.clone(), rec.generation);
     writes_go_on(&written, before, 20);
     let _ = master_pid;
 
@@ -407,6 +463,8 @@ async fn moosefs_nodes_fail_and_heal_on_other_hosts_with_their_address_and_volum
     writes_go_on(&written, before, 20);
 
     // (d) The master's link down for less than the timeout: unresponsive, answering, not failed.
+    // Where the master serves now, from its stream (it is not assumed to have stayed put).
+    let (_, master_generation) = master_now(&nats).await;
     let master_ns = instance_namespace(&placement_id(&"fsx-master".into(), master_generation));
     let link = |state: &str| {
         assert!(
@@ -418,9 +476,11 @@ async fn moosefs_nodes_fail_and_heal_on_other_hosts_with_their_address_and_volum
         );
     };
     link("down");
-    events.until("node-fsx-master", "NodeUnresponsive").await;
+    until_placement(&mut events, "NodeUnresponsive", master_generation).await;
     link("up");
-    let Event::NodeAnswering(flap) = events.until("node-fsx-master", "NodeAnswering").await else {
+    let Event::NodeAnswering(flap) =
+        until_placement(&mut events, "NodeAnswering", master_generation).await
+    else {
         unreachable!()
     };
     assert!(flap.silent_ms < TIMEOUT_MS, "{flap:?}");
@@ -457,6 +517,7 @@ async fn moosefs_nodes_fail_and_heal_on_other_hosts_with_their_address_and_volum
     assert_eq!(rule(&send(&operator, data_node).await), "not_metadata_node");
 
     // (b) The master's whole host killed: its agent and its namespace.
+    let (master_host, _) = master_now(&nats).await;
     let before = written.load(Ordering::SeqCst);
     if let Some(mut agent) = hosts.remove(&master_host) {
         agent.kill9();
