@@ -14,6 +14,7 @@ use streamfleet_node::{Node, NodeConfig};
 use streamfleet_testkit::NatsServer;
 use uuid::Uuid;
 
+mod failover;
 mod instances;
 mod media;
 mod migration;
@@ -30,6 +31,9 @@ pub enum Which {
     /// Migration: a QEMU instance moved between two hosts at its reboot; downtime, its boot and
     /// control-plane parts, the disk sync beside `cp`.
     Migration(migration::MigrationArgs),
+    /// File-system node failover: a MooseFS master killed -9 under a writer; detection,
+    /// fence-to-serving, kill-to-serving, files lost, beside a restart in place.
+    Failover(failover::FailoverArgs),
     /// The media plane: encode fps, glass-to-glass latency, concurrent streams, bitrate settling.
     Media(media::MediaArgs),
     /// The auditors' tools: offline read and verify, projection rebuild, export, live catch-up.
@@ -69,6 +73,7 @@ pub async fn run(which: Which) -> anyhow::Result<()> {
         Which::Media(args) => media::run(args).await,
         Which::Instances(args) => instances::run(args).await,
         Which::Migration(args) => migration::run(args).await,
+        Which::Failover(args) => failover::run(args).await,
         Which::Replay { events } => replay::run(events).await,
         Which::Log {
             catch_up_events,
