@@ -176,14 +176,8 @@ impl VolumeStore {
     }
 }
 
-/// Kills every process with a file open on device `rdev`; their pids.
-///
-/// Never a `stat` through a process's files: one open on a FUSE mount whose daemon waits (a
-/// client of the very master being fenced) blocks the stat for as long (`bench failover`
-/// measured 13.5 s). Each process's mount table (`/proc/<pid>/mountinfo`, its own namespace's)
-/// names the mounts of the device, and each open file's `fdinfo` names the mount it is on.
+/// Kills every process with a file, its working folder or its root on device `rdev`; their pids.
 fn kill_holders(rdev: u64) -> Vec<i32> {
-    let wanted = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
     let mut killed = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return killed;
@@ -200,27 +194,11 @@ fn kill_holders(rdev: u64) -> Vec<i32> {
             continue;
         }
         let base = entry.path();
-        let mounts: Vec<String> = std::fs::read_to_string(base.join("mountinfo"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let id = f.next()?;
-                (f.nth(1)? == wanted).then(|| id.to_string())
-            })
-            .collect();
-        if mounts.is_empty() {
-            continue;
+        let on_device = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.dev() == rdev);
+        let mut holds = on_device(base.join("cwd"));
+        if !holds && let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            holds = fds.flatten().any(|fd| on_device(fd.path()));
         }
-        let holds = std::fs::read_dir(base.join("fdinfo")).is_ok_and(|fds| {
-            fds.flatten().any(|fd| {
-                std::fs::read_to_string(fd.path()).is_ok_and(|info| {
-                    info.lines()
-                        .find_map(|l| l.strip_prefix("mnt_id:"))
-                        .is_some_and(|id| mounts.iter().any(|m| m == id.trim()))
-                })
-            })
-        });
         if holds {
             // SAFETY: kill(2) with a pid read from /proc; no memory is involved.
             unsafe { libc::kill(pid, libc::SIGKILL) };
